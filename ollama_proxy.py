@@ -1,0 +1,1653 @@
+"""ollama-proxy: an HTTP proxy that sits between AI clients and Ollama servers.
+
+It forwards every request to an Ollama server and fixes, per model and per
+request, what clients get wrong.  One file, standard library plus ``h11``,
+asyncio underneath.  Runs on CPython 3.9 through 3.13.
+
+Run it::
+
+    python3 ollama_proxy.py --backend http://127.0.0.1:11434     # listens on 127.0.0.1:11435
+    python3 ollama_proxy.py --help                                # every flag and its variable
+
+Section map (``grep -n '^# [0-9]*\\. '`` prints the same list):
+
+    0. Header              constants, the logger
+    1. Configuration       Config, pure parsers, build_config(argv, environ)
+    2. Errors              ProxyError and its subclasses, error bodies (Ollama and OpenAI shape)
+    3. HTTP plumbing       header helpers, IdleTimer, the server-side h11 stream
+    4. Upstream client     UpstreamConnection (one h11 client socket) and the per-backend pool
+    5. Backends            the Backend object
+    6. Server              App: the accept loop, the per-connection loop, the relay, the access log
+    7. CLI                 argument parser, logging setup, main()
+
+Invariants: only sections 3, 4 and 6 touch sockets; only 3, 4 and 6 know h11
+(section 4 turns h11 exceptions into ours); sections 1, 2 and 5 are pure data.
+All mutable state lives in the one ``App`` object built by ``main()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hmac
+import itertools
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import ssl
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from urllib.parse import unquote, urlsplit
+
+import h11
+
+__version__ = "0.1.0"
+
+# ---------------------------------------------------------------------------
+# 0. Header
+# ---------------------------------------------------------------------------
+
+log = logging.getLogger("ollama_proxy")
+
+#: Headers that belong to one hop and are never forwarded (RFC 9110 §7.6.1),
+#: plus the framing headers that h11 sets itself.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+MAX_HEAD_BYTES = 64 * 1024  #: a request head larger than this gets 431
+MAX_JSON_BODY = 64 * 1024 * 1024  #: a buffered request body larger than this gets 413
+READ_SIZE = 64 * 1024  #: bytes asked of a socket per read
+LINGER_SECONDS = 2.0  #: how long a lingering close waits for the peer's EOF
+
+#: Native endpoints that stream unless the body says ``"stream": false``.
+STREAM_BY_DEFAULT = frozenset({"/api/chat", "/api/generate", "/api/pull", "/api/push", "/api/create"})
+#: OpenAI-compatible endpoints that stream only with ``"stream": true``.
+STREAM_ON_REQUEST = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses"})
+#: Endpoints whose JSON body names a model (read for logs, streaming decisions, later modifiers).
+MODEL_PATHS = frozenset(
+    {
+        "/api/chat",
+        "/api/generate",
+        "/api/embed",
+        "/api/embeddings",
+        "/api/show",
+        "/api/pull",
+        "/api/push",
+        "/api/create",
+        "/api/delete",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/responses",
+        "/v1/messages",
+    }
+)
+#: Request bodies on these paths are streamed upstream, never buffered (and never retried).
+STREAMED_UPLOAD_PREFIXES = ("/api/blobs/", "/api/create")
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+# ---------------------------------------------------------------------------
+# 1. Configuration
+# ---------------------------------------------------------------------------
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message is one line for the person starting the proxy."""
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """A parsed backend address: where to connect and how to present ourselves."""
+
+    name: str
+    scheme: str  #: "http" or "https"
+    host: str  #: host name or IP literal, without brackets
+    port: int
+    path_prefix: str = ""  #: prepended to every forwarded path ("" for a plain server)
+    auth: Optional[str] = None  #: the Authorization header value from user:password in the URL
+
+    @property
+    def host_header(self) -> str:
+        """The Host header Ollama expects: its own host:port."""
+        host = "[%s]" % self.host if ":" in self.host else self.host
+        return "%s:%d" % (host, self.port)
+
+    @property
+    def url(self) -> str:
+        return "%s://%s%s" % (self.scheme, self.host_header, self.path_prefix)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of the proxy; built once by ``build_config`` and never changed."""
+
+    host: str = "127.0.0.1"
+    port: int = 11435
+    backends: Tuple[BackendSpec, ...] = ()
+    connect_timeout: float = 2.0
+    request_timeout: float = 600.0
+    header_timeout: float = 10.0
+    idle_timeout: float = 75.0
+    shutdown_grace: float = 30.0
+    reject_streaming: bool = False
+    heartbeat: float = 10.0
+    api_key: Optional[str] = None
+    log_level: str = "info"
+    log_format: str = "text"
+
+
+def _strip_env_value(value: str) -> str:
+    """Trim white space and one pair of surrounding quotes, as Ollama's envconfig does."""
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        value = value[1:-1]
+    return value
+
+
+def _split_host_port(hostport: str) -> Tuple[str, Optional[str]]:
+    """Split like Go's net.SplitHostPort; return (hostport, None) when it has no port."""
+    if hostport.startswith("["):
+        end = hostport.find("]")
+        if end < 0:
+            return hostport, None
+        host, rest = hostport[1:end], hostport[end + 1 :]
+        if rest.startswith(":"):
+            return host, rest[1:]
+        return hostport, None
+    if hostport.count(":") == 1:
+        host, port = hostport.split(":")
+        return host, port
+    return hostport, None
+
+
+def parse_ollama_host(value: str) -> Tuple[str, str, int, str]:
+    """Parse OLLAMA_HOST exactly as Ollama does (envconfig.Host): (scheme, host, port, path).
+
+    An unparsable or out-of-range port falls back to the scheme's default, as in Ollama.
+    The host is returned without brackets; it may be empty (meaning all interfaces).
+    """
+    value = _strip_env_value(value)
+    scheme, default_port = "http", 11434
+    hostport = value
+    if "://" in value:
+        scheme, hostport = value.split("://", 1)
+        if scheme == "http":
+            default_port = 80
+        elif scheme == "https":
+            default_port = 443
+    elif value == "ollama.com":
+        return "https", "ollama.com", 443, ""
+    path = ""
+    if "/" in hostport:
+        hostport, path = hostport.split("/", 1)
+        path = "/" + path
+    host, port_text = _split_host_port(hostport)
+    if port_text is None:
+        host = hostport
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+    port = default_port
+    if port_text is not None:
+        try:
+            port = int(port_text)
+        except ValueError:
+            port = default_port
+        if not 0 <= port <= 65535:
+            port = default_port
+    return scheme, host, port, path
+
+
+#: Addresses that mean "all interfaces" when listening, and "this machine" when connecting.
+UNSPECIFIED_HOSTS = frozenset({"", "0.0.0.0", "::", "0:0:0:0:0:0:0:0"})
+
+
+def backend_from_ollama_host(value: str) -> BackendSpec:
+    """The default backend from OLLAMA_HOST: an unspecified address connects to 127.0.0.1."""
+    scheme, host, port, path = parse_ollama_host(value)
+    if host in UNSPECIFIED_HOSTS:
+        host = "127.0.0.1"
+    if scheme not in ("http", "https"):
+        raise ConfigError("OLLAMA_HOST=%r: scheme must be http or https" % value)
+    return BackendSpec(name=_default_name(host, port), scheme=scheme, host=host, port=port, path_prefix=path.rstrip("/"))
+
+
+def _default_name(host: str, port: int) -> str:
+    return "%s:%d" % ("[%s]" % host if ":" in host else host, port)
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def parse_backend(value: str) -> BackendSpec:
+    """Parse a ``--backend [NAME=]URL`` value strictly: anything doubtful is a ConfigError.
+
+    The scheme is http or https (``host:port`` alone means http); without a port, http
+    means 11434 when no scheme was written, else the scheme's own port (80 or 443), as
+    Ollama's clients read OLLAMA_HOST.  user:password in the URL becomes Basic auth.
+    """
+    text = value.strip()
+    name = None
+    eq = text.find("=")
+    if eq > 0 and "/" not in text[:eq] and ":" not in text[:eq]:
+        name, text = text[:eq], text[eq + 1 :].strip()
+        if not _NAME_RE.match(name):
+            raise ConfigError("backend %r: the name may use letters, digits, '.', '_' and '-' only" % value)
+    if not text:
+        raise ConfigError("backend %r: no URL" % value)
+    had_scheme = "://" in text
+    if not had_scheme:
+        text = "http://" + text
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https"):
+        raise ConfigError("backend %r: the scheme must be http or https, not %r" % (value, parts.scheme))
+    if parts.query or parts.fragment:
+        raise ConfigError("backend %r: a backend URL takes no query or fragment" % value)
+    try:
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        raise ConfigError("backend %r: the port must be a number from 1 to 65535" % value) from None
+    if not host:
+        raise ConfigError("backend %r: no host" % value)
+    if host in UNSPECIFIED_HOSTS:
+        raise ConfigError("backend %r: %r is not an address to connect to (use 127.0.0.1)" % (value, host))
+    if port is None:
+        port = 11434 if not had_scheme else (443 if parts.scheme == "https" else 80)
+    if not 1 <= port <= 65535:
+        raise ConfigError("backend %r: the port must be from 1 to 65535" % value)
+    auth = None
+    if parts.username is not None:
+        pair = "%s:%s" % (unquote(parts.username), unquote(parts.password or ""))
+        auth = "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
+    return BackendSpec(
+        name=name or _default_name(host, port),
+        scheme=parts.scheme,
+        host=host,
+        port=port,
+        path_prefix=parts.path.rstrip("/"),
+        auth=auth,
+    )
+
+
+def _parse_number(flag: str, text: str, kind: Callable[[str], Any], minimum: float = 0) -> Any:
+    try:
+        number = kind(str(text).strip())
+    except ValueError:
+        raise ConfigError("%s: %r is not a number" % (flag, text)) from None
+    if number != number or number < minimum:  # NaN, or below the floor
+        raise ConfigError("%s: %r must be at least %s" % (flag, text, minimum))
+    return number
+
+
+def _parse_bool(flag: str, text: str) -> bool:
+    lowered = _strip_env_value(text).lower()
+    if lowered in ("1", "true", "yes", "on", "t", "y"):
+        return True
+    if lowered in ("0", "false", "no", "off", "f", "n", ""):
+        return False
+    raise ConfigError("%s: %r is not a boolean (use true or false)" % (flag, text))
+
+
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def _is_same_address(listen_host: str, listen_port: int, backend: BackendSpec) -> bool:
+    """Would connecting to ``backend`` reach this proxy's own listening socket?"""
+    if backend.port != listen_port or listen_port == 0:
+        return False
+    target = backend.host.lower()
+    if listen_host in UNSPECIFIED_HOSTS:
+        return target in _LOOPBACK_NAMES or target.startswith("127.") or target == socket.gethostname().lower()
+    listen = listen_host.lower()
+    if listen == target:
+        return True
+    return listen in _LOOPBACK_NAMES and (target in _LOOPBACK_NAMES or target.startswith("127."))
+
+
+#: (flag, environment variable, default, help) for the flags that take one value.
+_ENV_FLAGS = (
+    ("host", "PROXY_HOST", "127.0.0.1", "address to listen on"),
+    ("port", "PROXY_PORT", "11435", "port to listen on (0 picks a free one)"),
+    ("connect_timeout", "BACKEND_CONNECT_TIMEOUT_SECONDS", "2.0", "TCP/TLS connect timeout to a backend, seconds"),
+    ("request_timeout", "REQUEST_TIMEOUT_SECONDS", "600", "longest silence from a backend before 504, seconds"),
+    ("header_timeout", "PROXY_HEADER_TIMEOUT_SECONDS", "10", "a client must finish its request head within this, seconds"),
+    ("idle_timeout", "PROXY_IDLE_TIMEOUT_SECONDS", "75", "an idle client keep-alive connection is closed after this, seconds"),
+    ("shutdown_grace", "PROXY_SHUTDOWN_GRACE_SECONDS", "30", "how long in-flight responses may finish after SIGTERM, seconds"),
+    ("heartbeat", "PROXY_HEARTBEAT_SECONDS", "10", "send the response head of a waiting stream after S seconds, then SSE comments every S; 0 = off"),
+    ("api_key", "PROXY_API_KEY", None, "require 'Authorization: Bearer KEY' or 'x-api-key: KEY' (not forwarded)"),
+    ("log_level", "LOG_LEVEL", "info", "debug, info, warning or error"),
+    ("log_format", "LOG_FORMAT", "text", "text (one readable line per event) or json (one object per line)"),
+)
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    """The command line; every flag names its environment variable and default in --help."""
+    parser = argparse.ArgumentParser(
+        prog="ollama-proxy",
+        description="A proxy in front of Ollama that sets num_ctx and num_predict per model and request.",
+        epilog="A flag wins over its environment variable. Lists in variables are comma-separated.",
+    )
+    for dest, env, default, text in _ENV_FLAGS:
+        flag = "--" + dest.replace("_", "-")
+        shown = "none" if default is None else default
+        parser.add_argument(flag, dest=dest, default=None, metavar=dest.split("_")[-1].upper(), help="%s [$%s, default %s]" % (text, env, shown))
+    parser.add_argument(
+        "--backend",
+        dest="backend",
+        action="append",
+        default=None,
+        metavar="[NAME=]URL",
+        help="an Ollama server; user:password in the URL becomes Basic auth [$OLLAMA_BACKENDS, default from $OLLAMA_HOST, "
+        "else $OLLAMA_BASE_URL, else http://127.0.0.1:11434]",
+    )
+    parser.add_argument(
+        "--reject-streaming",
+        dest="reject_streaming",
+        action="store_const",
+        const="true",
+        default=None,
+        help="answer 400 to a request that would stream [$REJECT_STREAMING, default off]",
+    )
+    parser.add_argument("--version", action="version", version="ollama-proxy " + __version__)
+    return parser
+
+
+def build_config(argv: Optional[Sequence[str]], environ: Mapping[str, str]) -> Config:
+    """Turn flags and environment variables into a Config; a flag wins over its variable.
+
+    Raises ConfigError with one clear line for anything unusable.  Opens no socket.
+    """
+    args = build_arg_parser().parse_args(list(argv) if argv is not None else None)
+    raw: Dict[str, Any] = {}
+    for dest, env, default, _ in _ENV_FLAGS:
+        value = getattr(args, dest)
+        if value is None:
+            value = environ.get(env)
+            if value is not None:
+                value = _strip_env_value(value)
+        raw[dest] = default if value is None else value
+    flag = lambda dest: "--" + dest.replace("_", "-")  # noqa: E731 - a tiny local helper
+    port = _parse_number(flag("port"), raw["port"], int)
+    if port > 65535:
+        raise ConfigError("--port: %d is out of range (0 to 65535)" % port)
+    host = str(raw["host"]).strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    log_level = str(raw["log_level"]).lower()
+    if log_level not in LOG_LEVELS:
+        raise ConfigError("--log-level: %r is not one of %s" % (raw["log_level"], ", ".join(LOG_LEVELS)))
+    log_format = str(raw["log_format"]).lower()
+    if log_format not in LOG_FORMATS:
+        raise ConfigError("--log-format: %r is not one of %s" % (raw["log_format"], ", ".join(LOG_FORMATS)))
+    reject = args.reject_streaming
+    if reject is None:
+        reject = environ.get("REJECT_STREAMING", "false")
+    backends = _build_backends(args.backend, environ)
+    for backend in backends:
+        if _is_same_address(host, port, backend):
+            raise ConfigError("backend %s (%s) is this proxy's own listen address: it would loop" % (backend.name, backend.url))
+    names = [b.name for b in backends]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError("backend name %r is used twice" % name)
+    api_key = raw["api_key"] or None
+    return Config(
+        host=host,
+        port=port,
+        backends=tuple(backends),
+        connect_timeout=_parse_number(flag("connect_timeout"), raw["connect_timeout"], float, 0.001),
+        request_timeout=_parse_number(flag("request_timeout"), raw["request_timeout"], float, 0.001),
+        header_timeout=_parse_number(flag("header_timeout"), raw["header_timeout"], float, 0.001),
+        idle_timeout=_parse_number(flag("idle_timeout"), raw["idle_timeout"], float, 0.001),
+        shutdown_grace=_parse_number(flag("shutdown_grace"), raw["shutdown_grace"], float),
+        heartbeat=_parse_number(flag("heartbeat"), raw["heartbeat"], float),
+        reject_streaming=_parse_bool("--reject-streaming", reject),
+        api_key=api_key,
+        log_level=log_level,
+        log_format=log_format,
+    )
+
+
+def _build_backends(flags: Optional[List[str]], environ: Mapping[str, str]) -> List[BackendSpec]:
+    """--backend values, else OLLAMA_BACKENDS, else OLLAMA_HOST, OLLAMA_BASE_URL, the default."""
+    values = flags
+    if values is None and environ.get("OLLAMA_BACKENDS", "").strip():
+        values = [v for v in _strip_env_value(environ["OLLAMA_BACKENDS"]).split(",") if v.strip()]
+    if values:
+        backends = [parse_backend(v) for v in values]
+        if len(backends) > 1:
+            # The pool of many backends (SPEC §6) is not built yet; refuse rather than ignore some.
+            raise ConfigError("several backends given (%s); this version serves exactly one" % ", ".join(b.name for b in backends))
+        return backends
+    if environ.get("OLLAMA_HOST", "").strip():
+        return [backend_from_ollama_host(environ["OLLAMA_HOST"])]
+    if environ.get("OLLAMA_BASE_URL", "").strip():
+        return [parse_backend(_strip_env_value(environ["OLLAMA_BASE_URL"]))]
+    return [parse_backend("http://127.0.0.1:11434")]
+
+
+# ---------------------------------------------------------------------------
+# 2. Errors
+# ---------------------------------------------------------------------------
+
+
+class ProxyError(Exception):
+    """An error the proxy answers itself; ``status`` is the HTTP status (as h11's error_status_hint)."""
+
+    status = 500
+
+    def __init__(self, message: str, status: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+
+
+class BadRequest(ProxyError):
+    status = 400
+
+
+class Unauthorized(ProxyError):
+    status = 401
+
+
+class BodyTooLarge(ProxyError):
+    status = 413
+
+
+class BadGateway(ProxyError):
+    """The backend could not be reached, or broke the exchange (502)."""
+
+    status = 502
+
+
+class UpstreamTimeout(ProxyError):
+    """The backend was silent for longer than --request-timeout (504)."""
+
+    status = 504
+
+
+class LoopDetected(ProxyError):
+    status = 508
+
+
+#: OpenAI's error "type" for a status; everything else is "api_error" (ollama-api.md §6.4).
+_OPENAI_ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "not_found_error"}
+
+
+def is_openai_path(path: str) -> bool:
+    return path.startswith("/v1/") or path == "/v1"
+
+
+def error_body(status: int, message: str, openai: bool) -> bytes:
+    """The JSON error body in Ollama's shape, or OpenAI's on ``/v1/*``."""
+    if openai:
+        obj: Dict[str, Any] = {
+            "error": {
+                "message": message,
+                "type": _OPENAI_ERROR_TYPES.get(status, "api_error"),
+                "param": None,
+                "code": "invalid_api_key" if status == 401 else None,
+            }
+        }
+    else:
+        obj = {"error": message}
+    return json.dumps(obj).encode("utf-8")
+
+
+def error_message_from_body(body: bytes) -> str:
+    """The error text of an upstream error body ({"error": "..."} or OpenAI's shape), else the text."""
+    text = body.decode("utf-8", "replace").strip()
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return text or "backend error"
+    if isinstance(obj, dict):
+        err = obj.get("error")
+        if isinstance(err, str):
+            return err
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return err["message"]
+    return text
+
+
+# ---------------------------------------------------------------------------
+# 3. HTTP plumbing
+# ---------------------------------------------------------------------------
+#
+# Theory.  Each side of the proxy is an h11.Connection over one asyncio stream
+# pair.  h11 is sans-IO: we feed it bytes (b"" at EOF) and pull events, and it
+# turns our events into bytes.  Timeouts are *per phase* and never wrap whole
+# handlers: an IdleTimer per socket holds a deadline that the hot path pushes
+# forward with a float assignment; when it fires, it aborts the transport, so
+# the pending read fails and the phase that was waiting decides what it means
+# (header timeout: drop; upstream silence: 504).  No timer callback touches an
+# h11 state machine.
+
+
+Headers = List[Tuple[bytes, bytes]]
+
+
+def connection_tokens(headers: Headers) -> frozenset:
+    """Header names listed in Connection: they are hop-by-hop for this message only."""
+    names = set()
+    for name, value in headers:
+        if name == b"connection":
+            names.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    return frozenset(names)
+
+
+def strip_hop_by_hop(headers: Headers, also: frozenset = frozenset()) -> Headers:
+    """Drop hop-by-hop headers, those named in Connection, and any in ``also``."""
+    extra = connection_tokens(headers)
+    return [(n, v) for n, v in headers if n not in HOP_BY_HOP and n not in extra and n not in also]
+
+
+def header_value(headers: Headers, name: bytes) -> Optional[bytes]:
+    """The first value of a header (names are lower-case, as h11 gives them)."""
+    for n, v in headers:
+        if n == name:
+            return v
+    return None
+
+
+def join_via(existing: Optional[bytes], ours: bytes) -> bytes:
+    return existing + b", " + ours if existing else ours
+
+
+class IdleTimer:
+    """Calls ``on_expire`` once after ``timeout`` seconds pass without ``touch()``.
+
+    ``touch`` is a float assignment, cheap enough for every streamed chunk; the
+    timer callback re-arms itself at the newest deadline instead of being
+    cancelled and rescheduled on every touch.
+    """
+
+    __slots__ = ("_loop", "_on_expire", "_timeout", "_deadline", "_handle")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_expire: Callable[[], None]) -> None:
+        self._loop = loop
+        self._on_expire = on_expire
+        self._timeout = 0.0
+        self._deadline: Optional[float] = None
+        self._handle: Optional[asyncio.TimerHandle] = None
+
+    def start(self, timeout: float) -> None:
+        self._timeout = timeout
+        self._deadline = deadline = self._loop.time() + timeout
+        handle = self._handle
+        if handle is not None and handle.when() > deadline:
+            handle.cancel()
+            handle = None
+        if handle is None:
+            self._handle = self._loop.call_at(deadline, self._fire)
+
+    def touch(self) -> None:
+        if self._deadline is not None:
+            self._deadline = self._loop.time() + self._timeout
+
+    def stop(self) -> None:
+        self._deadline = None
+
+    def close(self) -> None:
+        self._deadline = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self) -> None:
+        self._handle = None
+        deadline = self._deadline
+        if deadline is None:
+            return
+        if self._loop.time() >= deadline:
+            self._deadline = None
+            self._on_expire()
+        else:
+            self._handle = self._loop.call_at(deadline, self._fire)
+
+
+async def _read_to_eof(reader: asyncio.StreamReader) -> None:
+    while await reader.read(READ_SIZE):
+        pass
+
+
+async def close_writer(writer: asyncio.StreamWriter, linger_reader: Optional[asyncio.StreamReader] = None) -> None:
+    """Close a stream.  With a reader, close lingering (RFC 9112 §9.6): half-close, read what
+    the peer still sends until its EOF (a few seconds at most), then close, so that a client
+    still uploading reads our error instead of a reset."""
+    try:
+        if linger_reader is not None and writer.can_write_eof():
+            writer.write_eof()
+            await asyncio.wait_for(_read_to_eof(linger_reader), LINGER_SECONDS)
+        writer.close()
+        await asyncio.wait_for(writer.wait_closed(), LINGER_SECONDS)
+    except (OSError, asyncio.TimeoutError, RuntimeError, asyncio.CancelledError):
+        writer.transport.abort()
+
+
+class ClientGone(Exception):
+    """The client closed or reset its connection."""
+
+
+class ClientProtocol(asyncio.StreamReaderProtocol):
+    """asyncio's stream protocol plus a disconnect hook.
+
+    While a response is being produced nobody reads the client socket, yet the
+    transport still reads into the StreamReader buffer: so EOF or a reset shows up
+    here at once, and ``on_gone`` (set only while a relay runs) cancels the relay.
+    A pipelined request simply waits in the buffer for the next cycle.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, callback: Callable[..., Any]) -> None:
+        super().__init__(reader, callback)
+        self.gone = False
+        self.on_gone: Optional[Callable[[], None]] = None
+
+    def _mark_gone(self) -> None:
+        if not self.gone:
+            self.gone = True
+            if self.on_gone is not None:
+                self.on_gone()
+
+    def eof_received(self) -> bool:
+        result = super().eof_received()
+        self._mark_gone()
+        return bool(result)
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        super().connection_lost(exc)
+        self._mark_gone()
+
+
+class ServerSide:
+    """The client-facing half: one h11 server connection over one stream pair.
+
+    ``next_event`` never returns NEED_DATA: it reads (answering 100-continue first)
+    until h11 has an event.  Reads are bounded by ``timer``, whose phase the caller sets.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn_id: int, timer: IdleTimer) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.conn_id = conn_id
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        self.timer = timer
+        self.protocol: ClientProtocol = writer.transport.get_protocol()  # type: ignore[assignment]
+        self.client_gone = False  #: the client left while its request was being served
+
+    def watch_disconnect(self, task: asyncio.Task) -> None:
+        """From now until ``unwatch``, a client EOF or reset cancels ``task``."""
+
+        def gone() -> None:
+            self.client_gone = True
+            task.cancel()
+
+        if self.protocol.gone:
+            gone()
+        else:
+            self.protocol.on_gone = gone
+
+    def unwatch(self) -> None:
+        self.protocol.on_gone = None
+
+    async def next_event(self) -> Any:
+        conn = self.h11
+        while True:
+            event = conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            if conn.they_are_waiting_for_100_continue:
+                await self.send(h11.InformationalResponse(status_code=100, headers=[]))
+            try:
+                data = await self.reader.read(READ_SIZE)
+            except OSError:
+                data = b""
+            conn.receive_data(data)
+
+    async def send(self, *events: Any) -> None:
+        """Send events in one write; a failed write marks h11 and raises ClientGone."""
+        conn = self.h11
+        data = b"".join([conn.send(e) or b"" for e in events])
+        await self.write(data)
+
+    async def write(self, data: bytes) -> None:
+        if self.writer.transport.is_closing():
+            self.h11.send_failed()
+            raise ClientGone("client connection closed")
+        try:
+            self.writer.write(data)
+            if self.writer.transport.get_write_buffer_size():
+                await self.writer.drain()
+        except (OSError, RuntimeError) as exc:
+            self.h11.send_failed()
+            raise ClientGone(str(exc)) from None
+
+
+# ---------------------------------------------------------------------------
+# 4. Upstream client and pool
+# ---------------------------------------------------------------------------
+#
+# Theory.  One UpstreamConnection is one socket to a backend with its own h11
+# client state machine and a lifecycle apart from h11's: NEW (connected, never
+# used), ACTIVE (an exchange in progress), IDLE (in the pool), CLOSED.  A
+# connection goes back to the pool only when both h11 sides are DONE; anything
+# else (an exception, a cancellation, a client that left, a body not read to the
+# end) closes the socket, which is also what makes Ollama stop generating.  h11
+# exceptions never leave this section: they become BadGateway.
+
+NEW, ACTIVE, IDLE, CLOSED = "NEW", "ACTIVE", "IDLE", "CLOSED"
+POOL_IDLE_SECONDS = 30.0  #: an idle pooled connection older than this is closed, not reused
+
+
+class UpstreamConnection:
+    """One keep-alive socket to a backend."""
+
+    def __init__(self, backend: "Backend", reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.backend = backend
+        self.reader = reader
+        self.writer = writer
+        self.h11 = h11.Connection(h11.CLIENT)
+        self.state = NEW
+        self.requests = 0
+        self.expires_at = 0.0
+        self.timed_out = False  #: set when the idle timer aborted the socket (maps to 504)
+        self.received_any = False  #: any byte of a response arrived on this exchange
+        self.timer = IdleTimer(asyncio.get_event_loop(), self._on_silence)
+
+    def __repr__(self) -> str:
+        return "<UpstreamConnection %s %s requests=%d>" % (self.backend.name, self.state, self.requests)
+
+    def _on_silence(self) -> None:
+        self.timed_out = True
+        self.writer.transport.abort()
+
+    def is_reusable(self, now: float) -> bool:
+        """An idle connection is usable unless it expired or the backend closed it meanwhile."""
+        return self.state == IDLE and now < self.expires_at and not self.reader.at_eof() and not self.writer.is_closing()
+
+    async def send_request(self, method: bytes, target: bytes, headers: Headers, body: Optional[bytes]) -> None:
+        """Send the head and (when given) the whole body."""
+        self.state = ACTIVE
+        self.requests += 1
+        self.received_any = False
+        conn = self.h11
+        try:
+            data = conn.send(h11.Request(method=method, target=target, headers=headers))
+            if body is not None:
+                if body:
+                    data += conn.send(h11.Data(data=body))
+                data += conn.send(h11.EndOfMessage())
+        except h11.LocalProtocolError as exc:
+            raise BadGateway("cannot send the request upstream: %s" % exc) from None
+        await self._write(data)
+
+    async def send_body_part(self, data: bytes) -> None:
+        try:
+            out = self.h11.send(h11.Data(data=data)) if data else b""
+        except h11.LocalProtocolError as exc:
+            raise BadGateway("cannot stream the request body upstream: %s" % exc) from None
+        await self._write(out)
+
+    async def end_body(self) -> None:
+        try:
+            out = self.h11.send(h11.EndOfMessage())
+        except h11.LocalProtocolError as exc:
+            raise BadGateway("cannot finish the request body upstream: %s" % exc) from None
+        await self._write(out)
+
+    async def _write(self, data: bytes) -> None:
+        try:
+            self.writer.write(data)
+            if self.writer.transport.get_write_buffer_size():
+                await self.writer.drain()
+        except (OSError, RuntimeError):
+            # The backend may have answered early (e.g. 400 before reading the whole body):
+            # the response is still read, so this is not an error yet.
+            self.h11.send_failed()
+
+    async def _read(self) -> bytes:
+        try:
+            data = await self.reader.read(READ_SIZE)
+        except OSError:
+            data = b""
+        if data:
+            self.received_any = True
+        self.timer.touch()
+        return data
+
+    def _failure(self, what: str) -> ProxyError:
+        if self.timed_out:
+            return UpstreamTimeout("backend %s sent nothing for too long (%s)" % (self.backend.name, what))
+        return BadGateway("backend %s %s" % (self.backend.name, what))
+
+    async def receive_response(self) -> h11.Response:
+        """Read up to the final response head (skipping 1xx)."""
+        conn = self.h11
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise self._failure("sent an invalid response: %s" % exc) from None
+            if event is h11.NEED_DATA:
+                data = await self._read()
+                if not data and conn.their_state == h11.SEND_RESPONSE:
+                    raise self._failure("closed the connection before responding")
+                conn.receive_data(data)
+                continue
+            if type(event) is h11.Response:
+                return event
+            if type(event) is h11.InformationalResponse:
+                continue
+            raise self._failure("closed the connection before responding")
+
+    async def receive_body(self) -> Tuple[bytes, bool]:
+        """The body bytes of one socket read, and whether the body is complete.
+
+        Everything h11 yields from one read is joined, so the relay writes it out once.
+        """
+        conn = self.h11
+        parts: List[bytes] = []
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise self._failure("broke the response: %s" % exc) from None
+            kind = type(event)
+            if kind is h11.Data:
+                parts.append(event.data)
+                continue
+            if kind is h11.EndOfMessage:
+                return b"".join(parts), True
+            if event is h11.NEED_DATA:
+                if parts:
+                    return b"".join(parts), False
+                conn.receive_data(await self._read())
+                continue
+            if kind is h11.ConnectionClosed:
+                raise self._failure("closed the connection mid-response")
+            raise self._failure("sent an unexpected %s" % kind.__name__)
+
+    async def receive_whole_body(self, limit: int = MAX_JSON_BODY) -> bytes:
+        parts: List[bytes] = []
+        size = 0
+        while True:
+            data, done = await self.receive_body()
+            parts.append(data)
+            size += len(data)
+            if size > limit:
+                raise BadGateway("backend %s answered with a body over %d bytes" % (self.backend.name, limit))
+            if done:
+                return b"".join(parts)
+
+    def abort(self) -> None:
+        self.state = CLOSED
+        self.timer.close()
+        self.writer.transport.abort()
+
+
+class Pool:
+    """Idle keep-alive connections to one backend, most recently used first."""
+
+    def __init__(self, backend: "Backend", connect_timeout: float) -> None:
+        self.backend = backend
+        self.connect_timeout = connect_timeout
+        self.idle: List[UpstreamConnection] = []
+        self._ssl: Optional[ssl.SSLContext] = ssl.create_default_context() if backend.spec.scheme == "https" else None
+
+    async def acquire(self) -> UpstreamConnection:
+        """A reusable idle connection, or a new one (BadGateway when the backend cannot be reached)."""
+        now = time.monotonic()
+        while self.idle:
+            conn = self.idle.pop()
+            if conn.is_reusable(now):
+                conn.state = ACTIVE
+                return conn
+            conn.abort()
+        return await self.connect()
+
+    async def connect(self) -> UpstreamConnection:
+        spec = self.backend.spec
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(spec.host, spec.port, ssl=self._ssl, limit=READ_SIZE),
+                self.connect_timeout,
+            )
+        except asyncio.TimeoutError:
+            raise BadGateway("cannot connect to backend %s (%s): no answer within %.1fs" % (spec.name, spec.url, self.connect_timeout)) from None
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
+            raise BadGateway("cannot connect to backend %s (%s): %s" % (spec.name, spec.url, reason)) from None
+        return UpstreamConnection(self.backend, reader, writer)
+
+    def release(self, conn: UpstreamConnection) -> None:
+        """Back to the pool if both h11 sides finished cleanly, else closed."""
+        conn.timer.stop()
+        h = conn.h11
+        if conn.state == ACTIVE and h.our_state is h11.DONE and h.their_state is h11.DONE and not conn.timed_out:
+            try:
+                h.start_next_cycle()
+            except h11.LocalProtocolError:
+                conn.abort()
+                return
+            conn.state = IDLE
+            conn.expires_at = time.monotonic() + POOL_IDLE_SECONDS
+            self.idle.append(conn)
+        else:
+            conn.abort()
+
+    def close(self) -> None:
+        for conn in self.idle:
+            conn.abort()
+        self.idle.clear()
+
+
+# ---------------------------------------------------------------------------
+# 5. Backends
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Backend:
+    """One Ollama server and what the proxy knows about it."""
+
+    spec: BackendSpec
+    in_flight: int = 0
+    requests: int = 0
+    last_error: Optional[str] = None
+    pool: Optional[Pool] = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+# ---------------------------------------------------------------------------
+# 6. Server and request handling
+# ---------------------------------------------------------------------------
+#
+# Theory.  One task per client connection runs a loop of request cycles.  The
+# head of a request is read under --header-timeout (--idle-timeout while the
+# keep-alive connection waits for its next request).  A body is read whole
+# (bounded at 64 MiB) except for uploads, which stream to the backend.  Then the
+# relay: connect or reuse, send, wait for the response head, copy the body one
+# socket read at a time (one client write per read).  While the relay runs, a
+# watcher task reads the client socket: EOF means the client left, so the
+# connection task is cancelled and the upstream socket closed, which stops
+# Ollama.  Bytes mean a pipelined request: kept for the next cycle.  Errors
+# before the response head become a status; after it, one in-band error line.
+
+
+@dataclass
+class Exchange:
+    """One request and what became of it, for the relay and the access log."""
+
+    conn_id: int
+    method: bytes
+    target: bytes
+    path: str
+    headers: Headers
+    http_version: bytes
+    started: float
+    body: Optional[bytes] = None
+    json: Any = None
+    model: Optional[str] = None
+    streaming: bool = False  #: the request asked for a streamed answer
+    openai: bool = False  #: /v1/*: errors in OpenAI's shape, streams as SSE
+    status: int = 0
+    backend: Optional[str] = None
+    response_started: bool = False  #: the response head reached the client
+    sent_bytes: int = 0
+    tail: bytes = b""  #: the last bytes of the response body (for the final stats)
+    error: Optional[str] = None
+
+
+_EVAL_COUNT_RE = re.compile(rb'"eval_count"\s*:\s*(\d+)')
+_EVAL_DURATION_RE = re.compile(rb'"eval_duration"\s*:\s*(\d+)')
+
+
+def tokens_per_second(tail: bytes) -> Optional[Tuple[int, float]]:
+    """(eval_count, tokens/s) from the last bytes of an Ollama answer (its final stats), if any."""
+    count = _EVAL_COUNT_RE.search(tail)
+    duration = _EVAL_DURATION_RE.search(tail)
+    if not count or not duration or int(duration.group(1)) <= 0:
+        return None
+    n = int(count.group(1))
+    return n, n / (int(duration.group(1)) / 1e9)
+
+
+def wants_stream(path: str, obj: Any) -> bool:
+    """Would Ollama stream the answer to this request (ollama-api.md §3.0, §6.1)?"""
+    flag = obj.get("stream") if isinstance(obj, dict) else None
+    if path in STREAM_BY_DEFAULT:
+        return flag is not False
+    if path in STREAM_ON_REQUEST:
+        return flag is True
+    return False
+
+
+def has_final_line(tail: bytes) -> bool:
+    """Does the last NDJSON line of a native stream close it (``"done": true``) or report an error?"""
+    last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    return b'"done":true' in last.replace(b" ", b"") or b'"error"' in last
+
+
+def split_target(target: bytes) -> Tuple[str, str]:
+    """(path, query) of a request target; the path is percent-decoded only for matching."""
+    text = target.decode("latin-1")
+    path, _, query = text.partition("?")
+    return path, query
+
+
+class App:
+    """The one stateful object: configuration, backends, the server and its connections."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.token = uuid.uuid4().hex[:12]
+        self.via = ("1.1 ollama-proxy-" + self.token).encode("ascii")
+        self.backends = [Backend(spec) for spec in config.backends]
+        self.server: Optional[asyncio.AbstractServer] = None
+        self.port = 0
+        self._conn_ids = itertools.count(1)
+        self._idle_conns: Dict[int, ServerSide] = {}  #: connections waiting for their next request
+        self._conn_tasks: Dict[int, asyncio.Task] = {}
+        self._shutting_down = False
+        self._stopped: Optional[asyncio.Event] = None
+        self._api_key = config.api_key.encode("utf-8") if config.api_key else None
+        self._bearer = b"Bearer " + self._api_key if self._api_key else None
+
+    # -- lifecycle --------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind and start serving (port 0 picks a free port, read back into ``self.port``)."""
+        for backend in self.backends:
+            backend.pool = Pool(backend, self.config.connect_timeout)
+        self._stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def make_protocol() -> ClientProtocol:
+            return ClientProtocol(asyncio.StreamReader(limit=READ_SIZE), self._serve_connection)
+
+        self.server = await loop.create_server(make_protocol, self.config.host, self.config.port, backlog=1024)
+        self.port = self.server.sockets[0].getsockname()[1]
+        log.info(
+            "listening on http://%s:%d, forwarding to %s",
+            self.config.host if ":" not in self.config.host else "[%s]" % self.config.host,
+            self.port,
+            ", ".join("%s (%s)" % (b.name, b.spec.url) for b in self.backends),
+        )
+
+    async def serve_until_stopped(self) -> None:
+        assert self._stopped is not None
+        await self._stopped.wait()
+
+    def request_shutdown(self) -> None:
+        if self._stopped is not None and not self._shutting_down:
+            asyncio.ensure_future(self.shutdown())
+
+    async def shutdown(self) -> None:
+        """Stop accepting, close idle connections, let in-flight responses finish for the grace period."""
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        log.info("shutting down: %d connection(s) open, waiting up to %.0fs for in-flight responses", len(self._conn_tasks), self.config.shutdown_grace)
+        if self.server is not None:
+            self.server.close()
+        for side in list(self._idle_conns.values()):
+            side.writer.transport.abort()
+        tasks = [t for t in self._conn_tasks.values() if not t.done()]
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=self.config.shutdown_grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                log.warning("shutdown grace over: %d response(s) cut off", len(pending))
+                await asyncio.wait(pending, timeout=1.0)
+        for backend in self.backends:
+            if backend.pool is not None:
+                backend.pool.close()
+        if self.server is not None:
+            try:
+                await asyncio.wait_for(self.server.wait_closed(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+        assert self._stopped is not None
+        self._stopped.set()
+
+    # -- the per-connection loop -------------------------------------------
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn_id = next(self._conn_ids)
+        if self._shutting_down:
+            writer.transport.abort()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._conn_tasks[conn_id] = task
+        timer = IdleTimer(asyncio.get_event_loop(), writer.transport.abort)
+        side = ServerSide(reader, writer, conn_id, timer)
+        try:
+            await self._connection_loop(side)
+        except (ClientGone, ConnectionError, asyncio.CancelledError):
+            pass  # the client left, or the shutdown grace ran out: just close
+        except Exception:
+            log.exception("conn %d: unexpected error; connection closed", conn_id)
+        finally:
+            timer.close()
+            self._idle_conns.pop(conn_id, None)
+            self._conn_tasks.pop(conn_id, None)
+            if not writer.is_closing():
+                await close_writer(writer, reader if side.h11.our_state is h11.MUST_CLOSE else None)
+            else:
+                writer.transport.abort()
+
+    async def _connection_loop(self, side: ServerSide) -> None:
+        conn = side.h11
+        config = self.config
+        first = True
+        while True:
+            # Phase: waiting for a request head.  A fresh connection gets --header-timeout,
+            # a kept-alive one --idle-timeout until its next request starts.
+            self._idle_conns[side.conn_id] = side
+            side.timer.start(config.header_timeout if first else config.idle_timeout)
+            try:
+                event = await side.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._idle_conns.pop(side.conn_id, None)
+                side.timer.stop()
+                await self._send_protocol_error(side, exc)
+                return
+            finally:
+                self._idle_conns.pop(side.conn_id, None)
+            if type(event) is h11.ConnectionClosed or event is h11.PAUSED:
+                return
+            if type(event) is not h11.Request:
+                return
+            side.timer.stop()
+            first = False
+            await self._handle_request(side, event)
+            if conn.our_state is h11.MUST_CLOSE or self._shutting_down:
+                return
+            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                return  # the client is still sending, or something broke: close
+            try:
+                conn.start_next_cycle()
+            except h11.LocalProtocolError:
+                return
+
+    async def _send_protocol_error(self, side: ServerSide, exc: h11.RemoteProtocolError) -> None:
+        status = exc.error_status_hint or 400
+        if side.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        message = "request header fields too large" if status == 431 else "malformed HTTP request: %s" % exc
+        log.info("conn %d: %d %s", side.conn_id, status, message)
+        body = error_body(status, message, openai=False)
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), (b"connection", b"close"), (b"via", self.via)]
+        try:
+            await side.send(h11.Response(status_code=status, headers=headers), h11.Data(data=body), h11.EndOfMessage())
+        except (ClientGone, h11.LocalProtocolError):
+            pass
+
+    # -- one request ------------------------------------------------------
+
+    async def _handle_request(self, side: ServerSide, request: h11.Request) -> None:
+        path, _ = split_target(request.target)
+        ex = Exchange(
+            conn_id=side.conn_id,
+            method=request.method,
+            target=request.target,
+            path=path,
+            headers=list(request.headers),
+            http_version=request.http_version,
+            started=time.monotonic(),
+            openai=is_openai_path(path),
+        )
+        backend = self.backends[0]
+        try:
+            try:
+                self._check_access(ex)
+                upload = ex.method == b"POST" and path.startswith(STREAMED_UPLOAD_PREFIXES)
+                if upload:
+                    await self._relay(side, ex, backend, upload=True)
+                else:
+                    await self._read_body(side, ex)
+                    self._inspect_body(ex)
+                    task = asyncio.current_task()
+                    assert task is not None
+                    side.watch_disconnect(task)
+                    try:
+                        await self._relay(side, ex, backend, upload=False)
+                    finally:
+                        side.unwatch()
+            except ProxyError as err:
+                await self._send_error(side, ex, err)
+        except asyncio.CancelledError:
+            if not side.client_gone:
+                raise
+            ex.error = "client closed the connection"
+            ex.status = ex.status or 499
+            log.info("conn %d: client left during %s %s: upstream connection closed", ex.conn_id, ex.method.decode(), ex.path)
+            raise ClientGone("client left") from None
+        except ClientGone:
+            ex.error = ex.error or "client closed the connection"
+            ex.status = ex.status or 499
+            raise
+        finally:
+            self._log_access(ex)
+
+    def _check_access(self, ex: Exchange) -> None:
+        via = header_value(ex.headers, b"via")
+        if via is not None and self.token.encode("ascii") in via:
+            raise LoopDetected("request loop: this request already passed through this proxy (Via %s)" % via.decode("latin-1"))
+        if self._api_key is None:
+            return
+        if ex.path == "/" and ex.method in (b"GET", b"HEAD"):
+            return
+        if ex.method == b"OPTIONS" and header_value(ex.headers, b"access-control-request-method") is not None:
+            return
+        auth = header_value(ex.headers, b"authorization")
+        key = header_value(ex.headers, b"x-api-key")
+        assert self._bearer is not None
+        if (auth is not None and hmac.compare_digest(auth, self._bearer)) or (key is not None and hmac.compare_digest(key, self._api_key)):
+            return
+        raise Unauthorized("missing or wrong API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
+
+    async def _read_body(self, side: ServerSide, ex: Exchange) -> None:
+        """Read the whole request body (bounded), under --header-timeout between reads."""
+        declared = header_value(ex.headers, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_JSON_BODY:
+            raise BodyTooLarge("request body too large (%s bytes; the limit is %d)" % (declared.decode(), MAX_JSON_BODY))
+        parts: List[bytes] = []
+        size = 0
+        side.timer.start(self.config.header_timeout)
+        try:
+            while True:
+                event = await side.next_event()
+                side.timer.touch()
+                kind = type(event)
+                if kind is h11.Data:
+                    size += len(event.data)
+                    if size > MAX_JSON_BODY:
+                        raise BodyTooLarge("request body too large (over %d bytes)" % MAX_JSON_BODY)
+                    parts.append(event.data)
+                elif kind is h11.EndOfMessage:
+                    break
+                else:
+                    raise ClientGone("client closed the connection while sending the body")
+        except h11.RemoteProtocolError as exc:
+            raise BadRequest("malformed request body: %s" % exc) from None
+        finally:
+            side.timer.stop()
+        ex.body = b"".join(parts)
+
+    def _inspect_body(self, ex: Exchange) -> None:
+        """Parse the JSON body where the proxy needs it: the model name and whether it streams."""
+        if ex.path not in MODEL_PATHS or not ex.body:
+            return
+        try:
+            obj = json.loads(ex.body)
+        except ValueError as exc:
+            raise BadRequest("invalid JSON body: %s" % exc) from None
+        ex.json = obj
+        if isinstance(obj, dict):
+            model = obj.get("model") or obj.get("name")
+            if isinstance(model, str):
+                ex.model = model
+        ex.streaming = wants_stream(ex.path, obj)
+        if ex.streaming and self.config.reject_streaming:
+            raise BadRequest("streaming is disabled on this proxy: send \"stream\": false")
+
+    # -- the relay --------------------------------------------------------
+
+    def _upstream_headers(self, ex: Exchange, backend: Backend, body_length: Optional[int]) -> Headers:
+        drop = {b"host", b"content-length", b"expect", b"via"}
+        if self._api_key is not None:
+            drop.add(b"x-api-key")
+            drop.add(b"authorization")
+        headers = strip_hop_by_hop(ex.headers, frozenset(drop))
+        spec = backend.spec
+        headers.insert(0, (b"host", spec.host_header.encode("idna")))
+        if body_length is not None:
+            headers.append((b"content-length", b"%d" % body_length))
+        else:
+            headers.append((b"transfer-encoding", b"chunked"))
+        headers.append((b"via", join_via(header_value(ex.headers, b"via"), self.via)))
+        if spec.auth is not None:
+            headers = [(n, v) for n, v in headers if n != b"authorization"]
+            headers.append((b"authorization", spec.auth.encode("latin-1")))
+        return headers
+
+    def _response_headers(self, ex: Exchange, backend: Backend, upstream: Headers) -> Headers:
+        headers = strip_hop_by_hop(upstream, frozenset({b"via"}))
+        headers.append((b"via", join_via(header_value(upstream, b"via"), self.via)))
+        headers.append((b"x-ollama-proxy-backend", backend.name.encode("utf-8")))
+        if self._shutting_down:
+            headers.append((b"connection", b"close"))
+        return headers
+
+    async def _relay(self, side: ServerSide, ex: Exchange, backend: Backend, upload: bool) -> None:
+        """Send the exchange to ``backend`` and copy the answer back to the client."""
+        ex.backend = backend.name
+        backend.in_flight += 1
+        backend.requests += 1
+        upconn: Optional[UpstreamConnection] = None
+        heartbeat: Optional[asyncio.Task] = None
+        if ex.streaming and self.config.heartbeat > 0:
+            heartbeat = asyncio.ensure_future(self._heartbeat(side, ex))
+        try:
+            try:
+                upconn, response = await self._open_exchange(side, ex, backend, upload)
+            finally:
+                if heartbeat is not None:
+                    heartbeat.cancel()
+                    try:
+                        await heartbeat
+                    except asyncio.CancelledError:
+                        pass
+            await self._relay_response(side, ex, backend, upconn, response)
+        except ProxyError as err:
+            backend.last_error = err.message
+            if upconn is not None:
+                upconn.abort()
+                upconn = None
+            if not ex.response_started:
+                raise
+            await self._end_with_inband_error(side, ex, err.message, err.status)
+        finally:
+            backend.in_flight -= 1
+            if upconn is not None:
+                assert backend.pool is not None
+                backend.pool.release(upconn)
+
+    async def _open_exchange(self, side: ServerSide, ex: Exchange, backend: Backend, upload: bool) -> Tuple[UpstreamConnection, h11.Response]:
+        """Connect (or reuse), send the request, and read the response head.
+
+        A pooled socket that the backend closed meanwhile fails before any response byte;
+        such a failure is retried once on a fresh connection (the body is still in hand).
+        """
+        pool = backend.pool
+        assert pool is not None
+        spec = backend.spec
+        target = spec.path_prefix.encode("latin-1") + ex.target if spec.path_prefix else ex.target
+        if upload:
+            length = header_value(ex.headers, b"content-length")
+            upconn = await pool.connect()
+            try:
+                headers = self._upstream_headers(ex, backend, int(length) if length is not None and length.isdigit() else -1)
+                await upconn.send_request(ex.method, target, headers, None)
+                await self._stream_upload(side, ex, upconn)
+                upconn.timer.start(self.config.request_timeout)
+                return upconn, await upconn.receive_response()
+            except BaseException:
+                upconn.abort()
+                raise
+        body = ex.body or b""
+        has_framing = header_value(ex.headers, b"content-length") is not None or header_value(ex.headers, b"transfer-encoding") is not None
+        headers = self._upstream_headers(ex, backend, len(body) if body or has_framing else None)
+        upconn = await pool.acquire()
+        while True:
+            reused = upconn.requests > 0
+            try:
+                await upconn.send_request(ex.method, target, headers, body)
+                upconn.timer.start(self.config.request_timeout)
+                return upconn, await upconn.receive_response()
+            except BadGateway:
+                upconn.abort()
+                if not reused or upconn.received_any:
+                    raise
+                log.debug("conn %d: pooled connection to %s was stale; retrying on a new one", ex.conn_id, backend.name)
+            except BaseException:
+                upconn.abort()
+                raise
+            upconn = await pool.connect()
+
+    async def _stream_upload(self, side: ServerSide, ex: Exchange, upconn: UpstreamConnection) -> None:
+        side.timer.start(self.config.header_timeout)
+        try:
+            while True:
+                event = await side.next_event()
+                side.timer.touch()
+                kind = type(event)
+                if kind is h11.Data:
+                    await upconn.send_body_part(bytes(event.data))
+                elif kind is h11.EndOfMessage:
+                    await upconn.end_body()
+                    return
+                else:
+                    raise ClientGone("client closed the connection during the upload")
+        except h11.RemoteProtocolError as exc:
+            raise BadRequest("malformed request body: %s" % exc) from None
+        finally:
+            side.timer.stop()
+
+    async def _heartbeat(self, side: ServerSide, ex: Exchange) -> None:
+        """While a stream waits for its first byte: send the head after S seconds, then SSE comments.
+
+        NDJSON gets no filler bytes: the official clients parse every line as JSON.
+        """
+        interval = self.config.heartbeat
+        await asyncio.sleep(interval)
+        sse = ex.openai
+        headers = [(b"content-type", b"text/event-stream" if sse else b"application/x-ndjson")]
+        if sse:
+            headers.append((b"cache-control", b"no-cache"))
+        headers.append((b"via", self.via))
+        headers.append((b"x-ollama-proxy-backend", (ex.backend or "").encode("utf-8")))
+        ex.status = 200
+        await side.send(h11.Response(status_code=200, headers=headers))
+        ex.response_started = True
+        log.info("conn %d: %s %s model=%s: backend %s silent for %.0fs (loading the model?): response head sent", ex.conn_id, ex.method.decode(), ex.path, ex.model, ex.backend, interval)
+        while sse:
+            await side.write(side.h11.send(h11.Data(data=b": waiting for the model\n\n")))
+            await asyncio.sleep(interval)
+
+    async def _relay_response(self, side: ServerSide, ex: Exchange, backend: Backend, upconn: UpstreamConnection, response: h11.Response) -> None:
+        """Copy the response body, one client write per upstream read."""
+        conn = side.h11
+        upstream_headers = list(response.headers)
+        if ex.response_started:
+            # The heartbeat already sent a 200 head: an error status can only go in-band.
+            if response.status_code != 200:
+                body = await upconn.receive_whole_body()
+                await self._end_with_inband_error(side, ex, error_message_from_body(body), response.status_code)
+                return
+            chunked = True
+        else:
+            headers = self._response_headers(ex, backend, upstream_headers)
+            ex.status = response.status_code
+            await side.send(h11.Response(status_code=response.status_code, headers=headers, reason=response.reason))
+            ex.response_started = True
+            chunked = header_value(headers, b"content-length") is None
+        ctype = header_value(upstream_headers, b"content-type") or b""
+        sse = ctype.startswith(b"text/event-stream")
+        lines = chunked and (sse or ctype.startswith(b"application/x-ndjson"))
+        must_finish = lines and not sse and response.status_code == 200 and ex.path in ("/api/chat", "/api/generate")
+        boundary = b"\n\n" if sse else b"\n"
+        held = b""  # an incomplete line is held back, so that an in-band error lands on a line boundary
+        tail = b""
+        while True:
+            data, done = await upconn.receive_body()
+            if lines:
+                if held:
+                    data, held = held + data, b""
+                cut = data.rfind(boundary) + len(boundary)
+                if cut < len(boundary):
+                    data, held = b"", data
+                elif cut < len(data):
+                    data, held = data[:cut], data[cut:]
+                if done and held:
+                    data, held = data + held, b""
+            out = b""
+            if data:
+                ex.sent_bytes += len(data)
+                tail = data if len(data) >= 512 else (tail + data)[-1024:]
+                out = conn.send(h11.Data(data=data))
+            if done:
+                if must_finish and not has_final_line(tail):
+                    ex.error = "backend %s ended the stream without a final done message" % backend.name
+                    log.warning("conn %d: %s %s model=%s: %s", ex.conn_id, ex.method.decode(), ex.path, ex.model, ex.error)
+                    out += conn.send(h11.Data(data=error_body(502, ex.error, openai=False) + b"\n"))
+                out += conn.send(h11.EndOfMessage()) or b""
+            if out:
+                await side.write(out)
+            if done:
+                break
+        ex.tail = tail
+
+    async def _end_with_inband_error(self, side: ServerSide, ex: Exchange, message: str, status: int = 502) -> None:
+        """The response head is out: end the body with one error line (NDJSON) or event (SSE)."""
+        ex.error = message
+        log.warning("conn %d: %s %s model=%s backend=%s: stream ended with an error: %s", ex.conn_id, ex.method.decode(), ex.path, ex.model, ex.backend, message)
+        conn = side.h11
+        if conn.our_state is not h11.SEND_BODY:
+            return
+        sse = ex.openai
+        if sse:
+            body = b"data: " + error_body(status, message, openai=True) + b"\n\n"
+        else:
+            body = error_body(status, message, openai=False) + b"\n"
+        try:
+            out = conn.send(h11.Data(data=body)) + (conn.send(h11.EndOfMessage()) or b"")
+        except h11.LocalProtocolError:
+            # Content-Length framing: nothing more can be said in-band; the client sees a short body.
+            side.writer.transport.abort()
+            raise ClientGone("response cut short") from None
+        await side.write(out)
+
+    async def _send_error(self, side: ServerSide, ex: Exchange, err: ProxyError) -> None:
+        """Answer an error the proxy decided itself, in Ollama's or OpenAI's shape."""
+        ex.status = err.status
+        ex.error = err.message
+        conn = side.h11
+        if conn.our_state is not h11.SEND_RESPONSE:
+            return
+        body = error_body(err.status, err.message, ex.openai)
+        headers = [(b"content-type", b"application/json; charset=utf-8"), (b"content-length", b"%d" % len(body)), (b"via", self.via)]
+        if ex.backend:
+            headers.append((b"x-ollama-proxy-backend", ex.backend.encode("utf-8")))
+        close = conn.their_state is not h11.DONE or self._shutting_down
+        if close:
+            headers.append((b"connection", b"close"))
+        events: List[Any] = [h11.Response(status_code=err.status, headers=headers)]
+        if ex.method != b"HEAD":
+            events.append(h11.Data(data=body))
+        events.append(h11.EndOfMessage())
+        await side.send(*events)
+
+    # -- logging ------------------------------------------------------------
+
+    def _log_access(self, ex: Exchange) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
+        duration = time.monotonic() - ex.started
+        rate = tokens_per_second(ex.tail) if ex.tail else None
+        fields: Dict[str, Any] = {
+            "event": "request",
+            "conn": ex.conn_id,
+            "method": ex.method.decode("latin-1"),
+            "path": ex.path,
+            "model": ex.model,
+            "backend": ex.backend,
+            "status": ex.status,
+            "duration_s": round(duration, 4),
+        }
+        text = "%s %s" % (fields["method"], ex.path)
+        if ex.model:
+            text += " model=%s" % ex.model
+        text += " backend=%s status=%s %.3fs" % (ex.backend or "-", ex.status or "-", duration)
+        if rate is not None:
+            fields["eval_count"] = rate[0]
+            fields["tokens_per_s"] = round(rate[1], 1)
+            text += " %d tokens %.1f tok/s" % rate
+        if ex.error:
+            fields["error"] = ex.error
+            text += " error=%r" % ex.error
+        log.info(text, extra={"fields": fields})
+        if log.isEnabledFor(logging.DEBUG) and ex.body:
+            log.debug("conn %d request body: %s", ex.conn_id, ex.body[:4096].decode("utf-8", "replace"))
+
+
+# ---------------------------------------------------------------------------
+# 7. CLI
+# ---------------------------------------------------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, message, and the event's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        obj: Dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + ".%03dZ" % record.msecs,
+            "level": record.levelname.lower(),
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if fields:
+            obj.update(fields)
+        if record.exc_info:
+            obj["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(obj)
+
+
+def setup_logging(config: Config) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if config.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(config.log_level.upper())
+    log.propagate = False
+
+
+async def _run(config: Config) -> int:
+    app = App(config)
+    try:
+        await app.start()
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
+        return 1
+    loop = asyncio.get_event_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(signum, app.request_shutdown)
+        except (NotImplementedError, RuntimeError):
+            pass
+    await app.serve_until_stopped()
+    log.info("stopped")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point: parse the configuration (exit 2 on a bad one), then serve until SIGTERM/SIGINT."""
+    try:
+        config = build_config(argv, os.environ)
+    except ConfigError as exc:
+        print("ollama-proxy: error: %s" % exc, file=sys.stderr)
+        return 2
+    setup_logging(config)
+    return asyncio.run(_run(config))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
