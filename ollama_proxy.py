@@ -694,6 +694,7 @@ class ServerSide:
         self.timer = timer
         self.protocol: ClientProtocol = writer.transport.get_protocol()  # type: ignore[assignment]
         self.client_gone = False  #: the client left while its request was being served
+        self.fed = 0  #: bytes given to h11 since the current request head began
 
     def watch_disconnect(self, task: asyncio.Task) -> None:
         """From now until ``unwatch``, a client EOF or reset cancels ``task``."""
@@ -722,6 +723,7 @@ class ServerSide:
                 data = await self.reader.read(READ_SIZE)
             except OSError:
                 data = b""
+            self.fed += len(data)
             conn.receive_data(data)
 
     async def send(self, *events: Any) -> None:
@@ -756,6 +758,7 @@ class ServerSide:
 # exceptions never leave this section: they become BadGateway.
 
 NEW, ACTIVE, IDLE, CLOSED = "NEW", "ACTIVE", "IDLE", "CLOSED"
+CHUNKED, NO_BODY = -1, -2  #: request body framings other than a Content-Length
 POOL_IDLE_SECONDS = 30.0  #: an idle pooled connection older than this is closed, not reused
 
 
@@ -772,7 +775,7 @@ class UpstreamConnection:
         self.expires_at = 0.0
         self.timed_out = False  #: set when the idle timer aborted the socket (maps to 504)
         self.received_any = False  #: any byte of a response arrived on this exchange
-        self.timer = IdleTimer(asyncio.get_event_loop(), self._on_silence)
+        self.timer = IdleTimer(asyncio.get_running_loop(), self._on_silence)
 
     def __repr__(self) -> str:
         return "<UpstreamConnection %s %s requests=%d>" % (self.backend.name, self.state, self.requests)
@@ -1144,7 +1147,7 @@ class App:
         task = asyncio.current_task()
         assert task is not None
         self._conn_tasks[conn_id] = task
-        timer = IdleTimer(asyncio.get_event_loop(), writer.transport.abort)
+        timer = IdleTimer(asyncio.get_running_loop(), writer.transport.abort)
         side = ServerSide(reader, writer, conn_id, timer)
         try:
             await self._connection_loop(side)
@@ -1155,11 +1158,13 @@ class App:
         finally:
             timer.close()
             self._idle_conns.pop(conn_id, None)
-            self._conn_tasks.pop(conn_id, None)
-            if not writer.is_closing():
-                await close_writer(writer, reader if side.h11.our_state is h11.MUST_CLOSE else None)
-            else:
-                writer.transport.abort()
+            try:
+                if not writer.is_closing():
+                    await close_writer(writer, reader if side.h11.our_state is h11.MUST_CLOSE else None)
+                else:
+                    writer.transport.abort()
+            finally:
+                self._conn_tasks.pop(conn_id, None)
 
     async def _connection_loop(self, side: ServerSide) -> None:
         conn = side.h11
@@ -1170,6 +1175,7 @@ class App:
             # a kept-alive one --idle-timeout until its next request starts.
             self._idle_conns[side.conn_id] = side
             side.timer.start(config.header_timeout if first else config.idle_timeout)
+            side.fed = len(conn.trailing_data[0])  # a pipelined head may already be buffered
             try:
                 event = await side.next_event()
             except h11.RemoteProtocolError as exc:
@@ -1185,6 +1191,10 @@ class App:
                 return
             side.timer.stop()
             first = False
+            if side.fed - len(conn.trailing_data[0]) > MAX_HEAD_BYTES:
+                # h11 bounds only an *incomplete* head; one that arrived whole in a read is counted here.
+                await self._send_protocol_error(side, h11.RemoteProtocolError("request head too large", 431))
+                return
             await self._handle_request(side, event)
             if conn.our_state is h11.MUST_CLOSE or self._shutting_down:
                 return
@@ -1240,6 +1250,8 @@ class App:
                     finally:
                         side.unwatch()
             except ProxyError as err:
+                if ex.body is None and not isinstance(err, BodyTooLarge):
+                    await self._discard_body(side, ex)
                 await self._send_error(side, ex, err)
         except asyncio.CancelledError:
             if not side.client_gone:
@@ -1300,6 +1312,31 @@ class App:
             side.timer.stop()
         ex.body = b"".join(parts)
 
+    async def _discard_body(self, side: ServerSide, ex: Exchange, limit: int = 1024 * 1024) -> None:
+        """Read and drop what is left of a small request body, so the connection can be kept.
+
+        A larger one is left unread: the error response then closes the connection.
+        """
+        conn = side.h11
+        if conn.their_state is not h11.SEND_BODY or conn.they_are_waiting_for_100_continue:
+            return  # a client waiting for 100 Continue gets the final status instead (RFC 9110 §10.1.1)
+        declared = header_value(ex.headers, b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            return
+        size = 0
+        side.timer.start(self.config.header_timeout)
+        try:
+            while conn.their_state is h11.SEND_BODY and size <= limit:
+                event = await side.next_event()
+                if type(event) is h11.Data:
+                    size += len(event.data)
+                elif type(event) is not h11.EndOfMessage:
+                    return
+        except h11.RemoteProtocolError:
+            return
+        finally:
+            side.timer.stop()
+
     def _inspect_body(self, ex: Exchange) -> None:
         """Parse the JSON body where the proxy needs it: the model name and whether it streams."""
         if ex.path not in MODEL_PATHS or not ex.body:
@@ -1319,7 +1356,12 @@ class App:
 
     # -- the relay --------------------------------------------------------
 
-    def _upstream_headers(self, ex: Exchange, backend: Backend, body_length: Optional[int]) -> Headers:
+    def _upstream_headers(self, ex: Exchange, backend: Backend, body_length: int) -> Headers:
+        """The request head for ``backend``: Host rewritten, hop-by-hop dropped, Via appended.
+
+        ``body_length`` >= 0 sends that Content-Length; CHUNKED streams the body; NO_BODY
+        sends neither (a GET without a body).
+        """
         drop = {b"host", b"content-length", b"expect", b"via"}
         if self._api_key is not None:
             drop.add(b"x-api-key")
@@ -1327,9 +1369,9 @@ class App:
         headers = strip_hop_by_hop(ex.headers, frozenset(drop))
         spec = backend.spec
         headers.insert(0, (b"host", spec.host_header.encode("idna")))
-        if body_length is not None:
+        if body_length >= 0:
             headers.append((b"content-length", b"%d" % body_length))
-        else:
+        elif body_length == CHUNKED:
             headers.append((b"transfer-encoding", b"chunked"))
         headers.append((b"via", join_via(header_value(ex.headers, b"via"), self.via)))
         if spec.auth is not None:
@@ -1393,7 +1435,7 @@ class App:
             length = header_value(ex.headers, b"content-length")
             upconn = await pool.connect()
             try:
-                headers = self._upstream_headers(ex, backend, int(length) if length is not None and length.isdigit() else -1)
+                headers = self._upstream_headers(ex, backend, int(length) if length is not None and length.isdigit() else CHUNKED)
                 await upconn.send_request(ex.method, target, headers, None)
                 await self._stream_upload(side, ex, upconn)
                 upconn.timer.start(self.config.request_timeout)
@@ -1403,7 +1445,7 @@ class App:
                 raise
         body = ex.body or b""
         has_framing = header_value(ex.headers, b"content-length") is not None or header_value(ex.headers, b"transfer-encoding") is not None
-        headers = self._upstream_headers(ex, backend, len(body) if body or has_framing else None)
+        headers = self._upstream_headers(ex, backend, len(body) if body or has_framing else NO_BODY)
         upconn = await pool.acquire()
         while True:
             reused = upconn.requests > 0

@@ -1,0 +1,2551 @@
+"""A faithful fake Ollama HTTP server, for the ollama-proxy tests and for trying the proxy.
+
+One file, standard library plus h11, Python 3.9+. It answers like Ollama v0.33 as described in
+shared/ollama-api.md (routes, field order, content types, error wording, NDJSON and SSE
+streaming, the /v1 layer), with deterministic text ("tok0 ", "tok1 ", ...) and deterministic
+embeddings, and it can misbehave on request (faults) so that proxy tests can script a slow,
+silent, crashing or garbled upstream.
+
+Run it by hand (one log line says where it listens and which models it has)::
+
+    python3 tests/fake_ollama.py --port 11434 [--host 127.0.0.1] [--fast] [-v]
+
+Use it from a sync pytest test (the fake runs its own event loop in a daemon thread)::
+
+    with FakeOllama() as fake:            # 127.0.0.1, ephemeral port
+        ... talk to fake.url ...
+        fake.wait_for_requests(1)
+        assert fake.received[0].json["model"] == "llama3.2"
+
+Public API
+----------
+``FakeModel`` (dataclass: name, arch, context_length, capabilities, embedding_length, digest,
+family, parameter_size, quantization_level, size, block_count, modified_at, parameters,
+template) and ``DEFAULT_MODELS`` (llama3.2:latest, qwen3:8b, nomic-embed-text:latest,
+all-minilm:latest).
+
+``FakeOllama(models=None, *, host="127.0.0.1", port=0, fast=False, version="0.33.0",
+check_host=True)``: ``start()`` (returns self once listening), ``stop()``, context manager;
+``port``, ``url``, ``models`` (the live list), ``loaded``; records ``received``
+(list of ``Received``), ``connections_accepted``, ``closed_conn_ids``;
+``wait_for_requests(n, timeout)`` (raises ``TimeoutError``), ``wait_closed(conn_id, timeout)``
+(-> bool); faults ``add_fault(Fault) -> Fault``, ``clear_faults()``, ``gate() -> Gate``;
+``refuse()`` / ``accept()`` close and reopen the listening socket (same port).
+
+``Received``: conn_id, method, target, headers (lower-cased names, in order), body,
+http_version; ``header(name)``, ``path``, ``json`` (parsed body or None).
+
+``loaded`` maps a model's display name to ``{"num_ctx": int | None, "expires_at": float (Unix
+seconds), "keep_alive": float (seconds)}``. chat, generate and embed (and their /v1 forms) set
+it; ``num_ctx`` is the request's ``options.num_ctx`` (None when absent, always None on /v1).
+``/api/ps`` shows ``context_length`` = num_ctx, else the Modelfile's ``num_ctx`` parameter,
+else 4096, clamped to the training context. ``keep_alive: 0`` unloads after the request.
+
+Per-request control headers (they pass through a proxy; honoured in normal and fast mode)
+-----------------------------------------------------------------------------------------
+``X-Fake-Chunks: N``        content lines before the final stats line (default 5);
+``X-Fake-Delay-Ms: D``      sleep D ms before each streamed line (a non-streamed generation
+                            waits lines x D before its head, as Ollama says nothing until done);
+``X-Fake-Think-Chunks: T``  thinking lines for a model with the ``thinking`` capability when
+                            ``think`` is not false (default 2; they come before the content
+                            lines and count in eval_count and num_predict).
+
+Generated text is one token per line, "tok0 ", "tok1 ", ...; eval_count = tokens generated;
+``options.num_predict`` smaller than the token count cuts the output, done_reason "length".
+
+Faults (``Fault`` dataclass)
+----------------------------
+Each request that has been read completely takes the first fault, in ``add_fault`` order,
+whose ``path`` (an fnmatch pattern on the path without query; None = any path) matches and
+that has uses left (``times``; 0 = for ever). ``fault.hits`` counts the uses. What a fault
+does, in this order:
+
+* ``garbage``: answer bytes that are not HTTP, then close.
+* ``close_before_response``: close without answering.
+* ``delay_before_headers`` S: send nothing at all for S seconds ("cold load"), then answer.
+* ``status``: answer that status with ``{"error": error}`` (OpenAI error shape on /v1 paths).
+* Line faults, with k = the number of body lines already sent. A streamed body's lines are its
+  NDJSON lines or SSE events; a non-streamed body is a single line. The checks run after the
+  head and before each line, and once more after the last line (before the terminating chunk):
+  ``pause_after=k`` waits on ``gate`` (created by add_fault when missing) once k lines are out,
+  then goes on; ``stall_after=k`` sends nothing more and keeps the socket open until the peer
+  closes; ``close_after=k`` closes the socket once k lines are out, with no terminating chunk.
+  So ``close_after=2`` means two lines were sent, then the socket was closed; ``pause_after=0``
+  means the head was sent and no line yet; ``close_after`` = number of lines means the whole
+  body went out but the chunked terminator never does. A k beyond that never fires.
+  ``delay_per_chunk`` sleeps before each line (added to X-Fake-Delay-Ms).
+
+``Gate``: ``reached`` (threading.Event, set when the fake arrives at the pause point),
+``wait_reached(timeout) -> bool``, ``release()`` (thread-safe; a released gate stays open, so
+later requests pass it at once), ``released``.
+
+Client disconnects: while a response is produced (delays, gates, stalls included) a watcher
+reads the socket; EOF or a reset stops the response at once and adds the connection id to
+``closed_conn_ids``, as does a peer closing an idle keep-alive connection.
+
+Fast mode (``fast=True`` / ``--fast``)
+-------------------------------------
+A separate lean asyncio.Protocol server (no h11) for the benchmark's "direct" baseline: request
+line, headers and a Content-Length body; keep-alive, pipelined or not; answers from precomputed
+bytes: ``GET|HEAD /``, ``GET|HEAD /api/version``, ``POST /api/generate`` and ``POST /api/chat``
+(NDJSON stream by default, one JSON object when the body contains ``"stream": false`` or
+``"stream":false``), everything else 404. No faults, no JSON parsing, and ``received`` stays
+empty (only connections are counted), so memory does not grow with the request count.
+
+Deliberate differences from real Ollama
+---------------------------------------
+No CORS handling; the loopback Host check (403, empty body) is on by default and can be turned
+off with ``check_host=False``. Routes Ollama registers but the fake does not model (/api/me,
+/api/signout, /api/user/keys/*, /api/experimental/*, /v1/responses, /v1/messages,
+/v1/audio/transcriptions) answer 501 ``{"error": "not implemented by fake_ollama"}``. Tool calls
+are never generated. ``format`` is accepted but the text is not JSON. /api/embed on a model
+without the ``embedding`` capability answers 501 (llama-server's "does not support embeddings"
+status; unverified upstream). Times are printed in UTC.
+
+Sections (``grep -n '^# [0-9]*\\. '``)
+-----------------------------------
+0. Header, constants   1. Models   2. Records, faults, gates   3. Go-like JSON, times, binding
+4. Generation and embeddings (pure)   5. The fake Ollama application (routes -> Reply)
+6. HTTP on h11 (normal mode)   7. Fast mode   8. FakeOllama (thread, records, faults)   9. CLI
+Only 6, 7 and 8 touch sockets; 1 to 5 do no I/O.
+"""
+
+# ---------------------------------------------------------------------------------------------
+# 0. Header, constants
+# ---------------------------------------------------------------------------------------------
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import collections
+import dataclasses
+import email.utils
+import fnmatch
+import hashlib
+import http
+import ipaddress
+import itertools
+import json
+import logging
+import math
+import random
+import re
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
+
+import h11
+
+__version__ = "1.0"
+
+log = logging.getLogger("fake_ollama")
+
+DEFAULT_VERSION = "0.33.0"
+DEFAULT_CHUNKS = 5
+DEFAULT_THINK_CHUNKS = 2
+DEFAULT_NUM_CTX = 4096  # Ollama's default on a machine with less than 23 GiB of VRAM
+DEFAULT_KEEP_ALIVE = 300.0  # OLLAMA_KEEP_ALIVE default, 5 minutes
+FOREVER_SECONDS = 292 * 365 * 86400.0  # a negative keep_alive: Go's largest time.Duration
+MAX_HEAD = (1 << 20) + 4096  # Go's http.DefaultMaxHeaderBytes plus its slack
+READ_SIZE = 65536
+WATCH_LIMIT = 1 << 20  # bytes a disconnect watcher buffers (pipelined requests) at most
+MAX_CHUNKS = 1_000_000
+BASE_MODIFIED = 1785578400.0  # 2026-08-01T10:00:00Z; default models are "modified" before it
+
+CT_JSON = "application/json; charset=utf-8"  # gin's c.JSON
+CT_OPENAI = "application/json"  # the /v1 writers
+CT_NDJSON = "application/x-ndjson"
+CT_SSE = "text/event-stream"
+CT_TEXT = "text/plain; charset=utf-8"  # gin's c.String
+CT_GIN_PLAIN = "text/plain"  # gin's own 404 / 405 bodies
+
+GARBAGE = b"\x00\x17\x03 SSH-2.0-definitely-not-HTTP \xff\xfe\r\n\r\n"
+NOT_IMPLEMENTED = "not implemented by fake_ollama"
+
+# ---------------------------------------------------------------------------------------------
+# 1. Models
+# ---------------------------------------------------------------------------------------------
+
+_FILE_TYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18,
+               "BF16": 32}
+_BYTES_PER_PARAM = {"F32": 4.0, "F16": 2.0, "BF16": 2.0, "Q8_0": 1.07, "Q6_K": 0.82,
+                    "Q5_K_M": 0.71, "Q4_K_M": 0.6, "Q4_0": 0.56}
+_TENSOR_TYPES = {"F32": "F32", "F16": "F16", "BF16": "BF16", "Q8_0": "Q8_0", "Q6_K": "Q6_K",
+                 "Q5_K_M": "Q5_K", "Q4_K_M": "Q4_K", "Q4_0": "Q4_0"}
+
+LLAMA_TEMPLATE = (
+    "<|start_header_id|>system<|end_header_id|>\n\n{{ if .System }}{{ .System }}{{ end }}"
+    "<|eot_id|>{{ range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n"
+    "{{ .Content }}<|eot_id|>{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n"
+)
+QWEN_TEMPLATE = (
+    "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
+    "<|im_start|>assistant\n"
+)
+
+
+def parameter_count(parameter_size: str) -> int:
+    """ "8.0B" -> 8000000000, "137M" -> 137000000; 0 when unparsable."""
+    m = re.match(r"^\s*([0-9]*\.?[0-9]+)\s*([KMBT]?)", parameter_size.upper())
+    if not m:
+        return 0
+    scale = {"": 1.0, "K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}[m.group(2)]
+    return int(float(m.group(1)) * scale)
+
+
+@dataclass
+class FakeModel:
+    """One installed model, with what /api/tags, /api/show and /api/ps say about it."""
+
+    name: str  #: display name with tag, e.g. "llama3.2:latest"
+    arch: str  #: general.architecture, e.g. "llama"
+    context_length: int  #: training context, model_info["<arch>.context_length"]
+    capabilities: List[str]  #: e.g. ["completion", "tools"] or ["embedding"]
+    embedding_length: int = 0  #: vector size (embedding models) or hidden size; 0 = unknown
+    digest: str = ""  #: 64 hex chars; the sha256 of the name when empty
+    family: str = ""  #: the architecture when empty
+    parameter_size: str = "8.0B"
+    quantization_level: str = "Q4_K_M"
+    size: int = 0  #: bytes; estimated from parameter_size and quantization when 0
+    block_count: int = 0  #: 32 (12 for embedding models) when 0
+    modified_at: float = 0.0  #: Unix seconds; derived from the digest when 0
+    parameters: List[Tuple[str, Any]] = field(default_factory=list)  #: Modelfile PARAMETERs
+    template: str = "{{ .Prompt }}"
+
+    def __post_init__(self) -> None:
+        if not self.digest:
+            self.digest = hashlib.sha256(self.name.encode("utf-8")).hexdigest()
+        if not self.family:
+            self.family = self.arch
+        if not self.size:
+            per_param = _BYTES_PER_PARAM.get(self.quantization_level.upper(), 0.6)
+            self.size = int(parameter_count(self.parameter_size) * per_param) or 1_000_000
+        if not self.block_count:
+            self.block_count = 12 if self.is_embedding_only else 32
+        if not self.modified_at:
+            self.modified_at = BASE_MODIFIED - int(self.digest[:8], 16) % (90 * 86400)
+
+    @property
+    def key(self) -> str:
+        """The name as Ollama matches it: case-insensitive, ":latest" implied."""
+        return normalize_name(self.name)
+
+    @property
+    def is_embedding_only(self) -> bool:
+        return "embedding" in self.capabilities and "completion" not in self.capabilities
+
+    @property
+    def hidden_size(self) -> int:
+        return self.embedding_length or (384 if self.is_embedding_only else 4096)
+
+    def modelfile_num_ctx(self) -> Optional[int]:
+        """The Modelfile's ``PARAMETER num_ctx``, if it sets one."""
+        for key, value in self.parameters:
+            if key == "num_ctx" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                return int(value)
+        return None
+
+
+DEFAULT_MODELS: List[FakeModel] = [
+    FakeModel(
+        "llama3.2:latest", "llama", 131072, ["completion", "tools"], embedding_length=3072,
+        digest="a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72",
+        parameter_size="3.2B", quantization_level="Q4_K_M", size=2019393189, block_count=28,
+        modified_at=BASE_MODIFIED - 3600,
+        parameters=[("stop", "<|start_header_id|>"), ("stop", "<|end_header_id|>"),
+                    ("stop", "<|eot_id|>")],
+        template=LLAMA_TEMPLATE,
+    ),
+    FakeModel(
+        "qwen3:8b", "qwen3", 40960, ["completion", "tools", "thinking"], embedding_length=4096,
+        digest="500a1f067a9f782620b40bee6f7b0c89e17ae61f686b92c24933e4ca4b2b8b41",
+        parameter_size="8.2B", quantization_level="Q4_K_M", size=5225388164, block_count=36,
+        modified_at=BASE_MODIFIED - 2 * 3600,
+        parameters=[("repeat_penalty", 1), ("stop", "<|im_start|>"), ("stop", "<|im_end|>"),
+                    ("temperature", 0.6), ("top_k", 20), ("top_p", 0.95)],
+        template=QWEN_TEMPLATE,
+    ),
+    FakeModel(
+        "nomic-embed-text:latest", "nomic-bert", 2048, ["embedding"], embedding_length=768,
+        digest="0a109f422b47e3a30ba2b10eca18548e944e8a23073ee3f3e947efcf3c45e59f",
+        parameter_size="137M", quantization_level="F16", size=274302450, block_count=12,
+        modified_at=BASE_MODIFIED - 3 * 3600,
+        parameters=[("num_ctx", 8192)],  # the real Modelfile says so; clamped to 2048
+    ),
+    FakeModel(
+        "all-minilm:latest", "bert", 512, ["embedding"], embedding_length=384,
+        digest="1b226e2802dbb772b5fc32a58f103ca1804ef7501331012de126ab22f67475ef",
+        parameter_size="23M", quantization_level="F16", size=45960996, block_count=6,
+        modified_at=BASE_MODIFIED - 4 * 3600,
+    ),
+]
+
+
+def copy_model(model: FakeModel, **changes: Any) -> FakeModel:
+    """A copy that shares no mutable list with the original."""
+    changes.setdefault("capabilities", list(model.capabilities))
+    changes.setdefault("parameters", list(model.parameters))
+    return dataclasses.replace(model, **changes)
+
+
+def normalize_name(name: str) -> str:
+    """Lower-case, registry/library prefix dropped, ":latest" added when there is no tag."""
+    n = name.strip().lower()
+    if n.startswith("registry.ollama.ai/"):
+        n = n[len("registry.ollama.ai/"):]
+    if n.startswith("library/"):
+        n = n[len("library/"):]
+    if n and ":" not in n.rsplit("/", 1)[-1]:
+        n += ":latest"
+    return n
+
+
+def display_name(name: str) -> str:
+    """The shortest display form Ollama prints: "x" -> "x:latest", case kept."""
+    n = name.strip()
+    for prefix in ("registry.ollama.ai/", "library/"):
+        if n.lower().startswith(prefix):
+            n = n[len(prefix):]
+    if n and ":" not in n.rsplit("/", 1)[-1]:
+        n += ":latest"
+    return n
+
+
+def full_name(model: FakeModel) -> str:
+    """registry.ollama.ai/library/x:latest, as capability errors print it."""
+    n = model.name
+    if n.count("/") >= 2:
+        return n
+    if "/" not in n:
+        n = "library/" + n
+    return "registry.ollama.ai/" + n
+
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*){0,2}"
+                      r"(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$")
+
+
+def is_valid_name(name: str) -> bool:
+    return bool(name) and bool(_NAME_RE.match(name))
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Records, faults, gates
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    """One complete request as the fake read it (recorded before it answers)."""
+
+    conn_id: int  #: counter per accepted TCP connection, so keep-alive reuse is visible
+    method: str
+    target: str  #: raw path with query, e.g. "/api/chat"
+    headers: List[Tuple[str, str]]  #: names lower-cased, in order
+    body: bytes
+    http_version: str  #: "1.1" or "1.0"
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+    def header(self, name: str) -> Optional[str]:
+        """The first value of header ``name`` (case-insensitive), or None."""
+        wanted = name.lower()
+        for key, value in self.headers:
+            if key == wanted:
+                return value
+        return None
+
+    @property
+    def json(self) -> Any:
+        """The body parsed as JSON, or None (empty or not JSON)."""
+        try:
+            return json.loads(self.body.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+
+class Gate:
+    """A pause point: the fake sets ``reached`` and waits until a test calls ``release()``."""
+
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+        self._released = threading.Event()
+        self._lock = threading.Lock()
+        self._waiters: List[Tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []
+
+    @property
+    def released(self) -> bool:
+        return self._released.is_set()
+
+    def wait_reached(self, timeout: float = 5.0) -> bool:
+        """Block until the fake is at the pause point; False on timeout."""
+        return self.reached.wait(timeout)
+
+    def release(self) -> None:
+        """Let the fake go on (from any thread). The gate stays open afterwards."""
+        with self._lock:
+            self._released.set()
+            waiters, self._waiters = self._waiters, []
+        for loop, fut in waiters:
+            try:
+                loop.call_soon_threadsafe(_resolve, fut)
+            except RuntimeError:  # that loop is closed: nobody waits any more
+                pass
+
+    async def wait(self) -> None:
+        """Called in the fake's loop: mark the gate reached and wait for release()."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            self.reached.set()
+            if self._released.is_set():
+                return
+            fut = loop.create_future()
+            self._waiters.append((loop, fut))
+        try:
+            await fut
+        finally:
+            with self._lock:
+                if (loop, fut) in self._waiters:
+                    self._waiters.remove((loop, fut))
+
+
+def _resolve(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+@dataclass
+class Fault:
+    """A scripted misbehaviour for the next matching request(s); see the module docstring."""
+
+    path: Optional[str] = None  #: fnmatch pattern on the path (no query); None = any
+    times: int = 1  #: how many matching requests it applies to; 0 = for ever
+    status: int = 0  #: answer this status with {"error": error}
+    error: str = "injected failure"
+    delay_before_headers: float = 0  #: seconds of total silence before the answer
+    delay_per_chunk: float = 0  #: seconds before each body line
+    pause_after: int = -1  #: once this many lines are sent, wait on ``gate``
+    gate: Optional[Gate] = None
+    stall_after: int = -1  #: once this many lines are sent, send nothing more
+    close_after: int = -1  #: once this many lines are sent, close (no terminating chunk)
+    close_before_response: bool = False  #: read the request, close without answering
+    garbage: bool = False  #: answer bytes that are not HTTP, then close
+    hits: int = field(default=0, compare=False)  #: requests this fault has been applied to
+
+    def has_uses_left(self) -> bool:
+        return self.times == 0 or self.hits < self.times
+
+    def matches(self, path: str) -> bool:
+        return self.path is None or fnmatch.fnmatchcase(path, self.path)
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Go-like JSON, times, binding
+# ---------------------------------------------------------------------------------------------
+
+
+class HTTPError(Exception):
+    """An error answer: status and message (rendered in Ollama or OpenAI shape)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def go_json(obj: Any) -> bytes:
+    """Compact JSON as Go's encoding/json writes it (HTML characters escaped)."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    if "<" in text or ">" in text or "&" in text or "\u2028" in text or "\u2029" in text:
+        text = (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+                .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+    return text.encode("utf-8")
+
+
+def ndjson_line(obj: Any) -> bytes:
+    return go_json(obj) + b"\n"
+
+
+def sse_event(obj: Any) -> bytes:
+    return b"data: " + go_json(obj) + b"\n\n"
+
+
+def rfc3339_nano(ns: int) -> str:
+    """Go's RFC3339Nano in UTC: trailing zeros of the fraction dropped."""
+    secs, frac = divmod(int(ns), 1_000_000_000)
+    text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+    if frac:
+        text += "." + ("%09d" % frac).rstrip("0")
+    return text + "Z"
+
+
+def now_rfc3339() -> str:
+    return rfc3339_nano(time.time_ns())
+
+
+def http_date() -> str:
+    return email.utils.formatdate(usegmt=True)
+
+
+def count_tokens(text: str) -> int:
+    """The fake tokenizer: about four characters a token, at least one."""
+    return max(1, (len(text) + 3) // 4)
+
+
+def _go_quote_char(ch: str) -> str:
+    if ch == "'":
+        return "'\\''"
+    if ch == '"':
+        return "'\"'"
+    if ch.isprintable():
+        return "'%s'" % ch
+    return "'\\x%02x'" % ord(ch) if ord(ch) < 256 else "'\\u%04x'" % ord(ch)
+
+
+def go_decode_message(exc: json.JSONDecodeError) -> str:
+    """Map Python's JSON decoder error onto the message Go's decoder would give."""
+    doc, pos, msg = exc.doc, exc.pos, exc.msg
+    if pos >= len(doc) or msg.startswith("Unterminated string"):
+        return "unexpected EOF"
+    ch = _go_quote_char(doc[pos])
+    if msg.startswith("Expecting property name"):
+        return "invalid character %s looking for beginning of object key string" % ch
+    if msg.startswith("Expecting ':'"):
+        return "invalid character %s after object key" % ch
+    if msg.startswith("Expecting ','"):
+        opener = _innermost_open(doc, pos)
+        where = "array element" if opener == "[" else "object key:value pair"
+        return "invalid character %s after %s" % (ch, where)
+    if msg.startswith("Invalid control character"):
+        return "invalid character %s in string literal" % ch
+    if msg.startswith("Invalid \\escape") or msg.startswith("Invalid \\u"):
+        return "invalid character %s in string escape code" % ch
+    return "invalid character %s looking for beginning of value" % ch
+
+
+def _innermost_open(doc: str, pos: int) -> str:
+    """The innermost unclosed bracket before pos, ignoring strings."""
+    stack: List[str] = []
+    in_string = escaped = False
+    for ch in doc[:pos]:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            stack.append(ch)
+        elif ch in "]}" and stack:
+            stack.pop()
+    return stack[-1] if stack else ""
+
+
+def json_kind(value: Any) -> str:
+    """The JSON kind Go names in an UnmarshalTypeError."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "null"
+
+
+_GO_TYPES = {"string": "string", "bool": "bool", "int": "int", "number": "float64",
+             "array": "[]interface {}", "object": "map[string]interface {}"}
+_DECODER = json.JSONDecoder()
+
+
+def bind_json(body: bytes, struct: str, fields: dict, *, empty_message: str =
+              "missing request body") -> dict:
+    """gin's ShouldBindJSON, as far as the fake needs it.
+
+    ``fields`` maps a field name to its kind: "string", "bool", "int", "number", "array",
+    "object", "any", "duration" (keep_alive), "think", optionally with ":GoType" appended for
+    the error message. Unknown fields are ignored; null is the zero value; only the first JSON
+    value of the body is read (Go's Decoder does not look at what follows).
+    """
+    text = body.decode("utf-8", "replace").lstrip(" \t\r\n")
+    if not text:
+        raise HTTPError(400, empty_message)
+    try:
+        value, _ = _DECODER.raw_decode(text)
+    except json.JSONDecodeError as exc:
+        raise HTTPError(400, go_decode_message(exc)) from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise HTTPError(400, "json: cannot unmarshal %s into Go value of type api.%s"
+                        % (json_kind(value), struct))
+    for name, spec in fields.items():
+        kind, _, gotype = spec.partition(":")
+        item = value.get(name)
+        if item is None or kind == "any":
+            continue
+        if kind == "duration":
+            value[name] = parse_keep_alive(item)
+            continue
+        if kind == "think":
+            check_think(item)
+            continue
+        got = json_kind(item)
+        ok = {"string": got == "string", "bool": got == "bool", "array": got == "array",
+              "object": got == "object", "number": got == "number",
+              "int": got == "number" and float(item).is_integer()}[kind]
+        if not ok:
+            shown = "number %s" % item if kind == "int" and got == "number" else got
+            raise HTTPError(400, "json: cannot unmarshal %s into Go struct field %s.%s of type %s"
+                            % (shown, struct, name, gotype or _GO_TYPES[kind]))
+    return value
+
+
+_DURATION_PART = re.compile(r"([0-9]*\.?[0-9]+|[0-9]+\.)(ns|us|µs|μs|ms|s|m|h)")
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0,
+                   "m": 60.0, "h": 3600.0}
+
+
+def parse_go_duration(text: str) -> float:
+    """Go's time.ParseDuration, in seconds; ValueError carries Go's message."""
+    s = text
+    sign = 1.0
+    if s[:1] in "+-" and s:
+        sign = -1.0 if s[0] == "-" else 1.0
+        s = s[1:]
+    if s == "0":
+        return 0.0
+    if not s:
+        raise ValueError('time: invalid duration "%s"' % text)
+    total, pos = 0.0, 0
+    while pos < len(s):
+        m = _DURATION_PART.match(s, pos)
+        if not m:
+            if re.fullmatch(r"[0-9.]+", s[pos:]):
+                raise ValueError('time: missing unit in duration "%s"' % text)
+            unit = re.match(r"[0-9.]*([^0-9.]*)", s[pos:])
+            if unit and unit.group(1) and re.match(r"[0-9.]", s[pos:]):
+                raise ValueError('time: unknown unit "%s" in duration "%s"'
+                                 % (unit.group(1), text))
+            raise ValueError('time: invalid duration "%s"' % text)
+        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        pos = m.end()
+    return sign * total
+
+
+def parse_keep_alive(value: Any) -> float:
+    """keep_alive as Ollama reads it, in seconds: negative means for ever (math.inf)."""
+    if isinstance(value, bool):
+        raise HTTPError(400, "json: cannot unmarshal bool into Go struct field of type "
+                        "api.Duration")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        try:
+            seconds = parse_go_duration(value)
+        except ValueError as exc:
+            raise HTTPError(400, str(exc)) from None
+    else:
+        raise HTTPError(400, "json: cannot unmarshal %s into Go struct field of type "
+                        "api.Duration" % json_kind(value))
+    return math.inf if seconds < 0 else seconds
+
+
+def check_think(value: Any) -> None:
+    if isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        if value in ("low", "medium", "high", "max"):
+            return
+        raise HTTPError(400, 'invalid think value: "%s" (must be "high", "medium", "low", '
+                        '"max", true, or false)' % value)
+    raise HTTPError(400, "think must be a boolean or string")
+
+
+_INT_OPTIONS = frozenset(["num_ctx", "num_predict", "num_keep", "seed", "top_k", "repeat_last_n",
+                          "num_batch", "num_gpu", "main_gpu", "num_thread", "draft_num_predict"])
+_FLOAT_OPTIONS = frozenset(["temperature", "top_p", "min_p", "typical_p", "repeat_penalty",
+                            "presence_penalty", "frequency_penalty"])
+_BOOL_OPTIONS = frozenset(["use_mmap", "numa"])
+
+
+def check_options(options: Optional[dict]) -> dict:
+    """Options.FromMap: unknown keys ignored, a wrong type is a 500."""
+    options = options or {}
+    for key, value in options.items():
+        if value is None:
+            continue
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if key in _INT_OPTIONS and not is_number:
+            raise HTTPError(500, 'option "%s" must be of type integer' % key)
+        if key in _FLOAT_OPTIONS and not is_number:
+            raise HTTPError(500, 'option "%s" must be of type float32' % key)
+        if key in _BOOL_OPTIONS and not isinstance(value, bool):
+            raise HTTPError(500, 'option "%s" must be of type boolean' % key)
+        if key == "stop" and not (isinstance(value, list)
+                                  and all(isinstance(s, str) for s in value)):
+            raise HTTPError(500, 'option "stop" must be of type array of strings')
+    return options
+
+
+def option_int(options: dict, key: str) -> Optional[int]:
+    value = options.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    return None
+
+
+def host_allowed(host_header: Optional[str]) -> bool:
+    """Ollama's allowedHostsMiddleware for a loopback listener (DNS-rebinding guard)."""
+    if not host_header:
+        return True
+    host = host_header.strip()
+    if host.startswith("["):
+        host = host[1:host.find("]")] if "]" in host else host[1:]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    host = host.lower()
+    if host in ("", "localhost") or host.endswith((".localhost", ".local", ".internal")):
+        return True
+    if host == socket.gethostname().lower():
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private or ip.is_unspecified
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Generation and embeddings (pure)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RequestContext:
+    """What the HTTP layer tells the application about one request."""
+
+    chunks: int = DEFAULT_CHUNKS
+    think_chunks: int = DEFAULT_THINK_CHUNKS
+    delay: float = 0.0  #: seconds before each streamed line (X-Fake-Delay-Ms)
+    start_ns: int = 0  #: perf_counter_ns when the request was complete
+    load_ns: int = 0  #: time spent "loading" (a delay_before_headers fault)
+
+    @classmethod
+    def from_received(cls, rec: Received, start_ns: int = 0) -> "RequestContext":
+        return cls(chunks=_int_header(rec.header("x-fake-chunks"), DEFAULT_CHUNKS),
+                   think_chunks=_int_header(rec.header("x-fake-think-chunks"),
+                                            DEFAULT_THINK_CHUNKS),
+                   delay=_delay_header(rec.header("x-fake-delay-ms")),
+                   start_ns=start_ns or time.perf_counter_ns())
+
+
+def _int_header(value: Optional[str], default: int) -> int:
+    try:
+        return max(0, min(MAX_CHUNKS, int(value))) if value is not None else default
+    except ValueError:
+        return default
+
+
+def _delay_header(value: Optional[str]) -> float:
+    try:
+        return max(0.0, float(value)) / 1000.0 if value is not None else 0.0
+    except ValueError:
+        return 0.0
+
+
+class Generation:
+    """The tokens one chat/generate request produces, and its timing statistics.
+
+    Tokens are handed out lazily by ``pieces()`` so that created_at and the durations follow the
+    real pace of the response (delays, gates).
+    """
+
+    def __init__(self, model: str, thinking: List[str], content: List[str], done_reason: str,
+                 prompt_tokens: int, start_ns: int, load_ns: int) -> None:
+        self.model = model  #: the name as the client sent it
+        self.thinking = thinking
+        self.content = content
+        self.done_reason = done_reason
+        self.prompt_tokens = prompt_tokens
+        self.start_ns = start_ns
+        self.load_ns = load_ns
+        self.first_ns = 0
+        self.created = int(time.time())  #: Unix seconds, pinned for /v1 chunks
+
+    @property
+    def eval_count(self) -> int:
+        return len(self.thinking) + len(self.content)
+
+    @property
+    def line_count(self) -> int:
+        """Native lines: one per token plus the final stats line."""
+        return self.eval_count + 1
+
+    def pieces(self) -> Iterator[Tuple[str, str]]:
+        """("thinking" | "content", token) in order."""
+        self.first_ns = time.perf_counter_ns()
+        for token in self.thinking:
+            yield "thinking", token
+        for token in self.content:
+            yield "content", token
+
+    def stats(self) -> dict:
+        """The six statistics of a final object, zeros omitted, in Ollama's order."""
+        now = time.perf_counter_ns()
+        load = self.load_ns + 1_234_567
+        prompt_ns = self.prompt_tokens * 250_000 + 1_000
+        eval_ns = 0
+        if self.eval_count:
+            measured = now - self.first_ns if self.first_ns else 0
+            eval_ns = max(measured, self.eval_count * 1_000_000)
+        total = max(now - self.start_ns, load + prompt_ns + eval_ns) + 123_456
+        out = {"total_duration": total, "load_duration": load,
+               "prompt_eval_count": self.prompt_tokens, "prompt_eval_duration": prompt_ns,
+               "eval_count": self.eval_count, "eval_duration": eval_ns}
+        return {k: v for k, v in out.items() if v}
+
+    def context_tokens(self, extra: int = 0) -> List[int]:
+        """The deprecated generate ``context``: token ids of prompt and answer."""
+        n = self.prompt_tokens + self.eval_count + extra
+        return [(i * 7919 + 128000) % 128256 for i in range(n)]
+
+
+def make_generation(model_sent: str, prompt_tokens: int, ctx: RequestContext, *,
+                    thinking: bool, num_predict: Optional[int]) -> Generation:
+    think = ["think%d " % i for i in range(ctx.think_chunks if thinking else 0)]
+    content = ["tok%d " % i for i in range(ctx.chunks)]
+    reason = "stop"
+    if num_predict is not None and 0 < num_predict < len(think) + len(content):
+        think = think[:num_predict]
+        content = content[:num_predict - len(think)]
+        reason = "length"
+    return Generation(model_sent, think, content, reason, prompt_tokens, ctx.start_ns,
+                      ctx.load_ns)
+
+
+def native_chat_lines(gen: Generation) -> Iterator[bytes]:
+    for kind, token in gen.pieces():
+        message = {"role": "assistant", "content": token if kind == "content" else ""}
+        if kind == "thinking":
+            message["thinking"] = token
+        yield ndjson_line({"model": gen.model, "created_at": now_rfc3339(), "message": message,
+                           "done": False})
+    final = {"model": gen.model, "created_at": now_rfc3339(),
+             "message": {"role": "assistant", "content": ""}, "done": True,
+             "done_reason": gen.done_reason}
+    final.update(gen.stats())
+    yield ndjson_line(final)
+
+
+def native_chat_object(gen: Generation) -> bytes:
+    list(gen.pieces())
+    message = {"role": "assistant", "content": "".join(gen.content)}
+    if gen.thinking:
+        message["thinking"] = "".join(gen.thinking)
+    obj = {"model": gen.model, "created_at": now_rfc3339(), "message": message, "done": True,
+           "done_reason": gen.done_reason}
+    obj.update(gen.stats())
+    return go_json(obj)
+
+
+def native_generate_lines(gen: Generation, context: Optional[List[int]]) -> Iterator[bytes]:
+    for kind, token in gen.pieces():
+        obj = {"model": gen.model, "created_at": now_rfc3339(),
+               "response": token if kind == "content" else ""}
+        if kind == "thinking":
+            obj["thinking"] = token
+        obj["done"] = False
+        yield ndjson_line(obj)
+    yield ndjson_line(_generate_final(gen, context, "", ""))
+
+
+def native_generate_object(gen: Generation, context: Optional[List[int]]) -> bytes:
+    list(gen.pieces())
+    return go_json(_generate_final(gen, context, "".join(gen.content), "".join(gen.thinking)))
+
+
+def _generate_final(gen: Generation, context: Optional[List[int]], response: str,
+                    thinking: str) -> dict:
+    obj = {"model": gen.model, "created_at": now_rfc3339(), "response": response}
+    if thinking:
+        obj["thinking"] = thinking
+    obj.update(done=True, done_reason=gen.done_reason)
+    if context is not None:
+        obj["context"] = context
+    obj.update(gen.stats())
+    return obj
+
+
+def _usage(gen: Generation) -> dict:
+    return {"prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.eval_count,
+            "total_tokens": gen.prompt_tokens + gen.eval_count}
+
+
+def v1_chat_object(gen: Generation, cid: str) -> bytes:
+    list(gen.pieces())
+    message = {"role": "assistant", "content": "".join(gen.content)}
+    if gen.thinking:
+        message["reasoning"] = "".join(gen.thinking)
+    return go_json({"id": cid, "object": "chat.completion", "created": gen.created,
+                    "model": gen.model, "system_fingerprint": "fp_ollama",
+                    "choices": [{"index": 0, "message": message,
+                                 "finish_reason": gen.done_reason}],
+                    "usage": _usage(gen)})
+
+
+def v1_chat_events(gen: Generation, cid: str, include_usage: bool) -> Iterator[bytes]:
+    """chat.completion.chunk events: role first, a finish chunk, usage, [DONE]."""
+
+    def envelope(choices: list) -> dict:
+        return {"id": cid, "object": "chat.completion.chunk", "created": gen.created,
+                "model": gen.model, "system_fingerprint": "fp_ollama", "choices": choices}
+
+    first = True
+    for kind, token in gen.pieces():
+        delta: dict = {"role": "assistant"} if first else {}
+        first = False
+        delta["content"] = token if kind == "content" else ""
+        if kind == "thinking":
+            delta["reasoning"] = token
+        yield sse_event(envelope([{"index": 0, "delta": delta, "finish_reason": None}]))
+    if first:  # no token at all: the final native object still produces the role chunk
+        yield sse_event(envelope([{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                   "finish_reason": None}]))
+    yield sse_event(envelope([{"index": 0, "delta": {}, "finish_reason": gen.done_reason}]))
+    if include_usage:
+        chunk = envelope([])
+        chunk["usage"] = _usage(gen)
+        yield sse_event(chunk)
+    yield b"data: [DONE]\n\n"
+
+
+def v1_completion_object(gen: Generation, cid: str) -> bytes:
+    list(gen.pieces())
+    return go_json({"id": cid, "object": "text_completion", "created": gen.created,
+                    "model": gen.model, "system_fingerprint": "fp_ollama",
+                    "choices": [{"text": "".join(gen.content), "index": 0,
+                                 "finish_reason": gen.done_reason}],
+                    "usage": _usage(gen)})
+
+
+def v1_completion_events(gen: Generation, cid: str, include_usage: bool) -> Iterator[bytes]:
+    """text_completion chunks: the last one carries finish_reason; no separate finish chunk."""
+    zero = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+    def chunk(text: str, finish: Optional[str]) -> dict:
+        obj = {"id": cid, "object": "text_completion", "created": int(time.time()),
+               "choices": [{"text": text, "index": 0, "finish_reason": finish}],
+               "model": gen.model, "system_fingerprint": "fp_ollama"}
+        if include_usage:
+            obj["usage"] = zero
+        return obj
+
+    for kind, token in gen.pieces():
+        yield sse_event(chunk(token if kind == "content" else "", None))
+    yield sse_event(chunk("", gen.done_reason))
+    if include_usage:
+        last = chunk("", None)
+        last["choices"] = []
+        last["usage"] = _usage(gen)
+        yield sse_event(last)
+    yield b"data: [DONE]\n\n"
+
+
+def embedding_direction(text: str, dim: int, salt: str = "") -> List[float]:
+    """A deterministic unit vector of ``dim`` floats for ``text`` (seeded from sha256)."""
+    seed = int.from_bytes(hashlib.sha256((salt + "\x00" + text).encode("utf-8")).digest()[:8],
+                          "big")
+    rng = random.Random(seed)
+    vec = [rng.gauss(0.0, 1.0) for _ in range(dim)]
+    return l2_normalize(vec)
+
+
+def l2_normalize(vec: List[float]) -> List[float]:
+    norm = math.sqrt(sum(x * x for x in vec))
+    return [x / norm for x in vec] if norm else list(vec)
+
+
+def as_float32(vec: List[float]) -> List[float]:
+    """Round to float32 and print with at most 9 significant digits, as Go's []float32."""
+    packed = struct.unpack("<%df" % len(vec), struct.pack("<%df" % len(vec), *vec))
+    return [float("%.9g" % x) for x in packed]
+
+
+def raw_embedding_scale(text: str, salt: str = "") -> float:
+    """The length of an un-normalised (legacy nomic-bert) vector: between 5 and 15."""
+    digest = hashlib.sha256(("scale\x00" + salt + "\x00" + text).encode("utf-8")).digest()
+    return 5.0 + int.from_bytes(digest[:2], "big") / 6553.5
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. The fake Ollama application (routes -> Reply)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    """An answer, before it meets HTTP: head, then a body or a stream of lines."""
+
+    status: int
+    content_type: Optional[str] = CT_JSON
+    body: bytes = b""
+    body_fn: Optional[Callable[[], bytes]] = None  #: computes the body after pre_delay
+    lines: Optional[Iterable[bytes]] = None  #: a streamed body (chunked), one item per line
+    line_delay: float = 0.0  #: seconds before each streamed line
+    pre_delay: float = 0.0  #: seconds of silence before the head
+    headers: List[Tuple[str, str]] = field(default_factory=list)
+    on_done: Optional[Callable[[], None]] = None  #: runs once the whole answer was sent
+
+
+def json_reply(obj: Any, status: int = 200, content_type: str = CT_JSON) -> Reply:
+    return Reply(status, content_type, go_json(obj))
+
+
+def ollama_error(status: int, message: str) -> Reply:
+    return json_reply({"error": message}, status)
+
+
+def openai_error(status: int, message: str) -> Reply:
+    kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
+    return json_reply({"error": {"message": message, "type": kind, "param": None, "code": None}},
+                      status, CT_OPENAI)
+
+
+def error_reply(path: str, status: int, message: str) -> Reply:
+    """Ollama's shape, or OpenAI's on /v1 paths."""
+    if path.startswith("/v1/"):
+        return openai_error(status, message)
+    return ollama_error(status, message)
+
+
+def empty_reply(status: int = 200) -> Reply:
+    return Reply(status, None, b"")
+
+
+def stream_reply(lines: Iterable[bytes], content_type: str = CT_NDJSON, delay: float = 0.0,
+                 on_done: Optional[Callable[[], None]] = None) -> Reply:
+    return Reply(200, content_type, lines=lines, line_delay=delay, on_done=on_done)
+
+
+_CHAT_FIELDS = {"model": "string", "messages": "array:[]api.Message", "stream": "bool:*bool",
+                "format": "any", "keep_alive": "duration", "tools": "array:api.Tools",
+                "options": "object", "think": "think", "truncate": "bool:*bool",
+                "shift": "bool:*bool", "logprobs": "bool", "top_logprobs": "int"}
+_GENERATE_FIELDS = {"model": "string", "prompt": "string", "suffix": "string",
+                    "system": "string", "template": "string", "context": "array:[]int",
+                    "stream": "bool:*bool", "raw": "bool", "format": "any",
+                    "keep_alive": "duration", "images": "array:[]api.ImageData",
+                    "options": "object", "think": "think", "truncate": "bool:*bool",
+                    "shift": "bool:*bool", "logprobs": "bool", "top_logprobs": "int"}
+_EMBED_FIELDS = {"model": "string", "input": "any", "truncate": "bool:*bool",
+                 "dimensions": "int", "keep_alive": "duration", "options": "object"}
+_EMBEDDINGS_FIELDS = {"model": "string", "prompt": "string", "keep_alive": "duration",
+                      "options": "object"}
+_NAME_FIELDS = {"model": "string", "name": "string", "verbose": "bool", "stream": "bool:*bool",
+                "insecure": "bool", "system": "string", "options": "object"}
+_CREATE_FIELDS = {"model": "string", "name": "string", "from": "string",
+                  "files": "object:map[string]string", "parameters": "object",
+                  "template": "string", "system": "string", "stream": "bool:*bool",
+                  "quantize": "string"}
+_COPY_FIELDS = {"source": "string", "destination": "string"}
+_V1_CHAT_FIELDS = {"model": "string", "messages": "array:[]openai.Message",
+                   "stream": "bool", "stream_options": "object:*openai.StreamOptions",
+                   "max_tokens": "int:*int", "tools": "array:[]api.Tool",
+                   "reasoning_effort": "string:*string", "reasoning": "object"}
+_V1_COMPLETION_FIELDS = {"model": "string", "prompt": "string", "stream": "bool",
+                         "stream_options": "object:*openai.StreamOptions",
+                         "max_tokens": "int:*int", "suffix": "string"}
+_V1_EMBED_FIELDS = {"model": "string", "input": "any", "encoding_format": "string",
+                    "dimensions": "int"}
+
+_NOT_IMPLEMENTED_ROUTES = {"/api/me": "POST", "/api/signout": "POST",
+                           "/api/experimental/web_search": "POST",
+                           "/api/experimental/web_fetch": "POST",
+                           "/api/experimental/model-recommendations": "GET",
+                           "/v1/responses": "POST", "/v1/audio/transcriptions": "POST",
+                           "/v1/messages": "POST"}
+
+
+class FakeOllamaApp:
+    """The application: models, loaded runners and blobs, and one handler per route.
+
+    ``handle(rec, ctx)`` turns a complete request into a ``Reply`` and does no I/O. It runs in
+    the fake's event-loop thread only; tests read ``models`` and ``loaded`` from theirs.
+    """
+
+    def __init__(self, models: List[FakeModel], version: str = DEFAULT_VERSION,
+                 check_host: bool = False) -> None:
+        self.models = models
+        self.version = version
+        self.check_host = check_host
+        self.loaded: dict = {}
+        self.blobs: dict = {}  # "sha256:<hex>" -> size in bytes
+        self.default_num_ctx = DEFAULT_NUM_CTX
+        self.rng = random.Random(0)
+        self.routes: dict = {
+            "/": {"GET": self.root, "HEAD": self.root},
+            "/api/version": {"GET": self.api_version, "HEAD": self.api_version},
+            "/api/status": {"GET": self.api_status},
+            "/api/tags": {"GET": self.api_tags, "HEAD": self.api_tags},
+            "/api/ps": {"GET": self.api_ps},
+            "/api/show": {"POST": self.api_show},
+            "/api/chat": {"POST": self.api_chat},
+            "/api/generate": {"POST": self.api_generate},
+            "/api/embed": {"POST": self.api_embed},
+            "/api/embeddings": {"POST": self.api_embeddings},
+            "/api/pull": {"POST": self.api_pull},
+            "/api/push": {"POST": self.api_push},
+            "/api/create": {"POST": self.api_create},
+            "/api/copy": {"POST": self.api_copy},
+            "/api/delete": {"DELETE": self.api_delete},
+            "/v1/chat/completions": {"POST": self.v1_chat},
+            "/v1/completions": {"POST": self.v1_completions},
+            "/v1/embeddings": {"POST": self.v1_embeddings},
+            "/v1/models": {"GET": self.v1_models},
+        }
+        for path, method in _NOT_IMPLEMENTED_ROUTES.items():
+            self.routes[path] = {method: self.not_implemented}
+        # Routes with one path parameter (a single non-empty segment), as gin matches them.
+        self.param_routes: List[Tuple[str, dict]] = [
+            ("/api/blobs/", {"HEAD": self.api_blob_head, "POST": self.api_blob_post}),
+            ("/v1/models/", {"GET": self.v1_model}),
+            ("/api/user/keys/", {"DELETE": self.not_implemented}),
+        ]
+
+    # -- dispatch -------------------------------------------------------------------------
+
+    def handle(self, rec: Received, ctx: RequestContext) -> Reply:
+        path = rec.path
+        if self.check_host and not host_allowed(rec.header("host")):
+            return empty_reply(403)
+        methods, param = self._match(path)
+        if methods is None:
+            alt = path[:-1] if path.endswith("/") and len(path) > 1 else path + "/"
+            if self._match(alt)[0] is not None and alt != "/":
+                status = 301 if rec.method == "GET" else 307
+                return Reply(status, "text/html; charset=utf-8",
+                             b'<a href="%s">Moved Permanently</a>.\n\n' % alt.encode(),
+                             headers=[("location", alt)])
+            return Reply(404, CT_GIN_PLAIN, b"404 page not found")
+        handler = methods.get(rec.method)
+        if handler is None:
+            return Reply(405, CT_GIN_PLAIN, b"405 method not allowed")
+        try:
+            if param is not None:
+                return handler(rec, ctx, param)
+            return handler(rec, ctx)
+        except HTTPError as exc:
+            return error_reply(path, exc.status, exc.message)
+
+    def _match(self, path: str) -> Tuple[Optional[dict], Optional[str]]:
+        methods = self.routes.get(path)
+        if methods is not None:
+            return methods, None
+        for prefix, methods in self.param_routes:
+            if path.startswith(prefix):
+                rest = path[len(prefix):]
+                if rest and "/" not in rest:
+                    return methods, rest
+        return None, None
+
+    # -- model bookkeeping ----------------------------------------------------------------
+
+    def find(self, name: str) -> Optional[FakeModel]:
+        key = normalize_name(name)
+        for model in self.models:
+            if model.key == key:
+                return model
+        return None
+
+    def touch(self, model: FakeModel, num_ctx: Optional[int], keep_alive: Optional[float]) -> None:
+        """Mark ``model`` loaded (a request used it) and restart its keep-alive timer."""
+        self._expire()
+        previous = self.loaded.get(model.name)
+        if keep_alive is None:
+            keep_alive = previous["keep_alive"] if previous else DEFAULT_KEEP_ALIVE
+        span = FOREVER_SECONDS if math.isinf(keep_alive) else keep_alive
+        self.loaded[model.name] = {"num_ctx": num_ctx, "expires_at": time.time() + span,
+                                   "keep_alive": keep_alive}
+
+    def unload(self, model: FakeModel) -> None:
+        self.loaded.pop(model.name, None)
+
+    def _expire(self) -> None:
+        now = time.time()
+        for name in [n for n, e in self.loaded.items() if e["expires_at"] < now]:
+            self.loaded.pop(name, None)
+
+    def effective_num_ctx(self, model: FakeModel, num_ctx: Optional[int]) -> int:
+        """Request, then Modelfile, then the default; at least 4; clamped to training."""
+        value = num_ctx or model.modelfile_num_ctx() or self.default_num_ctx
+        value = max(4, value)
+        if model.context_length > 0:
+            value = min(value, model.context_length)
+        return value
+
+    def _unload_after(self, model: FakeModel, keep_alive: Optional[float]
+                      ) -> Optional[Callable[[], None]]:
+        if keep_alive == 0:
+            return lambda: self.unload(model)
+        return None
+
+    def details(self, model: FakeModel, *, lengths: bool) -> dict:
+        out = {"parent_model": "", "format": "gguf", "family": model.family,
+               "families": [model.family], "parameter_size": model.parameter_size,
+               "quantization_level": model.quantization_level}
+        if lengths:
+            if model.context_length:
+                out["context_length"] = model.context_length
+            if model.embedding_length:
+                out["embedding_length"] = model.embedding_length
+        return out
+
+    # -- simple routes --------------------------------------------------------------------
+
+    def root(self, rec: Received, ctx: RequestContext) -> Reply:
+        return Reply(200, CT_TEXT, b"Ollama is running")
+
+    def api_version(self, rec: Received, ctx: RequestContext) -> Reply:
+        return json_reply({"version": self.version})
+
+    def api_status(self, rec: Received, ctx: RequestContext) -> Reply:
+        return json_reply({"cloud": {"disabled": False, "source": "none"}})
+
+    def not_implemented(self, rec: Received, ctx: RequestContext, param: str = "") -> Reply:
+        return error_reply(rec.path, 501, NOT_IMPLEMENTED)
+
+    def api_tags(self, rec: Received, ctx: RequestContext) -> Reply:
+        entries = []
+        for model in sorted(self.models, key=lambda m: -m.modified_at):
+            entry = {"name": model.name, "model": model.name,
+                     "modified_at": rfc3339_nano(int(model.modified_at * 1e9)),
+                     "size": model.size, "digest": model.digest,
+                     "details": self.details(model, lengths=True)}
+            if model.capabilities:
+                entry["capabilities"] = list(model.capabilities)
+            entries.append(entry)
+        return json_reply({"models": entries})
+
+    def api_ps(self, rec: Received, ctx: RequestContext) -> Reply:
+        self._expire()
+        entries = []
+        for name, state in sorted(self.loaded.items(), key=lambda kv: -kv[1]["expires_at"]):
+            model = self.find(name)
+            if model is None:
+                continue
+            context = self.effective_num_ctx(model, state["num_ctx"])
+            in_use = model.size + context * model.block_count * 4096
+            entries.append({"name": model.name, "model": model.name, "size": in_use,
+                            "digest": model.digest,
+                            "details": self.details(model, lengths=False),
+                            "expires_at": rfc3339_nano(int(state["expires_at"] * 1e9)),
+                            "size_vram": in_use, "context_length": context})
+        return json_reply({"models": entries})
+
+    # -- /api/show ------------------------------------------------------------------------
+
+    def api_show(self, rec: Received, ctx: RequestContext) -> Reply:
+        body = bind_json(rec.body, "ShowRequest", _NAME_FIELDS)
+        name = body.get("model") or body.get("name") or ""
+        if not name:
+            raise HTTPError(400, "model is required")
+        model = self.find(name)
+        if model is None:
+            raise HTTPError(404, "model '%s' not found" % display_name(name))
+        out: dict = {"modelfile": self.modelfile(model)}
+        parameters = self.parameters_text(model)
+        if parameters:
+            out["parameters"] = parameters
+        out["template"] = model.template
+        if body.get("system"):
+            out["system"] = body["system"]
+        out["details"] = self.details(model, lengths=False)
+        out["model_info"] = self.model_info(model, verbose=bool(body.get("verbose")))
+        out["tensors"] = self.tensors(model)
+        out["capabilities"] = list(model.capabilities)
+        out["modified_at"] = rfc3339_nano(int(model.modified_at * 1e9))
+        return json_reply(out)
+
+    @staticmethod
+    def parameters_text(model: FakeModel) -> str:
+        """One line per parameter: key padded to 30, then the value in Go's %#v form."""
+        lines = []
+        for key, value in model.parameters:
+            if isinstance(value, str):
+                shown = json.dumps(value, ensure_ascii=False)
+            elif isinstance(value, bool):
+                shown = "true" if value else "false"
+            else:
+                shown = repr(value)
+            lines.append("%-30s %s" % (key, shown))
+        return "\n".join(lines)
+
+    @staticmethod
+    def modelfile(model: FakeModel) -> str:
+        lines = ['# Modelfile generated by "ollama show"',
+                 "# To build a new Modelfile based on this, replace FROM with:",
+                 "# FROM %s" % model.name, "",
+                 "FROM /root/.ollama/models/blobs/sha256-%s" % model.digest,
+                 'TEMPLATE """%s"""' % model.template]
+        for key, value in model.parameters:
+            lines.append("PARAMETER %s %s" % (key, value))
+        return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def model_info(model: FakeModel, verbose: bool) -> dict:
+        a = model.arch
+        params = parameter_count(model.parameter_size)
+        info: dict = {
+            "general.architecture": a,
+            "general.file_type": _FILE_TYPES.get(model.quantization_level.upper(), 15),
+            "general.parameter_count": params,
+            "general.quantization_version": 2,
+            a + ".block_count": model.block_count,
+            a + ".context_length": model.context_length,
+            a + ".embedding_length": model.hidden_size,
+            a + ".attention.head_count": max(1, model.hidden_size // 128),
+        }
+        if model.is_embedding_only:
+            info[a + ".pooling_type"] = 1
+            info[a + ".attention.layer_norm_epsilon"] = 1e-12
+            info["tokenizer.ggml.model"] = "bert"
+        else:
+            info[a + ".attention.head_count_kv"] = 8
+            info[a + ".feed_forward_length"] = model.hidden_size * 4
+            info["tokenizer.ggml.model"] = "gpt2"
+        vocab = ["<s>", "</s>", "<unk>", "tok0", "tok1", "tok2", "think0", "think1"]
+        info["tokenizer.ggml.tokens"] = vocab if verbose else []
+        info["tokenizer.ggml.token_type"] = [1] * len(vocab) if verbose else []
+        return dict(sorted(info.items()))  # a Go map: keys come out sorted
+
+    @staticmethod
+    def tensors(model: FakeModel) -> List[dict]:
+        kind = _TENSOR_TYPES.get(model.quantization_level.upper(), "Q4_K")
+        hidden = model.hidden_size
+        return [{"name": "token_embd.weight", "type": kind, "shape": [hidden, 128256]},
+                {"name": "blk.0.attn_q.weight", "type": kind, "shape": [hidden, hidden]},
+                {"name": "output_norm.weight", "type": "F32", "shape": [hidden]}]
+
+    # -- chat and generate ----------------------------------------------------------------
+
+    def _resolve_for_completion(self, body: dict, model_sent: str, verb: str) -> FakeModel:
+        """404 / capability checks / options, in the order Ollama's scheduleRunner has them."""
+        model = self.find(model_sent)
+        if model is None:
+            raise HTTPError(404, "model '%s' not found" % model_sent)
+        if "completion" not in model.capabilities:
+            raise HTTPError(400, '"%s" does not support %s' % (model_sent, verb))
+        if body.get("tools") and "tools" not in model.capabilities:
+            raise HTTPError(400, "%s does not support tools" % full_name(model))
+        if body.get("suffix") and "insert" not in model.capabilities:
+            raise HTTPError(400, "%s does not support insert" % full_name(model))
+        think = body.get("think")
+        if think not in (None, False) and "thinking" not in model.capabilities:
+            raise HTTPError(400, '"%s" does not support thinking' % model_sent)
+        top = body.get("top_logprobs")
+        if isinstance(top, int) and not 0 <= top <= 20:
+            raise HTTPError(400, "top_logprobs must be between 0 and 20")
+        check_options(body.get("options"))
+        return model
+
+    @staticmethod
+    def _thinking_on(model: FakeModel, body: dict) -> bool:
+        return "thinking" in model.capabilities and body.get("think") is not False
+
+    def api_chat(self, rec: Received, ctx: RequestContext) -> Reply:
+        body = bind_json(rec.body, "ChatRequest", _CHAT_FIELDS)
+        model_sent = body.get("model") or ""
+        if not model_sent:
+            raise HTTPError(400, "model is required")
+        for message in body.get("messages") or []:
+            if not isinstance(message, dict):
+                raise HTTPError(400, "json: cannot unmarshal %s into Go struct field "
+                                "ChatRequest.messages of type api.Message" % json_kind(message))
+            for key in ("role", "content"):
+                if message.get(key) is not None and not isinstance(message[key], str):
+                    raise HTTPError(400, "json: cannot unmarshal %s into Go struct field "
+                                    "Message.messages.%s of type string"
+                                    % (json_kind(message[key]), key))
+        model = self._resolve_for_completion(body, model_sent, "chat")
+        options = body.get("options") or {}
+        keep_alive = body.get("keep_alive")
+        messages = body.get("messages") or []
+        if not messages:
+            reason = "unload" if keep_alive == 0 else "load"
+            if reason == "unload":
+                self.unload(model)
+            else:
+                self.touch(model, option_int(options, "num_ctx"), keep_alive)
+            return json_reply({"model": model_sent, "created_at": now_rfc3339(),
+                               "message": {"role": "assistant", "content": ""}, "done": True,
+                               "done_reason": reason})
+        self.touch(model, option_int(options, "num_ctx"), keep_alive)
+        text = "".join(m.get("content") or "" for m in messages)
+        if body.get("tools"):
+            text += json.dumps(body["tools"])
+        gen = make_generation(model_sent, count_tokens(text), ctx,
+                              thinking=self._thinking_on(model, body),
+                              num_predict=option_int(options, "num_predict"))
+        on_done = self._unload_after(model, keep_alive)
+        if body.get("stream") is False:
+            return Reply(200, CT_JSON, body_fn=lambda: native_chat_object(gen),
+                         pre_delay=ctx.delay * gen.line_count, on_done=on_done)
+        return stream_reply(native_chat_lines(gen), CT_NDJSON, ctx.delay, on_done)
+
+    def api_generate(self, rec: Received, ctx: RequestContext) -> Reply:
+        body = bind_json(rec.body, "GenerateRequest", _GENERATE_FIELDS)
+        model_sent = body.get("model") or ""
+        if not model_sent:
+            raise HTTPError(404, "model '' not found")
+        if body.get("raw") and (body.get("template") or body.get("system") or body.get("context")):
+            raise HTTPError(400, "raw mode does not support template, system, or context")
+        model = self._resolve_for_completion(body, model_sent, "generate")
+        options = body.get("options") or {}
+        keep_alive = body.get("keep_alive")
+        prompt = body.get("prompt") or ""
+        if not prompt:
+            reason = "unload" if keep_alive == 0 else "load"
+            if reason == "unload":
+                self.unload(model)
+            else:
+                self.touch(model, option_int(options, "num_ctx"), keep_alive)
+            return json_reply({"model": model_sent, "created_at": now_rfc3339(), "response": "",
+                               "done": True, "done_reason": reason})
+        self.touch(model, option_int(options, "num_ctx"), keep_alive)
+        previous = body.get("context") or []
+        gen = make_generation(model_sent,
+                              count_tokens(prompt + (body.get("system") or "")) + len(previous),
+                              ctx, thinking=self._thinking_on(model, body),
+                              num_predict=option_int(options, "num_predict"))
+        on_done = self._unload_after(model, keep_alive)
+        raw = bool(body.get("raw"))
+
+        def context() -> Optional[List[int]]:
+            return None if raw else gen.context_tokens()
+
+        if body.get("stream") is False:
+            return Reply(200, CT_JSON, body_fn=lambda: native_generate_object(gen, context()),
+                         pre_delay=ctx.delay * gen.line_count, on_done=on_done)
+        return stream_reply(native_generate_lines(gen, context()), CT_NDJSON, ctx.delay, on_done)
+
+    # -- embeddings -----------------------------------------------------------------------
+
+    def _embed_vectors(self, model: FakeModel, inputs: List[str], options: dict,
+                       truncate: bool, dimensions: Optional[int]) -> Tuple[List[List[float]], int]:
+        """Unit vectors (float32) per input, and the token count summed over inputs."""
+        if "embedding" not in model.capabilities:
+            raise HTTPError(501, "This server does not support embeddings. Start it with "
+                            "`--embeddings`")
+        limit = self.effective_num_ctx(model, option_int(options, "num_ctx")) - 2
+        vectors, tokens = [], 0
+        for text in inputs:
+            n = count_tokens(text)
+            if n > limit:
+                if not truncate:
+                    raise HTTPError(400, "the input length exceeds the context length")
+                text, n = text[:limit * 4], limit
+            tokens += n
+            vec = embedding_direction(text, model.hidden_size, model.digest)
+            if dimensions and 0 < dimensions < len(vec):
+                vec = l2_normalize(vec[:dimensions])
+            vectors.append(as_float32(vec))
+        return vectors, tokens
+
+    def api_embed(self, rec: Received, ctx: RequestContext) -> Reply:
+        body = bind_json(rec.body, "EmbedRequest", _EMBED_FIELDS)
+        raw_input = body.get("input")
+        if raw_input is None or raw_input == "":
+            inputs: List[str] = []
+        elif isinstance(raw_input, str):
+            inputs = [raw_input]
+        elif isinstance(raw_input, list) and all(isinstance(x, str) for x in raw_input):
+            inputs = list(raw_input)
+        else:
+            raise HTTPError(400, "invalid input type")
+        model_sent = body.get("model") or ""
+        if not model_sent:
+            raise HTTPError(404, "model '' not found")
+        model = self.find(model_sent)
+        if model is None:
+            raise HTTPError(404, 'model "%s" not found, try pulling it first' % model_sent)
+        options = check_options(body.get("options"))
+        keep_alive = body.get("keep_alive")
+        self.touch(model, option_int(options, "num_ctx"), keep_alive)
+        if not inputs:
+            return json_reply({"model": model_sent, "embeddings": []})
+        vectors, tokens = self._embed_vectors(model, inputs, options,
+                                              body.get("truncate") is not False,
+                                              body.get("dimensions"))
+        if keep_alive == 0:
+            self.unload(model)
+        load = ctx.load_ns + 1_234_567
+        total = max(time.perf_counter_ns() - ctx.start_ns, load) + tokens * 100_000
+        return json_reply({"model": model_sent, "embeddings": vectors, "total_duration": total,
+                           "load_duration": load, "prompt_eval_count": tokens})
+
+    def api_embeddings(self, rec: Received, ctx: RequestContext) -> Reply:
+        body = bind_json(rec.body, "EmbeddingRequest", _EMBEDDINGS_FIELDS)
+        model_sent = body.get("model") or ""
+        if not model_sent:
+            raise HTTPError(400, "model is required")
+        model = self.find(model_sent)
+        if model is None:
+            raise HTTPError(404, 'model "%s" not found, try pulling it first' % model_sent)
+        options = check_options(body.get("options"))
+        self.touch(model, option_int(options, "num_ctx"), body.get("keep_alive"))
+        prompt = body.get("prompt") or ""
+        if not prompt:
+            return json_reply({"embedding": []})
+        if "embedding" not in model.capabilities:
+            raise HTTPError(500, "this model does not support embeddings")
+        vec = embedding_direction(prompt, model.hidden_size, model.digest)
+        if model.arch in ("nomic-bert", "nomic-bert-moe"):  # legacyEmbeddingsWereRaw
+            scale = raw_embedding_scale(prompt, model.digest)
+            vec = [x * scale for x in vec]
+        if body.get("keep_alive") == 0:
+            self.unload(model)
+        return json_reply({"embedding": vec})
+
+    # -- model management -----------------------------------------------------------------
+
+    def _progress(self, ctx: RequestContext, body: dict, lines: List[dict],
+                  error: Optional[str] = None) -> Reply:
+        """Streamed status lines (an error as a last line), or one object when stream:false."""
+        if body.get("stream") is False:
+            if error is not None:
+                return ollama_error(500, error)
+            return json_reply(lines[-1], content_type=CT_OPENAI)
+        objs = list(lines) + ([{"error": error}] if error is not None else [])
+        return stream_reply([ndjson_line(o) for o in objs], CT_NDJSON, ctx.delay)
+
+    def api_pull(self, rec: Received, ctx: RequestContext) -> Reply:
+        body = bind_json(rec.body, "PullRequest", _NAME_FIELDS)
+        name = body.get("model") or body.get("name") or ""
+        if not name:
+            raise HTTPError(400, "model is required")
+        model = self.find(name)
+        if model is None:
+            return self._progress(ctx, body, [{"status": "pulling manifest"}],
+                                  "pull model manifest: file does not exist")
+        layer = "sha256:" + model.digest
+        return self._progress(ctx, body, [
+            {"status": "pulling manifest"},
+            {"status": "pulling %s" % model.digest[:12], "digest": layer, "total": model.size},
+            {"status": "pulling %s" % model.digest[:12], "digest": layer, "total": model.size,
+             "completed": model.size},
+            {"status": "verifying sha256 digest"},
+            {"status": "writing manifest"},
+            {"status": "success"}])
+
+    def api_push(self, rec: Received, ctx: RequestContext) -> Reply:
+        body = bind_json(rec.body, "PushRequest", _NAME_FIELDS)
+        name = body.get("model") or body.get("name") or ""
+        if not name:
+            raise HTTPError(400, "model is required")
+        model = self.find(name)
+        if model is None:
+            return self._progress(ctx, body, [{"status": "retrieving manifest"}],
+                                  'model "%s" not found' % display_name(name))
+        return self._progress(ctx, body, [
+            {"status": "retrieving manifest"},
+            {"status": "pushing %s" % model.digest[:12], "digest": "sha256:" + model.digest,
+             "total": model.size, "completed": model.size},
+            {"status": "pushing manifest"},
+            {"status": "success"}])
+
+    def api_create(self, rec: Received, ctx: RequestContext) -> Reply:
+        body = bind_json(rec.body, "CreateRequest", _CREATE_FIELDS)
+        name = body.get("model") or body.get("name") or ""
+        if not is_valid_name(name):
+            raise HTTPError(400, "invalid model name")
+        source = body.get("from") or ""
+        files = body.get("files") or {}
+        if source:
+            base = self.find(source)
+            if base is None:
+                return self._progress(ctx, body, [{"status": "pulling manifest"}],
+                                      "pull model manifest: file does not exist")
+        elif files:
+            for digest in files.values():
+                if digest not in self.blobs:
+                    raise HTTPError(400, "file %s not found" % digest)
+            base = FakeModel(display_name(name), "llama", DEFAULT_NUM_CTX, ["completion"])
+        else:
+            raise HTTPError(400, "neither 'from' or 'files' was specified")
+        new_params = body.get("parameters") or {}
+        params = [(k, v) for k, v in base.parameters if k not in new_params]
+        for key, value in new_params.items():
+            for item in value if isinstance(value, list) else [value]:
+                params.append((key, item))
+        digest = hashlib.sha256(go_json([display_name(name), base.digest, params])).hexdigest()
+        model = copy_model(base, name=display_name(name), digest=digest,
+                           modified_at=time.time(), parameters=params,
+                           template=body.get("template") or base.template)
+        self._install(model)
+        return self._progress(ctx, body, [
+            {"status": "using existing layer sha256:%s" % base.digest},
+            {"status": "writing manifest"},
+            {"status": "success"}])
+
+    def _install(self, model: FakeModel) -> None:
+        self.models[:] = [m for m in self.models if m.key != model.key] + [model]
+
+    def api_copy(self, rec: Received, ctx: RequestContext) -> Reply:
+        body = bind_json(rec.body, "CopyRequest", _COPY_FIELDS)
+        source, destination = body.get("source") or "", body.get("destination") or ""
+        if not is_valid_name(source):
+            raise HTTPError(400, 'source "%s" is invalid' % source)
+        if not is_valid_name(destination):
+            raise HTTPError(400, 'destination "%s" is invalid' % destination)
+        base = self.find(source)
+        if base is None:
+            raise HTTPError(404, 'model "%s" not found' % source)
+        self._install(copy_model(base, name=display_name(destination), modified_at=time.time()))
+        return empty_reply(200)
+
+    def api_delete(self, rec: Received, ctx: RequestContext) -> Reply:
+        body = bind_json(rec.body, "DeleteRequest", _NAME_FIELDS)
+        name = body.get("model") or body.get("name") or ""
+        model = self.find(name) if name else None
+        if model is None:
+            raise HTTPError(404, "model '%s' not found" % display_name(name))
+        self.models[:] = [m for m in self.models if m.key != model.key]
+        self.unload(model)
+        return empty_reply(200)
+
+    _DIGEST_RE = re.compile(r"^sha256[:-]([0-9a-fA-F]{64})$")
+
+    def _blob_digest(self, param: str) -> str:
+        m = self._DIGEST_RE.match(param)
+        if not m:
+            raise HTTPError(400, "invalid digest format")
+        return "sha256:" + m.group(1).lower()
+
+    def api_blob_head(self, rec: Received, ctx: RequestContext, param: str) -> Reply:
+        try:
+            digest = self._blob_digest(param)
+        except HTTPError:
+            return empty_reply(400)
+        return empty_reply(200 if digest in self.blobs else 404)
+
+    def api_blob_post(self, rec: Received, ctx: RequestContext, param: str) -> Reply:
+        digest = self._blob_digest(param)
+        if digest in self.blobs:
+            return empty_reply(200)
+        got = "sha256:" + hashlib.sha256(rec.body).hexdigest()
+        if got != digest:
+            raise HTTPError(400, 'digest mismatch, expected "%s", got "%s"' % (digest, got))
+        self.blobs[digest] = len(rec.body)
+        return empty_reply(201)
+
+    # -- /v1 ------------------------------------------------------------------------------
+
+    def _v1_body(self, rec: Received, struct: str, fields: dict) -> dict:
+        return bind_json(rec.body, struct, fields, empty_message="EOF")
+
+    @staticmethod
+    def _v1_think(body: dict) -> Any:
+        effort = body.get("reasoning_effort")
+        if effort is None and isinstance(body.get("reasoning"), dict):
+            effort = body["reasoning"].get("effort")
+        if effort is None:
+            return None
+        mapping = {"none": False, "minimal": "low", "low": "low", "medium": "medium",
+                   "high": "high", "max": "max", "xhigh": "max", "ultra": "max"}
+        if effort not in mapping:
+            raise HTTPError(400, "invalid reasoning value: '%s' (must be \"minimal\", \"low\", "
+                            "\"medium\", \"high\", \"xhigh\", \"max\", or \"none\")" % effort)
+        return mapping[effort]
+
+    @staticmethod
+    def _v1_messages_text(messages: list) -> str:
+        parts = []
+        for message in messages:
+            if not isinstance(message, dict):
+                raise HTTPError(400, "invalid message format")
+            content = message.get("content")
+            if isinstance(content, str):
+                parts.append(content)
+            elif isinstance(content, list):
+                for part in content:
+                    if not isinstance(part, dict):
+                        raise HTTPError(400, "invalid message format")
+                    if part.get("type") == "text":
+                        parts.append(str(part.get("text") or ""))
+                    elif part.get("type") == "image_url":
+                        url = part.get("image_url")
+                        url = url.get("url", "") if isinstance(url, dict) else str(url or "")
+                        if url.startswith(("http://", "https://")):
+                            raise HTTPError(400, "image URLs are not currently supported, "
+                                            "please use base64 encoded data instead")
+            elif content is None:
+                if not message.get("tool_calls"):
+                    raise HTTPError(400, "invalid message content type: <nil>")
+            else:
+                raise HTTPError(400, "invalid message content type: %s"
+                                % {"number": "float64", "bool": "bool",
+                                   "object": "map[string]interface {}"}[json_kind(content)])
+        return "".join(parts)
+
+    def v1_chat(self, rec: Received, ctx: RequestContext) -> Reply:
+        body = self._v1_body(rec, "ChatCompletionRequest", _V1_CHAT_FIELDS)
+        messages = body.get("messages") or []
+        if not messages:
+            raise HTTPError(400, "[] is too short - 'messages'")
+        text = self._v1_messages_text(messages)
+        think = self._v1_think(body)
+        model_sent = body.get("model") or ""
+        if not model_sent:
+            raise HTTPError(400, "model is required")
+        native = {"tools": body.get("tools"), "think": think}
+        model = self._resolve_for_completion(native, model_sent, "chat")
+        self.touch(model, None, None)
+        gen = make_generation(model_sent, count_tokens(text), ctx,
+                              thinking=self._thinking_on(model, native),
+                              num_predict=body.get("max_tokens"))
+        cid = "chatcmpl-%d" % self.rng.randint(0, 998)
+        if body.get("stream") is True:
+            usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return stream_reply(v1_chat_events(gen, cid, usage), CT_SSE, ctx.delay)
+        return Reply(200, CT_OPENAI, body_fn=lambda: v1_chat_object(gen, cid),
+                     pre_delay=ctx.delay * gen.line_count)
+
+    def v1_completions(self, rec: Received, ctx: RequestContext) -> Reply:
+        body = self._v1_body(rec, "CompletionRequest", _V1_COMPLETION_FIELDS)
+        model_sent = body.get("model") or ""
+        if not model_sent:
+            raise HTTPError(404, "model '' not found")
+        model = self._resolve_for_completion({}, model_sent, "generate")
+        self.touch(model, None, None)
+        gen = make_generation(model_sent, count_tokens(body.get("prompt") or ""), ctx,
+                              thinking=self._thinking_on(model, {}),
+                              num_predict=body.get("max_tokens"))
+        cid = "cmpl-%d" % self.rng.randint(0, 998)
+        if body.get("stream") is True:
+            usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            return stream_reply(v1_completion_events(gen, cid, usage), CT_SSE, ctx.delay)
+        return Reply(200, CT_OPENAI, body_fn=lambda: v1_completion_object(gen, cid),
+                     pre_delay=ctx.delay * gen.line_count)
+
+    def v1_embeddings(self, rec: Received, ctx: RequestContext) -> Reply:
+        body = self._v1_body(rec, "EmbedRequest", _V1_EMBED_FIELDS)
+        raw_input = body.get("input")
+        if isinstance(raw_input, str):
+            inputs = [raw_input]
+        elif isinstance(raw_input, list) and raw_input:
+            if not all(isinstance(x, str) for x in raw_input):
+                raise HTTPError(400, "invalid input type")
+            inputs = list(raw_input)
+        elif raw_input is None or raw_input == []:
+            raise HTTPError(400, "invalid input")
+        else:
+            raise HTTPError(400, "invalid input type")
+        encoding = body.get("encoding_format") or "float"
+        if encoding.lower() not in ("float", "base64"):
+            raise HTTPError(400, "Invalid value for 'encoding_format' = %s. Supported values: "
+                            "['float', 'base64']." % encoding)
+        model_sent = body.get("model") or ""
+        if not model_sent:
+            raise HTTPError(404, "model '' not found")
+        model = self.find(model_sent)
+        if model is None:
+            raise HTTPError(404, 'model "%s" not found, try pulling it first' % model_sent)
+        self.touch(model, None, None)
+        vectors, tokens = self._embed_vectors(model, inputs, {}, True, body.get("dimensions"))
+        data = []
+        for index, vec in enumerate(vectors):
+            embedding: Any = vec
+            if encoding.lower() == "base64":
+                embedding = base64.b64encode(struct.pack("<%df" % len(vec), *vec)).decode()
+            data.append({"object": "embedding", "embedding": embedding, "index": index})
+        return json_reply({"object": "list", "data": data, "model": model_sent,
+                           "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
+                          content_type=CT_OPENAI)
+
+    @staticmethod
+    def _v1_model_entry(model: FakeModel, name: Optional[str] = None) -> dict:
+        owner = model.name.split("/")[-2] if "/" in model.name else "library"
+        return {"id": name or model.name, "object": "model", "created": int(model.modified_at),
+                "owned_by": owner}
+
+    def v1_models(self, rec: Received, ctx: RequestContext) -> Reply:
+        data = [self._v1_model_entry(m) for m in sorted(self.models, key=lambda m: -m.modified_at)]
+        return json_reply({"object": "list", "data": data or None}, content_type=CT_OPENAI)
+
+    def v1_model(self, rec: Received, ctx: RequestContext, param: str) -> Reply:
+        model = self.find(param)
+        if model is None:
+            raise HTTPError(404, "model '%s' not found" % param)
+        return json_reply(self._v1_model_entry(model, param), content_type=CT_OPENAI)
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. HTTP on h11 (normal mode)
+# ---------------------------------------------------------------------------------------------
+#
+# One task per connection pulls h11 events: a Request and its body are read completely and
+# recorded, then the answer is produced by a worker task while a watcher task reads the socket.
+# The watcher is what notices a client that goes away while the fake is silent (cold load,
+# gate, stall): EOF or a reset cancels the worker at once. Bytes the watcher reads (a pipelined
+# request) are kept and fed to h11 after the answer. Every write is followed by drain(), so
+# each streamed line leaves immediately and a slow reader slows the fake down.
+
+
+class _PeerGone(Exception):
+    """The client closed or reset the connection."""
+
+
+class H11Connection:
+    """One accepted connection in normal mode."""
+
+    def __init__(self, fake: "FakeOllama", reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, conn_id: int) -> None:
+        self.fake = fake
+        self.reader = reader
+        self.writer = writer
+        self.conn_id = conn_id
+        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        self.pending = bytearray()  # read by the watcher, not yet given to h11
+        self.eof = False
+        self.abort = False
+
+    async def serve(self) -> None:
+        try:
+            while True:
+                event = await self.next_event()
+                if isinstance(event, h11.ConnectionClosed):
+                    self.fake._note_peer_closed(self.conn_id)
+                    return
+                if not isinstance(event, h11.Request):
+                    return
+                rec = await self.read_request(event)
+                self.fake._record(rec)
+                if not await self.respond(rec):
+                    return
+                if self.conn.our_state is h11.MUST_CLOSE:
+                    await self.linger()
+                    return
+                if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
+                    self.conn.start_next_cycle()
+                else:
+                    return
+        except h11.RemoteProtocolError as exc:
+            if self.eof:
+                self.fake._note_peer_closed(self.conn_id)
+            else:
+                await self.send_protocol_error(exc)
+        except (_PeerGone, ConnectionError, OSError):
+            self.fake._note_peer_closed(self.conn_id)
+        finally:
+            self.close()
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def next_event(self) -> Any:
+        while True:
+            event = self.conn.next_event()
+            if event is h11.NEED_DATA:
+                if self.conn.they_are_waiting_for_100_continue:
+                    await self.send(h11.InformationalResponse(status_code=100, headers=[]))
+                await self.feed()
+                continue
+            return event
+
+    async def feed(self) -> None:
+        if self.pending:
+            data = bytes(self.pending)
+            self.pending.clear()
+        elif self.eof:
+            data = b""
+        else:
+            data = await self.reader.read(READ_SIZE)
+            if not data:
+                self.eof = True
+        self.conn.receive_data(data)
+
+    async def read_request(self, request: h11.Request) -> Received:
+        body = bytearray()
+        while True:
+            event = await self.next_event()
+            if isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                break
+        return Received(
+            conn_id=self.conn_id,
+            method=request.method.decode("ascii", "replace"),
+            target=request.target.decode("latin-1"),
+            headers=[(k.decode("latin-1").lower(), v.decode("latin-1"))
+                     for k, v in request.headers],
+            body=bytes(body),
+            http_version=request.http_version.decode("ascii", "replace"),
+        )
+
+    async def watch(self) -> None:
+        """Read the socket while an answer is produced; return at EOF or reset."""
+        try:
+            while len(self.pending) < WATCH_LIMIT:
+                data = await self.reader.read(READ_SIZE)
+                if not data:
+                    self.eof = True
+                    return
+                self.pending += data
+            await asyncio.Event().wait()  # buffer full: stop reading, let the worker finish
+        except (ConnectionError, OSError):
+            self.eof = True
+
+    # -- answering ------------------------------------------------------------------------
+
+    async def respond(self, rec: Received) -> bool:
+        """Answer one request; False when the connection must not be reused."""
+        fault = self.fake._take_fault(rec.path)
+        watcher = asyncio.ensure_future(self.watch())
+        worker = asyncio.ensure_future(self.produce(rec, fault))
+        try:
+            await asyncio.wait({watcher, worker}, return_when=asyncio.FIRST_COMPLETED)
+            if not worker.done():  # the watcher saw EOF or a reset: the client is gone
+                raise _PeerGone()
+            return worker.result()
+        finally:
+            for task in (watcher, worker):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(watcher, worker, return_exceptions=True)
+
+    async def produce(self, rec: Received, fault: Optional[Fault]) -> bool:
+        ctx = RequestContext.from_received(rec)
+        if fault is not None:
+            if fault.garbage:
+                self.writer.write(GARBAGE)
+                await self.writer.drain()
+                return False
+            if fault.close_before_response:
+                return False
+            if fault.delay_before_headers > 0:
+                started = time.perf_counter_ns()
+                await asyncio.sleep(fault.delay_before_headers)
+                ctx.load_ns = time.perf_counter_ns() - started
+        if fault is not None and fault.status:
+            reply = error_reply(rec.path, fault.status, fault.error)
+        else:
+            try:
+                reply = self.fake.app.handle(rec, ctx)
+            except Exception as exc:  # a bug in the fake: say so loudly, as a 500
+                log.exception("fake_ollama handler failed for %s %s", rec.method, rec.target)
+                reply = error_reply(rec.path, 500, "fake_ollama internal error: %r" % (exc,))
+        return await self.send_reply(rec, reply, fault)
+
+    async def send_reply(self, rec: Received, reply: Reply, fault: Optional[Fault]) -> bool:
+        if reply.pre_delay > 0:
+            await asyncio.sleep(reply.pre_delay)
+        headers: List[Tuple[str, str]] = []
+        if reply.content_type:
+            headers.append(("content-type", reply.content_type))
+        headers.append(("date", http_date()))
+        headers.extend(reply.headers)
+        lines: Iterable[bytes]
+        delay = fault.delay_per_chunk if fault is not None else 0.0
+        if reply.lines is not None:
+            lines = reply.lines
+            delay += reply.line_delay
+        else:
+            body = reply.body_fn() if reply.body_fn is not None else reply.body
+            headers.append(("content-length", str(len(body))))
+            lines = [body] if body else []
+        await self.send(h11.Response(status_code=reply.status, headers=headers,
+                                     reason=_reason(reply.status)))
+        if rec.method == "HEAD":
+            lines = []
+        sent = 0
+        for line in lines:
+            if not await self.checkpoint(fault, sent):
+                return False
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self.send(h11.Data(data=line))
+            sent += 1
+        if not await self.checkpoint(fault, sent):
+            return False
+        await self.send(h11.EndOfMessage())
+        if reply.on_done is not None:
+            reply.on_done()
+        return True
+
+    async def checkpoint(self, fault: Optional[Fault], sent: int) -> bool:
+        """Apply the line faults once ``sent`` lines are out; False means: close now."""
+        if fault is None:
+            return True
+        if fault.pause_after == sent and fault.gate is not None:
+            await fault.gate.wait()
+        if fault.stall_after == sent:
+            await asyncio.Event().wait()  # until the watcher sees EOF, or stop()
+        if fault.close_after == sent:
+            self.abort = True
+            return False
+        return True
+
+    async def send(self, event: Any) -> None:
+        data = self.conn.send(event)
+        if not data:
+            return
+        try:
+            self.writer.write(data)
+            await self.writer.drain()
+        except (ConnectionError, OSError):
+            self.conn.send_failed()
+            raise _PeerGone() from None
+
+    async def send_protocol_error(self, exc: h11.RemoteProtocolError) -> None:
+        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        status = exc.error_status_hint
+        body = ("%d %s" % (status, _reason(status).decode())).encode()
+        try:
+            await self.send(h11.Response(status_code=status, reason=_reason(status), headers=[
+                ("content-type", CT_TEXT), ("connection", "close"),
+                ("content-length", str(len(body)))]))
+            await self.send(h11.Data(data=body))
+            await self.send(h11.EndOfMessage())
+        except (_PeerGone, h11.LocalProtocolError):
+            return
+        await self.linger()  # so the client reads the error instead of a reset
+
+    async def linger(self) -> None:
+        """Half-close, then read briefly to EOF so the kernel does not reset unread data."""
+        try:
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+            deadline = time.monotonic() + 1.0
+            while not self.eof and time.monotonic() < deadline:
+                data = await asyncio.wait_for(self.reader.read(READ_SIZE),
+                                              deadline - time.monotonic())
+                if not data:
+                    break
+        except (asyncio.TimeoutError, ConnectionError, OSError):
+            pass
+
+    def close(self) -> None:
+        transport = self.writer.transport
+        if self.abort or self.fake._stopping:
+            transport.abort()
+        else:
+            transport.close()
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return http.HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b"Unknown"
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. Fast mode
+# ---------------------------------------------------------------------------------------------
+#
+# A plain asyncio.Protocol with its own small parser, for the benchmark. Answers are
+# precomputed bytes, cached per chunk count; with no delay every line is its own write.
+# Requests that arrive while a delayed answer is being sent wait in a queue, in order.
+
+
+class FastResponder:
+    """Precomputed answers for fast mode."""
+
+    def __init__(self, model: str, version: str) -> None:
+        self.model = model
+        created = now_rfc3339()
+        self.created = created
+        self.root = self.whole(200, CT_TEXT, b"Ollama is running")
+        self.version = self.whole(200, CT_JSON, go_json({"version": version}))
+        self.not_found = self.whole(404, CT_GIN_PLAIN, b"404 page not found")
+        self._cache: dict = {}
+
+    @staticmethod
+    def whole(status: int, content_type: str, body: bytes) -> Tuple[bytes, bytes]:
+        """(head, body) with Content-Length."""
+        head = ("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
+                % (status, _reason(status).decode(), content_type, len(body))).encode()
+        return head, body
+
+    def _lines(self, chat: bool, n: int) -> List[bytes]:
+        out = []
+        for i in range(n):
+            if chat:
+                obj = {"model": self.model, "created_at": self.created,
+                       "message": {"role": "assistant", "content": "tok%d " % i}, "done": False}
+            else:
+                obj = {"model": self.model, "created_at": self.created, "response": "tok%d " % i,
+                       "done": False}
+            out.append(ndjson_line(obj))
+        final: dict = {"model": self.model, "created_at": self.created}
+        if chat:
+            final["message"] = {"role": "assistant", "content": ""}
+        else:
+            final["response"] = ""
+        final.update(done=True, done_reason="stop")
+        if not chat:
+            final["context"] = [1, 2, 3]
+        final.update(total_duration=12_345_678, load_duration=1_234_567, prompt_eval_count=8,
+                     prompt_eval_duration=2_000_000)
+        if n:
+            final.update(eval_count=n, eval_duration=n * 1_000_000)
+        out.append(ndjson_line(final))
+        return out
+
+    def stream(self, chat: bool, n: int, chunked: bool) -> List[bytes]:
+        """Writes for a streamed answer: head, one per line, then the terminator."""
+        key = ("s", chat, n, chunked)
+        cached = self._cache.get(key)
+        if cached is None:
+            lines = self._lines(chat, n)
+            if chunked:
+                head = (b"HTTP/1.1 200 OK\r\nContent-Type: " + CT_NDJSON.encode()
+                        + b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+                writes = [head] + [b"%x\r\n%s\r\n" % (len(x), x) for x in lines]
+                writes[-1] += b"0\r\n\r\n"
+            else:  # HTTP/1.0: close-delimited
+                writes = [b"HTTP/1.0 200 OK\r\nContent-Type: " + CT_NDJSON.encode()
+                          + b"\r\nConnection: close\r\n\r\n"] + lines
+            cached = self._cache[key] = writes
+        return cached
+
+    def single(self, chat: bool, n: int) -> List[bytes]:
+        key = ("1", chat, n)
+        cached = self._cache.get(key)
+        if cached is None:
+            lines = self._lines(chat, n)
+            final = json.loads(lines[-1])
+            text = "".join("tok%d " % i for i in range(n))
+            if chat:
+                final["message"]["content"] = text
+            else:
+                final["response"] = text
+            head, body = self.whole(200, CT_JSON, go_json(final))
+            cached = self._cache[key] = [head + body]
+        return cached
+
+
+class FastProtocol(asyncio.Protocol):
+    """One connection in fast mode."""
+
+    def __init__(self, fake: "FakeOllama") -> None:
+        self.fake = fake
+        self.responder: FastResponder = fake._fast_responder
+        self.transport: Optional[asyncio.Transport] = None
+        self.buf = bytearray()
+        self.queue: collections.deque = collections.deque()
+        self.task: Optional[asyncio.Task] = None
+        self.conn_id = 0
+        self.closing = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.conn_id = self.fake._new_connection()
+        self.fake._fast_conns.add(self)
+
+    def eof_received(self) -> Optional[bool]:
+        if not self.closing:
+            self.fake._note_peer_closed(self.conn_id)
+        self.closing = True
+        return None  # close the transport
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        if exc is not None and not self.closing:
+            self.fake._note_peer_closed(self.conn_id)
+        self.closing = True
+        self.fake._fast_conns.discard(self)
+        if self.task is not None:
+            self.task.cancel()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        while not self.closing:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEAD:
+                    self._fail(431)
+                return
+            lines = bytes(buf[:end]).split(b"\r\n")
+            parts = lines[0].split(b" ")
+            if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
+                self._fail(400)
+                return
+            method, target, version = parts
+            keep = version == b"HTTP/1.1"
+            length, chunks, delay = 0, DEFAULT_CHUNKS, 0.0
+            try:
+                for line in lines[1:]:
+                    name, _, value = line.partition(b":")
+                    name = name.strip().lower()
+                    if name == b"content-length":
+                        length = int(value)
+                    elif name == b"connection":
+                        token = value.strip().lower()
+                        keep = token != b"close" and (keep or token == b"keep-alive")
+                    elif name == b"transfer-encoding":
+                        self._fail(501)
+                        return
+                    elif name == b"x-fake-chunks":
+                        chunks = max(0, min(MAX_CHUNKS, int(value)))
+                    elif name == b"x-fake-delay-ms":
+                        delay = max(0.0, float(value)) / 1000.0
+            except ValueError:
+                self._fail(400)
+                return
+            total = end + 4 + length
+            if len(buf) < total:
+                return
+            body = bytes(buf[end + 4:total])
+            del buf[:total]
+            request = (method, target.split(b"?", 1)[0], version == b"HTTP/1.1", keep, chunks,
+                       delay, body)
+            self._dispatch(request)
+
+    def _plan(self, request: tuple) -> Tuple[List[bytes], float, bool]:
+        """(writes, delay between writes, pre-delay flag) for one request."""
+        method, path, is11, keep, chunks, delay, body = request
+        r = self.responder
+        if path in (b"/api/chat", b"/api/generate") and method == b"POST":
+            chat = path == b"/api/chat"
+            if b'"stream": false' in body or b'"stream":false' in body:
+                return r.single(chat, chunks), delay * (chunks + 1), True
+            return r.stream(chat, chunks, is11), delay, False
+        if path == b"/" and method in (b"GET", b"HEAD"):
+            head, data = r.root
+        elif path == b"/api/version" and method in (b"GET", b"HEAD"):
+            head, data = r.version
+        else:
+            head, data = r.not_found
+        return [head if method == b"HEAD" else head + data], 0.0, False
+
+    def _dispatch(self, request: tuple) -> None:
+        """Answer at once when nothing is queued and no delay is asked; else queue it."""
+        if self.task is None and not self.queue:
+            writes, delay, pre = self._plan(request)
+            if delay <= 0:
+                write = self.transport.write
+                for chunk in writes:
+                    write(chunk)
+                if not (request[2] and request[3]):
+                    self.closing = True
+                    self.transport.close()
+                return
+        self.queue.append(request)
+        if self.task is None:
+            self.task = asyncio.ensure_future(self._drain_queue())
+
+    async def _drain_queue(self) -> None:
+        """Answer queued requests in order, sleeping where a delay was asked."""
+        try:
+            while self.queue and not self.closing:
+                request = self.queue.popleft()
+                writes, delay, pre = self._plan(request)
+                if pre:
+                    await asyncio.sleep(delay)
+                self.transport.write(writes[0])  # the head (and the whole body when not streamed)
+                for chunk in writes[1:]:
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    self.transport.write(chunk)
+                if not (request[2] and request[3]):
+                    self.closing = True
+                    self.transport.close()
+        finally:
+            self.task = None
+
+    def _fail(self, status: int) -> None:
+        head, body = FastResponder.whole(status, CT_TEXT,
+                                         ("%d %s" % (status, _reason(status).decode())).encode())
+        self.transport.write(head + body)
+        self.closing = True
+        self.transport.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. FakeOllama (thread, records, faults)
+# ---------------------------------------------------------------------------------------------
+
+
+class FakeOllama:
+    """The fake server: an event loop in a daemon thread, records and faults for tests."""
+
+    def __init__(self, models: Optional[List[FakeModel]] = None, *, host: str = "127.0.0.1",
+                 port: int = 0, fast: bool = False, version: str = DEFAULT_VERSION,
+                 check_host: bool = True) -> None:
+        self.host = host
+        self.port = port
+        self.fast = fast
+        self.version = version
+        self.models: List[FakeModel] = [copy_model(m) for m in
+                                        (DEFAULT_MODELS if models is None else models)]
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        self.app = FakeOllamaApp(self.models, version, check_host=check_host and loopback)
+        #: records, readable from any thread
+        self.received: List[Received] = []
+        self.connections_accepted = 0
+        self.closed_conn_ids: set = set()
+        self._cond = threading.Condition()
+        self._faults: List[Fault] = []
+        self._conn_ids = itertools.count(1)
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._thread: Optional[threading.Thread] = None
+        self._server: Optional[asyncio.AbstractServer] = None
+        self._tasks: set = set()
+        self._fast_conns: set = set()
+        self._fast_responder: Optional[FastResponder] = None
+        self._stopping = False
+        self._started = threading.Event()
+        self._start_error: Optional[BaseException] = None
+
+    # -- properties -----------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        host = "[%s]" % self.host if ":" in self.host else self.host
+        return "http://%s:%d" % (host, self.port)
+
+    @property
+    def loaded(self) -> dict:
+        """Model display name -> {"num_ctx", "expires_at", "keep_alive"} (see docstring)."""
+        return self.app.loaded
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> "FakeOllama":
+        """Start the loop thread and listen; return once connections are accepted."""
+        if self._thread is not None:
+            raise RuntimeError("FakeOllama already started")
+        self._thread = threading.Thread(target=self._run, name="fake-ollama", daemon=True)
+        self._thread.start()
+        if not self._started.wait(10.0):
+            raise RuntimeError("fake ollama did not start within 10 s")
+        if self._start_error is not None:
+            self._thread.join(5.0)
+            self._thread = None
+            raise self._start_error
+        return self
+
+    def stop(self) -> None:
+        """Close the listener and every open connection, then join the thread."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None or not thread.is_alive():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(10.0)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(10.0)
+
+    def __enter__(self) -> "FakeOllama":
+        return self.start()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._listen())
+        except BaseException as exc:  # reported to start()
+            self._start_error = exc
+            self._started.set()
+            loop.close()
+            return
+        self._started.set()
+        try:
+            loop.run_forever()
+        finally:
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+
+    async def _listen(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.fast:
+            if self._fast_responder is None:
+                names = [m.name for m in self.models if "completion" in m.capabilities]
+                self._fast_responder = FastResponder(names[0] if names else "llama3.2",
+                                                     self.version)
+            self._server = await loop.create_server(lambda: FastProtocol(self), self.host,
+                                                    self.port, reuse_address=True)
+        else:
+            self._server = await asyncio.start_server(self._on_client, self.host, self.port,
+                                                      reuse_address=True, limit=READ_SIZE)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _shutdown(self) -> None:
+        self._stopping = True
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for proto in list(self._fast_conns):
+            if proto.transport is not None:
+                proto.transport.abort()
+        tasks = [t for t in self._tasks if not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5.0)
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        try:
+            await H11Connection(self, reader, writer, self._new_connection()).serve()
+        except asyncio.CancelledError:
+            pass  # stop(): end quietly (asyncio's stream callback chokes on a cancelled task)
+        finally:
+            self._tasks.discard(task)
+
+    def _call(self, coro_fn: Callable[[], Any]) -> Any:
+        if self._loop is None:
+            raise RuntimeError("FakeOllama is not started")
+        return asyncio.run_coroutine_threadsafe(coro_fn(), self._loop).result(10.0)
+
+    def refuse(self) -> None:
+        """Close the listening socket: new connections are refused, open ones stay."""
+
+        async def close() -> None:
+            if self._server is not None:
+                self._server.close()
+                self._server = None
+
+        self._call(close)
+
+    def accept(self) -> None:
+        """Listen again, on the same port."""
+
+        async def reopen() -> None:
+            if self._server is None:
+                await self._listen()
+
+        self._call(reopen)
+
+    # -- records (called in the loop thread) ----------------------------------------------
+
+    def _new_connection(self) -> int:
+        with self._cond:
+            self.connections_accepted += 1
+            return next(self._conn_ids)
+
+    def _record(self, rec: Received) -> None:
+        log.debug("conn %d %s %s (%d bytes)", rec.conn_id, rec.method, rec.target, len(rec.body))
+        with self._cond:
+            self.received.append(rec)
+            self._cond.notify_all()
+
+    def _note_peer_closed(self, conn_id: int) -> None:
+        if self._stopping:
+            return
+        with self._cond:
+            self.closed_conn_ids.add(conn_id)
+            self._cond.notify_all()
+
+    def _take_fault(self, path: str) -> Optional[Fault]:
+        with self._cond:
+            for fault in self._faults:
+                if fault.has_uses_left() and fault.matches(path):
+                    fault.hits += 1
+                    return fault
+        return None
+
+    # -- test API -------------------------------------------------------------------------
+
+    def wait_for_requests(self, n: int, timeout: float = 5.0) -> None:
+        """Block until at least ``n`` requests were received; TimeoutError otherwise."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self.received) >= n, timeout):
+                raise TimeoutError("fake ollama received %d of %d requests within %.1f s"
+                                   % (len(self.received), n, timeout))
+
+    def wait_closed(self, conn_id: int, timeout: float = 5.0) -> bool:
+        """True once the peer closed or reset connection ``conn_id``."""
+        with self._cond:
+            return self._cond.wait_for(lambda: conn_id in self.closed_conn_ids, timeout)
+
+    def add_fault(self, fault: Fault) -> Fault:
+        """Queue a fault (a Gate is created when pause_after is set without one)."""
+        if fault.pause_after >= 0 and fault.gate is None:
+            fault.gate = Gate()
+        with self._cond:
+            self._faults.append(fault)
+        return fault
+
+    def clear_faults(self) -> None:
+        with self._cond:
+            self._faults.clear()
+
+    def gate(self) -> Gate:
+        """A new pause point for ``Fault(pause_after=k, gate=...)``."""
+        return Gate()
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. CLI
+# ---------------------------------------------------------------------------------------------
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fake_ollama.py",
+        description="A fake Ollama server (no models, no GPU) for trying ollama-proxy.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=11434, help="port (0 = any free port)")
+    parser.add_argument("--fast", action="store_true",
+                        help="lean precomputed answers for benchmarks (see the docstring)")
+    parser.add_argument("--ollama-version", default=DEFAULT_VERSION,
+                        help="version /api/version reports")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_arg_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(message)s")
+    fake = FakeOllama(host=args.host, port=args.port, fast=args.fast,
+                      version=args.ollama_version)
+    try:
+        fake.start()
+    except OSError as exc:
+        print("fake_ollama: cannot listen on %s:%d: %s" % (args.host, args.port, exc),
+              file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    log.info("fake ollama %s listening on %s (%s mode); models: %s", fake.version, fake.url,
+             "fast" if args.fast else "h11", ", ".join(m.name for m in fake.models))
+    try:
+        while True:
+            time.sleep(3600)
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        fake.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,710 @@
+"""Self-test of tests/fake_ollama.py against shared/ollama-api.md.
+
+Driven by independent peers: http.client, raw sockets with an h11 client, and the real
+``ollama`` and ``openai`` client libraries.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import math
+import socket
+import sys
+import time
+from pathlib import Path
+
+import h11
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fake_ollama import (  # noqa: E402
+    DEFAULT_MODELS,
+    FakeModel,
+    FakeOllama,
+    Fault,
+    go_decode_message,
+    parse_go_duration,
+)
+
+
+@pytest.fixture
+def fake():
+    with FakeOllama() as server:
+        yield server
+
+
+@pytest.fixture
+def fast():
+    with FakeOllama(fast=True) as server:
+        yield server
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def request(fake, method, path, body=None, headers=None, timeout=5.0):
+    """One request on a fresh http.client connection: (status, headers dict, body bytes)."""
+    conn = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=timeout)
+    try:
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+    finally:
+        conn.close()
+
+
+def ndjson(data):
+    return [json.loads(line) for line in data.splitlines() if line.strip()]
+
+
+def sse(data):
+    events = [e for e in data.decode().split("\n\n") if e]
+    assert all(e.startswith("data: ") for e in events)
+    return [e[len("data: "):] for e in events]
+
+
+class H11Client:
+    """A raw-socket HTTP client on h11, for byte-level and timing checks."""
+
+    def __init__(self, port, timeout=5.0):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.conn = h11.Connection(h11.CLIENT)
+
+    def send(self, method, target, body=b"", headers=()):
+        if isinstance(body, dict):
+            body = json.dumps(body).encode()
+        hdrs = [("host", "127.0.0.1"), ("content-length", str(len(body)))] + list(headers)
+        self.sock.sendall(self.conn.send(h11.Request(method=method, target=target,
+                                                     headers=hdrs)))
+        if body:
+            self.sock.sendall(self.conn.send(h11.Data(data=body)))
+        self.sock.sendall(self.conn.send(h11.EndOfMessage()))
+
+    def next_event(self, timeout=5.0):
+        while True:
+            event = self.conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            self.sock.settimeout(timeout)
+            self.conn.receive_data(self.sock.recv(65536))
+
+    def response(self):
+        event = self.next_event()
+        assert isinstance(event, h11.Response), event
+        return event
+
+    def read_lines(self, n, timeout=5.0):
+        """Read body data until at least n complete lines arrived."""
+        buf = b""
+        while buf.count(b"\n") < n:
+            event = self.next_event(timeout)
+            assert isinstance(event, h11.Data), event
+            buf += event.data
+        return buf.splitlines()
+
+    def read_rest(self):
+        buf = b""
+        while True:
+            event = self.next_event()
+            if isinstance(event, h11.EndOfMessage):
+                return buf
+            buf += event.data
+
+    def close(self):
+        self.sock.close()
+
+
+# -- basics -----------------------------------------------------------------------------------
+
+
+def test_root_version_and_head(fake):
+    """GET / says "Ollama is running" as text/plain; HEAD has no body; /api/version answers."""
+    status, headers, body = request(fake, "GET", "/")
+    assert (status, body) == (200, b"Ollama is running")
+    assert headers["content-type"].startswith("text/plain")
+    status, headers, body = request(fake, "HEAD", "/")
+    assert (status, body, headers["content-length"]) == (200, b"", "17")
+    status, headers, body = request(fake, "GET", "/api/version")
+    assert status == 200 and json.loads(body) == {"version": "0.33.0"}
+    assert headers["content-type"] == "application/json; charset=utf-8"
+
+
+def test_unknown_path_404_wrong_method_405(fake):
+    """Unknown paths get gin's plain 404, known paths with a wrong method 405 (HEAD /api/ps)."""
+    assert request(fake, "GET", "/nope")[::2] == (404, b"404 page not found")
+    assert request(fake, "GET", "/api/chat")[::2] == (405, b"405 method not allowed")
+    assert request(fake, "HEAD", "/api/ps")[0] == 405
+    assert request(fake, "GET", "/api/tags/")[0] == 301
+
+
+def test_host_check_on_loopback(fake):
+    """A loopback fake rejects an unknown Host with an empty 403, accepts localhost."""
+    status, _, body = request(fake, "GET", "/api/version", headers={"Host": "api.example.com"})
+    assert (status, body) == (403, b"")
+    assert request(fake, "GET", "/api/version", headers={"Host": "localhost:11434"})[0] == 200
+
+
+def test_tags_shape(fake):
+    """/api/tags lists every model with a bare 64-hex digest, details and capabilities."""
+    models = json.loads(request(fake, "GET", "/api/tags")[2])["models"]
+    by_name = {m["name"]: m for m in models}
+    assert set(by_name) >= {"llama3.2:latest", "qwen3:8b", "nomic-embed-text:latest",
+                            "all-minilm:latest"}
+    llama = by_name["llama3.2:latest"]
+    assert llama["model"] == "llama3.2:latest"
+    assert len(llama["digest"]) == 64 and not llama["digest"].startswith("sha256:")
+    assert llama["details"]["context_length"] == 131072
+    assert llama["capabilities"] == ["completion", "tools"]
+    assert by_name["nomic-embed-text:latest"]["details"]["embedding_length"] == 768
+    assert llama["modified_at"].endswith("Z")
+
+
+def test_show_model_info_and_not_found(fake):
+    """/api/show has the architecture key, <arch>.context_length and the 404 wording."""
+    status, _, body = request(fake, "POST", "/api/show", {"model": "qwen3:8b"})
+    show = json.loads(body)
+    assert status == 200
+    info = show["model_info"]
+    assert info["general.architecture"] == "qwen3"
+    assert info["qwen3.context_length"] == 40960
+    assert info["qwen3.block_count"] == 36
+    assert show["capabilities"] == ["completion", "tools", "thinking"]
+    for key in ("modelfile", "parameters", "template", "details", "tensors", "modified_at"):
+        assert key in show
+    legacy = json.loads(request(fake, "POST", "/api/show", {"name": "nomic-embed-text"})[2])
+    assert legacy["model_info"]["nomic-bert.embedding_length"] == 768
+    assert legacy["model_info"]["nomic-bert.pooling_type"] == 1
+    assert legacy["capabilities"] == ["embedding"]
+    status, _, body = request(fake, "POST", "/api/show", {"model": "missing"})
+    assert (status, json.loads(body)) == (404, {"error": "model 'missing:latest' not found"})
+    status, _, body = request(fake, "POST", "/api/show", {})
+    assert (status, json.loads(body)) == (400, {"error": "model is required"})
+
+
+# -- chat and generate ------------------------------------------------------------------------
+
+
+def test_chat_stream_ndjson(fake):
+    """Chat streams NDJSON by default: partial lines done:false, then one final stats line."""
+    body = {"model": "llama3.2", "messages": [{"role": "user", "content": "Hello there!"}]}
+    status, headers, data = request(fake, "POST", "/api/chat", body)
+    assert status == 200 and headers["content-type"] == "application/x-ndjson"
+    assert headers["transfer-encoding"] == "chunked"
+    lines = ndjson(data)
+    assert len(lines) == 6
+    assert [x["message"]["content"] for x in lines[:5]] == ["tok%d " % i for i in range(5)]
+    assert all(x["done"] is False and x["model"] == "llama3.2" for x in lines[:5])
+    final = lines[-1]
+    assert final["done"] is True and final["done_reason"] == "stop"
+    assert final["message"] == {"role": "assistant", "content": ""}
+    assert final["eval_count"] == 5 and final["prompt_eval_count"] == 3
+    for key in ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration"):
+        assert isinstance(final[key], int) and final[key] > 0
+    assert final["created_at"].endswith("Z") and "." in final["created_at"]
+    rec = fake.received[-1]
+    assert rec.method == "POST" and rec.target == "/api/chat" and rec.json == body
+    assert rec.header("Content-Length") == str(len(rec.body))
+
+
+def test_chat_non_stream_and_num_predict(fake):
+    """stream:false gives one JSON object; num_predict below the chunk count means "length"."""
+    body = {"model": "llama3.2", "stream": False, "options": {"num_predict": 2},
+            "messages": [{"role": "user", "content": "hi"}]}
+    status, headers, data = request(fake, "POST", "/api/chat", body)
+    assert headers["content-type"] == "application/json; charset=utf-8"
+    obj = json.loads(data)
+    assert obj["message"]["content"] == "tok0 tok1 "
+    assert (obj["done"], obj["done_reason"], obj["eval_count"]) == (True, "length", 2)
+
+
+def test_thinking_model_and_chunk_headers(fake):
+    """qwen3 thinks by default (thinking lines first); X-Fake-Chunks sets the content lines."""
+    body = {"model": "qwen3:8b", "messages": [{"role": "user", "content": "hi"}]}
+    lines = ndjson(request(fake, "POST", "/api/chat", body, {"X-Fake-Chunks": "3"})[2])
+    assert [x["message"].get("thinking") for x in lines[:2]] == ["think0 ", "think1 "]
+    assert [x["message"]["content"] for x in lines[2:5]] == ["tok0 ", "tok1 ", "tok2 "]
+    assert lines[-1]["eval_count"] == 5 and len(lines) == 6
+    body["think"] = False
+    lines = ndjson(request(fake, "POST", "/api/chat", body, {"X-Fake-Chunks": "0"})[2])
+    assert len(lines) == 1 and "eval_count" not in lines[0]
+
+
+def test_generate_context_load_unload(fake):
+    """Generate carries context on the final object; an empty prompt loads or unloads."""
+    lines = ndjson(request(fake, "POST", "/api/generate", {"model": "llama3.2", "prompt": "x"})[2])
+    assert [x["response"] for x in lines] == ["tok0 ", "tok1 ", "tok2 ", "tok3 ", "tok4 ", ""]
+    assert isinstance(lines[-1]["context"], list) and "context" not in lines[0]
+    status, headers, data = request(fake, "POST", "/api/generate", {"model": "llama3.2"})
+    obj = json.loads(data)
+    assert (obj["done"], obj["done_reason"], obj["response"]) == (True, "load", "")
+    assert "llama3.2:latest" in fake.loaded
+    obj = json.loads(request(fake, "POST", "/api/generate",
+                             {"model": "llama3.2", "keep_alive": 0})[2])
+    assert obj["done_reason"] == "unload" and "llama3.2:latest" not in fake.loaded
+    obj = json.loads(request(fake, "POST", "/api/chat", {"model": "qwen3:8b", "messages": []})[2])
+    assert obj["done_reason"] == "load" and obj["message"] == {"role": "assistant", "content": ""}
+
+
+def test_chat_and_generate_errors(fake):
+    """The error catalogue: body, JSON, model, capability and keep_alive errors."""
+    def err(path, body):
+        status, headers, data = request(fake, "POST", path, body)
+        assert headers["content-type"].startswith("application/json")
+        return status, json.loads(data)["error"]
+
+    assert err("/api/chat", b"") == (400, "missing request body")
+    assert err("/api/chat", b"{x") == (
+        400, "invalid character 'x' looking for beginning of object key string")
+    assert err("/api/chat", b'{"model": "a",}')[0] == 400
+    assert err("/api/chat", b"[1]") == (
+        400, "json: cannot unmarshal array into Go value of type api.ChatRequest")
+    assert err("/api/chat", {"messages": []}) == (400, "model is required")
+    assert err("/api/generate", {"prompt": "x"}) == (404, "model '' not found")
+    assert err("/api/chat", {"model": "nope", "messages": []}) == (404, "model 'nope' not found")
+    assert err("/api/chat", {"model": "all-minilm", "messages": [{"role": "user"}]}) == (
+        400, '"all-minilm" does not support chat')
+    assert err("/api/generate", {"model": "all-minilm", "prompt": "x"}) == (
+        400, '"all-minilm" does not support generate')
+    assert err("/api/chat", {"model": "llama3.2", "think": True, "messages": []}) == (
+        400, '"llama3.2" does not support thinking')
+    assert err("/api/chat", {"model": "llama3.2", "keep_alive": "5", "messages": []}) == (
+        400, 'time: missing unit in duration "5"')
+    assert err("/api/chat", {"model": "llama3.2", "options": {"num_ctx": "8192"},
+                             "messages": []}) == (500, 'option "num_ctx" must be of type integer')
+    assert err("/api/chat", {"model": 5}) == (
+        400, "json: cannot unmarshal number into Go struct field ChatRequest.model of type string")
+
+
+def test_tools_on_model_without_tools():
+    """tools on a model without the tools capability is a 400 with the full model name."""
+    gemma = FakeModel("gemma2:2b", "gemma2", 8192, ["completion"])
+    with FakeOllama(models=DEFAULT_MODELS + [gemma]) as fake:
+        status, _, data = request(fake, "POST", "/api/chat", {
+            "model": "gemma2:2b", "messages": [{"role": "user", "content": "x"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}]})
+        assert status == 400
+        assert json.loads(data)["error"] == (
+            "registry.ollama.ai/library/gemma2:2b does not support tools")
+
+
+def test_ps_context_length_clamped(fake):
+    """/api/ps shows loaded models with num_ctx (default 4096) clamped to the training context."""
+    assert json.loads(request(fake, "GET", "/api/ps")[2]) == {"models": []}
+    request(fake, "POST", "/api/chat", {"model": "llama3.2", "options": {"num_ctx": 8192},
+                                        "messages": [{"role": "user", "content": "x"}]})
+    request(fake, "POST", "/api/embed", {"model": "all-minilm", "input": "x",
+                                         "options": {"num_ctx": 8192}})
+    request(fake, "POST", "/v1/chat/completions", {
+        "model": "qwen3:8b", "messages": [{"role": "user", "content": "x"}]})
+    ps = {m["name"]: m for m in json.loads(request(fake, "GET", "/api/ps")[2])["models"]}
+    assert ps["llama3.2:latest"]["context_length"] == 8192
+    assert ps["all-minilm:latest"]["context_length"] == 512
+    assert ps["qwen3:8b"]["context_length"] == 4096
+    assert fake.loaded["llama3.2:latest"]["num_ctx"] == 8192
+    assert fake.loaded["qwen3:8b"]["num_ctx"] is None
+    for entry in ps.values():
+        assert entry["size_vram"] > 0 and entry["expires_at"].endswith("Z")
+
+
+# -- embeddings -------------------------------------------------------------------------------
+
+
+def test_embed_normalised_and_legacy_same_direction(fake):
+    """/api/embed vectors are unit length; legacy nomic-bert is raw but points the same way."""
+    status, _, data = request(fake, "POST", "/api/embed",
+                              {"model": "nomic-embed-text", "input": ["hello", "world"]})
+    embed = json.loads(data)
+    assert status == 200 and embed["model"] == "nomic-embed-text"
+    assert len(embed["embeddings"]) == 2 and len(embed["embeddings"][0]) == 768
+    assert embed["prompt_eval_count"] == 4
+    v = embed["embeddings"][0]
+    assert abs(math.sqrt(sum(x * x for x in v)) - 1) < 1e-5
+    legacy = json.loads(request(fake, "POST", "/api/embeddings",
+                                {"model": "nomic-embed-text", "prompt": "hello"})[2])["embedding"]
+    norm = math.sqrt(sum(x * x for x in legacy))
+    assert abs(norm - 1) > 0.5
+    cosine = sum(a * b for a, b in zip(v, legacy)) / norm
+    assert cosine > 0.9999
+    minilm = json.loads(request(fake, "POST", "/api/embeddings",
+                                {"model": "all-minilm", "prompt": "hello"})[2])["embedding"]
+    assert abs(math.sqrt(sum(x * x for x in minilm)) - 1) < 1e-9
+    again = json.loads(request(fake, "POST", "/api/embed",
+                               {"model": "nomic-embed-text", "input": "hello"})[2])
+    assert again["embeddings"][0] == v
+
+
+def test_embed_edge_cases(fake):
+    """Empty input loads; a bad input type is 400; an unknown model uses the embed wording."""
+    assert json.loads(request(fake, "POST", "/api/embed", {"model": "all-minilm", "input": []})[2]
+                      ) == {"model": "all-minilm", "embeddings": []}
+    assert request(fake, "POST", "/api/embed", {"model": "all-minilm", "input": [1, 2]})[::2] == (
+        400, b'{"error":"invalid input type"}')
+    status, _, data = request(fake, "POST", "/api/embed", {"model": "zzz", "input": "x"})
+    assert (status, json.loads(data)["error"]) == (
+        404, 'model "zzz" not found, try pulling it first')
+    dims = json.loads(request(fake, "POST", "/api/embed",
+                              {"model": "all-minilm", "input": "x", "dimensions": 16})[2])
+    assert len(dims["embeddings"][0]) == 16
+    status, _, data = request(fake, "POST", "/api/embed", {
+        "model": "all-minilm", "input": "word " * 1000, "truncate": False})
+    assert (status, json.loads(data)["error"]) == (
+        400, "the input length exceeds the context length")
+
+
+# -- model management -------------------------------------------------------------------------
+
+
+def test_blobs_copy_delete_pull_create(fake):
+    """Blob upload checks the digest; copy/delete/create change /api/tags; pull streams."""
+    import hashlib
+
+    blob = b"gguf bytes"
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    assert request(fake, "HEAD", "/api/blobs/" + digest)[0] == 404
+    status, _, data = request(fake, "POST", "/api/blobs/sha256:" + "0" * 64, blob)
+    assert status == 400 and json.loads(data)["error"].startswith("digest mismatch, expected")
+    assert request(fake, "POST", "/api/blobs/" + digest, blob)[0] == 201
+    assert request(fake, "HEAD", "/api/blobs/" + digest)[0] == 200
+    assert request(fake, "POST", "/api/copy", {"source": "llama3.2", "destination": "mine"}
+                   )[::2] == (200, b"")
+    assert request(fake, "POST", "/api/copy", {"source": "nope", "destination": "x"})[0] == 404
+    names = [m["name"] for m in json.loads(request(fake, "GET", "/api/tags")[2])["models"]]
+    assert "mine:latest" in names
+    assert request(fake, "DELETE", "/api/delete", {"model": "mine"})[::2] == (200, b"")
+    assert request(fake, "DELETE", "/api/delete", {"model": "mine"})[2] == (
+        b'{"error":"model \'mine:latest\' not found"}')
+    pull = ndjson(request(fake, "POST", "/api/pull", {"model": "llama3.2"})[2])
+    assert pull[0] == {"status": "pulling manifest"} and pull[-1] == {"status": "success"}
+    failed = ndjson(request(fake, "POST", "/api/pull", {"model": "nope"})[2])
+    assert "error" in failed[-1]
+    create = ndjson(request(fake, "POST", "/api/create", {
+        "model": "llama-8k", "from": "llama3.2", "parameters": {"num_ctx": 8192}})[2])
+    assert create[-1] == {"status": "success"}
+    show = json.loads(request(fake, "POST", "/api/show", {"model": "llama-8k"})[2])
+    assert "num_ctx                        8192" in show["parameters"]
+    request(fake, "POST", "/api/generate", {"model": "llama-8k"})
+    ps = json.loads(request(fake, "GET", "/api/ps")[2])["models"]
+    assert ps[0]["name"] == "llama-8k:latest" and ps[0]["context_length"] == 8192
+
+
+# -- /v1 --------------------------------------------------------------------------------------
+
+
+def test_v1_sse_shape(fake):
+    """/v1 streaming: role first, a finish chunk with delta {}, the usage chunk, then [DONE]."""
+    status, headers, data = request(fake, "POST", "/v1/chat/completions", {
+        "model": "llama3.2", "stream": True, "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "hi"}]}, {"X-Fake-Chunks": "2"})
+    assert status == 200 and headers["content-type"] == "text/event-stream"
+    events = sse(data)
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": "tok0 "}
+    assert chunks[1]["choices"][0]["delta"] == {"content": "tok1 "}
+    assert chunks[2]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "stop"}
+    assert chunks[3]["choices"] == [] and chunks[3]["usage"]["completion_tokens"] == 2
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert len({c["created"] for c in chunks}) == 1 and "usage" not in chunks[0]
+
+
+def test_v1_errors_openai_shape(fake):
+    """/v1 errors use {"error": {message, type, param, code}}; fault statuses too."""
+    status, _, data = request(fake, "POST", "/v1/chat/completions", {
+        "model": "x", "messages": [{"role": "user", "content": "hi"}]})
+    assert status == 404 and json.loads(data) == {"error": {
+        "message": "model 'x' not found", "type": "not_found_error", "param": None,
+        "code": None}}
+    status, _, data = request(fake, "POST", "/v1/chat/completions", {"model": "x",
+                                                                     "messages": []})
+    assert status == 400 and json.loads(data)["error"]["type"] == "invalid_request_error"
+    fake.add_fault(Fault(path="/v1/*", status=503, error="busy"))
+    status, _, data = request(fake, "GET", "/v1/models")
+    assert status == 503 and json.loads(data)["error"]["type"] == "api_error"
+
+
+def test_ollama_client(fake):
+    """The real ollama client: chat, generate (streaming and not), embed, list, show."""
+    ollama = pytest.importorskip("ollama")
+
+    with ollama.Client(host=fake.url) as client:
+        check_ollama_client(client, ollama)
+
+
+def check_ollama_client(client, ollama):
+    """The checks of test_ollama_client."""
+    reply = client.chat(model="llama3.2", messages=[{"role": "user", "content": "hi"}])
+    assert reply.message.content == "tok0 tok1 tok2 tok3 tok4 " and reply.done_reason == "stop"
+    parts = list(client.chat(model="llama3.2", messages=[{"role": "user", "content": "hi"}],
+                             stream=True))
+    assert "".join(p.message.content for p in parts) == "tok0 tok1 tok2 tok3 tok4 "
+    gen = client.generate(model="llama3.2", prompt="hi")
+    assert gen.response == "tok0 tok1 tok2 tok3 tok4 " and gen.eval_count == 5
+    pieces = list(client.generate(model="llama3.2", prompt="hi", stream=True))
+    assert pieces[-1].done and "".join(p.response for p in pieces).startswith("tok0")
+    emb = client.embed(model="all-minilm", input=["a", "b"])
+    assert len(emb.embeddings) == 2 and len(emb.embeddings[0]) == 384
+    names = [m.model for m in client.list().models]
+    assert "qwen3:8b" in names
+    show = client.show("llama3.2")
+    assert show.modelinfo["llama.context_length"] == 131072
+    assert "tools" in show.capabilities
+    with pytest.raises(ollama.ResponseError) as info:
+        client.chat(model="nope", messages=[{"role": "user", "content": "hi"}])
+    assert info.value.status_code == 404
+
+
+def test_openai_client(fake):
+    """The real openai client: chat with and without stream, embeddings, models.list."""
+    OpenAI = pytest.importorskip("openai").OpenAI
+
+    with OpenAI(base_url=fake.url + "/v1", api_key="x", max_retries=0) as client:
+        check_openai_client(client)
+
+
+def check_openai_client(client):
+    """The checks of test_openai_client."""
+    done = client.chat.completions.create(model="llama3.2",
+                                          messages=[{"role": "user", "content": "hi"}])
+    assert done.choices[0].message.content == "tok0 tok1 tok2 tok3 tok4 "
+    assert done.choices[0].finish_reason == "stop" and done.usage.completion_tokens == 5
+    stream = client.chat.completions.create(
+        model="llama3.2", messages=[{"role": "user", "content": "hi"}], stream=True,
+        stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "tok0 tok1 tok2 tok3 tok4 " and chunks[-1].usage.total_tokens > 5
+    emb = client.embeddings.create(model="nomic-embed-text", input=["a", "b"])
+    assert [d.index for d in emb.data] == [0, 1] and len(emb.data[0].embedding) == 768
+    assert emb.usage.prompt_tokens == 2
+    ids = [m.id for m in client.models.list()]
+    assert "llama3.2:latest" in ids
+    b64 = client.embeddings.create(model="all-minilm", input="a", encoding_format="base64")
+    assert len(base64.b64decode(b64.data[0].embedding)) == 384 * 4
+
+
+# -- faults -----------------------------------------------------------------------------------
+
+
+def test_gate_pause_and_release(fake):
+    """pause_after=2: two lines arrive, then nothing until the gate is released."""
+    fault = fake.add_fault(Fault(path="/api/chat", pause_after=2))
+    client = H11Client(fake.port)
+    try:
+        client.send("POST", "/api/chat", {"model": "llama3.2",
+                                          "messages": [{"role": "user", "content": "x"}]})
+        assert client.response().status_code == 200
+        assert len(client.read_lines(2)) == 2
+        assert fault.gate.wait_reached(2.0)
+        with pytest.raises(socket.timeout):
+            client.next_event(timeout=0.2)
+        fault.gate.release()
+        rest = client.read_rest()
+        assert len(rest.splitlines()) == 4 and json.loads(rest.splitlines()[-1])["done"]
+    finally:
+        client.close()
+    assert fault.hits == 1
+
+
+def test_close_after(fake):
+    """close_after=2: exactly two lines, then the socket closes with no terminating chunk."""
+    fake.add_fault(Fault(path="/api/generate", close_after=2))
+    client = H11Client(fake.port)
+    try:
+        client.send("POST", "/api/generate", {"model": "llama3.2", "prompt": "x"})
+        client.response()
+        lines = client.read_lines(2)
+        assert len(lines) == 2
+        with pytest.raises(h11.RemoteProtocolError):
+            client.read_rest()
+    finally:
+        client.close()
+    assert request(fake, "POST", "/api/generate", {"model": "llama3.2", "prompt": "x"})[0] == 200
+
+
+def test_status_fault_once_then_normal(fake):
+    """A status fault answers the Ollama error body once (times=1), then normal answers."""
+    fake.add_fault(Fault(path="/api/version", status=500, error="boom"))
+    assert request(fake, "GET", "/api/version")[::2] == (500, b'{"error":"boom"}')
+    assert request(fake, "GET", "/api/version")[0] == 200
+
+
+def test_garbage_and_close_before_response(fake):
+    """garbage answers non-HTTP bytes; close_before_response closes without a byte."""
+    fake.add_fault(Fault(garbage=True))
+    with pytest.raises((http.client.HTTPException, ConnectionError)):
+        request(fake, "GET", "/api/version")
+    fake.add_fault(Fault(close_before_response=True))
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+        request(fake, "GET", "/api/version")
+    fake.wait_for_requests(2)
+
+
+def test_refuse_and_accept(fake):
+    """refuse() refuses new connections but keeps open ones; accept() listens again."""
+    conn = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=5)
+    conn.request("GET", "/api/version")
+    conn.getresponse().read()
+    fake.refuse()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", fake.port), timeout=2).close()
+    conn.request("GET", "/api/version")
+    assert conn.getresponse().status == 200
+    conn.close()
+    fake.accept()
+    assert request(fake, "GET", "/api/version")[0] == 200
+
+
+def test_delay_before_headers(fake):
+    """delay_before_headers keeps the fake silent, then it answers; load_duration includes it."""
+    fake.add_fault(Fault(path="/api/chat", delay_before_headers=0.3))
+    started = time.monotonic()
+    status, _, data = request(fake, "POST", "/api/chat", {
+        "model": "llama3.2", "stream": False, "messages": [{"role": "user", "content": "x"}]})
+    assert time.monotonic() - started >= 0.3 and status == 200
+    assert json.loads(data)["load_duration"] >= 300_000_000
+
+
+def test_client_disconnect_recorded(fake):
+    """A client that leaves mid-stream (or during a stall) is recorded in closed_conn_ids."""
+    client = H11Client(fake.port)
+    client.send("POST", "/api/chat", {"model": "llama3.2",
+                                      "messages": [{"role": "user", "content": "x"}]},
+                headers=[("x-fake-delay-ms", "200")])
+    client.response()
+    client.read_lines(1)
+    client.close()
+    fake.wait_for_requests(1)
+    assert fake.wait_closed(fake.received[-1].conn_id, 2.0)
+    fake.add_fault(Fault(stall_after=0))
+    client = H11Client(fake.port)
+    client.send("GET", "/api/tags")
+    client.response()
+    client.close()
+    fake.wait_for_requests(2)
+    assert fake.wait_closed(fake.received[-1].conn_id, 2.0)
+
+
+def test_keep_alive_same_connection(fake):
+    """Two requests on one http.client connection share a conn_id; a new one gets another."""
+    conn = http.client.HTTPConnection("127.0.0.1", fake.port, timeout=5)
+    for _ in range(2):
+        conn.request("POST", "/api/chat", json.dumps({
+            "model": "llama3.2", "messages": [{"role": "user", "content": "x"}]}))
+        conn.getresponse().read()
+    conn.close()
+    request(fake, "GET", "/")
+    ids = [r.conn_id for r in fake.received]
+    assert ids[0] == ids[1] != ids[2]
+    assert fake.connections_accepted == 2
+
+
+def test_http10_pipelining_chunked_and_100_continue(fake):
+    """HTTP/1.0 gets a close-delimited stream; pipelined and chunked requests both work."""
+    sock = socket.create_connection(("127.0.0.1", fake.port), timeout=5)
+    body = b'{"model":"llama3.2","prompt":"x"}'
+    sock.sendall(b"POST /api/generate HTTP/1.0\r\nContent-Length: %d\r\n\r\n%s" % (len(body),
+                                                                                     body))
+    data = b""
+    while True:
+        part = sock.recv(65536)
+        if not part:
+            break
+        data += part
+    sock.close()
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert b"chunked" not in head.lower() and len(ndjson(rest)) == 6
+
+    sock = socket.create_connection(("127.0.0.1", fake.port), timeout=5)
+    chunked = (b"POST /api/show HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
+               b"Expect: 100-continue\r\n\r\n5\r\n{\"mod\r\n11\r\nel\":\"all-minilm\"}\r\n0\r\n\r\n")
+    sock.sendall(chunked + b"GET /api/version HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method="GET", target="/", headers=[("host", "x")]))
+    conn.send(h11.EndOfMessage())
+    statuses = []
+    while len(statuses) < 2:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(sock.recv(65536))
+        elif isinstance(event, h11.Response):
+            statuses.append(event.status_code)
+        elif isinstance(event, h11.EndOfMessage):
+            conn.start_next_cycle()
+            conn.send(h11.Request(method="GET", target="/", headers=[("host", "x")]))
+            conn.send(h11.EndOfMessage())
+    sock.close()
+    assert statuses == [200, 200]
+    assert fake.received[-2].json == {"model": "all-minilm"}
+    assert fake.received[-1].target == "/api/version"
+
+
+# -- fast mode --------------------------------------------------------------------------------
+
+
+def test_fast_mode_basic(fast):
+    """Fast mode answers /, /api/version, chat/generate (streamed and not) and 404s."""
+    assert request(fast, "GET", "/")[::2] == (200, b"Ollama is running")
+    assert json.loads(request(fast, "GET", "/api/version")[2]) == {"version": "0.33.0"}
+    status, headers, data = request(fast, "POST", "/api/chat", b'{"model":"llama3.2"}',
+                                    {"X-Fake-Chunks": "3"})
+    lines = ndjson(data)
+    assert headers["content-type"] == "application/x-ndjson" and len(lines) == 4
+    assert lines[-1]["done"] is True and lines[0]["message"]["content"] == "tok0 "
+    status, headers, data = request(fast, "POST", "/api/generate",
+                                    b'{"model":"llama3.2","stream": false}')
+    assert json.loads(data)["response"] == "tok0 tok1 tok2 tok3 tok4 "
+    assert request(fast, "GET", "/api/tags")[0] == 404
+    assert fast.received == [] and fast.connections_accepted == 5
+
+
+def test_fast_mode_keep_alive_pipelined_and_delay(fast):
+    """Fast mode keeps connections alive, answers pipelined requests in order, honours delays."""
+    sock = socket.create_connection(("127.0.0.1", fast.port), timeout=5)
+    req = (b"POST /api/chat HTTP/1.1\r\nHost: x\r\nX-Fake-Delay-Ms: 30\r\nX-Fake-Chunks: 2\r\n"
+           b"Content-Length: 2\r\n\r\n{}")
+    started = time.monotonic()
+    sock.sendall(req + b"GET /api/version HTTP/1.1\r\nHost: x\r\n\r\n")
+    conn = h11.Connection(h11.CLIENT)
+    for target in ("/api/chat", "/api/version"):
+        conn.send(h11.Request(method="GET", target=target, headers=[("host", "x")]))
+        conn.send(h11.EndOfMessage())
+        body = b""
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(sock.recv(65536))
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                conn.start_next_cycle()
+                break
+        if target == "/api/chat":
+            assert len(ndjson(body)) == 3 and time.monotonic() - started >= 0.09
+        else:
+            assert json.loads(body) == {"version": "0.33.0"}
+    sock.close()
+    assert fast.connections_accepted == 1
+
+
+# -- pure helpers -----------------------------------------------------------------------------
+
+
+def test_go_duration_and_decoder_messages():
+    """Go duration parsing and decoder-like messages match Go's wording."""
+    assert parse_go_duration("5m") == 300 and parse_go_duration("1h30m") == 5400
+    assert parse_go_duration("-1m") == -60 and parse_go_duration("0") == 0
+    with pytest.raises(ValueError, match="missing unit"):
+        parse_go_duration("-1")
+    with pytest.raises(json.JSONDecodeError) as info:
+        json.loads('{"a":1 "b"}')
+    assert go_decode_message(info.value) == (
+        "invalid character '\"' after object key:value pair")
+    with pytest.raises(json.JSONDecodeError) as info:
+        json.loads('{"a":')
+    assert go_decode_message(info.value) == "unexpected EOF"
