@@ -514,6 +514,14 @@ def error_body(status: int, message: str, openai: bool) -> bytes:
     return json.dumps(obj).encode("utf-8")
 
 
+def error_line(status: int, message: str, openai: bool) -> bytes:
+    """The one last line that ends a broken stream: an NDJSON ``{"error"}`` line, or on ``/v1``
+    an SSE ``data:`` event with OpenAI's error object (what the client libraries raise on)."""
+    if openai:
+        return b"data: " + error_body(status, message, openai=True) + b"\n\n"
+    return error_body(status, message, openai=False) + b"\n"
+
+
 def error_message_from_body(body: bytes) -> str:
     """The error text of an upstream error body ({"error": "..."} or OpenAI's shape), else the text."""
     text = body.decode("utf-8", "replace").strip()
@@ -978,6 +986,10 @@ class Backend:
     requests: int = 0
     last_error: Optional[str] = None
     pool: Optional[Pool] = field(default=None, repr=False)
+    host_header: bytes = field(default=b"", repr=False)  #: the Host value sent upstream, encoded once
+
+    def __post_init__(self) -> None:
+        self.host_header = self.spec.host_header.encode("idna")
 
     @property
     def name(self) -> str:
@@ -1113,7 +1125,7 @@ class App:
         if self._shutting_down:
             return
         self._shutting_down = True
-        log.info("shutting down: %d connection(s) open, waiting up to %.0fs for in-flight responses", len(self._conn_tasks), self.config.shutdown_grace)
+        log.info("shutting down: %d connection(s) open, waiting up to %gs for in-flight responses", len(self._conn_tasks), self.config.shutdown_grace)
         if self.server is not None:
             self.server.close()
         for side in list(self._idle_conns.values()):
@@ -1255,6 +1267,8 @@ class App:
                 await self._send_error(side, ex, err)
         except asyncio.CancelledError:
             if not side.client_gone:
+                ex.error = "cut off: the proxy is shutting down" if self._shutting_down else "cancelled"
+                self._write_final_error(side, ex, ex.error)
                 raise
             ex.error = "client closed the connection"
             ex.status = ex.status or 499
@@ -1368,7 +1382,7 @@ class App:
             drop.add(b"authorization")
         headers = strip_hop_by_hop(ex.headers, frozenset(drop))
         spec = backend.spec
-        headers.insert(0, (b"host", spec.host_header.encode("idna")))
+        headers.insert(0, (b"host", backend.host_header))
         if body_length >= 0:
             headers.append((b"content-length", b"%d" % body_length))
         elif body_length == CHUNKED:
@@ -1548,7 +1562,7 @@ class App:
                 if must_finish and not has_final_line(tail):
                     ex.error = "backend %s ended the stream without a final done message" % backend.name
                     log.warning("conn %d: %s %s model=%s: %s", ex.conn_id, ex.method.decode(), ex.path, ex.model, ex.error)
-                    out += conn.send(h11.Data(data=error_body(502, ex.error, openai=False) + b"\n"))
+                    out += conn.send(h11.Data(data=error_line(502, ex.error, openai=False)))
                 out += conn.send(h11.EndOfMessage()) or b""
             if out:
                 await side.write(out)
@@ -1563,18 +1577,23 @@ class App:
         conn = side.h11
         if conn.our_state is not h11.SEND_BODY:
             return
-        sse = ex.openai
-        if sse:
-            body = b"data: " + error_body(status, message, openai=True) + b"\n\n"
-        else:
-            body = error_body(status, message, openai=False) + b"\n"
         try:
-            out = conn.send(h11.Data(data=body)) + (conn.send(h11.EndOfMessage()) or b"")
+            out = conn.send(h11.Data(data=error_line(status, message, ex.openai))) + (conn.send(h11.EndOfMessage()) or b"")
         except h11.LocalProtocolError:
             # Content-Length framing: nothing more can be said in-band; the client sees a short body.
             side.writer.transport.abort()
             raise ClientGone("response cut short") from None
         await side.write(out)
+
+    def _write_final_error(self, side: ServerSide, ex: Exchange, message: str) -> None:
+        """Best effort, without waiting: end a started stream with one error line (used when cancelled)."""
+        conn = side.h11
+        if not ex.response_started or conn.our_state is not h11.SEND_BODY or side.writer.is_closing():
+            return
+        try:
+            side.writer.write(conn.send(h11.Data(data=error_line(503, message, ex.openai))) + (conn.send(h11.EndOfMessage()) or b""))
+        except (h11.LocalProtocolError, OSError, RuntimeError):
+            pass
 
     async def _send_error(self, side: ServerSide, ex: Exchange, err: ProxyError) -> None:
         """Answer an error the proxy decided itself, in Ollama's or OpenAI's shape."""
