@@ -1,0 +1,734 @@
+"""Benchmark of ollama-proxy against the fake Ollama ("direct") and a naive relay ("floor").
+
+Run by hand (not part of CI):
+
+    python3 tests/perf/bench.py [--quick] [--repeats N] [--only nonstream|stream] [--json FILE]
+        [--ns-duration S] [--stream-duration S] [--fake PATH] [--proxy PATH] [--standin]
+
+A default run takes about 9 minutes, ``--quick`` about 1.5. Needs ``wrk`` in PATH and
+h11 for the Python that runs it (the fake, the relays and the client use the same one).
+
+Processes (all on 127.0.0.1, started with the same Python as the bench, killed on exit):
+
+* the fake Ollama, ``tests/fake_ollama.py --fast``          -> target "direct"
+* the floor relay, ``tests/perf/floor_relay.py``            -> target "floor"
+  (bare asyncio + h11 pass-through, one upstream connection per client connection)
+* the proxy, ``ollama_proxy.py --backend http://fake``      -> target "proxy"
+  (if ollama_proxy.py does not exist, or with ``--standin``, a second floor relay is
+  started in its place and the output says so)
+
+Both relays point at the same fake. Within each repeat every scenario runs against
+direct, floor and proxy one after the other (interleaved, so slow drifts of a noisy
+machine hit all three alike); each number in the table is the median over the repeats
+(default 5, ``--quick``: 2 with shorter runs).
+
+What is measured
+----------------
+1. Non-streaming: ``wrk -t1 -cC -dDs --latency`` with a Lua script doing
+   ``POST /api/generate`` ``{"model":"llama3.2","prompt":"hi","stream":false}`` at
+   C = 1, 16, 64: Requests/sec and the 50%/99% latency. "added p50 @c1" is the p50 of
+   the target minus the p50 of direct in the same repeat.
+2. Streaming, with ``tests/perf/stream_client.py`` (a separate asyncio process; its
+   connections are opened and warmed up before the clock starts; each connection then
+   runs streams back to back for the duration):
+   paced = 50 chunks 20 ms apart at 16/64/256 concurrent streams, the first starts
+   spread evenly over one 20 ms period (LLM streams are not in lock-step);
+   back-to-back (b2b) = 200 chunks with no delay at 16/64 streams, all starting at once.
+   * ttfc p50: median over streams of the time from writing the request to the first
+     NDJSON line.
+   * added delay/chunk (paced only): every paced run also carries max(8, C/8) extra
+     "reference" streams that go straight to the fake, interleaved in start phase with
+     the target streams. For every chunk index i the median (over streams) arrival time
+     since the request is taken for the target streams and for the reference streams;
+     the row is the mean over i of the difference, i.e. how much later, on average, a
+     chunk reaches the client through the relay. Pairing within one run matters: the
+     fake's own 20 ms pacing drifts by ~0.5 ms per chunk from run to run, which swamps
+     a sub-millisecond relay cost when arrival times of separate runs are compared. In
+     the direct column the reference is compared with itself: that value is the noise
+     of the measurement. (The JSON also has the unpaired difference against the direct
+     run, "_added_unpaired", and a line fit split into a constant offset and a gap.)
+   * chunks/s: NDJSON lines of the target streams / wall time of the run (the final
+     stats line counts as a chunk).
+3. CPU: utime+stime of the relay process (for "direct": of the fake) from
+   /proc/PID/stat, read just before and after each measured run, as ms of CPU per 1000
+   requests (all non-streaming runs together) and per 1000 chunks (paced runs together,
+   b2b runs together).
+4. Memory: VmRSS sampled every ~50 ms during the 256-stream paced run (max of the
+   samples, i.e. RSS while 256 streams are open) and VmHWM (peak RSS) at the end.
+
+Reading the table
+-----------------
+Columns: the three targets, then proxy/direct and proxy/floor ratios (for req/s and
+chunks/s higher is better, for latency, CPU and memory lower is better). The last
+column holds the targets of the issue with ``ok``/``MISS``: against the floor (same
+run) proxy req/s at c16/c64 >= floor, proxy CPU per 1000 requests and per 1000 chunks
+<= floor, proxy added delay per chunk (paced) <= floor; against direct: added p50 at
+c1 <= 0.35 ms, paced 256 streams chunks/s >= 0.99 x direct, b2b 16/64 streams
+chunks/s >= 0.4 x direct, proxy RSS with 256 open streams <= 30 MB.
+
+The machine has 2 cores: with a relay in the path three busy processes (client, relay,
+fake) share them, against two for direct. The notes below the table flag runs where
+the load generator itself was near one full core (then the numbers say more about the
+client than about the target) and runs where both cores were saturated. Everything is
+also printed as JSON at the end (``--json FILE`` writes it to a file as well), with
+the per-repeat samples.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+TARGETS = ("direct", "floor", "proxy")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BODY = '{"model":"llama3.2","prompt":"hi","stream":false}'
+LUA = f"""wrk.method = "POST"
+wrk.body = '{BODY}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+NS_CONC = (1, 16, 64)
+# name, streams, chunks, delay ms
+STREAM_SCENARIOS = (
+    ("paced_c16", 16, 50, 20),
+    ("paced_c64", 64, 50, 20),
+    ("paced_c256", 256, 50, 20),
+    ("b2b_c16", 16, 200, 0),
+    ("b2b_c64", 64, 200, 0),
+)
+CLIENT_BUSY = 0.85  # load generator CPU share (of one core) above which it may be the limit
+SYSTEM_BUSY = 0.90  # share of all cores busy above which the machine is saturated
+
+_children = []
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, timeout, logpath):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited ({proc.returncode}) before listening; log:\n{tail(logpath)}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} not listening after {timeout:.0f}s; log:\n{tail(logpath)}")
+
+
+def tail(path, n=30):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+def spawn(cmd, logpath, **kw):
+    with open(logpath, "ab") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(cmd, stdout=kw.pop("stdout", log), stderr=log, cwd=REPO, **kw)
+    _children.append(proc)
+    return proc
+
+
+def start_server(name, cmd, port, logdir, timeout=20.0):
+    logpath = os.path.join(logdir, name + ".log")
+    proc = spawn(cmd, logpath, stdin=subprocess.DEVNULL)
+    wait_port(port, proc, timeout, logpath)
+    return proc, logpath
+
+
+def kill_children():
+    for proc in _children:
+        if proc.poll() is None:
+            try:
+                proc.terminate()
+            except OSError:
+                pass
+    deadline = time.monotonic() + 3.0
+    for proc in _children:
+        try:
+            proc.wait(timeout=max(0.05, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            try:
+                proc.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                pass
+    del _children[:]
+
+
+def raise_nofile(want=8192):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+# ----------------------------------------------------------------------------- /proc
+
+
+def tree_pids(pid):
+    """pid plus its descendants (a relay that forks workers is still counted whole)."""
+    pids, i = [pid], 0
+    while i < len(pids) and len(pids) < 256:
+        p = pids[i]
+        i += 1
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    pids.extend(int(x) for x in f.read().split())
+        except (OSError, ValueError):
+            pass
+    return pids
+
+
+def cpu_seconds(pid):
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / CLK_TCK
+
+
+def status_kb(pid, key):
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith(key + ":"):
+                        total += int(line.split()[1])
+                        break
+        except (OSError, ValueError):
+            pass
+    return total
+
+
+def system_ticks():
+    with open("/proc/stat") as f:
+        vals = [int(x) for x in f.readline().split()[1:]]
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+    return sum(vals), idle
+
+
+def busy_share(t0, t1):
+    total, idle = t1[0] - t0[0], t1[1] - t0[1]
+    return (total - idle) / total if total > 0 else 0.0
+
+
+# ----------------------------------------------------------------------------- sanity
+
+
+def sanity_check(name, port):
+    """One non-streaming and one short streaming request; raises on failure."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", "/api/generate", body=BODY, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"{name}: non-streaming POST -> {resp.status} {data[:200]!r}")
+        json.loads(data)
+        conn.request(
+            "POST", "/api/generate", body='{"model":"llama3.2","prompt":"hi"}',
+            headers={"Content-Type": "application/json", "X-Fake-Chunks": "3", "X-Fake-Delay-Ms": "0"},
+        )
+        resp = conn.getresponse()
+        data = resp.read()
+        lines = [x for x in data.split(b"\n") if x.strip()]
+        if resp.status != 200 or len(lines) < 3:
+            raise RuntimeError(f"{name}: streaming POST -> {resp.status}, {len(lines)} lines {data[:200]!r}")
+        for line in lines:
+            json.loads(line)
+    finally:
+        conn.close()
+
+
+# ----------------------------------------------------------------------------- runs
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
+
+
+def parse_ms(text):
+    m = re.match(r"([\d.]+)(us|ms|s|m|h)$", text.strip())
+    if not m:
+        raise ValueError(f"bad wrk duration {text!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_wrk(out):
+    res = {}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    res["rps"] = float(m.group(1)) if m else None
+    m = re.search(r"(\d+) requests in ([\d.]+\w+)", out)
+    res["requests"] = int(m.group(1)) if m else 0
+    for pct in ("50", "99"):
+        m = re.search(r"^\s+" + pct + r"%\s+(\S+)", out, re.MULTILINE)
+        res[f"p{pct}_ms"] = parse_ms(m.group(1)) if m else None
+    errors = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    res["errors"] = errors
+    return res
+
+
+def run_wrk(port, conc, duration, lua, watch_pid, fake_pid):
+    cmd = ["wrk", "-t1", f"-c{conc}", f"-d{duration}s", "--latency", "-s", lua,
+           f"http://127.0.0.1:{port}/api/generate"]
+    cpu0, fake0, sys0 = cpu_seconds(watch_pid), cpu_seconds(fake_pid), system_ticks()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    _children.append(proc)
+    try:
+        out, _ = proc.communicate(timeout=duration + 30)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError("wrk did not finish") from None
+    finally:
+        if proc.poll() is None:  # timeout, Ctrl-C, SIGTERM
+            proc.kill()
+            proc.wait(timeout=5)
+        _children.remove(proc)
+    wall = time.monotonic() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    res = parse_wrk(out.decode(errors="replace"))
+    res["cpu_s"] = cpu_seconds(watch_pid) - cpu0
+    res["fake_cpu_s"] = cpu_seconds(fake_pid) - fake0
+    res["system_busy"] = busy_share(sys0, system_ticks())
+    res["loadgen_util"] = ((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)) / max(wall, 1e-9)
+    if res["rps"] is None:
+        res["raw"] = out.decode(errors="replace")[-2000:]
+    return res
+
+
+def run_stream(port, streams, chunks, delay_ms, duration, watch_pid, fake_pid, logdir, sample_rss,
+               ref_port=0, ref_streams=0):
+    cmd = [sys.executable, os.path.join(HERE, "stream_client.py"), "--port", str(port),
+           "--streams", str(streams), "--chunks", str(chunks), "--delay-ms", str(delay_ms),
+           "--duration", str(duration), "--timeout", "30"]
+    if delay_ms:  # paced: spread the starts over one period, add paired direct reference streams
+        cmd += ["--stagger-ms", str(delay_ms), "--ref-port", str(ref_port), "--ref-streams", str(ref_streams)]
+    proc = spawn(cmd, os.path.join(logdir, "stream_client.log"), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        line = read_line(proc, 60.0)
+        if line.strip() != b"ready":
+            raise RuntimeError(f"stream client not ready: {line[:200]!r}")
+        cpu0, fake0, sys0 = cpu_seconds(watch_pid), cpu_seconds(fake_pid), system_ticks()
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+        rss_max = 0
+        deadline = time.monotonic() + duration + 90.0
+        while time.monotonic() < deadline:
+            if sample_rss:
+                rss_max = max(rss_max, status_kb(watch_pid, "VmRSS"))
+            if select.select([proc.stdout], [], [], 0.05)[0]:
+                break
+        line = read_line(proc, 5.0)
+        cpu1, fake1, sys1 = cpu_seconds(watch_pid), cpu_seconds(fake_pid), system_ticks()
+        res = json.loads(line)
+        if "error" in res:
+            raise RuntimeError("stream client: " + res["error"])
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+        _children.remove(proc)
+    res["cpu_s"] = cpu1 - cpu0
+    res["fake_cpu_s"] = fake1 - fake0
+    res["system_busy"] = busy_share(sys0, sys1)
+    if sample_rss:
+        res["rss_open_mb"] = rss_max / 1024.0
+    return res
+
+
+def read_line(proc, timeout):
+    if not select.select([proc.stdout], [], [], timeout)[0]:
+        raise RuntimeError("stream client timed out")
+    return proc.stdout.readline()
+
+
+# ----------------------------------------------------------------------------- stats
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def added_delay(target_curve, direct_curve):
+    n = min(len(target_curve), len(direct_curve))
+    if not n:
+        return None
+    return sum(target_curve[i] - direct_curve[i] for i in range(n)) / n
+
+
+def per_1000(cpu, count):
+    return cpu * 1e6 / count if count else None  # ms of CPU per 1000 units
+
+
+def derive(raw, ns_runs, st_runs):
+    """raw[rep][target][run] -> samples[metric][target] = [value per repeat]."""
+    samples = {}
+
+    def put(metric, target, value):
+        samples.setdefault(metric, {t: [] for t in TARGETS})[target].append(value)
+
+    for rep in raw:
+        for t in TARGETS:
+            runs = rep[t]
+            for c in ns_runs:
+                r = runs.get(f"ns_c{c}")
+                if r is None:
+                    continue
+                put(f"ns_c{c}_rps", t, r["rps"])
+                put(f"ns_c{c}_p50", t, r["p50_ms"])
+                put(f"ns_c{c}_p99", t, r["p99_ms"])
+                if c == 1 and t != "direct" and "ns_c1" in rep["direct"]:
+                    d, x = rep["direct"]["ns_c1"]["p50_ms"], r["p50_ms"]
+                    put("ns_c1_added_p50", t, None if d is None or x is None else x - d)
+            if ns_runs:
+                done = [runs[f"ns_c{c}"] for c in ns_runs if f"ns_c{c}" in runs]
+                reqs = sum(r["requests"] for r in done)
+                cpu = sum(r["cpu_s"] for r in done)
+                put("cpu_per_1k_req", t, per_1000(cpu, reqs))
+            groups = {}
+            for name, _, _, _ in st_runs:
+                r = runs.get(name)
+                if r is None:
+                    continue
+                put(name + "_ttfc", t, r.get("ttfc_ms"))
+                put(name + "_cps", t, r["chunks_per_s"])
+                ref = r.get("ref")
+                if ref:  # paired: against the direct reference streams of the same run
+                    put(name + "_added", t, added_delay(r.get("chunk_median_ms", []), ref.get("chunk_median_ms", [])))
+                    if "fit_offset_ms" in r and "fit_offset_ms" in ref:
+                        put(name + "_added_offset", t, r["fit_offset_ms"] - ref["fit_offset_ms"])
+                        put(name + "_added_gap", t, r["fit_gap_ms"] - ref["fit_gap_ms"])
+                if t != "direct" and name in rep["direct"]:  # unpaired: against the direct run
+                    d = rep["direct"][name].get("chunk_median_ms", [])
+                    put(name + "_added_unpaired", t, added_delay(r.get("chunk_median_ms", []), d))
+                if "rss_open_mb" in r:
+                    put("rss_open_256", t, r["rss_open_mb"])
+                g = groups.setdefault(name.split("_")[0], [0.0, 0])
+                g[0] += r["cpu_s"]
+                # the fake (direct column) also served the reference streams
+                g[1] += r["chunks"] + (ref["chunks"] if ref and t == "direct" else 0)
+            for g, (cpu, n) in groups.items():
+                put("cpu_per_1k_chunks_" + g, t, per_1000(cpu, n))
+    return samples
+
+
+def build_rows(samples, peak, ns_runs, st_runs):
+    """(key, label, unit, higher_is_better, target_spec)."""
+    rows = []
+    for c in ns_runs:
+        spec = ("floor", ">=") if c in (16, 64) else None
+        rows.append((f"ns_c{c}_rps", f"non-stream c{c} req/s", "req/s", True, spec))
+        rows.append((f"ns_c{c}_p50", f"non-stream c{c} p50", "ms", False, None))
+        rows.append((f"ns_c{c}_p99", f"non-stream c{c} p99", "ms", False, None))
+        if c == 1:
+            rows.append(("ns_c1_added_p50", "non-stream c1 added p50 vs direct", "ms", False, ("abs", "<=", 0.35)))
+    for name, streams, chunks, delay in st_runs:
+        kind = f"paced {chunks}x{delay}ms" if delay else f"b2b {chunks}ch"
+        label = f"stream {kind} c{streams}"
+        rows.append((name + "_ttfc", label + " ttfc p50", "ms", False, None))
+        if delay:
+            rows.append((name + "_added", label + " added delay/chunk", "ms", False, ("floor", "<=")))
+        if name == "paced_c256":
+            spec = ("direct", ">=", 0.99)
+        elif name.startswith("b2b"):
+            spec = ("direct", ">=", 0.4)
+        else:
+            spec = None
+        rows.append((name + "_cps", label + " chunks/s", "chunk/s", True, spec))
+    if ns_runs:
+        rows.append(("cpu_per_1k_req", "CPU per 1000 requests (non-stream)", "ms", False, ("floor", "<=")))
+    for g in ("paced", "b2b"):
+        if any(n.startswith(g) for n, _, _, _ in st_runs):
+            rows.append(("cpu_per_1k_chunks_" + g, f"CPU per 1000 chunks ({g})", "ms", False, ("floor", "<=")))
+    if any(n == "paced_c256" for n, _, _, _ in st_runs):
+        rows.append(("rss_open_256", "RSS with 256 streams open", "MB", False, ("abs", "<=", 30.0)))
+    rows.append(("rss_peak", "peak RSS (VmHWM) at end", "MB", False, None))
+
+    table = []
+    for key, label, unit, hib, spec in rows:
+        if key == "rss_peak":
+            vals = dict(peak)
+            smp = {t: [v] for t, v in peak.items()}
+        else:
+            smp = samples.get(key, {t: [] for t in TARGETS})
+            vals = {t: med(smp.get(t, [])) for t in TARGETS}
+        d, f, p = vals.get("direct"), vals.get("floor"), vals.get("proxy")
+        entry = {
+            "key": key, "label": label, "unit": unit, "higher_is_better": hib,
+            "direct": d, "floor": f, "proxy": p,
+            # a ratio of two small differences (that can be ~0 or negative) means nothing
+            "proxy/direct": None if key.endswith("_added") else ratio(p, d),
+            "proxy/floor": None if key.endswith("_added") else ratio(p, f),
+            "samples": smp, "target": None, "status": None,
+        }
+        if spec:
+            entry["target"], entry["status"] = check(spec, d, f, p)
+        table.append(entry)
+    return table
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def check(spec, d, f, p):
+    kind, op = spec[0], spec[1]
+    if kind == "floor":
+        desc, ref = f"proxy {op} floor", f
+    elif kind == "direct":
+        desc, ref = f"proxy {op} {spec[2]:.2f} x direct", None if d is None else d * spec[2]
+    else:
+        desc, ref = f"proxy {op} {spec[2]:g}", spec[2]
+    if p is None or ref is None:
+        return desc, "n/a"
+    good = p >= ref if op == ">=" else p <= ref
+    return desc, "ok" if good else "MISS"
+
+
+def rounded(v):
+    return float(f"{v:.5g}") if isinstance(v, float) else v
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    a = abs(v)
+    if a >= 1000:
+        return f"{v:.0f}"
+    if a >= 100:
+        return f"{v:.1f}"
+    if a >= 10:
+        return f"{v:.2f}"
+    return f"{v:.3f}"
+
+
+def render(table):
+    head = ("metric", "unit", "direct", "floor", "proxy", "proxy/direct", "proxy/floor", "target")
+    lines = []
+    for e in table:
+        target = f"{e['target']}: {e['status']}" if e["target"] else ""
+        rdir = "-" if e["proxy/direct"] is None else f"{e['proxy/direct']:.2f}"
+        rflo = "-" if e["proxy/floor"] is None else f"{e['proxy/floor']:.2f}"
+        lines.append((e["label"], e["unit"], fmt(e["direct"]), fmt(e["floor"]), fmt(e["proxy"]), rdir, rflo, target))
+    widths = [max(len(r[i]) for r in [head] + lines) for i in range(len(head))]
+    out = []
+    for n, row in enumerate([head] + lines):
+        cells = []
+        for i, cell in enumerate(row):
+            cells.append(cell.ljust(widths[i]) if i in (0, 1, 7) else cell.rjust(widths[i]))
+        out.append("  ".join(cells).rstrip())
+        if n == 0:
+            out.append("-" * len(out[0]))
+    return "\n".join(out)
+
+
+def collect_notes(raw, ns_runs, st_runs):
+    notes, busy_load, busy_sys, errs = [], {}, {}, []
+    for rep in raw:
+        for t in TARGETS:
+            for name, r in rep[t].items():
+                util = r.get("loadgen_util", r.get("client_util", 0.0))
+                busy_load.setdefault((name, t), []).append(util)
+                busy_sys.setdefault((name, t), []).append(r.get("system_busy", 0.0))
+                e = r.get("errors", 0)
+                if e:
+                    errs.append(f"{name}/{t}: {e} errors {r.get('error_samples', '')}")
+                if r.get("odd_length_streams"):
+                    errs.append(f"{name}/{t}: {r['odd_length_streams']} streams with an unusual chunk count")
+    loaded = [f"{n}/{t} ({100 * med(v):.0f}%)" for (n, t), v in sorted(busy_load.items())
+              if med(v) >= CLIENT_BUSY]
+    if loaded:
+        notes.append("load generator near one full core (it may be the limit, not the target): " + ", ".join(loaded))
+    sat = [f"{n}/{t} ({100 * med(v):.0f}%)" for (n, t), v in sorted(busy_sys.items())
+           if med(v) >= SYSTEM_BUSY]
+    if sat:
+        notes.append("both cores saturated (relay runs compete with fake + client for 2 cores): " + ", ".join(sat))
+    if errs:
+        notes.append("errors: " + "; ".join(errs[:10]))
+    return notes
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="ollama-proxy benchmark (direct vs floor relay vs proxy)")
+    ap.add_argument("--quick", action="store_true", help="2 repeats, shorter runs (~2 min)")
+    ap.add_argument("--repeats", type=int, default=None, help="repeats (default 5, --quick 2)")
+    ap.add_argument("--only", choices=("nonstream", "stream"), help="run only one section")
+    ap.add_argument("--json", metavar="FILE", help="also write the JSON result to FILE")
+    ap.add_argument("--ns-duration", type=int, default=None, help="seconds per wrk run (default 4, quick 2)")
+    ap.add_argument("--stream-duration", type=float, default=None,
+                    help="seconds per streaming run (default 3, quick 1)")
+    ap.add_argument("--fake", default=os.path.join(REPO, "tests", "fake_ollama.py"))
+    ap.add_argument("--proxy", default=os.path.join(REPO, "ollama_proxy.py"))
+    ap.add_argument("--standin", action="store_true", help="use a floor relay in place of the proxy")
+    args = ap.parse_args(argv)
+
+    repeats = max(1, args.repeats or (2 if args.quick else 5))
+    ns_dur = max(1, args.ns_duration or (2 if args.quick else 4))
+    st_dur = max(0.2, args.stream_duration or (1.0 if args.quick else 3.0))
+    ns_runs = () if args.only == "stream" else NS_CONC
+    st_runs = () if args.only == "nonstream" else STREAM_SCENARIOS
+    if ns_runs and not shutil.which("wrk"):
+        ap.error("wrk not found in PATH (needed for the non-streaming section)")
+    if not os.path.exists(args.fake):
+        ap.error(f"fake Ollama not found: {args.fake}")
+    standin = args.standin or not os.path.exists(args.proxy)
+
+    nofile = raise_nofile()
+    logdir = tempfile.mkdtemp(prefix="ollama-proxy-bench-")
+    lua = os.path.join(logdir, "post.lua")
+    with open(lua, "w") as f:
+        f.write(LUA)
+
+    def on_term(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    py = sys.executable
+    t_begin = time.monotonic()
+    try:
+        ports = {}
+        ports["direct"] = free_port()
+        fake, _ = start_server("fake", [py, args.fake, "--host", "127.0.0.1", "--port", str(ports["direct"]), "--fast"],
+                               ports["direct"], logdir)
+        upstream = f"127.0.0.1:{ports['direct']}"
+        floor_cmd = [py, os.path.join(HERE, "floor_relay.py"), "--host", "127.0.0.1", "--upstream", upstream, "--port"]
+        ports["floor"] = free_port()
+        floor, _ = start_server("floor", floor_cmd + [str(ports["floor"])], ports["floor"], logdir)
+        ports["proxy"] = free_port()
+        if standin:
+            proxy_cmd = floor_cmd + [str(ports["proxy"])]
+        else:
+            proxy_cmd = [py, args.proxy, "--host", "127.0.0.1", "--port", str(ports["proxy"]),
+                         "--backend", "http://" + upstream, "--log-level", "warning"]
+        proxy, _ = start_server("proxy", proxy_cmd, ports["proxy"], logdir)
+        pids = {"direct": fake.pid, "floor": floor.pid, "proxy": proxy.pid}
+        for t in TARGETS:
+            try:
+                sanity_check(t, ports[t])
+            except (OSError, ValueError, RuntimeError) as exc:
+                hint = " (try --standin to bench the floor relay in its place)" if t == "proxy" else ""
+                raise SystemExit(f"sanity check of {t} failed: {exc!r}{hint}; logs in {logdir}") from None
+        print(f"ollama-proxy bench: python {sys.version.split()[0]}, {repeats} repeats, wrk {ns_dur}s, "
+              f"streams {st_dur:.1f}s, nofile {nofile}"
+              f"{', PROXY IS A STAND-IN (floor relay)' if standin else ''}; logs in {logdir}", flush=True)
+        if ns_runs:  # warm-up, not measured
+            for t in TARGETS:
+                run_wrk(ports[t], 16, 1, lua, pids[t], fake.pid)
+
+        raw = []
+        for rep in range(repeats):
+            cur = {t: {} for t in TARGETS}
+            raw.append(cur)
+            for c in ns_runs:
+                for t in TARGETS:
+                    r = run_wrk(ports[t], c, ns_dur, lua, pids[t], fake.pid)
+                    cur[t][f"ns_c{c}"] = r
+                    progress(rep, f"ns_c{c}", t, f"{fmt(r['rps'])} req/s p50 {fmt(r['p50_ms'])} ms")
+            for name, streams, chunks, delay in st_runs:
+                for t in TARGETS:
+                    r = run_stream(ports[t], streams, chunks, delay, st_dur, pids[t], fake.pid, logdir,
+                                   sample_rss=(name == "paced_c256"), ref_port=ports["direct"],
+                                   ref_streams=max(8, streams // 8))
+                    cur[t][name] = r
+                    progress(rep, name, t, f"{fmt(r['chunks_per_s'])} chunks/s ttfc {fmt(r.get('ttfc_ms'))} ms "
+                                           f"({r['streams']} streams, client {100 * r['client_util']:.0f}%)")
+            for name, proc in (("fake", fake), ("floor", floor), ("proxy", proxy)):
+                if proc.poll() is not None:
+                    log_text = tail(os.path.join(logdir, name + ".log"))
+                    raise RuntimeError(f"{name} exited ({proc.returncode}); log:\n{log_text}")
+        peak = {t: status_kb(pids[t], "VmHWM") / 1024.0 for t in TARGETS}
+    finally:
+        kill_children()
+
+    samples = derive(raw, ns_runs, st_runs)
+    table = build_rows(samples, peak, ns_runs, st_runs)
+    notes = collect_notes(raw, ns_runs, st_runs)
+    if standin:
+        notes.insert(0, "the 'proxy' column is a second floor relay (ollama_proxy.py missing or --standin)")
+    notes.append("direct column of CPU/RSS rows = the fake Ollama process itself; of 'added delay/chunk' rows ="
+                 " the direct reference streams against direct target streams, i.e. the noise of that measurement")
+    print()
+    print(render(table))
+    print()
+    for n in notes:
+        print("note: " + n)
+    misses = [e["label"] for e in table if e["status"] == "MISS"]
+    n_ok = sum(1 for e in table if e["status"] == "ok")
+    print(f"targets: {n_ok} ok, {len(misses)} MISS" + (" (" + "; ".join(misses) + ")" if misses else ""))
+    print(f"elapsed {time.monotonic() - t_begin:.0f}s")
+    result = {
+        "meta": {
+            "python": sys.version.split()[0], "repeats": repeats, "ns_duration_s": ns_dur,
+            "stream_duration_s": st_dur, "proxy_standin": standin, "cpus": os.cpu_count(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+        "metrics": table,
+        "notes": notes,
+        "raw": raw,
+    }
+    keys = ("key", "unit", "direct", "floor", "proxy", "proxy/direct", "proxy/floor", "target", "status")
+    rows = [json.dumps({k: rounded(e[k]) for k in keys}) for e in table]
+    print()
+    print('{"meta": ' + json.dumps(result["meta"]) + ',\n "metrics": [\n  ' + ",\n  ".join(rows)
+          + '],\n "notes": ' + json.dumps(notes) + "}")
+    if args.json:  # the file also has the per-repeat samples and the raw run results
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+            f.write("\n")
+    return 0
+
+
+def progress(rep, name, target, text):
+    print(f"  [rep {rep + 1}] {name:<11} {target:<6} {text}", flush=True)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        kill_children()
+        sys.exit(130)
