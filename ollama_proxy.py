@@ -100,7 +100,9 @@ MODEL_PATHS = frozenset(
     }
 )
 #: Request bodies on these paths are streamed upstream, never buffered (and never retried).
-STREAMED_UPLOAD_PREFIXES = ("/api/blobs/", "/api/create")
+#: (/api/create is small JSON that names blobs by digest: it is read like any JSON body, so
+#: that --reject-streaming, the heartbeat and the log see it.)
+STREAMED_UPLOAD_PREFIXES = ("/api/blobs/",)
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
@@ -578,6 +580,14 @@ def header_value(headers: Headers, name: bytes) -> Optional[bytes]:
     return None
 
 
+def all_values(headers: Headers, name: bytes) -> Optional[bytes]:
+    """Every value of a header that may repeat (Via), joined with ", " as RFC 9110 §5.3 allows."""
+    values = [v for n, v in headers if n == name]
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else b", ".join(values)
+
+
 def join_via(existing: Optional[bytes], ours: bytes) -> bytes:
     return existing + b", " + ours if existing else ours
 
@@ -694,7 +704,8 @@ class ServerSide:
     until h11 has an event.  Reads are bounded by ``timer``, whose phase the caller sets.
     """
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn_id: int, timer: IdleTimer) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn_id: int, timer: IdleTimer, config: Config) -> None:
+        self.config = config
         self.reader = reader
         self.writer = writer
         self.conn_id = conn_id
@@ -703,6 +714,7 @@ class ServerSide:
         self.protocol: ClientProtocol = writer.transport.get_protocol()  # type: ignore[assignment]
         self.client_gone = False  #: the client left while its request was being served
         self.fed = 0  #: bytes given to h11 since the current request head began
+        self.awaiting_head = False  #: idle keep-alive: the first bytes of a head switch to --header-timeout
 
     def watch_disconnect(self, task: asyncio.Task) -> None:
         """From now until ``unwatch``, a client EOF or reset cancels ``task``."""
@@ -732,6 +744,9 @@ class ServerSide:
             except OSError:
                 data = b""
             self.fed += len(data)
+            if self.awaiting_head and data:
+                self.awaiting_head = False
+                self.timer.start(self.config.header_timeout)
             conn.receive_data(data)
 
     async def send(self, *events: Any) -> None:
@@ -747,7 +762,13 @@ class ServerSide:
         try:
             self.writer.write(data)
             if self.writer.transport.get_write_buffer_size():
-                await self.writer.drain()
+                # A client that stops reading may hold us for --request-timeout, no longer:
+                # the timer aborts the transport, and drain raises.
+                self.timer.start(self.config.request_timeout)
+                try:
+                    await self.writer.drain()
+                finally:
+                    self.timer.stop()
         except (OSError, RuntimeError) as exc:
             self.h11.send_failed()
             raise ClientGone(str(exc)) from None
@@ -768,6 +789,7 @@ class ServerSide:
 NEW, ACTIVE, IDLE, CLOSED = "NEW", "ACTIVE", "IDLE", "CLOSED"
 CHUNKED, NO_BODY = -1, -2  #: request body framings other than a Content-Length
 POOL_IDLE_SECONDS = 30.0  #: an idle pooled connection older than this is closed, not reused
+POOL_MAX_IDLE = 64  #: idle connections kept per backend; the oldest beyond this are closed
 
 
 class UpstreamConnection:
@@ -793,8 +815,15 @@ class UpstreamConnection:
         self.writer.transport.abort()
 
     def is_reusable(self, now: float) -> bool:
-        """An idle connection is usable unless it expired or the backend closed it meanwhile."""
-        return self.state == IDLE and now < self.expires_at and not self.reader.at_eof() and not self.writer.is_closing()
+        """An idle connection is usable unless it expired, the backend closed it, or it became
+        readable while idle (bytes nobody asked for would be taken as the next response)."""
+        return (
+            self.state == IDLE
+            and now < self.expires_at
+            and not self.reader.at_eof()
+            and not self.writer.is_closing()
+            and not getattr(self.reader, "_buffer", b"")  # StreamReader's buffer; no public API says "readable"
+        )
 
     async def send_request(self, method: bytes, target: bytes, headers: Headers, body: Optional[bytes]) -> None:
         """Send the head and (when given) the whole body."""
@@ -803,14 +832,22 @@ class UpstreamConnection:
         self.received_any = False
         conn = self.h11
         try:
-            data = conn.send(h11.Request(method=method, target=target, headers=headers))
+            # _parsed=True: the headers came out of h11's parser or are our own constants, so
+            # h11's per-header regex validation (a third of the proxy's per-request cost) is skipped.
+            data = conn.send(h11.Request(method=method, target=target, headers=headers, _parsed=True))
             if body is not None:
                 if body:
                     data += conn.send(h11.Data(data=body))
                 data += conn.send(h11.EndOfMessage())
         except h11.LocalProtocolError as exc:
             raise BadGateway("cannot send the request upstream: %s" % exc) from None
-        await self._write(data)
+        try:
+            self.writer.write(data)
+        except (OSError, RuntimeError):
+            self.h11.send_failed()
+            return
+        if self.writer.transport.get_write_buffer_size():
+            await self._write(b"")
 
     async def send_body_part(self, data: bytes) -> None:
         try:
@@ -831,6 +868,7 @@ class UpstreamConnection:
             self.writer.write(data)
             if self.writer.transport.get_write_buffer_size():
                 await self.writer.drain()
+            self.timer.touch()
         except (OSError, RuntimeError):
             # The backend may have answered early (e.g. 400 before reading the whole body):
             # the response is still read, so this is not an error yet.
@@ -871,11 +909,8 @@ class UpstreamConnection:
                 continue
             raise self._failure("closed the connection before responding")
 
-    async def receive_body(self) -> Tuple[bytes, bool]:
-        """The body bytes of one socket read, and whether the body is complete.
-
-        Everything h11 yields from one read is joined, so the relay writes it out once.
-        """
+    def take_buffered(self) -> Tuple[bytes, bool]:
+        """The body bytes h11 can give without reading the socket, and whether the body is complete."""
         conn = self.h11
         parts: List[bytes] = []
         while True:
@@ -886,17 +921,25 @@ class UpstreamConnection:
             kind = type(event)
             if kind is h11.Data:
                 parts.append(event.data)
-                continue
-            if kind is h11.EndOfMessage:
+            elif kind is h11.EndOfMessage:
                 return b"".join(parts), True
-            if event is h11.NEED_DATA:
-                if parts:
-                    return b"".join(parts), False
-                conn.receive_data(await self._read())
-                continue
-            if kind is h11.ConnectionClosed:
+            elif event is h11.NEED_DATA:
+                return b"".join(parts), False
+            elif kind is h11.ConnectionClosed:
                 raise self._failure("closed the connection mid-response")
-            raise self._failure("sent an unexpected %s" % kind.__name__)
+            else:
+                raise self._failure("sent an unexpected %s" % kind.__name__)
+
+    async def receive_body(self) -> Tuple[bytes, bool]:
+        """The body bytes of one socket read, and whether the body is complete.
+
+        Everything h11 yields from one read is joined, so the relay writes it out once.
+        """
+        while True:
+            data, done = self.take_buffered()
+            if data or done:
+                return data, done
+            self.h11.receive_data(await self._read())
 
     async def receive_whole_body(self, limit: int = MAX_JSON_BODY) -> bytes:
         parts: List[bytes] = []
@@ -925,8 +968,10 @@ class Pool:
         self.idle: List[UpstreamConnection] = []
         self._ssl: Optional[ssl.SSLContext] = ssl.create_default_context() if backend.spec.scheme == "https" else None
 
-    async def acquire(self) -> UpstreamConnection:
-        """A reusable idle connection, or a new one (BadGateway when the backend cannot be reached)."""
+    def take_idle(self) -> Optional[UpstreamConnection]:
+        """The most recently used idle connection that is still usable, if any."""
+        if not self.idle:
+            return None
         now = time.monotonic()
         while self.idle:
             conn = self.idle.pop()
@@ -934,7 +979,7 @@ class Pool:
                 conn.state = ACTIVE
                 return conn
             conn.abort()
-        return await self.connect()
+        return None
 
     async def connect(self) -> UpstreamConnection:
         spec = self.backend.spec
@@ -954,17 +999,22 @@ class Pool:
         """Back to the pool if both h11 sides finished cleanly, else closed."""
         conn.timer.stop()
         h = conn.h11
-        if conn.state == ACTIVE and h.our_state is h11.DONE and h.their_state is h11.DONE and not conn.timed_out:
-            try:
-                h.start_next_cycle()
-            except h11.LocalProtocolError:
-                conn.abort()
-                return
-            conn.state = IDLE
-            conn.expires_at = time.monotonic() + POOL_IDLE_SECONDS
-            self.idle.append(conn)
-        else:
+        reusable = conn.state == ACTIVE and h.our_state is h11.DONE and h.their_state is h11.DONE and not conn.timed_out
+        if not reusable or h.trailing_data != (b"", False):
+            conn.abort()  # includes bytes after the response: the next exchange would read them
+            return
+        try:
+            h.start_next_cycle()
+        except h11.LocalProtocolError:
             conn.abort()
+            return
+        now = time.monotonic()
+        conn.state = IDLE
+        conn.expires_at = now + POOL_IDLE_SECONDS
+        idle = self.idle
+        idle.append(conn)
+        while idle and (len(idle) > POOL_MAX_IDLE or idle[0].expires_at <= now):
+            idle.pop(0).abort()
 
     def close(self) -> None:
         for conn in self.idle:
@@ -1031,6 +1081,7 @@ class Exchange:
     status: int = 0
     backend: Optional[str] = None
     response_started: bool = False  #: the response head reached the client
+    line_framed: bool = False  #: the body is NDJSON or SSE with chunked/close framing: an error line can end it
     sent_bytes: int = 0
     tail: bytes = b""  #: the last bytes of the response body (for the final stats)
     error: Optional[str] = None
@@ -1137,7 +1188,7 @@ class App:
                 task.cancel()
             if pending:
                 log.warning("shutdown grace over: %d response(s) cut off", len(pending))
-                await asyncio.wait(pending, timeout=1.0)
+                await asyncio.wait(pending, timeout=LINGER_SECONDS + 1.0)
         for backend in self.backends:
             if backend.pool is not None:
                 backend.pool.close()
@@ -1160,7 +1211,7 @@ class App:
         assert task is not None
         self._conn_tasks[conn_id] = task
         timer = IdleTimer(asyncio.get_running_loop(), writer.transport.abort)
-        side = ServerSide(reader, writer, conn_id, timer)
+        side = ServerSide(reader, writer, conn_id, timer, self.config)
         try:
             await self._connection_loop(side)
         except (ClientGone, ConnectionError, asyncio.CancelledError):
@@ -1186,8 +1237,9 @@ class App:
             # Phase: waiting for a request head.  A fresh connection gets --header-timeout,
             # a kept-alive one --idle-timeout until its next request starts.
             self._idle_conns[side.conn_id] = side
-            side.timer.start(config.header_timeout if first else config.idle_timeout)
             side.fed = len(conn.trailing_data[0])  # a pipelined head may already be buffered
+            side.awaiting_head = not first and side.fed == 0
+            side.timer.start(config.idle_timeout if side.awaiting_head else config.header_timeout)
             try:
                 event = await side.next_event()
             except h11.RemoteProtocolError as exc:
@@ -1202,6 +1254,7 @@ class App:
             if type(event) is not h11.Request:
                 return
             side.timer.stop()
+            side.awaiting_head = False
             first = False
             if side.fed - len(conn.trailing_data[0]) > MAX_HEAD_BYTES:
                 # h11 bounds only an *incomplete* head; one that arrived whole in a read is counted here.
@@ -1250,7 +1303,10 @@ class App:
                 self._check_access(ex)
                 upload = ex.method == b"POST" and path.startswith(STREAMED_UPLOAD_PREFIXES)
                 if upload:
-                    await self._relay(side, ex, backend, upload=True)
+                    try:
+                        await self._relay(side, ex, backend, upload=True)
+                    finally:
+                        side.unwatch()
                 else:
                     await self._read_body(side, ex)
                     self._inspect_body(ex)
@@ -1282,7 +1338,7 @@ class App:
             self._log_access(ex)
 
     def _check_access(self, ex: Exchange) -> None:
-        via = header_value(ex.headers, b"via")
+        via = all_values(ex.headers, b"via")
         if via is not None and self.token.encode("ascii") in via:
             raise LoopDetected("request loop: this request already passed through this proxy (Via %s)" % via.decode("latin-1"))
         if self._api_key is None:
@@ -1305,11 +1361,16 @@ class App:
             raise BodyTooLarge("request body too large (%s bytes; the limit is %d)" % (declared.decode(), MAX_JSON_BODY))
         parts: List[bytes] = []
         size = 0
-        side.timer.start(self.config.header_timeout)
+        conn = side.h11
+        timing = False
         try:
             while True:
-                event = await side.next_event()
-                side.timer.touch()
+                event = conn.next_event()  # a small body usually came with the head: no read needed
+                if event is h11.NEED_DATA:
+                    if not timing:
+                        side.timer.start(self.config.header_timeout)
+                        timing = True
+                    event = await side.next_event()
                 kind = type(event)
                 if kind is h11.Data:
                     size += len(event.data)
@@ -1323,7 +1384,8 @@ class App:
         except h11.RemoteProtocolError as exc:
             raise BadRequest("malformed request body: %s" % exc) from None
         finally:
-            side.timer.stop()
+            if timing:
+                side.timer.stop()
         ex.body = b"".join(parts)
 
     async def _discard_body(self, side: ServerSide, ex: Exchange, limit: int = 1024 * 1024) -> None:
@@ -1387,7 +1449,7 @@ class App:
             headers.append((b"content-length", b"%d" % body_length))
         elif body_length == CHUNKED:
             headers.append((b"transfer-encoding", b"chunked"))
-        headers.append((b"via", join_via(header_value(ex.headers, b"via"), self.via)))
+        headers.append((b"via", join_via(all_values(ex.headers, b"via"), self.via)))
         if spec.auth is not None:
             headers = [(n, v) for n, v in headers if n != b"authorization"]
             headers.append((b"authorization", spec.auth.encode("latin-1")))
@@ -1395,7 +1457,7 @@ class App:
 
     def _response_headers(self, ex: Exchange, backend: Backend, upstream: Headers) -> Headers:
         headers = strip_hop_by_hop(upstream, frozenset({b"via"}))
-        headers.append((b"via", join_via(header_value(upstream, b"via"), self.via)))
+        headers.append((b"via", join_via(all_values(upstream, b"via"), self.via)))
         headers.append((b"x-ollama-proxy-backend", backend.name.encode("utf-8")))
         if self._shutting_down:
             headers.append((b"connection", b"close"))
@@ -1416,10 +1478,11 @@ class App:
             finally:
                 if heartbeat is not None:
                     heartbeat.cancel()
-                    try:
-                        await heartbeat
-                    except asyncio.CancelledError:
-                        pass
+                    # asyncio.wait, not "await heartbeat": a cancellation aimed at this task
+                    # (client gone, shutdown) must not be swallowed with the heartbeat's.
+                    await asyncio.wait({heartbeat})
+                    if not heartbeat.cancelled() and heartbeat.exception() is not None:
+                        raise heartbeat.exception()  # type: ignore[misc]
             await self._relay_response(side, ex, backend, upconn, response)
         except ProxyError as err:
             backend.last_error = err.message
@@ -1450,9 +1513,12 @@ class App:
             upconn = await pool.connect()
             try:
                 headers = self._upstream_headers(ex, backend, int(length) if length is not None and length.isdigit() else CHUNKED)
+                upconn.timer.start(self.config.request_timeout)
                 await upconn.send_request(ex.method, target, headers, None)
                 await self._stream_upload(side, ex, upconn)
-                upconn.timer.start(self.config.request_timeout)
+                task = asyncio.current_task()
+                assert task is not None
+                side.watch_disconnect(task)  # the body is complete: from now on, EOF means gone
                 return upconn, await upconn.receive_response()
             except BaseException:
                 upconn.abort()
@@ -1460,12 +1526,12 @@ class App:
         body = ex.body or b""
         has_framing = header_value(ex.headers, b"content-length") is not None or header_value(ex.headers, b"transfer-encoding") is not None
         headers = self._upstream_headers(ex, backend, len(body) if body or has_framing else NO_BODY)
-        upconn = await pool.acquire()
+        upconn = pool.take_idle() or await pool.connect()
         while True:
             reused = upconn.requests > 0
             try:
+                upconn.timer.start(self.config.request_timeout)  # also bounds a backend that stops reading
                 await upconn.send_request(ex.method, target, headers, body)
-                upconn.timer.start(self.config.request_timeout)
                 return upconn, await upconn.receive_response()
             except BadGateway:
                 upconn.abort()
@@ -1512,6 +1578,7 @@ class App:
         ex.status = 200
         await side.send(h11.Response(status_code=200, headers=headers))
         ex.response_started = True
+        ex.line_framed = True  # chunked NDJSON or SSE from here on
         log.info("conn %d: %s %s model=%s: backend %s silent for %.0fs (loading the model?): response head sent", ex.conn_id, ex.method.decode(), ex.path, ex.model, ex.backend, interval)
         while sse:
             await side.write(side.h11.send(h11.Data(data=b": waiting for the model\n\n")))
@@ -1521,6 +1588,8 @@ class App:
         """Copy the response body, one client write per upstream read."""
         conn = side.h11
         upstream_headers = list(response.headers)
+        first: Optional[Tuple[bytes, bool]] = None
+        pending = b""
         if ex.response_started:
             # The heartbeat already sent a 200 head: an error status can only go in-band.
             if response.status_code != 200:
@@ -1531,18 +1600,35 @@ class App:
         else:
             headers = self._response_headers(ex, backend, upstream_headers)
             ex.status = response.status_code
-            await side.send(h11.Response(status_code=response.status_code, headers=headers, reason=response.reason))
+            head = conn.send(h11.Response(status_code=response.status_code, headers=headers, reason=response.reason, _parsed=True))
             ex.response_started = True
             chunked = header_value(headers, b"content-length") is None
+            # The head goes out with the first body bytes when they are already here (one
+            # write for a whole small answer); otherwise at once, before waiting for them.
+            try:
+                first = upconn.take_buffered()
+            except ProxyError:
+                await side.write(head)
+                raise
+            if first[0] or first[1]:
+                pending = head
+            else:
+                await side.write(head)
         ctype = header_value(upstream_headers, b"content-type") or b""
         sse = ctype.startswith(b"text/event-stream")
         lines = chunked and (sse or ctype.startswith(b"application/x-ndjson"))
+        ex.line_framed = ex.line_framed or lines
         must_finish = lines and not sse and response.status_code == 200 and ex.path in ("/api/chat", "/api/generate")
         boundary = b"\n\n" if sse else b"\n"
         held = b""  # an incomplete line is held back, so that an in-band error lands on a line boundary
         tail = b""
         while True:
-            data, done = await upconn.receive_body()
+            if first is not None:
+                (data, done), first = first, None
+                if not (data or done):
+                    data, done = await upconn.receive_body()
+            else:
+                data, done = await upconn.receive_body()
             if lines:
                 if held:
                     data, held = held + data, b""
@@ -1553,11 +1639,11 @@ class App:
                     data, held = data[:cut], data[cut:]
                 if done and held:
                     data, held = data + held, b""
-            out = b""
+            out, pending = pending, b""
             if data:
                 ex.sent_bytes += len(data)
                 tail = data if len(data) >= 512 else (tail + data)[-1024:]
-                out = conn.send(h11.Data(data=data))
+                out += conn.send(h11.Data(data=data))
             if done:
                 if must_finish and not has_final_line(tail):
                     ex.error = "backend %s ended the stream without a final done message" % backend.name
@@ -1577,6 +1663,11 @@ class App:
         conn = side.h11
         if conn.our_state is not h11.SEND_BODY:
             return
+        if not ex.line_framed:
+            # A JSON (or other) body cut short cannot carry an error line: appending one would
+            # turn broken JSON into a complete-looking 200.  Cut the connection instead.
+            side.writer.transport.abort()
+            raise ClientGone("response cut short")
         try:
             out = conn.send(h11.Data(data=error_line(status, message, ex.openai))) + (conn.send(h11.EndOfMessage()) or b"")
         except h11.LocalProtocolError:

@@ -8,8 +8,10 @@ for byte-exact failure cases.  Timeouts come from Config (tiny values), never fr
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
+import time
 
 import h11
 import pytest
@@ -148,7 +150,8 @@ class ScriptedUpstream:
                 if piece is None:
                     return
                 if isinstance(piece, threading.Event):
-                    piece.wait(10)
+                    if not self._wait(piece, sock):
+                        return
                     continue
                 sock.sendall(piece)
             sock.settimeout(10)
@@ -158,6 +161,21 @@ class ScriptedUpstream:
             except OSError:
                 pass
             self.closed.set()
+
+    def _wait(self, event: threading.Event, sock: socket.socket) -> bool:
+        """Wait for ``event`` while draining the socket; False (and ``closed`` set) if the peer leaves."""
+        deadline = time.monotonic() + 10
+        while not event.is_set() and time.monotonic() < deadline:
+            readable, _, _ = select.select([sock], [], [], 0.05)
+            if readable:
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    self.closed.set()
+                    return False
+        return True
 
     def stop(self) -> None:
         self.listener.close()
@@ -809,3 +827,136 @@ def test_many_concurrent_streams(fake, proxy):
     for t in threads:
         t.join(30)
     assert results == [21] * 50
+
+
+# -- regressions from review ---------------------------------------------------------------------
+
+def test_cut_json_body_is_not_a_complete_200(scripted, start_proxy):
+    """A chunked JSON (not NDJSON) answer cut mid-way reaches the client as a broken message, not a complete one."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\nTransfer-Encoding: chunked\r\n\r\n"
+    upstream = scripted([head, chunk(b'{"model":"m","message":{"content":"' + b"x" * 5000), None])
+    proxy = start_proxy(upstream.url)
+    c = Client(proxy.port)
+    c.request("POST", "/api/chat", json.dumps(dict(CHAT, stream=False)).encode())
+    assert c.head().status_code == 200
+    with pytest.raises(h11.RemoteProtocolError):
+        c.body()
+    c.close()
+
+
+def test_client_leaving_after_blob_upload_closes_upstream(scripted, start_proxy):
+    """A client that leaves while the backend still works on its upload makes the proxy close the upstream."""
+    hold = threading.Event()
+    upstream = scripted([hold, b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"])
+    proxy = start_proxy(upstream.url)
+    c = Client(proxy.port)
+    c.request("POST", "/api/blobs/sha256:" + "0" * 64, b"z" * 1000, chunked=True)
+    for _ in range(100):
+        if upstream.received:
+            break
+        threading.Event().wait(0.05)
+    c.close()
+    assert upstream.closed.wait(5)
+    hold.set()
+    assert proxy.call(lambda: proxy.app.backends[0].in_flight) == 0
+
+
+def test_backend_that_stops_reading_gives_504(start_proxy):
+    """A backend that accepts but never reads a large body: 504 after --request-timeout, not a hang."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    accepted: list = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True).start()
+    proxy = start_proxy("http://127.0.0.1:%d" % listener.getsockname()[1], request_timeout=0.5)
+    c = Client(proxy.port)
+    c.request("POST", "/api/embed", b"[" + b"1," * (10 * 1024 * 1024) + b"1]")
+    head, _ = c.response()
+    assert head.status_code == 504
+    c.close()
+    listener.close()
+    for sock, _ in accepted:
+        sock.close()
+
+
+def test_client_that_stops_reading_is_dropped(fake, start_proxy):
+    """A client that stops reading a long stream is dropped after --request-timeout; the backend is freed."""
+    proxy = start_proxy(fake.url, request_timeout=0.5)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", proxy.port))
+    body = json.dumps(dict(CHAT, messages=[{"role": "user", "content": "x"}])).encode()
+    sock.sendall(b"POST /api/chat HTTP/1.1\r\nHost: x\r\nX-Fake-Chunks: 200000\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    fake.wait_for_requests(1)
+    assert fake.wait_closed(fake.received[-1].conn_id, timeout=10)
+    for _ in range(100):
+        if proxy.call(lambda: proxy.app.backends[0].in_flight) == 0:
+            break
+        threading.Event().wait(0.05)
+    assert proxy.call(lambda: proxy.app.backends[0].in_flight) == 0
+    sock.close()
+
+
+def test_keepalive_head_bounded_by_header_timeout(fake, start_proxy):
+    """On a kept-alive connection, a head that trickles in is dropped after --header-timeout, not --idle-timeout."""
+    proxy = start_proxy(fake.url, header_timeout=0.3, idle_timeout=30)
+    c = Client(proxy.port)
+    c.request("GET", "/api/version")
+    assert c.response()[0].status_code == 200
+    c.sock.sendall(b"GET /api/version HTTP/1.1\r\n")
+    c.sock.settimeout(5)
+    assert c.sock.recv(100) == b""  # closed (a timeout here would raise): long before the 30 s idle timeout
+    c.close()
+
+
+def test_extra_bytes_after_a_response_are_not_served_to_the_next_request(scripted, start_proxy):
+    """A backend that sends more than its Content-Length: that socket is not reused, so no answer is mixed up."""
+    upstream = scripted([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 418 Teapot\r\nContent-Length: 5\r\n\r\nstale"])
+    proxy = start_proxy(upstream.url)
+    for _ in range(2):
+        c = Client(proxy.port)
+        c.request("GET", "/api/version")
+        head, body = c.response()
+        assert (head.status_code, body) == (200, b"ok")
+        c.close()
+    assert upstream.connections == 2
+
+
+def test_via_in_any_header_line_is_checked(fake, proxy):
+    """Our token in a second Via line still gives 508; several Via lines are all kept upstream."""
+    c = Client(proxy.port)
+    c.request("GET", "/api/tags", headers=[("via", "1.1 other"), ("via", "1.1 ollama-proxy-" + proxy.app.token)])
+    assert c.response()[0].status_code == 508
+    c.close()
+    c = Client(proxy.port)
+    c.request("GET", "/api/version", headers=[("via", "1.1 a"), ("via", "1.1 b")])
+    assert c.response()[0].status_code == 200
+    assert fake.received[-1].header("via").startswith("1.1 a, 1.1 b, 1.1 ollama-proxy-")
+    c.close()
+
+
+def test_reject_streaming_covers_create(fake, start_proxy):
+    """--reject-streaming also refuses /api/create without stream:false (its small JSON body is read)."""
+    proxy = start_proxy(fake.url, reject_streaming=True)
+    c = Client(proxy.port)
+    c.request("POST", "/api/create", json.dumps({"model": "mine", "from": "llama3.2"}).encode())
+    assert c.response()[0].status_code == 400
+    c.close()
+
+
+def test_idle_pool_is_bounded(fake, proxy):
+    """A burst of concurrent requests leaves at most POOL_MAX_IDLE idle upstream sockets."""
+    import ollama_proxy
+
+    def one() -> None:
+        c = Client(proxy.port)
+        c.request("POST", "/api/chat", json.dumps(CHAT).encode(), headers=[("x-fake-delay-ms", "20")])
+        c.response()
+        c.close()
+
+    threads = [threading.Thread(target=one) for _ in range(ollama_proxy.POOL_MAX_IDLE + 16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert 0 < proxy.call(lambda: len(proxy.app.backends[0].pool.idle)) <= ollama_proxy.POOL_MAX_IDLE
