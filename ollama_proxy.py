@@ -789,7 +789,7 @@ class ServerSide:
 NEW, ACTIVE, IDLE, CLOSED = "NEW", "ACTIVE", "IDLE", "CLOSED"
 CHUNKED, NO_BODY = -1, -2  #: request body framings other than a Content-Length
 POOL_IDLE_SECONDS = 30.0  #: an idle pooled connection older than this is closed, not reused
-POOL_MAX_IDLE = 64  #: idle connections kept per backend; the oldest beyond this are closed
+POOL_MAX_IDLE = 256  #: idle connections kept per backend; the oldest beyond this are closed
 
 
 class UpstreamConnection:
@@ -939,7 +939,14 @@ class UpstreamConnection:
             data, done = self.take_buffered()
             if data or done:
                 return data, done
-            self.h11.receive_data(await self._read())
+            try:
+                chunk = await self.reader.read(READ_SIZE)
+            except OSError:
+                chunk = b""
+            if chunk:
+                self.received_any = True
+                self.timer.touch()
+            self.h11.receive_data(chunk)
 
     async def receive_whole_body(self, limit: int = MAX_JSON_BODY) -> bytes:
         parts: List[bytes] = []
@@ -1621,7 +1628,8 @@ class App:
         must_finish = lines and not sse and response.status_code == 200 and ex.path in ("/api/chat", "/api/generate")
         boundary = b"\n\n" if sse else b"\n"
         held = b""  # an incomplete line is held back, so that an in-band error lands on a line boundary
-        tail = b""
+        prev = last = b""  # the last two pieces sent: the final stats object is at their end
+        writer = side.writer
         while True:
             if first is not None:
                 (data, done), first = first, None
@@ -1642,19 +1650,23 @@ class App:
             out, pending = pending, b""
             if data:
                 ex.sent_bytes += len(data)
-                tail = data if len(data) >= 512 else (tail + data)[-1024:]
+                prev, last = last, data
                 out += conn.send(h11.Data(data=data))
             if done:
+                tail = (prev + last)[-2048:]
                 if must_finish and not has_final_line(tail):
                     ex.error = "backend %s ended the stream without a final done message" % backend.name
                     log.warning("conn %d: %s %s model=%s: %s", ex.conn_id, ex.method.decode(), ex.path, ex.model, ex.error)
                     out += conn.send(h11.Data(data=error_line(502, ex.error, openai=False)))
                 out += conn.send(h11.EndOfMessage()) or b""
+                ex.tail = tail
             if out:
-                await side.write(out)
+                if writer.transport.is_closing() or writer.transport.get_write_buffer_size():
+                    await side.write(out)  # the slow path: drain, stalled-client timeout, errors
+                else:
+                    writer.write(out)
             if done:
                 break
-        ex.tail = tail
 
     async def _end_with_inband_error(self, side: ServerSide, ex: Exchange, message: str, status: int = 502) -> None:
         """The response head is out: end the body with one error line (NDJSON) or event (SSE)."""

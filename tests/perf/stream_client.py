@@ -1,7 +1,9 @@
 """Streaming load client used by bench.py (runs as its own process).
 
 Opens N keep-alive connections to 127.0.0.1:PORT (in batches, each warmed up with
-one tiny streaming request), prints ``ready``, waits for ``go`` on stdin, then every
+one tiny streaming request; by default all at once, so that a pooling proxy holds as
+many upstream connections as the floor relay, which opens one per client connection:
+the benchmark measures relaying, not connection set-up), prints ``ready``, waits for ``go`` on stdin, then every
 connection runs streaming ``POST /api/generate`` requests back to back until the
 duration is over (a stream started before the deadline runs to its end). For each
 stream it records the arrival time of every NDJSON line relative to the moment the
@@ -318,7 +320,7 @@ def main():
     p.add_argument("--delay-ms", type=int, default=20)
     p.add_argument("--duration", type=float, default=3.0)
     p.add_argument("--timeout", type=float, default=30.0)
-    p.add_argument("--batch", type=int, default=32, help="connections opened at once")
+    p.add_argument("--batch", type=int, default=256, help="connections opened at once")
     p.add_argument("--ref-port", type=int, default=0, help="port for the reference streams (direct)")
     p.add_argument("--ref-streams", type=int, default=0,
                    help="extra streams to --ref-port in the same run, as a paired reference")
