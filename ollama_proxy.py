@@ -17,11 +17,14 @@ Section map (``grep -n '^# [0-9]*\\. '`` prints the same list):
     3. HTTP plumbing       header helpers, IdleTimer, the server-side h11 stream
     4. Upstream client     UpstreamConnection (one h11 client socket) and the per-backend pool
     5. Backends            the Backend object
-    6. Server              App: the accept loop, the per-connection loop, the relay, the access log
-    7. CLI                 argument parser, logging setup, main()
+    6. Models              model names, /api/show metadata, prompt estimates, context sizes
+    7. Request modifiers   num_ctx, num_predict, keep_alive: one interface, one ordered list
+    8. Server              App: the accept loop, the per-connection loop, the relay, the access log
+    9. CLI                 argument parser, logging setup, main()
 
-Invariants: only sections 3, 4 and 6 touch sockets; only 3, 4 and 6 know h11
-(section 4 turns h11 exceptions into ours); sections 1, 2 and 5 are pure data.
+Invariants: only sections 3, 4 and 8 touch sockets; only 3, 4 and 8 know h11
+(section 4 turns h11 exceptions into ours); sections 1, 2, 5, 6 and 7 are pure data
+and functions, unit-tested alone.
 All mutable state lives in the one ``App`` object built by ``main()``.
 """
 
@@ -30,10 +33,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import fnmatch
 import hmac
 import itertools
 import json
 import logging
+import math
 import os
 import re
 import signal
@@ -42,6 +47,7 @@ import ssl
 import sys
 import time
 import uuid
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlsplit
@@ -155,6 +161,13 @@ class Config:
     api_key: Optional[str] = None
     log_level: str = "info"
     log_format: str = "text"
+    max_context: int = 16384  #: cap on num_ctx whatever the model supports; 0 = no cap
+    num_ctx: Tuple[Tuple[str, int], ...] = ()  #: (model pattern, fixed num_ctx)
+    context_mode: str = "model"  #: model, auto or off
+    context_sizes: Tuple[int, ...] = (2048, 4096, 8192, 16384, 32768)
+    num_predict: int = 4096  #: injected when a generation sets none; 0 = never
+    keep_alive: Tuple[Tuple[str, Any], ...] = ()  #: (model pattern, keep_alive value)
+    scan_interval: float = 5.0  #: seconds between reads of each backend's /api/tags and /api/ps; 0 = never
 
 
 def _strip_env_value(value: str) -> str:
@@ -300,6 +313,10 @@ def _parse_number(flag: str, text: str, kind: Callable[[str], Any], minimum: flo
     return number
 
 
+def _parse_context_value(text: str) -> int:
+    return _parse_number("--num-ctx", text, int, 1)
+
+
 def _parse_bool(flag: str, text: str) -> bool:
     lowered = _strip_env_value(text).lower()
     if lowered in ("1", "true", "yes", "on", "t", "y"):
@@ -325,6 +342,52 @@ def _is_same_address(listen_host: str, listen_port: int, backend: BackendSpec) -
     return listen in _LOOPBACK_NAMES and (target in _LOOPBACK_NAMES or target.startswith("127."))
 
 
+_GO_DURATION_RE = re.compile(r"^[+-]?((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+$")
+_DURATION_ZERO = "0"
+
+
+def normalize_model(name: str) -> str:
+    """Ollama's display form of a model name: lower-case, ``:latest`` when no tag is given."""
+    name = name.strip().lower()
+    last = name.rsplit("/", 1)[-1]
+    if name and ":" not in last:
+        name += ":latest"
+    return name
+
+
+def parse_duration(text: str) -> Any:
+    """A --keep-alive value: a bare integer is seconds (sent as a JSON number, -1 = for ever),
+    anything else must be a Go duration (``10m``, ``1h30m``, ``-1m``) and is sent as a string."""
+    value = text.strip()
+    if re.fullmatch(r"[+-]?\d+", value):
+        return int(value)
+    if value == _DURATION_ZERO or _GO_DURATION_RE.match(value):
+        return value
+    raise ConfigError("keep-alive %r is not a number of seconds or a duration such as 5m, 1h, -1m" % text)
+
+
+def parse_model_values(flag: str, items: Sequence[str], convert: Callable[[str], Any]) -> Tuple[Tuple[str, Any], ...]:
+    """``MODEL=VALUE`` items (MODEL may be an fnmatch pattern) into (normalized pattern, value) pairs."""
+    pairs = []
+    for item in items:
+        model, sep, value = item.partition("=")
+        if not sep or not model.strip() or not value.strip():
+            raise ConfigError("%s %r: expected MODEL=VALUE" % (flag, item))
+        pattern = model.strip().lower()
+        if not any(ch in pattern for ch in "*?[") and ":" not in pattern.rsplit("/", 1)[-1]:
+            pattern += ":latest"
+        pairs.append((pattern, convert(value.strip())))
+    return tuple(pairs)
+
+
+def lookup_model_value(pairs: Sequence[Tuple[str, Any]], model: str) -> Any:
+    """The value of the first pair whose pattern matches the (normalized) model, else None."""
+    for pattern, value in pairs:
+        if fnmatch.fnmatchcase(model, pattern):
+            return value
+    return None
+
+
 #: (flag, environment variable, default, help) for the flags that take one value.
 _ENV_FLAGS = (
     ("host", "PROXY_HOST", "127.0.0.1", "address to listen on"),
@@ -338,6 +401,17 @@ _ENV_FLAGS = (
     ("api_key", "PROXY_API_KEY", None, "require 'Authorization: Bearer KEY' or 'x-api-key: KEY' (not forwarded)"),
     ("log_level", "LOG_LEVEL", "info", "debug, info, warning or error"),
     ("log_format", "LOG_FORMAT", "text", "text (one readable line per event) or json (one object per line)"),
+    ("max_context", "MAX_CONTEXT_OVERRIDE", "16384", "hard cap on num_ctx whatever the model supports; 0 = no cap"),
+    ("context_mode", "PROXY_CONTEXT_MODE", "model", "num_ctx for a request without one: model = min(training context, cap), auto = sized to the prompt, off = untouched"),
+    ("context_sizes", "PROXY_CONTEXT_SIZES", "2048,4096,8192,16384,32768", "the sizes auto mode picks from (comma-separated)"),
+    ("num_predict", "DEFAULT_NUM_PREDICT", "4096", "num_predict for a generation that sets none; 0 = never inject"),
+    ("scan_interval", "SCAN_INTERVAL_SECONDS", "5", "seconds between reads of each backend's /api/tags and /api/ps; 0 = never"),
+)
+CONTEXT_MODES = ("model", "auto", "off")
+#: (flag, environment variable, help) for the repeatable MODEL=VALUE flags.
+_PAIR_FLAGS = (
+    ("num_ctx", "PROXY_NUM_CTX", "MODEL=N", "fixed num_ctx for a model or fnmatch pattern (repeat)"),
+    ("keep_alive", "PROXY_KEEP_ALIVE", "MODEL=DURATION", "keep_alive for a model or pattern when the request sets none: seconds (-1 = stay loaded) or a duration such as 10m (repeat)"),
 )
 
 
@@ -361,6 +435,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
         help="an Ollama server; user:password in the URL becomes Basic auth [$OLLAMA_BACKENDS, default from $OLLAMA_HOST, "
         "else $OLLAMA_BASE_URL, else http://127.0.0.1:11434]",
     )
+    for dest, env, metavar, text in _PAIR_FLAGS:
+        parser.add_argument("--" + dest.replace("_", "-"), dest=dest, action="append", default=None, metavar=metavar, help="%s [$%s, default none]" % (text, env))
     parser.add_argument(
         "--reject-streaming",
         dest="reject_streaming",
@@ -412,6 +488,19 @@ def build_config(argv: Optional[Sequence[str]], environ: Mapping[str, str]) -> C
         if names.count(name) > 1:
             raise ConfigError("backend name %r is used twice" % name)
     api_key = raw["api_key"] or None
+    context_mode = str(raw["context_mode"]).strip().lower()
+    if context_mode not in CONTEXT_MODES:
+        raise ConfigError("--context-mode: %r is not one of %s" % (raw["context_mode"], ", ".join(CONTEXT_MODES)))
+    sizes = tuple(sorted({_parse_number(flag("context_sizes"), s, int, 1) for s in str(raw["context_sizes"]).split(",") if s.strip()}))
+    if not sizes:
+        raise ConfigError("--context-sizes: give at least one size, e.g. 2048,4096,8192")
+    pairs: Dict[str, Any] = {}
+    for dest, env, _, _ in _PAIR_FLAGS:
+        items = getattr(args, dest)
+        if items is None and environ.get(env, "").strip():
+            items = [i for i in _strip_env_value(environ[env]).split(",") if i.strip()]
+        convert = _parse_context_value if dest == "num_ctx" else parse_duration
+        pairs[dest] = parse_model_values(flag(dest), items or [], convert)
     return Config(
         host=host,
         port=port,
@@ -426,6 +515,13 @@ def build_config(argv: Optional[Sequence[str]], environ: Mapping[str, str]) -> C
         api_key=api_key,
         log_level=log_level,
         log_format=log_format,
+        max_context=_parse_number(flag("max_context"), raw["max_context"], int),
+        num_ctx=pairs["num_ctx"],
+        context_mode=context_mode,
+        context_sizes=sizes,
+        num_predict=_parse_number(flag("num_predict"), raw["num_predict"], int),
+        keep_alive=pairs["keep_alive"],
+        scan_interval=_parse_number(flag("scan_interval"), raw["scan_interval"], float),
     )
 
 
@@ -805,6 +901,7 @@ class UpstreamConnection:
         self.expires_at = 0.0
         self.timed_out = False  #: set when the idle timer aborted the socket (maps to 504)
         self.received_any = False  #: any byte of a response arrived on this exchange
+        self.replay: Optional[bytes] = None  #: a body already read (to look at it) that still goes to the client
         self.timer = IdleTimer(asyncio.get_running_loop(), self._on_silence)
 
     def __repr__(self) -> str:
@@ -949,6 +1046,8 @@ class UpstreamConnection:
             self.h11.receive_data(chunk)
 
     async def receive_whole_body(self, limit: int = MAX_JSON_BODY) -> bytes:
+        if self.replay is not None:
+            return self.replay
         parts: List[bytes] = []
         size = 0
         while True:
@@ -1044,6 +1143,12 @@ class Backend:
     last_error: Optional[str] = None
     pool: Optional[Pool] = field(default=None, repr=False)
     host_header: bytes = field(default=b"", repr=False)  #: the Host value sent upstream, encoded once
+    #: model -> what /api/show said (cached until the digest in /api/tags changes)
+    info: Dict[str, Any] = field(default_factory=dict, repr=False)
+    info_pending: Dict[str, "asyncio.Future[Any]"] = field(default_factory=dict, repr=False)
+    info_failed: Dict[str, float] = field(default_factory=dict, repr=False)  #: model -> when /api/show last failed
+    digests: Dict[str, str] = field(default_factory=dict, repr=False)  #: model -> digest, from /api/tags
+    loaded: Dict[str, int] = field(default_factory=dict, repr=False)  #: model -> context it is loaded with
 
     def __post_init__(self) -> None:
         self.host_header = self.spec.host_header.encode("idna")
@@ -1054,7 +1159,335 @@ class Backend:
 
 
 # ---------------------------------------------------------------------------
-# 6. Server and request handling
+# 6. Models and context sizing
+# ---------------------------------------------------------------------------
+#
+# Why this section exists.  Ollama reloads a model (seconds to minutes) whenever
+# a request's num_ctx differs from the one the model is loaded with, and a request
+# without num_ctx after one with it reloads too (ollama-api.md §7.4).  Clients send
+# one size for every model, or none.  So the proxy decides num_ctx itself, per
+# model: the training context (from /api/show) capped by --max-context, or in
+# auto mode the smallest of --context-sizes that holds the prompt, never smaller
+# than what the model is already loaded with.  Everything here is pure: no
+# sockets, no clock; the App feeds in what it knows.
+
+#: Tokens budgeted for each image in a request (a typical vision encoder's patch count).
+IMAGE_TOKENS = 768
+#: Tokens added to every estimate: the chat template, then a safety margin (SPEC §5).
+TEMPLATE_TOKENS = 100
+MARGIN_TOKENS = 200
+#: The response budget of a request that sets no limit of its own.
+DEFAULT_RESPONSE_TOKENS = 1024
+#: Characters per token: the starting guess, and the bounds of the per-model calibration.
+DEFAULT_CHARS_PER_TOKEN = 4.0
+MIN_CHARS_PER_TOKEN, MAX_CHARS_PER_TOKEN = 1.0, 8.0
+CALIBRATION_WEIGHT = 0.3  #: weight of each new observation in the moving average
+#: Prompts shorter than this do not calibrate: the chat template's own tokens would dominate the count.
+MIN_CALIBRATION_CHARS = 1000
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What /api/show says about one model on one backend."""
+
+    name: str  #: normalized name
+    architecture: str
+    context_length: int  #: training context (0 when unknown)
+    capabilities: Tuple[str, ...] = ()
+    digest: str = ""  #: from /api/tags, to notice a changed model
+
+    @property
+    def is_embedding(self) -> bool:
+        return "embedding" in self.capabilities and "completion" not in self.capabilities
+
+
+def model_info_from_show(name: str, show: Any, digest: str = "") -> ModelInfo:
+    """Read the training context from an /api/show answer: model_info["<arch>.context_length"]."""
+    info = show.get("model_info") if isinstance(show, dict) else None
+    info = info if isinstance(info, dict) else {}
+    arch = info.get("general.architecture")
+    arch = arch if isinstance(arch, str) else ""
+    ctx = info.get(arch + ".context_length") if arch else None
+    if not isinstance(ctx, int) or isinstance(ctx, bool) or ctx <= 0:
+        ctx = 0
+    caps = show.get("capabilities") if isinstance(show, dict) else None
+    caps = tuple(c for c in caps if isinstance(c, str)) if isinstance(caps, list) else ()
+    return ModelInfo(name=name, architecture=arch, context_length=ctx, capabilities=caps, digest=digest)
+
+
+def _text_length(value: Any) -> int:
+    """Characters of text in a message content (a string, or OpenAI-style parts)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(len(p.get("text", "")) for p in value if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return 0
+
+
+def prompt_size(path: str, body: Mapping[str, Any]) -> Tuple[int, int]:
+    """(characters of prompt text, number of images) of a native request.
+
+    Counts every message's content (and thinking and tool calls), the system prompt, the
+    prompt and suffix, the tool definitions, and embedding inputs (the longest, since each
+    input is embedded on its own).
+    """
+    chars = 0
+    images = 0
+    if path == "/api/chat":
+        for msg in body.get("messages") or ():
+            if not isinstance(msg, dict):
+                continue
+            chars += _text_length(msg.get("content")) + _text_length(msg.get("thinking"))
+            if msg.get("tool_calls"):
+                chars += len(json.dumps(msg["tool_calls"]))
+            if isinstance(msg.get("images"), list):
+                images += len(msg["images"])
+        if body.get("tools"):
+            chars += len(json.dumps(body["tools"]))
+    elif path == "/api/generate":
+        for key in ("prompt", "system", "suffix"):
+            chars += _text_length(body.get(key))
+        if isinstance(body.get("images"), list):
+            images += len(body["images"])
+    elif path in ("/api/embed", "/api/embeddings"):
+        inputs = body.get("input", body.get("prompt"))
+        if isinstance(inputs, str):
+            chars = len(inputs)
+        elif isinstance(inputs, list):
+            chars = max((len(i) for i in inputs if isinstance(i, str)), default=0)
+    return chars, images
+
+
+def response_budget(path: str, body: Mapping[str, Any]) -> int:
+    """Tokens to leave for the answer: the request's own limit, else DEFAULT_RESPONSE_TOKENS."""
+    if path not in ("/api/chat", "/api/generate"):
+        return 0
+    options = body.get("options")
+    if isinstance(options, dict):
+        n = options.get("num_predict")
+        if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+            return n
+    for key in ("max_tokens", "max_completion_tokens"):
+        n = body.get(key)
+        if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+            return n
+    return DEFAULT_RESPONSE_TOKENS
+
+
+def estimate_tokens(chars: int, images: int, chars_per_token: float) -> int:
+    """Prompt tokens from characters (rounded up) plus a fixed budget per image."""
+    return int(math.ceil(chars / chars_per_token)) + images * IMAGE_TOKENS
+
+
+def needed_context(prompt_tokens: int, budget: int) -> int:
+    return prompt_tokens + budget + TEMPLATE_TOKENS + MARGIN_TOKENS
+
+
+def context_cap(training: int, max_context: int) -> int:
+    """The largest num_ctx the proxy lets through: min(training context, --max-context); 0 = no cap."""
+    caps = [c for c in (training, max_context) if c > 0]
+    return min(caps) if caps else 0
+
+
+def choose_auto_size(needed: int, sizes: Sequence[int], cap: int, loaded: int = 0) -> Tuple[int, str]:
+    """Auto mode: (num_ctx, why) for a request that needs ``needed`` tokens.
+
+    A model already loaded with a context that holds the request keeps it (no reload);
+    otherwise the smallest size that holds it (never smaller than what is loaded, so the
+    size only grows while the model stays loaded); the cap when none does.
+    """
+    if loaded and loaded >= needed and (not cap or loaded <= cap):
+        return loaded, "loaded with %d, holds %d" % (loaded, needed)
+    floor = loaded if loaded and (not cap or loaded <= cap) else 0
+    for size in sorted(sizes):
+        if cap and size > cap:
+            break
+        if size >= needed and size >= floor:
+            return size, "needs %d" % needed
+    if cap:
+        return cap, "needs %d, more than any size allows: capped" % needed
+    return max(max(sizes), needed), "needs %d" % needed
+
+
+def next_smaller_size(current: int, sizes: Sequence[int]) -> int:
+    """The next --context-sizes entry below ``current`` (0 if none): the out-of-memory fallback."""
+    smaller = [s for s in sizes if s < current]
+    return max(smaller) if smaller else 0
+
+
+def calibrate(old: float, prompt_chars: int, prompt_eval_count: int) -> float:
+    """A new characters-per-token estimate from Ollama's own count (bounded, smoothed)."""
+    if prompt_chars < MIN_CALIBRATION_CHARS or prompt_eval_count <= 0:
+        return old
+    observed = min(MAX_CHARS_PER_TOKEN, max(MIN_CHARS_PER_TOKEN, prompt_chars / prompt_eval_count))
+    return old + CALIBRATION_WEIGHT * (observed - old)
+
+
+# ---------------------------------------------------------------------------
+# 7. Request modifiers
+# ---------------------------------------------------------------------------
+#
+# Each modifier looks at one parsed native request and says what it changed, as
+# (what, old, new, why) tuples for the log.  They run in MODIFIERS order; the
+# body is re-encoded only when one of them changed something.
+
+
+@dataclass
+class Change:
+    """One modification, for the log line and the metrics."""
+
+    modifier: str
+    what: str
+    old: Any
+    new: Any
+    reason: str
+
+    def describe(self) -> str:
+        old = "unset" if self.old is None else self.old
+        return "%s %s -> %s (%s)" % (self.what, old, self.new, self.reason)
+
+
+@dataclass
+class ModifyContext:
+    """What a modifier may read: the request, the model, the settings, the backend's state."""
+
+    path: str  #: the native endpoint: /api/chat, /api/generate, /api/embed, /api/embeddings
+    body: Dict[str, Any]
+    model: str  #: normalized
+    config: "Config"
+    info: Optional[ModelInfo] = None  #: None when /api/show failed: modifiers needing it skip
+    forced_ctx: Any = None  #: from /proxy-context/<N|auto>/: an int, "auto", or None
+    loaded_ctx: int = 0  #: the context this model is loaded with on the chosen backend (0: not loaded)
+    chars_per_token: float = DEFAULT_CHARS_PER_TOKEN
+    chosen_ctx: int = 0  #: set by the context modifier when the proxy chose num_ctx (for the OOM fallback)
+
+
+def _options(body: Dict[str, Any]) -> Dict[str, Any]:
+    options = body.get("options")
+    if not isinstance(options, dict):
+        options = {}
+        body["options"] = options
+    return options
+
+
+class Modifier:
+    """One adjustment of a native request; ``modify`` changes ctx.body and returns what it did."""
+
+    name = "modifier"
+    paths: frozenset = frozenset()
+    needs_info = False
+
+    def modify(self, ctx: ModifyContext) -> List[Change]:
+        raise NotImplementedError
+
+
+class ContextModifier(Modifier):
+    """num_ctx: URL, then --num-ctx, then the client's value, then --context-mode; capped."""
+
+    name = "num_ctx"
+    paths = frozenset({"/api/chat", "/api/generate", "/api/embed", "/api/embeddings"})
+    needs_info = True
+
+    def modify(self, ctx: ModifyContext) -> List[Change]:
+        config = ctx.config
+        info = ctx.info
+        assert info is not None
+        options = ctx.body.get("options") if isinstance(ctx.body.get("options"), dict) else {}
+        client = options.get("num_ctx")
+        if isinstance(client, bool) or not isinstance(client, int) or client <= 0:
+            client = None
+        cap = context_cap(info.context_length, config.max_context)
+        cap_text = "%s trained %d" % (ctx.model, info.context_length) if info.context_length and (not config.max_context or info.context_length <= config.max_context) else "--max-context %d" % config.max_context
+        fixed = lookup_model_value(config.num_ctx, ctx.model)
+        mode = config.context_mode
+        value: Optional[int]
+        if isinstance(ctx.forced_ctx, int):
+            value, why = ctx.forced_ctx, "URL /proxy-context/%d" % ctx.forced_ctx
+        elif ctx.forced_ctx == "auto":
+            value, why = None, ""
+            mode = "auto"
+        elif fixed is not None:
+            value, why = fixed, "--num-ctx %s=%d" % (ctx.model, fixed)
+        elif client is not None:
+            value, why = client, ""
+        elif mode == "off":
+            return []
+        else:
+            value, why = None, ""
+        if value is None:
+            if mode == "auto":
+                chars, images = prompt_size(ctx.path, ctx.body)
+                needed = needed_context(estimate_tokens(chars, images, ctx.chars_per_token), response_budget(ctx.path, ctx.body))
+                value, why = choose_auto_size(needed, config.context_sizes, cap, ctx.loaded_ctx)
+                why = "auto: " + why
+            else:
+                if not cap:
+                    return []
+                value, why = cap, cap_text
+        if cap and value > cap:
+            why = cap_text if value == client else (why + "; " if why else "") + "capped at %s" % cap_text
+            value = cap
+        if value == client:
+            return []
+        _options(ctx.body)["num_ctx"] = value
+        ctx.chosen_ctx = value
+        return [Change(self.name, "num_ctx", client, value, why or cap_text)]
+
+
+class NumPredictModifier(Modifier):
+    """num_predict for generations that set none: the request's max_tokens, else --num-predict."""
+
+    name = "num_predict"
+    paths = frozenset({"/api/chat", "/api/generate"})
+
+    def modify(self, ctx: ModifyContext) -> List[Change]:
+        options = ctx.body.get("options")
+        if isinstance(options, dict) and options.get("num_predict") is not None:
+            return []  # an explicit value is never changed
+        for key in ("max_tokens", "max_completion_tokens"):
+            n = ctx.body.get(key)
+            if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+                _options(ctx.body)["num_predict"] = n
+                return [Change(self.name, "num_predict", None, n, "from %s" % key)]
+        if ctx.config.num_predict <= 0:
+            return []
+        _options(ctx.body)["num_predict"] = ctx.config.num_predict
+        return [Change(self.name, "num_predict", None, ctx.config.num_predict, "--num-predict default")]
+
+
+class KeepAliveModifier(Modifier):
+    """keep_alive from --keep-alive for the model, when the request sets none."""
+
+    name = "keep_alive"
+    paths = frozenset({"/api/chat", "/api/generate", "/api/embed", "/api/embeddings"})
+
+    def modify(self, ctx: ModifyContext) -> List[Change]:
+        if ctx.body.get("keep_alive") is not None:
+            return []
+        value = lookup_model_value(ctx.config.keep_alive, ctx.model)
+        if value is None:
+            return []
+        ctx.body["keep_alive"] = value
+        return [Change(self.name, "keep_alive", None, value, "--keep-alive for %s" % ctx.model)]
+
+
+#: The modifiers, in the order they run.
+MODIFIERS: Tuple[Modifier, ...] = (ContextModifier(), NumPredictModifier(), KeepAliveModifier())
+
+
+def apply_modifiers(ctx: ModifyContext, modifiers: Sequence[Modifier] = MODIFIERS) -> List[Change]:
+    """Run every modifier that applies to the path; those needing model info skip without it."""
+    changes: List[Change] = []
+    for modifier in modifiers:
+        if ctx.path not in modifier.paths:
+            continue
+        if modifier.needs_info and ctx.info is None:
+            continue
+        changes.extend(modifier.modify(ctx))
+    return changes
+
+
+# ---------------------------------------------------------------------------
+# 8. Server and request handling
 # ---------------------------------------------------------------------------
 #
 # Theory.  One task per client connection runs a loop of request cycles.  The
@@ -1092,9 +1525,18 @@ class Exchange:
     sent_bytes: int = 0
     tail: bytes = b""  #: the last bytes of the response body (for the final stats)
     error: Optional[str] = None
+    forced_ctx: Any = None  #: from /proxy-context/<N|auto>/
+    num_ctx: int = 0  #: the num_ctx sent upstream (0: none)
+    num_ctx_changed: bool = False  #: the proxy set or changed num_ctx (X-Ollama-Proxy-Num-Ctx)
+    chosen_ctx: int = 0  #: a num_ctx the proxy chose: eligible for the out-of-memory fallback
+    prompt_chars: int = 0  #: prompt characters, to calibrate characters per token
 
 
 _EVAL_COUNT_RE = re.compile(rb'"eval_count"\s*:\s*(\d+)')
+_PROMPT_EVAL_RE = re.compile(rb'"prompt_eval_count"\s*:\s*(\d+)')
+METADATA_TIMEOUT = 10.0  #: seconds for the proxy's own /api/show, /api/tags, /api/ps calls
+METADATA_RETRY_SECONDS = 30.0  #: a failed /api/show is not asked again for this long
+REFRESH_DEBOUNCE_SECONDS = 0.5  #: after a model request, wait this long before reading /api/ps
 _EVAL_DURATION_RE = re.compile(rb'"eval_duration"\s*:\s*(\d+)')
 
 
@@ -1124,6 +1566,34 @@ def has_final_line(tail: bytes) -> bool:
     return b'"done":true' in last.replace(b" ", b"") or b'"error"' in last
 
 
+#: Native endpoints whose requests the modifiers adjust.
+MODIFIED_PATHS = frozenset({"/api/chat", "/api/generate", "/api/embed", "/api/embeddings"})
+#: Words in a backend's error that mean the model could not be loaded for lack of memory.
+LOAD_FAILURE_MARKERS = ("out of memory", "failed to allocate", "unable to allocate", "requires more system memory",
+                        "insufficient memory", "llama-server process has terminated", "cudamalloc")
+
+
+def is_load_failure(status: int, message: str) -> bool:
+    """Does this error look like a model load that ran out of memory (ollama-api.md §5)?"""
+    text = message.lower()
+    return status >= 500 and any(marker in text for marker in LOAD_FAILURE_MARKERS)
+
+
+def parse_context_url(target: bytes) -> Tuple[Any, bytes]:
+    """``/proxy-context/<N|auto>/<path>`` -> (N or "auto", the target without the prefix).
+
+    Raises BadRequest for a size that is not a positive integer.
+    """
+    rest = target[len(b"/proxy-context/") :]
+    size, _, remainder = rest.partition(b"/")
+    new_target = b"/" + remainder
+    if size == b"auto":
+        return "auto", new_target
+    if size.isdigit() and int(size) > 0:
+        return int(size), new_target
+    raise BadRequest("/proxy-context/%s/: the size must be a positive number or 'auto'" % size.decode("latin-1"))
+
+
 def split_target(target: bytes) -> Tuple[str, str]:
     """(path, query) of a request target; the path is percent-decoded only for matching."""
     text = target.decode("latin-1")
@@ -1148,6 +1618,13 @@ class App:
         self._stopped: Optional[asyncio.Event] = None
         self._api_key = config.api_key.encode("utf-8") if config.api_key else None
         self._bearer = b"Bearer " + self._api_key if self._api_key else None
+        self.chars_per_token: Dict[str, float] = {}  #: model -> calibrated characters per token
+        self.counters: Dict[str, int] = {}  #: event -> count (modifications, metadata cache), for metrics
+        self._refresh_soon: Optional[asyncio.Event] = None
+        self._refresher: Optional[asyncio.Task] = None
+
+    def count(self, event: str, n: int = 1) -> None:
+        self.counters[event] = self.counters.get(event, 0) + n
 
     # -- lifecycle --------------------------------------------------------
 
@@ -1163,6 +1640,9 @@ class App:
 
         self.server = await loop.create_server(make_protocol, self.config.host, self.config.port, backlog=1024)
         self.port = self.server.sockets[0].getsockname()[1]
+        if self.config.scan_interval > 0:
+            self._refresh_soon = asyncio.Event()
+            self._refresher = asyncio.ensure_future(self._refresh_loop())
         log.info(
             "listening on http://%s:%d, forwarding to %s",
             self.config.host if ":" not in self.config.host else "[%s]" % self.config.host,
@@ -1196,6 +1676,9 @@ class App:
             if pending:
                 log.warning("shutdown grace over: %d response(s) cut off", len(pending))
                 await asyncio.wait(pending, timeout=LINGER_SECONDS + 1.0)
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.wait({self._refresher})
         for backend in self.backends:
             if backend.pool is not None:
                 backend.pool.close()
@@ -1307,6 +1790,10 @@ class App:
         backend = self.backends[0]
         try:
             try:
+                if path.startswith("/proxy-context/"):
+                    ex.forced_ctx, ex.target = parse_context_url(ex.target)
+                    ex.path = split_target(ex.target)[0]
+                    ex.openai = is_openai_path(ex.path)
                 self._check_access(ex)
                 upload = ex.method == b"POST" and path.startswith(STREAMED_UPLOAD_PREFIXES)
                 if upload:
@@ -1317,6 +1804,8 @@ class App:
                 else:
                     await self._read_body(side, ex)
                     self._inspect_body(ex)
+                    if ex.path in MODIFIED_PATHS and ex.model and isinstance(ex.json, dict):
+                        await self._modify(ex, backend)
                     task = asyncio.current_task()
                     assert task is not None
                     side.watch_disconnect(task)
@@ -1324,6 +1813,8 @@ class App:
                         await self._relay(side, ex, backend, upload=False)
                     finally:
                         side.unwatch()
+                    if ex.path in MODIFIED_PATHS and ex.model:
+                        self._learn_from_response(ex, backend)
             except ProxyError as err:
                 if ex.body is None and not isinstance(err, BodyTooLarge):
                     await self._discard_body(side, ex)
@@ -1394,6 +1885,163 @@ class App:
             if timing:
                 side.timer.stop()
         ex.body = b"".join(parts)
+
+    # -- models: metadata, modifiers, what the backend has loaded -------------
+
+    async def _modify(self, ex: Exchange, backend: Backend) -> None:
+        """Run the request modifiers; re-encode the body only when one of them changed it."""
+        assert ex.model is not None
+        model = normalize_model(ex.model)
+        body: Dict[str, Any] = ex.json
+        options = body.get("options")
+        info = None
+        if (
+            self.config.context_mode != "off"
+            or ex.forced_ctx is not None
+            or (isinstance(options, dict) and options.get("num_ctx") is not None)
+            or lookup_model_value(self.config.num_ctx, model) is not None
+        ):
+            info = await self._model_info(backend, model)  # only when num_ctx may be set or capped
+        ctx = ModifyContext(
+            path=ex.path,
+            body=body,
+            model=model,
+            config=self.config,
+            info=info,
+            forced_ctx=ex.forced_ctx,
+            loaded_ctx=backend.loaded.get(model, 0),
+            chars_per_token=self.chars_per_token.get(model, DEFAULT_CHARS_PER_TOKEN),
+        )
+        changes = apply_modifiers(ctx)
+        if ex.path in ("/api/chat", "/api/generate"):
+            ex.prompt_chars = prompt_size(ex.path, body)[0]
+        options = body.get("options")
+        num_ctx = options.get("num_ctx") if isinstance(options, dict) else None
+        ex.num_ctx = num_ctx if isinstance(num_ctx, int) and not isinstance(num_ctx, bool) else 0
+        if not changes:
+            return
+        ex.body = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        ex.chosen_ctx = ctx.chosen_ctx
+        for change in changes:
+            self.count("modified_" + change.modifier)
+            if change.modifier == "num_ctx":
+                ex.num_ctx_changed = True
+            log.info("conn %d: %s", ex.conn_id, change.describe(), extra={"fields": {
+                "event": "modification", "conn": ex.conn_id, "model": model, "modifier": change.modifier,
+                "old": change.old, "new": change.new, "reason": change.reason}})
+
+    def _learn_from_response(self, ex: Exchange, backend: Backend) -> None:
+        """After an answer: what the model is now loaded with, and Ollama's own token count."""
+        if ex.status != 200 or ex.model is None:
+            return
+        model = normalize_model(ex.model)
+        if ex.num_ctx:
+            info = backend.info.get(model)
+            trained = info.context_length if isinstance(info, ModelInfo) else 0
+            backend.loaded[model] = min(ex.num_ctx, trained) if trained else ex.num_ctx
+        if ex.prompt_chars and ex.tail:
+            match = _PROMPT_EVAL_RE.search(ex.tail)
+            if match:
+                old = self.chars_per_token.get(model, DEFAULT_CHARS_PER_TOKEN)
+                self.chars_per_token[model] = calibrate(old, ex.prompt_chars, int(match.group(1)))
+        if self._refresh_soon is not None:
+            self._refresh_soon.set()
+
+    async def _model_info(self, backend: Backend, model: str) -> Optional[ModelInfo]:
+        """/api/show for the model on this backend: cached, fetched once for concurrent requests."""
+        info = backend.info.get(model)
+        if info is not None:
+            self.count("metadata_hit")
+            return info
+        failed = backend.info_failed.get(model)
+        if failed is not None and time.monotonic() - failed < METADATA_RETRY_SECONDS:
+            return None
+        pending = backend.info_pending.get(model)
+        if pending is None:
+            self.count("metadata_fetch")
+            pending = asyncio.ensure_future(self._fetch_model_info(backend, model))
+            backend.info_pending[model] = pending
+            pending.add_done_callback(lambda _: backend.info_pending.pop(model, None))
+        else:
+            self.count("metadata_shared")
+        return await asyncio.shield(pending)
+
+    async def _fetch_model_info(self, backend: Backend, model: str) -> Optional[ModelInfo]:
+        try:
+            status, obj = await self._backend_json(backend, b"POST", "/api/show", {"model": model})
+        except (ProxyError, OSError) as exc:
+            status, obj = 0, {"error": str(exc)}
+        if status == 200 and isinstance(obj, dict):
+            info = model_info_from_show(model, obj, backend.digests.get(model, ""))
+            backend.info[model] = info
+            backend.info_failed.pop(model, None)
+            log.debug("model %s on %s: %s, trained context %d", model, backend.name, info.architecture or "?", info.context_length)
+            return info
+        backend.info_failed[model] = time.monotonic()
+        reason = obj.get("error") if isinstance(obj, dict) else None
+        log.warning("model %s on %s: /api/show failed (%s): num_ctx is left as the client sent it", model, backend.name, reason or "status %d" % status)
+        return None
+
+    async def _backend_json(self, backend: Backend, method: bytes, path: str, body: Any = None, timeout: float = METADATA_TIMEOUT) -> Tuple[int, Any]:
+        """One small JSON exchange of the proxy's own with a backend: (status, parsed body or None)."""
+        pool = backend.pool
+        assert pool is not None
+        data = json.dumps(body).encode("utf-8") if body is not None else b""
+        headers: Headers = [(b"host", backend.host_header), (b"accept", b"application/json"), (b"via", self.via)]
+        if body is not None:
+            headers += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
+        if backend.spec.auth is not None:
+            headers.append((b"authorization", backend.spec.auth.encode("latin-1")))
+        target = (backend.spec.path_prefix + path).encode("latin-1")
+        upconn = pool.take_idle() or await pool.connect()
+        try:
+            upconn.timer.start(timeout)
+            await upconn.send_request(method, target, headers, data)
+            response = await upconn.receive_response()
+            raw = await upconn.receive_whole_body()
+        except BaseException:
+            upconn.abort()
+            raise
+        pool.release(upconn)
+        try:
+            return response.status_code, json.loads(raw) if raw else None
+        except ValueError:
+            return response.status_code, None
+
+    async def _refresh_loop(self) -> None:
+        """Every --scan-interval (and soon after each model request): /api/tags and /api/ps of each backend."""
+        assert self._refresh_soon is not None
+        while True:
+            self._refresh_soon.clear()
+            for backend in self.backends:
+                try:
+                    await self._refresh_backend(backend)
+                except (ProxyError, OSError) as exc:
+                    log.debug("backend %s: refresh failed: %s", backend.name, exc)
+            try:
+                await asyncio.wait_for(self._refresh_soon.wait(), self.config.scan_interval)
+                await asyncio.sleep(REFRESH_DEBOUNCE_SECONDS)  # let a burst of requests finish first
+            except asyncio.TimeoutError:
+                pass
+
+    async def _refresh_backend(self, backend: Backend) -> None:
+        status, tags = await self._backend_json(backend, b"GET", "/api/tags")
+        if status == 200 and isinstance(tags, dict) and isinstance(tags.get("models"), list):
+            digests = {normalize_model(str(m.get("name") or m.get("model") or "")): str(m.get("digest") or "") for m in tags["models"] if isinstance(m, dict)}
+            backend.digests = digests
+            for model, info in list(backend.info.items()):
+                if model not in digests or (info.digest and digests[model] != info.digest):
+                    log.info("model %s changed on %s: its metadata will be read again", model, backend.name)
+                    del backend.info[model]
+                elif not info.digest:
+                    backend.info[model] = dataclasses.replace(info, digest=digests[model])
+        status, ps = await self._backend_json(backend, b"GET", "/api/ps")
+        if status == 200 and isinstance(ps, dict) and isinstance(ps.get("models"), list):
+            loaded = {}
+            for m in ps["models"]:
+                if isinstance(m, dict) and isinstance(m.get("context_length"), int):
+                    loaded[normalize_model(str(m.get("name") or m.get("model") or ""))] = m["context_length"]
+            backend.loaded = loaded
 
     async def _discard_body(self, side: ServerSide, ex: Exchange, limit: int = 1024 * 1024) -> None:
         """Read and drop what is left of a small request body, so the connection can be kept.
@@ -1466,6 +2114,8 @@ class App:
         headers = strip_hop_by_hop(upstream, frozenset({b"via"}))
         headers.append((b"via", join_via(all_values(upstream, b"via"), self.via)))
         headers.append((b"x-ollama-proxy-backend", backend.name.encode("utf-8")))
+        if ex.num_ctx_changed:
+            headers.append((b"x-ollama-proxy-num-ctx", b"%d" % ex.num_ctx))
         if self._shutting_down:
             headers.append((b"connection", b"close"))
         return headers
@@ -1482,6 +2132,8 @@ class App:
         try:
             try:
                 upconn, response = await self._open_exchange(side, ex, backend, upload)
+                if ex.chosen_ctx and response.status_code >= 500:
+                    upconn, response = await self._retry_smaller_context(side, ex, backend, upconn, response)
             finally:
                 if heartbeat is not None:
                     heartbeat.cancel()
@@ -1504,6 +2156,28 @@ class App:
             if upconn is not None:
                 assert backend.pool is not None
                 backend.pool.release(upconn)
+
+    async def _retry_smaller_context(
+        self, side: ServerSide, ex: Exchange, backend: Backend, upconn: UpstreamConnection, response: h11.Response
+    ) -> Tuple[UpstreamConnection, h11.Response]:
+        """A num_ctx the proxy chose is explicit to Ollama, which then does not fall back on its own
+        when the load runs out of memory (ollama-api.md §7.2): retry once with the next smaller size."""
+        body = await upconn.receive_whole_body()
+        message = error_message_from_body(body)
+        smaller = next_smaller_size(ex.chosen_ctx, self.config.context_sizes)
+        if not is_load_failure(response.status_code, message) or not smaller:
+            upconn.replay = body  # the error goes to the client as it came
+            return upconn, response
+        assert backend.pool is not None
+        backend.pool.release(upconn)
+        log.warning("num_ctx %d -> %d (%s: the backend %s could not load it: %s)", ex.chosen_ctx, smaller, ex.model, backend.name, message)
+        self.count("oom_fallback")
+        obj = ex.json
+        obj["options"]["num_ctx"] = smaller
+        ex.body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        ex.num_ctx = smaller
+        ex.chosen_ctx = 0  # once only
+        return await self._open_exchange(side, ex, backend, False)
 
     async def _open_exchange(self, side: ServerSide, ex: Exchange, backend: Backend, upload: bool) -> Tuple[UpstreamConnection, h11.Response]:
         """Connect (or reuse), send the request, and read the response head.
@@ -1613,7 +2287,7 @@ class App:
             # The head goes out with the first body bytes when they are already here (one
             # write for a whole small answer); otherwise at once, before waiting for them.
             try:
-                first = upconn.take_buffered()
+                first = upconn.take_buffered() if upconn.replay is None else (upconn.replay, True)
             except ProxyError:
                 await side.write(head)
                 raise
@@ -1752,7 +2426,7 @@ class App:
 
 
 # ---------------------------------------------------------------------------
-# 7. CLI
+# 9. CLI
 # ---------------------------------------------------------------------------
 
 

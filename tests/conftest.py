@@ -104,6 +104,7 @@ def start_proxy():
 
     def start(backend_url: str, **overrides) -> ProxyThread:
         overrides.setdefault("shutdown_grace", 2.0)
+        overrides.setdefault("scan_interval", 0.0)  # no background /api/tags, /api/ps unless a test asks
         proxy = ProxyThread(make_config(backend_url, **overrides)).start()
         started.append(proxy)
         return proxy

@@ -21,25 +21,91 @@ Public API
 ----------
 ``FakeModel`` (dataclass: name, arch, context_length, capabilities, embedding_length, digest,
 family, parameter_size, quantization_level, size, block_count, modified_at, parameters,
-template) and ``DEFAULT_MODELS`` (llama3.2:latest, qwen3:8b, nomic-embed-text:latest,
+template, chars_per_token (4.0), template_tokens (10), blob (the weights; the digest when
+empty)) and ``DEFAULT_MODELS`` (llama3.2:latest, qwen3:8b, nomic-embed-text:latest,
 all-minilm:latest).
 
 ``FakeOllama(models=None, *, host="127.0.0.1", port=0, fast=False, version="0.33.0",
 check_host=True)``: ``start()`` (returns self once listening), ``stop()``, context manager;
-``port``, ``url``, ``models`` (the live list), ``loaded``; records ``received``
+``port``, ``url``, ``models`` (the live list); records ``received``
 (list of ``Received``), ``connections_accepted``, ``closed_conn_ids``;
 ``wait_for_requests(n, timeout)`` (raises ``TimeoutError``), ``wait_closed(conn_id, timeout)``
 (-> bool); faults ``add_fault(Fault) -> Fault``, ``clear_faults()``, ``gate() -> Gate``;
-``refuse()`` / ``accept()`` close and reopen the listening socket (same port).
+``refuse()`` / ``accept()`` close and reopen the listening socket (same port); scheduler
+``loaded``, ``loads``, ``load_count(model=None)``, ``reload_count(model=None)``,
+``oom_above`` and ``default_num_ctx`` (settable), see below.
 
 ``Received``: conn_id, method, target, headers (lower-cased names, in order), body,
 http_version; ``header(name)``, ``path``, ``json`` (parsed body or None).
 
-``loaded`` maps a model's display name to ``{"num_ctx": int | None, "expires_at": float (Unix
-seconds), "keep_alive": float (seconds)}``. chat, generate and embed (and their /v1 forms) set
-it; ``num_ctx`` is the request's ``options.num_ctx`` (None when absent, always None on /v1).
-``/api/ps`` shows ``context_length`` = num_ctx, else the Modelfile's ``num_ctx`` parameter,
-else 4096, clamped to the training context. ``keep_alive: 0`` unloads after the request.
+Scheduler: loads, reloads, out of memory (ollama-api.md §7, §3.7)
+-------------------------------------------------------------------
+Every /api/chat, /api/generate, /api/embed and /api/embeddings request (the empty-prompt /
+empty-messages / empty-input load requests included) and their /v1 forms get a runner, after
+the request's own 400/404 checks, as Ollama's scheduler gives one:
+
+* Slots are keyed by ``FakeModel.blob`` (the weights; it defaults to the digest, /api/copy
+  keeps it, /api/create ``from`` keeps the base's), so two tags of the same weights share one
+  slot, and alternating between tags with different options reloads each time.
+* Runner options of a request: ``num_ctx`` = the request's ``options.num_ctx``, else the
+  Modelfile's ``num_ctx`` PARAMETER, else ``default_num_ctx`` (4096; then it is *automatic*);
+  values below 4 become 4 (2048 for a model with the ``vision`` capability), then clamped to
+  the training context (``FakeModel.context_length``). Also ``num_batch`` (default 512,
+  automatic; an embedding model's is min(2048, num_ctx before clamping)), ``num_gpu`` (-1),
+  ``main_gpu`` (0), ``num_thread`` (0), ``use_mmap`` (unset: the scheduler picks true),
+  ``draft_num_predict`` (0) and context ``shift`` (the request's ``shift``, else true except
+  for family deepseek2); request value, else Modelfile PARAMETER, else default (null = unset).
+* needsReload (§7.4): a loaded runner is reused when these are equal, where both-automatic
+  num_ctx (and num_batch) keep the loaded value, a negative ``num_gpu`` matches anything and
+  an unset ``use_mmap`` matches a scheduler-chosen one. Otherwise it is unloaded and the model
+  loaded again. A reused runner takes the request's ``keep_alive`` (if given); a new one the
+  request's or 5 minutes; ``expires_at`` = now + keep_alive (negative = for ever), set when a
+  request takes the runner and again when the last one using it ends; only an idle runner
+  expires. A request that reloads a runner still in use by another does not wait for it.
+* Out of memory: a load whose effective num_ctx is above ``oom_above`` (None = never) fails
+  with 500 ``{"error": "llama-server process has terminated: error:failed to allocate buffer
+  of size <num_ctx x block_count x 4096> (kv cache)"}`` before any byte of the answer (also
+  for streaming requests; OpenAI shape on /v1), and the model is then not loaded (a runner it
+  was to replace is gone too). An *automatic* num_ctx is retried once with a smaller tier
+  (> 32768 -> 32768, > 4096 -> 4096); an explicit one is never reduced.
+* ``keep_alive: 0`` unloads the runner once the last request using it ended (its answer sent
+  or cut off, or an error after the load; a later request without keep_alive that reused it
+  keeps the 0, as in Ollama). The unload happens before the last bytes a client waits for (the
+  head of a non-streamed answer, the chunked terminator of a stream), so right after reading
+  the answer a test sees it gone. The empty-prompt unload answer (``done_reason: "unload"``)
+  unloads the slot at once without loading. /api/delete unloads the slot. A request that (re)loaded its runner
+  reports ``load_duration`` 0.5 s larger; nothing really waits.
+
+``loads`` (a snapshot list) holds every load attempt in order, each ``{"model": display name
+of the requesting tag, "path": request path, "num_ctx": effective, "automatic": bool,
+"reason": "first load" | "num_ctx changed" | "num_batch changed" | ... (", "-joined when
+several; also "num_gpu", "main_gpu", "num_thread", "use_mmap", "draft_num_predict", "shift")
+| "oom retry", "replaced": bool (a loaded runner of that slot was unloaded for it), "ok":
+bool, "error": str | None}``. ``load_count(model=None)`` counts the attempts (failed ones
+included) of that model's slot (same blob, whichever tag) or of all; ``reload_count(model=None)``
+counts those with ``replaced`` (a first load, also one after keep_alive 0 or expiry, is not a
+reload; an OOM retry is not one either).
+
+``loaded`` (a snapshot) maps the display name of the tag that loaded each runner to
+``{"model", "digest", "num_ctx": effective, "automatic": bool, "options": {"num_batch",
+"num_gpu", "main_gpu", "num_thread", "use_mmap", "draft_num_predict", "shift"}, "keep_alive":
+seconds (math.inf = for ever), "expires_at": Unix seconds}``; expired runners are dropped.
+``/api/ps`` lists the same runners, latest ``expires_at`` first, with ``context_length`` = the
+effective num_ctx and ``size`` = ``size_vram`` = model size + num_ctx x block_count x 4096.
+
+Token counts
+------------
+``prompt_eval_count`` (and /v1 ``usage.prompt_tokens``) is a pure function of the prompt text:
+``max(1, ceil(C / model.chars_per_token) + model.template_tokens)`` where C counts characters
+(Python ``len``): on chat the ``content`` of every message, plus the tools as compact JSON
+(``json.dumps(tools, separators=(",", ":"))``) when present; on generate ``prompt`` + ``system``
+(no ``template_tokens`` when ``raw`` is true), then plus ``len(context)`` of a given context
+array; on /v1/chat/completions the text parts of the messages; on /v1/completions the prompt.
+The ceiling has a 1e-9 tolerance (C / chars_per_token within 1e-9 of an integer counts as it).
+Embeddings count each input alone as ``max(1, ceil(len / chars_per_token))`` (no template),
+summed over inputs; inputs longer than num_ctx - 2 tokens are cut to that many tokens
+(``int(tokens x chars_per_token)`` characters) or rejected with ``truncate: false``.
+So with the defaults "Hello there!" in one chat message gives 3 + 10 = 13.
 
 Per-request control headers (they pass through a proxy; honoured in normal and fast mode)
 -----------------------------------------------------------------------------------------
@@ -95,12 +161,15 @@ empty (only connections are counted), so memory does not grow with the request c
 Deliberate differences from real Ollama
 ---------------------------------------
 No CORS handling; the loopback Host check (403, empty body) is on by default and can be turned
-off with ``check_host=False``. Routes Ollama registers but the fake does not model (/api/me,
-/api/signout, /api/user/keys/*, /api/experimental/*, /v1/responses, /v1/messages,
-/v1/audio/transcriptions) answer 501 ``{"error": "not implemented by fake_ollama"}``. Tool calls
-are never generated. ``format`` is accepted but the text is not JSON. /api/embed on a model
-without the ``embedding`` capability answers 501 (llama-server's "does not support embeddings"
-status; unverified upstream). Times are printed in UTC.
+off with ``check_host=False``. Loads take no time, there is no scheduler queue (503) and no
+model-count or memory limit besides ``oom_above``: models stay loaded beside each other, and
+requests that would wait in Ollama for a runner to unload do not wait. Routes Ollama
+registers but the fake does not model (/api/me, /api/signout, /api/user/keys/*,
+/api/experimental/*, /v1/responses, /v1/messages, /v1/audio/transcriptions) answer 501
+``{"error": "not implemented by fake_ollama"}``. Tool calls are never generated. ``format`` is
+accepted but the text is not JSON. /api/embed on a model without the ``embedding`` capability
+answers 501 (llama-server's "does not support embeddings" status; unverified upstream). Times
+are printed in UTC.
 
 Sections (``grep -n '^# [0-9]*\\. '``)
 -----------------------------------
@@ -157,6 +226,9 @@ MAX_HEAD = (1 << 20) + 4096  # Go's http.DefaultMaxHeaderBytes plus its slack
 READ_SIZE = 65536
 WATCH_LIMIT = 1 << 20  # bytes a disconnect watcher buffers (pipelined requests) at most
 MAX_CHUNKS = 1_000_000
+LOAD_NS = 500_000_000  # load_duration a request gets on top when it (re)loaded its runner
+OOM_MESSAGE = ("llama-server process has terminated: error:failed to allocate buffer of size %d "
+               "(kv cache)")
 BASE_MODIFIED = 1785578400.0  # 2026-08-01T10:00:00Z; default models are "modified" before it
 
 CT_JSON = "application/json; charset=utf-8"  # gin's c.JSON
@@ -218,10 +290,15 @@ class FakeModel:
     modified_at: float = 0.0  #: Unix seconds; derived from the digest when 0
     parameters: List[Tuple[str, Any]] = field(default_factory=list)  #: Modelfile PARAMETERs
     template: str = "{{ .Prompt }}"
+    chars_per_token: float = 4.0  #: prompt characters per token (prompt_eval_count)
+    template_tokens: int = 10  #: tokens the chat template adds to a chat/generate prompt
+    blob: str = ""  #: the weights blob (the scheduler's key); the digest when empty
 
     def __post_init__(self) -> None:
         if not self.digest:
             self.digest = hashlib.sha256(self.name.encode("utf-8")).hexdigest()
+        if not self.blob:
+            self.blob = self.digest
         if not self.family:
             self.family = self.arch
         if not self.size:
@@ -245,11 +322,18 @@ class FakeModel:
     def hidden_size(self) -> int:
         return self.embedding_length or (384 if self.is_embedding_only else 4096)
 
+    def modelfile_option(self, name: str) -> Any:
+        """The value of the Modelfile's first ``PARAMETER <name>``, or None."""
+        for key, value in self.parameters:
+            if key == name:
+                return value
+        return None
+
     def modelfile_num_ctx(self) -> Optional[int]:
         """The Modelfile's ``PARAMETER num_ctx``, if it sets one."""
-        for key, value in self.parameters:
-            if key == "num_ctx" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                return int(value)
+        value = self.modelfile_option("num_ctx")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return int(value)
         return None
 
 
@@ -496,9 +580,17 @@ def http_date() -> str:
     return email.utils.formatdate(usegmt=True)
 
 
-def count_tokens(text: str) -> int:
-    """The fake tokenizer: about four characters a token, at least one."""
-    return max(1, (len(text) + 3) // 4)
+def prompt_token_count(model: FakeModel, chars: int, *, template: bool = True) -> int:
+    """prompt_eval_count for ``chars`` prompt characters (see the module docstring).
+
+    ceil(chars / model.chars_per_token), plus model.template_tokens when ``template``, at
+    least 1. The division has a 1e-9 tolerance, so 33 characters at 3.3 a token are 10 tokens.
+    """
+    per_token = model.chars_per_token if model.chars_per_token > 0 else 4.0
+    tokens = math.ceil(chars / per_token - 1e-9) if chars > 0 else 0
+    if template:
+        tokens += model.template_tokens
+    return max(1, tokens)
 
 
 def _go_quote_char(ch: str) -> str:
@@ -682,6 +774,21 @@ _INT_OPTIONS = frozenset(["num_ctx", "num_predict", "num_keep", "seed", "top_k",
 _FLOAT_OPTIONS = frozenset(["temperature", "top_p", "min_p", "typical_p", "repeat_penalty",
                             "presence_penalty", "frequency_penalty"])
 _BOOL_OPTIONS = frozenset(["use_mmap", "numa"])
+
+
+def _number(value: Any) -> Optional[int]:
+    """An option value as an int: numbers and numeric strings; None otherwise."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def _int_or(value: Any, default: int) -> int:
+    number = _number(value)
+    return default if number is None else number
 
 
 def check_options(options: Optional[dict]) -> dict:
@@ -1010,7 +1117,7 @@ class Reply:
     line_delay: float = 0.0  #: seconds before each streamed line
     pre_delay: float = 0.0  #: seconds of silence before the head
     headers: List[Tuple[str, str]] = field(default_factory=list)
-    on_done: Optional[Callable[[], None]] = None  #: runs once the whole answer was sent
+    on_done: Optional[Callable[[], None]] = None  #: runs once the answer ended (or was cut)
 
 
 def json_reply(obj: Any, status: int = 200, content_type: str = CT_JSON) -> Reply:
@@ -1082,11 +1189,60 @@ _NOT_IMPLEMENTED_ROUTES = {"/api/me": "POST", "/api/signout": "POST",
                            "/v1/messages": "POST"}
 
 
+@dataclass
+class RunnerOptions:
+    """What a llama-server runner is started with, as ``needsReload`` compares it (§7.4)."""
+
+    num_ctx: int  #: effective: at least 4 (2048 with vision), clamped to the training context
+    automatic: bool  #: num_ctx is the default: neither the request nor the Modelfile set it
+    num_batch: int = 512
+    num_batch_auto: bool = True  #: neither the request nor the Modelfile set num_batch
+    num_gpu: int = -1  #: negative = auto, and a negative request matches any loaded value
+    main_gpu: int = 0
+    num_thread: int = 0
+    use_mmap: Optional[bool] = None  #: None: not set (a loaded runner has the chosen value)
+    use_mmap_auto: bool = True  #: the scheduler chose use_mmap (always True when it does)
+    draft_num_predict: int = 0  #: 0: no draft model (none of the fake's models has one)
+    shift: bool = True  #: context shift: the request's ``shift``, else the model default
+
+    def as_dict(self) -> dict:
+        return {"num_batch": self.num_batch, "num_gpu": self.num_gpu, "main_gpu": self.main_gpu,
+                "num_thread": self.num_thread, "use_mmap": self.use_mmap,
+                "draft_num_predict": self.draft_num_predict, "shift": self.shift}
+
+
+@dataclass
+class Runner:
+    """One loaded model: a scheduler slot, keyed by ``model.blob``."""
+
+    model: FakeModel  #: the tag whose request loaded it (/api/ps shows this name)
+    options: RunnerOptions
+    keep_alive: float  #: seconds; math.inf = for ever
+    expires_at: float  #: Unix seconds
+    refs: int = 0  #: requests using it; its timer runs (and keep_alive 0 unloads) at 0
+
+    def describe(self) -> dict:
+        return {"model": self.model.name, "digest": self.model.digest,
+                "num_ctx": self.options.num_ctx, "automatic": self.options.automatic,
+                "options": self.options.as_dict(), "keep_alive": self.keep_alive,
+                "expires_at": self.expires_at}
+
+
+def smaller_auto_num_ctx(num_ctx: int) -> Optional[int]:
+    """reduceAutoNumCtxForLoadOOM: the tier an automatic num_ctx retries with, or None."""
+    if num_ctx > 32768:
+        return 32768
+    if num_ctx > 4096:
+        return 4096
+    return None
+
+
 class FakeOllamaApp:
     """The application: models, loaded runners and blobs, and one handler per route.
 
     ``handle(rec, ctx)`` turns a complete request into a ``Reply`` and does no I/O. It runs in
-    the fake's event-loop thread only; tests read ``models`` and ``loaded`` from theirs.
+    the fake's event-loop thread only; tests read ``models`` from theirs, and the scheduler's
+    state (``runners``, ``loads``) through the locked accessors of FakeOllama.
     """
 
     def __init__(self, models: List[FakeModel], version: str = DEFAULT_VERSION,
@@ -1094,7 +1250,10 @@ class FakeOllamaApp:
         self.models = models
         self.version = version
         self.check_host = check_host
-        self.loaded: dict = {}
+        self.lock = threading.RLock()  # guards runners and loads
+        self.runners: dict = {}  # model.blob -> Runner
+        self.loads: List[dict] = []  # every load attempt, in order
+        self.oom_above: Optional[int] = None  # a load with a larger num_ctx fails
         self.blobs: dict = {}  # "sha256:<hex>" -> size in bytes
         self.default_num_ctx = DEFAULT_NUM_CTX
         self.rng = random.Random(0)
@@ -1173,37 +1332,165 @@ class FakeOllamaApp:
                 return model
         return None
 
-    def touch(self, model: FakeModel, num_ctx: Optional[int], keep_alive: Optional[float]) -> None:
-        """Mark ``model`` loaded (a request used it) and restart its keep-alive timer."""
-        self._expire()
-        previous = self.loaded.get(model.name)
-        if keep_alive is None:
-            keep_alive = previous["keep_alive"] if previous else DEFAULT_KEEP_ALIVE
-        span = FOREVER_SECONDS if math.isinf(keep_alive) else keep_alive
-        self.loaded[model.name] = {"num_ctx": num_ctx, "expires_at": time.time() + span,
-                                   "keep_alive": keep_alive}
+    # -- scheduler (ollama-api.md §7) -----------------------------------------------------
+
+    def runner_options(self, model: FakeModel, options: dict,
+                       shift: Optional[bool] = None) -> RunnerOptions:
+        """The runner options a request asks for: request, then Modelfile, then defaults."""
+
+        def pick(name: str) -> Any:
+            value = options.get(name)
+            return model.modelfile_option(name) if value is None else value
+
+        requested = _number(pick("num_ctx"))
+        automatic = requested is None
+        num_ctx = max(4, self.default_num_ctx if requested is None else requested)
+        if "vision" in model.capabilities:
+            num_ctx = max(num_ctx, 2048)
+        wanted_ctx = num_ctx
+        if model.context_length > 0:
+            num_ctx = min(num_ctx, model.context_length)
+        num_batch = _number(pick("num_batch"))
+        batch_auto = num_batch is None
+        if num_batch is None:  # embedding models: min(2048, num_ctx) before clamping
+            num_batch = min(2048, wanted_ctx) if "embedding" in model.capabilities else 512
+        use_mmap = pick("use_mmap")
+        if shift is None:
+            shift = model.family != "deepseek2"
+        return RunnerOptions(
+            num_ctx=num_ctx, automatic=automatic, num_batch=num_batch,
+            num_batch_auto=batch_auto, num_gpu=_int_or(pick("num_gpu"), -1),
+            main_gpu=_int_or(pick("main_gpu"), 0), num_thread=_int_or(pick("num_thread"), 0),
+            use_mmap=None if use_mmap is None else bool(use_mmap),
+            use_mmap_auto=use_mmap is None,
+            draft_num_predict=_int_or(pick("draft_num_predict"), 0), shift=bool(shift))
+
+    @staticmethod
+    def reload_reasons(loaded: RunnerOptions, want: RunnerOptions) -> List[str]:
+        """needsReload: why a runner loaded with ``loaded`` cannot serve ``want`` ([] = reuse)."""
+        changed = []
+        if loaded.shift != want.shift:
+            changed.append("shift")
+        num_ctx = loaded.num_ctx if loaded.automatic and want.automatic else want.num_ctx
+        if num_ctx != loaded.num_ctx:
+            changed.append("num_ctx")
+        num_batch = (loaded.num_batch if loaded.num_batch_auto and want.num_batch_auto
+                     else want.num_batch)
+        if num_batch != loaded.num_batch:
+            changed.append("num_batch")
+        if want.num_gpu >= 0 and want.num_gpu != loaded.num_gpu:
+            changed.append("num_gpu")
+        if want.main_gpu != loaded.main_gpu:
+            changed.append("main_gpu")
+        if want.num_thread != loaded.num_thread:
+            changed.append("num_thread")
+        use_mmap = want.use_mmap
+        if use_mmap is None and loaded.use_mmap_auto:
+            use_mmap = loaded.use_mmap
+        if use_mmap != loaded.use_mmap:
+            changed.append("use_mmap")
+        if want.draft_num_predict != loaded.draft_num_predict:
+            changed.append("draft_num_predict")
+        return ["%s changed" % name for name in changed]
+
+    def schedule(self, model: FakeModel, options: dict, keep_alive: Optional[float], path: str,
+                 shift: Optional[bool] = None) -> Tuple[Runner, bool]:
+        """Give the request a runner: (runner, True if it was loaded for this request).
+
+        Reuses the loaded runner of the model's blob unless ``reload_reasons`` says otherwise;
+        then unloads it and loads again. A load above ``oom_above`` fails (HTTPError 500, the
+        model is then not loaded); an automatic num_ctx is retried once with a smaller tier.
+        The caller must ``release`` the runner once the request ended.
+        """
+        want = self.runner_options(model, options, shift)
+        with self.lock:
+            self._expire()
+            current = self.runners.get(model.blob)
+            reason = "first load"
+            if current is not None:
+                reasons = self.reload_reasons(current.options, want)
+                if not reasons:
+                    self._restart_timer(current, keep_alive)
+                    current.refs += 1
+                    return current, False
+                del self.runners[model.blob]
+                reason = ", ".join(reasons)
+            keep = DEFAULT_KEEP_ALIVE if keep_alive is None else keep_alive
+            error = self._try_load(model, want, reason, current is not None, path)
+            if error is not None and want.automatic:
+                smaller = smaller_auto_num_ctx(want.num_ctx)
+                if smaller is not None:
+                    want = dataclasses.replace(want, num_ctx=smaller)
+                    error = self._try_load(model, want, "oom retry", False, path)
+            if error is not None:
+                raise HTTPError(500, error)
+            loaded = dataclasses.replace(
+                want, use_mmap=True if want.use_mmap is None else want.use_mmap)
+            runner = Runner(model, loaded, keep, 0.0, refs=1)
+            self._restart_timer(runner, None)
+            self.runners[model.blob] = runner
+            return runner, True
+
+    def _try_load(self, model: FakeModel, want: RunnerOptions, reason: str, replaced: bool,
+                  path: str) -> Optional[str]:
+        """Record one load attempt; the error message when it runs out of memory."""
+        error = None
+        if self.oom_above is not None and want.num_ctx > self.oom_above:
+            error = OOM_MESSAGE % self.kv_cache_bytes(model, want.num_ctx)
+        self.loads.append({"model": model.name, "path": path, "num_ctx": want.num_ctx,
+                           "automatic": want.automatic, "reason": reason, "replaced": replaced,
+                           "ok": error is None, "error": error})
+        return error
+
+    @staticmethod
+    def kv_cache_bytes(model: FakeModel, num_ctx: int) -> int:
+        return num_ctx * model.block_count * 4096
+
+    @staticmethod
+    def _restart_timer(runner: Runner, keep_alive: Optional[float]) -> None:
+        """A request used the runner: take its keep_alive (if any), restart the timer."""
+        if keep_alive is not None:
+            runner.keep_alive = keep_alive
+        span = FOREVER_SECONDS if math.isinf(runner.keep_alive) else runner.keep_alive
+        runner.expires_at = time.time() + span
 
     def unload(self, model: FakeModel) -> None:
-        self.loaded.pop(model.name, None)
+        """Unload the runner of the model's blob (whichever tag loaded it)."""
+        with self.lock:
+            self.runners.pop(model.blob, None)
+
+    def unload_runner(self, runner: Runner) -> None:
+        """Unload ``runner`` if it is still loaded (not replaced meanwhile)."""
+        with self.lock:
+            if self.runners.get(runner.model.blob) is runner:
+                del self.runners[runner.model.blob]
+
+    def release(self, runner: Runner) -> None:
+        """A request using ``runner`` ended: when idle, restart its timer, or unload it at once
+        when its keep_alive is 0 (that request's, or an earlier one's kept by a reuse)."""
+        with self.lock:
+            runner.refs = max(0, runner.refs - 1)
+            if runner.refs:
+                return
+            if runner.keep_alive == 0:
+                self.unload_runner(runner)
+            else:
+                self._restart_timer(runner, None)
 
     def _expire(self) -> None:
         now = time.time()
-        for name in [n for n, e in self.loaded.items() if e["expires_at"] < now]:
-            self.loaded.pop(name, None)
+        with self.lock:
+            for key in [k for k, r in self.runners.items() if not r.refs and r.expires_at < now]:
+                del self.runners[key]
 
-    def effective_num_ctx(self, model: FakeModel, num_ctx: Optional[int]) -> int:
-        """Request, then Modelfile, then the default; at least 4; clamped to training."""
-        value = num_ctx or model.modelfile_num_ctx() or self.default_num_ctx
-        value = max(4, value)
-        if model.context_length > 0:
-            value = min(value, model.context_length)
-        return value
+    def loaded_models(self) -> dict:
+        """Display name of the loading tag -> Runner.describe(), expired runners dropped."""
+        with self.lock:
+            self._expire()
+            return {r.model.name: r.describe() for r in self.runners.values()}
 
-    def _unload_after(self, model: FakeModel, keep_alive: Optional[float]
-                      ) -> Optional[Callable[[], None]]:
-        if keep_alive == 0:
-            return lambda: self.unload(model)
-        return None
+    def _release_after(self, runner: Runner) -> Callable[[], None]:
+        return lambda: self.release(runner)
 
     def details(self, model: FakeModel, *, lengths: bool) -> dict:
         out = {"parent_model": "", "format": "gguf", "family": model.family,
@@ -1243,18 +1530,17 @@ class FakeOllamaApp:
         return json_reply({"models": entries})
 
     def api_ps(self, rec: Received, ctx: RequestContext) -> Reply:
-        self._expire()
+        with self.lock:
+            self._expire()
+            runners = sorted(self.runners.values(), key=lambda r: -r.expires_at)
         entries = []
-        for name, state in sorted(self.loaded.items(), key=lambda kv: -kv[1]["expires_at"]):
-            model = self.find(name)
-            if model is None:
-                continue
-            context = self.effective_num_ctx(model, state["num_ctx"])
-            in_use = model.size + context * model.block_count * 4096
+        for runner in runners:
+            model, context = runner.model, runner.options.num_ctx
+            in_use = model.size + self.kv_cache_bytes(model, context)
             entries.append({"name": model.name, "model": model.name, "size": in_use,
                             "digest": model.digest,
                             "details": self.details(model, lengths=False),
-                            "expires_at": rfc3339_nano(int(state["expires_at"] * 1e9)),
+                            "expires_at": rfc3339_nano(int(runner.expires_at * 1e9)),
                             "size_vram": in_use, "context_length": context})
         return json_reply({"models": entries})
 
@@ -1391,18 +1677,21 @@ class FakeOllamaApp:
             if reason == "unload":
                 self.unload(model)
             else:
-                self.touch(model, option_int(options, "num_ctx"), keep_alive)
+                self.release(self.schedule(model, options, keep_alive, rec.path,
+                                           body.get("shift"))[0])
             return json_reply({"model": model_sent, "created_at": now_rfc3339(),
                                "message": {"role": "assistant", "content": ""}, "done": True,
                                "done_reason": reason})
-        self.touch(model, option_int(options, "num_ctx"), keep_alive)
-        text = "".join(m.get("content") or "" for m in messages)
+        runner, loaded = self.schedule(model, options, keep_alive, rec.path, body.get("shift"))
+        if loaded:
+            ctx.load_ns += LOAD_NS
+        chars = sum(len(m.get("content") or "") for m in messages)
         if body.get("tools"):
-            text += json.dumps(body["tools"])
-        gen = make_generation(model_sent, count_tokens(text), ctx,
+            chars += len(json.dumps(body["tools"], separators=(",", ":")))
+        gen = make_generation(model_sent, prompt_token_count(model, chars), ctx,
                               thinking=self._thinking_on(model, body),
                               num_predict=option_int(options, "num_predict"))
-        on_done = self._unload_after(model, keep_alive)
+        on_done = self._release_after(runner)
         if body.get("stream") is False:
             return Reply(200, CT_JSON, body_fn=lambda: native_chat_object(gen),
                          pre_delay=ctx.delay * gen.line_count, on_done=on_done)
@@ -1424,17 +1713,21 @@ class FakeOllamaApp:
             if reason == "unload":
                 self.unload(model)
             else:
-                self.touch(model, option_int(options, "num_ctx"), keep_alive)
+                self.release(self.schedule(model, options, keep_alive, rec.path,
+                                           body.get("shift"))[0])
             return json_reply({"model": model_sent, "created_at": now_rfc3339(), "response": "",
                                "done": True, "done_reason": reason})
-        self.touch(model, option_int(options, "num_ctx"), keep_alive)
+        runner, loaded = self.schedule(model, options, keep_alive, rec.path, body.get("shift"))
+        if loaded:
+            ctx.load_ns += LOAD_NS
+        raw = bool(body.get("raw"))
         previous = body.get("context") or []
+        chars = len(prompt) + len(body.get("system") or "")
         gen = make_generation(model_sent,
-                              count_tokens(prompt + (body.get("system") or "")) + len(previous),
+                              prompt_token_count(model, chars, template=not raw) + len(previous),
                               ctx, thinking=self._thinking_on(model, body),
                               num_predict=option_int(options, "num_predict"))
-        on_done = self._unload_after(model, keep_alive)
-        raw = bool(body.get("raw"))
+        on_done = self._release_after(runner)
 
         def context() -> Optional[List[int]]:
             return None if raw else gen.context_tokens()
@@ -1446,20 +1739,23 @@ class FakeOllamaApp:
 
     # -- embeddings -----------------------------------------------------------------------
 
-    def _embed_vectors(self, model: FakeModel, inputs: List[str], options: dict,
+    def _embed_vectors(self, model: FakeModel, inputs: List[str], num_ctx: int,
                        truncate: bool, dimensions: Optional[int]) -> Tuple[List[List[float]], int]:
-        """Unit vectors (float32) per input, and the token count summed over inputs."""
+        """Unit vectors (float32) per input, and the token count summed over inputs.
+
+        ``num_ctx`` is the loaded runner's; an input may have num_ctx - 2 tokens (BOS, EOS).
+        """
         if "embedding" not in model.capabilities:
             raise HTTPError(501, "This server does not support embeddings. Start it with "
                             "`--embeddings`")
-        limit = self.effective_num_ctx(model, option_int(options, "num_ctx")) - 2
+        limit = num_ctx - 2
         vectors, tokens = [], 0
         for text in inputs:
-            n = count_tokens(text)
+            n = prompt_token_count(model, len(text), template=False)
             if n > limit:
                 if not truncate:
                     raise HTTPError(400, "the input length exceeds the context length")
-                text, n = text[:limit * 4], limit
+                text, n = text[:int(limit * model.chars_per_token)], limit
             tokens += n
             vec = embedding_direction(text, model.hidden_size, model.digest)
             if dimensions and 0 < dimensions < len(vec):
@@ -1486,15 +1782,16 @@ class FakeOllamaApp:
             raise HTTPError(404, 'model "%s" not found, try pulling it first' % model_sent)
         options = check_options(body.get("options"))
         keep_alive = body.get("keep_alive")
-        self.touch(model, option_int(options, "num_ctx"), keep_alive)
-        if not inputs:
-            return json_reply({"model": model_sent, "embeddings": []})
-        vectors, tokens = self._embed_vectors(model, inputs, options,
-                                              body.get("truncate") is not False,
-                                              body.get("dimensions"))
-        if keep_alive == 0:
-            self.unload(model)
-        load = ctx.load_ns + 1_234_567
+        runner, loaded = self.schedule(model, options, keep_alive, rec.path)
+        try:
+            if not inputs:
+                return json_reply({"model": model_sent, "embeddings": []})
+            vectors, tokens = self._embed_vectors(model, inputs, runner.options.num_ctx,
+                                                  body.get("truncate") is not False,
+                                                  body.get("dimensions"))
+        finally:
+            self.release(runner)
+        load = ctx.load_ns + 1_234_567 + (LOAD_NS if loaded else 0)
         total = max(time.perf_counter_ns() - ctx.start_ns, load) + tokens * 100_000
         return json_reply({"model": model_sent, "embeddings": vectors, "total_duration": total,
                            "load_duration": load, "prompt_eval_count": tokens})
@@ -1508,19 +1805,20 @@ class FakeOllamaApp:
         if model is None:
             raise HTTPError(404, 'model "%s" not found, try pulling it first' % model_sent)
         options = check_options(body.get("options"))
-        self.touch(model, option_int(options, "num_ctx"), body.get("keep_alive"))
-        prompt = body.get("prompt") or ""
-        if not prompt:
-            return json_reply({"embedding": []})
-        if "embedding" not in model.capabilities:
-            raise HTTPError(500, "this model does not support embeddings")
-        vec = embedding_direction(prompt, model.hidden_size, model.digest)
-        if model.arch in ("nomic-bert", "nomic-bert-moe"):  # legacyEmbeddingsWereRaw
-            scale = raw_embedding_scale(prompt, model.digest)
-            vec = [x * scale for x in vec]
-        if body.get("keep_alive") == 0:
-            self.unload(model)
-        return json_reply({"embedding": vec})
+        runner, _ = self.schedule(model, options, body.get("keep_alive"), rec.path)
+        try:
+            prompt = body.get("prompt") or ""
+            if not prompt:
+                return json_reply({"embedding": []})
+            if "embedding" not in model.capabilities:
+                raise HTTPError(500, "this model does not support embeddings")
+            vec = embedding_direction(prompt, model.hidden_size, model.digest)
+            if model.arch in ("nomic-bert", "nomic-bert-moe"):  # legacyEmbeddingsWereRaw
+                scale = raw_embedding_scale(prompt, model.digest)
+                vec = [x * scale for x in vec]
+            return json_reply({"embedding": vec})
+        finally:
+            self.release(runner)
 
     # -- model management -----------------------------------------------------------------
 
@@ -1585,7 +1883,9 @@ class FakeOllamaApp:
             for digest in files.values():
                 if digest not in self.blobs:
                     raise HTTPError(400, "file %s not found" % digest)
-            base = FakeModel(display_name(name), "llama", DEFAULT_NUM_CTX, ["completion"])
+            weights = str(next(iter(files.values()))).split(":")[-1]
+            base = FakeModel(display_name(name), "llama", DEFAULT_NUM_CTX, ["completion"],
+                             blob=weights)
         else:
             raise HTTPError(400, "neither 'from' or 'files' was specified")
         new_params = body.get("parameters") or {}
@@ -1715,16 +2015,19 @@ class FakeOllamaApp:
             raise HTTPError(400, "model is required")
         native = {"tools": body.get("tools"), "think": think}
         model = self._resolve_for_completion(native, model_sent, "chat")
-        self.touch(model, None, None)
-        gen = make_generation(model_sent, count_tokens(text), ctx,
+        runner, loaded = self.schedule(model, {}, None, rec.path)
+        if loaded:
+            ctx.load_ns += LOAD_NS
+        gen = make_generation(model_sent, prompt_token_count(model, len(text)), ctx,
                               thinking=self._thinking_on(model, native),
                               num_predict=body.get("max_tokens"))
         cid = "chatcmpl-%d" % self.rng.randint(0, 998)
+        on_done = self._release_after(runner)
         if body.get("stream") is True:
             usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return stream_reply(v1_chat_events(gen, cid, usage), CT_SSE, ctx.delay)
+            return stream_reply(v1_chat_events(gen, cid, usage), CT_SSE, ctx.delay, on_done)
         return Reply(200, CT_OPENAI, body_fn=lambda: v1_chat_object(gen, cid),
-                     pre_delay=ctx.delay * gen.line_count)
+                     pre_delay=ctx.delay * gen.line_count, on_done=on_done)
 
     def v1_completions(self, rec: Received, ctx: RequestContext) -> Reply:
         body = self._v1_body(rec, "CompletionRequest", _V1_COMPLETION_FIELDS)
@@ -1732,16 +2035,21 @@ class FakeOllamaApp:
         if not model_sent:
             raise HTTPError(404, "model '' not found")
         model = self._resolve_for_completion({}, model_sent, "generate")
-        self.touch(model, None, None)
-        gen = make_generation(model_sent, count_tokens(body.get("prompt") or ""), ctx,
+        runner, loaded = self.schedule(model, {}, None, rec.path)
+        if loaded:
+            ctx.load_ns += LOAD_NS
+        chars = len(body.get("prompt") or "")
+        gen = make_generation(model_sent, prompt_token_count(model, chars), ctx,
                               thinking=self._thinking_on(model, {}),
                               num_predict=body.get("max_tokens"))
         cid = "cmpl-%d" % self.rng.randint(0, 998)
+        on_done = self._release_after(runner)
         if body.get("stream") is True:
             usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return stream_reply(v1_completion_events(gen, cid, usage), CT_SSE, ctx.delay)
+            return stream_reply(v1_completion_events(gen, cid, usage), CT_SSE, ctx.delay,
+                                on_done)
         return Reply(200, CT_OPENAI, body_fn=lambda: v1_completion_object(gen, cid),
-                     pre_delay=ctx.delay * gen.line_count)
+                     pre_delay=ctx.delay * gen.line_count, on_done=on_done)
 
     def v1_embeddings(self, rec: Received, ctx: RequestContext) -> Reply:
         body = self._v1_body(rec, "EmbedRequest", _V1_EMBED_FIELDS)
@@ -1766,8 +2074,12 @@ class FakeOllamaApp:
         model = self.find(model_sent)
         if model is None:
             raise HTTPError(404, 'model "%s" not found, try pulling it first' % model_sent)
-        self.touch(model, None, None)
-        vectors, tokens = self._embed_vectors(model, inputs, {}, True, body.get("dimensions"))
+        runner, _ = self.schedule(model, {}, None, rec.path)
+        try:
+            vectors, tokens = self._embed_vectors(model, inputs, runner.options.num_ctx, True,
+                                                  body.get("dimensions"))
+        finally:
+            self.release(runner)
         data = []
         for index, vec in enumerate(vectors):
             embedding: Any = vec
@@ -1952,6 +2264,14 @@ class H11Connection:
         return await self.send_reply(rec, reply, fault)
 
     async def send_reply(self, rec: Received, reply: Reply, fault: Optional[Fault]) -> bool:
+        """Send ``reply``. Its on_done runs once: before the last bytes a client waits for (the
+        head of a body with a length, the chunked terminator), or when the answer is cut off."""
+        try:
+            return await self._send_reply(rec, reply, fault)
+        finally:
+            _finish(reply)
+
+    async def _send_reply(self, rec: Received, reply: Reply, fault: Optional[Fault]) -> bool:
         if reply.pre_delay > 0:
             await asyncio.sleep(reply.pre_delay)
         headers: List[Tuple[str, str]] = []
@@ -1968,6 +2288,7 @@ class H11Connection:
             body = reply.body_fn() if reply.body_fn is not None else reply.body
             headers.append(("content-length", str(len(body))))
             lines = [body] if body else []
+            _finish(reply)  # the answer is complete: a client may read it all at once
         await self.send(h11.Response(status_code=reply.status, headers=headers,
                                      reason=_reason(reply.status)))
         if rec.method == "HEAD":
@@ -1982,9 +2303,8 @@ class H11Connection:
             sent += 1
         if not await self.checkpoint(fault, sent):
             return False
+        _finish(reply)
         await self.send(h11.EndOfMessage())
-        if reply.on_done is not None:
-            reply.on_done()
         return True
 
     async def checkpoint(self, fault: Optional[Fault], sent: int) -> bool:
@@ -2046,6 +2366,13 @@ class H11Connection:
             transport.abort()
         else:
             transport.close()
+
+
+def _finish(reply: Reply) -> None:
+    """Run the reply's on_done, once."""
+    done, reply.on_done = reply.on_done, None
+    if done is not None:
+        done()
 
 
 def _reason(status: int) -> bytes:
@@ -2326,8 +2653,50 @@ class FakeOllama:
 
     @property
     def loaded(self) -> dict:
-        """Model display name -> {"num_ctx", "expires_at", "keep_alive"} (see docstring)."""
-        return self.app.loaded
+        """A snapshot: display name of the loading tag -> runner state (see the docstring)."""
+        return self.app.loaded_models()
+
+    @property
+    def loads(self) -> List[dict]:
+        """A snapshot of every load attempt, in order (see the docstring)."""
+        with self.app.lock:
+            return [dict(entry) for entry in self.app.loads]
+
+    def _loads_of(self, model: Optional[str]) -> List[dict]:
+        entries = self.loads
+        if model is None:
+            return entries
+        key = normalize_name(model)
+        found = self.app.find(model)
+        same_blob = {m.name for m in self.models if found is not None and m.blob == found.blob}
+        return [e for e in entries if normalize_name(e["model"]) == key or e["model"] in same_blob]
+
+    def load_count(self, model: Optional[str] = None) -> int:
+        """Load attempts (first loads, reloads, OOM retries; failed ones too), of ``model``'s
+        scheduler slot (its blob, whichever tag) or of all models."""
+        return len(self._loads_of(model))
+
+    def reload_count(self, model: Optional[str] = None) -> int:
+        """Load attempts that replaced a loaded runner of that slot (a first load is not one)."""
+        return sum(1 for e in self._loads_of(model) if e["replaced"])
+
+    @property
+    def oom_above(self) -> Optional[int]:
+        """A (re)load with an effective num_ctx above this fails as out of memory (None: never)."""
+        return self.app.oom_above
+
+    @oom_above.setter
+    def oom_above(self, value: Optional[int]) -> None:
+        self.app.oom_above = value
+
+    @property
+    def default_num_ctx(self) -> int:
+        """The automatic num_ctx (Ollama's VRAM-based default; 4096 here)."""
+        return self.app.default_num_ctx
+
+    @default_num_ctx.setter
+    def default_num_ctx(self, value: int) -> None:
+        self.app.default_num_ctx = value
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -2518,6 +2887,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
                         help="lean precomputed answers for benchmarks (see the docstring)")
     parser.add_argument("--ollama-version", default=DEFAULT_VERSION,
                         help="version /api/version reports")
+    parser.add_argument("--num-ctx", type=int, default=DEFAULT_NUM_CTX,
+                        help="the automatic num_ctx (Ollama's VRAM-based default)")
+    parser.add_argument("--oom-above", type=int, default=None, metavar="N",
+                        help="a model load with num_ctx above N fails as out of memory")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
     return parser
 
@@ -2528,6 +2901,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                         format="%(asctime)s %(name)s %(message)s")
     fake = FakeOllama(host=args.host, port=args.port, fast=args.fast,
                       version=args.ollama_version)
+    fake.default_num_ctx = args.num_ctx
+    fake.oom_above = args.oom_above
     try:
         fake.start()
     except OSError as exc:

@@ -40,6 +40,7 @@ ENV_PREFIXES = ("PROXY_", "OLLAMA_", "LOG_", "BACKEND_", "REQUEST_TIMEOUT", "REJ
 def clean_env(**extra: str) -> Dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith(ENV_PREFIXES)}
     env["PYTHONUNBUFFERED"] = "1"
+    env["SCAN_INTERVAL_SECONDS"] = "0"  # no background /api/tags, /api/ps in what the fake records
     env.update(extra)
     return env
 

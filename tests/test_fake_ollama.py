@@ -203,7 +203,7 @@ def test_chat_stream_ndjson(fake):
     final = lines[-1]
     assert final["done"] is True and final["done_reason"] == "stop"
     assert final["message"] == {"role": "assistant", "content": ""}
-    assert final["eval_count"] == 5 and final["prompt_eval_count"] == 3
+    assert final["eval_count"] == 5 and final["prompt_eval_count"] == 3 + 10  # 12 chars + template
     for key in ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration"):
         assert isinstance(final[key], int) and final[key] > 0
     assert final["created_at"].endswith("Z") and "." in final["created_at"]
@@ -307,9 +307,327 @@ def test_ps_context_length_clamped(fake):
     assert ps["all-minilm:latest"]["context_length"] == 512
     assert ps["qwen3:8b"]["context_length"] == 4096
     assert fake.loaded["llama3.2:latest"]["num_ctx"] == 8192
-    assert fake.loaded["qwen3:8b"]["num_ctx"] is None
+    assert fake.loaded["llama3.2:latest"]["automatic"] is False
+    assert fake.loaded["qwen3:8b"]["num_ctx"] == 4096
+    assert fake.loaded["qwen3:8b"]["automatic"] is True
     for entry in ps.values():
         assert entry["size_vram"] > 0 and entry["expires_at"].endswith("Z")
+
+
+# -- scheduler: loads, reloads, out of memory ------------------------------------------------
+
+
+def chat(fake, model="llama3.2", num_ctx=None, headers=None, **extra):
+    """A streamed /api/chat with one message; options.num_ctx only when given."""
+    body = {"model": model, "messages": [{"role": "user", "content": "hello"}]}
+    if num_ctx is not None:
+        body["options"] = {"num_ctx": num_ctx}
+    body.update(extra)
+    return request(fake, "POST", "/api/chat", body, headers)
+
+
+def load_summary(fake):
+    return [(e["model"], e["num_ctx"], e["automatic"], e["reason"], e["ok"]) for e in fake.loads]
+
+
+def ps_contexts(fake):
+    return {m["name"]: m["context_length"]
+            for m in json.loads(request(fake, "GET", "/api/ps")[2])["models"]}
+
+
+def test_first_load_then_same_num_ctx_reuses(fake):
+    """The first request loads; the same num_ctx again reuses the runner."""
+    assert chat(fake, num_ctx=8192)[0] == 200
+    assert load_summary(fake) == [("llama3.2:latest", 8192, False, "first load", True)]
+    assert fake.load_count() == 1 and fake.reload_count() == 0
+    assert fake.loads[0]["path"] == "/api/chat" and fake.loads[0]["replaced"] is False
+    for _ in range(2):
+        chat(fake, num_ctx=8192)
+    request(fake, "POST", "/api/generate", {"model": "llama3.2", "prompt": "x",
+                                            "options": {"num_ctx": 8192}})
+    assert fake.load_count("llama3.2") == 1 and fake.reload_count("llama3.2:latest") == 0
+    assert fake.loaded["llama3.2:latest"]["num_ctx"] == 8192
+
+
+def test_different_num_ctx_reloads(fake):
+    """A different explicit num_ctx reloads the runner; load_duration shows who loaded."""
+    first = ndjson(chat(fake, num_ctx=8192)[2])[-1]
+    again = ndjson(chat(fake, num_ctx=8192)[2])[-1]
+    assert first["load_duration"] >= 500_000_000 > again["load_duration"]
+    chat(fake, num_ctx=16384)
+    assert load_summary(fake)[-1] == ("llama3.2:latest", 16384, False, "num_ctx changed", True)
+    assert fake.loads[-1]["replaced"] is True
+    assert fake.reload_count() == 1 and fake.load_count() == 2
+    assert ps_contexts(fake) == {"llama3.2:latest": 16384}
+
+
+def test_explicit_then_omitted_num_ctx_thrashes(fake):
+    """Explicit 8192, then none (automatic 4096), then 8192 again: two reloads (#18129)."""
+    chat(fake, num_ctx=8192)
+    chat(fake)
+    assert fake.loaded["llama3.2:latest"]["num_ctx"] == 4096
+    assert fake.loaded["llama3.2:latest"]["automatic"] is True
+    chat(fake, num_ctx=8192)
+    assert load_summary(fake) == [
+        ("llama3.2:latest", 8192, False, "first load", True),
+        ("llama3.2:latest", 4096, True, "num_ctx changed", True),
+        ("llama3.2:latest", 8192, False, "num_ctx changed", True)]
+    assert fake.reload_count("llama3.2") == 2
+    # /v1 is always automatic: it fights with the explicit native request too
+    request(fake, "POST", "/v1/chat/completions", {
+        "model": "llama3.2", "messages": [{"role": "user", "content": "x"}]})
+    assert fake.reload_count() == 3 and fake.loads[-1]["path"] == "/v1/chat/completions"
+
+
+def test_both_automatic_keep_loaded_value(fake):
+    """Two requests without num_ctx never reload, even when the default changed meanwhile;
+    an explicit num_ctx equal to the automatic value does not reload either."""
+    chat(fake)
+    fake.default_num_ctx = 8192
+    chat(fake)
+    request(fake, "POST", "/api/generate", {"model": "llama3.2"})  # a preload, automatic
+    assert fake.load_count() == 1 and fake.loaded["llama3.2:latest"]["num_ctx"] == 4096
+    chat(fake, num_ctx=4096)
+    assert fake.load_count() == 1
+    chat(fake)  # now automatic 8192 against an automatic runner: still no reload
+    assert fake.load_count() == 1 and ps_contexts(fake) == {"llama3.2:latest": 4096}
+
+
+def test_clamping_to_training_context_avoids_reload(fake):
+    """num_ctx above the training context is clamped before comparing: no reload."""
+    chat(fake, num_ctx=200000)
+    chat(fake, num_ctx=131072)
+    chat(fake, num_ctx=1 << 20)
+    assert load_summary(fake) == [("llama3.2:latest", 131072, False, "first load", True)]
+    request(fake, "POST", "/api/embed", {"model": "all-minilm", "input": "x",
+                                         "options": {"num_ctx": 1024}})
+    request(fake, "POST", "/api/embed", {"model": "all-minilm", "input": "x",
+                                         "options": {"num_ctx": 4096}})
+    request(fake, "POST", "/api/embed", {"model": "all-minilm", "input": "x"})  # auto 4096 -> 512
+    assert load_summary(fake)[-1] == ("all-minilm:latest", 512, False, "first load", True)
+    assert fake.load_count("all-minilm") == 1 and fake.loaded["all-minilm:latest"]["num_ctx"] == 512
+    chat(fake, num_ctx=2)  # below 4 becomes 4
+    assert fake.loaded["llama3.2:latest"]["num_ctx"] == 4
+
+
+def test_modelfile_num_ctx(fake):
+    """A Modelfile num_ctx is explicit; the request's num_ctx overrides it."""
+    request(fake, "POST", "/api/embed", {"model": "nomic-embed-text", "input": "x"})
+    assert load_summary(fake) == [("nomic-embed-text:latest", 2048, False, "first load", True)]
+    assert fake.loaded["nomic-embed-text:latest"]["options"]["num_batch"] == 2048
+    status, _, data = request(fake, "POST", "/api/create", {
+        "model": "llama3.2-8k", "from": "llama3.2", "parameters": {"num_ctx": 8192},
+        "stream": False})
+    assert status == 200
+    request(fake, "POST", "/api/generate", {"model": "llama3.2-8k", "prompt": "x"})
+    assert load_summary(fake)[-1] == ("llama3.2-8k:latest", 8192, False, "first load", True)
+    request(fake, "POST", "/api/generate", {"model": "llama3.2-8k", "prompt": "x",
+                                            "options": {"num_ctx": 2048}})
+    assert fake.loaded["llama3.2-8k:latest"]["num_ctx"] == 2048
+    # created from llama3.2, so the same weights and slot: an equal num_ctx reuses the 8k tag's
+    # runner, the automatic 4096 then replaces it
+    chat(fake, num_ctx=2048)
+    assert fake.reload_count("llama3.2") == 1 and "llama3.2-8k:latest" in fake.loaded
+    chat(fake)
+    assert list(ps_contexts(fake).items()) == [("llama3.2:latest", 4096),
+                                               ("nomic-embed-text:latest", 2048)]
+    assert fake.reload_count("llama3.2-8k") == 2
+
+
+def test_two_tags_same_digest_share_a_slot():
+    """Tags with the same digest share one runner: equal options reuse it, the Modelfile's
+    num_ctx of one of them reloads on every switch."""
+    base = next(m for m in DEFAULT_MODELS if m.name == "llama3.2:latest")
+    alias = FakeModel("my-llama:latest", "llama", base.context_length, ["completion"],
+                      digest=base.digest, block_count=base.block_count)
+    big = FakeModel("llama-8k:latest", "llama", base.context_length, ["completion"],
+                    digest=base.digest, parameters=[("num_ctx", 8192)])
+    with FakeOllama(models=DEFAULT_MODELS + [alias, big]) as fake:
+        chat(fake, "llama3.2")
+        chat(fake, "my-llama")
+        assert fake.load_count() == 1 and list(fake.loaded) == ["llama3.2:latest"]
+        for name in ("llama-8k", "llama3.2", "llama-8k"):
+            chat(fake, name)
+        assert load_summary(fake)[1:] == [
+            ("llama-8k:latest", 8192, False, "num_ctx changed", True),
+            ("llama3.2:latest", 4096, True, "num_ctx changed", True),
+            ("llama-8k:latest", 8192, False, "num_ctx changed", True)]
+        assert fake.reload_count("my-llama") == 3 and fake.load_count("llama-8k") == 4
+        assert ps_contexts(fake) == {"llama-8k:latest": 8192}
+        obj = json.loads(request(fake, "POST", "/api/generate",
+                                 {"model": "my-llama", "keep_alive": 0})[2])
+        assert obj["done_reason"] == "unload" and fake.loaded == {}
+
+
+def test_other_runner_options_reload(fake):
+    """num_batch, num_gpu (not -1), use_mmap and shift changes reload; num_gpu -1 never does."""
+    def last_reason(shift=None, **options):
+        """Chat with these options; the reason of the last load and the load count."""
+        body = {"model": "llama3.2", "messages": [{"role": "user", "content": "x"}],
+                "options": options}
+        if shift is not None:
+            body["shift"] = shift
+        assert request(fake, "POST", "/api/chat", body)[0] == 200
+        return fake.loads[-1]["reason"], fake.load_count()
+
+    assert last_reason(num_gpu=20) == ("first load", 1)
+    assert last_reason(num_gpu=-1) == ("first load", 1)  # -1 (auto) matches any loaded value
+    assert last_reason(num_gpu=99) == ("num_gpu changed", 2)
+    assert last_reason(num_batch=512) == ("num_gpu changed", 2)  # equals the automatic 512
+    assert last_reason(num_batch=1024) == ("num_batch changed", 3)
+    assert last_reason() == ("num_batch changed", 4)  # automatic 512 vs explicit 1024
+    assert last_reason(use_mmap=True) == ("num_batch changed", 4)  # the scheduler chose true
+    assert last_reason(use_mmap=False) == ("use_mmap changed", 5)
+    assert last_reason(num_thread=4, main_gpu=1) == (  # unset use_mmap vs an explicit one
+        "main_gpu changed, num_thread changed, use_mmap changed", 6)
+    assert last_reason(num_thread=4, main_gpu=1, shift=False) == ("shift changed", 7)
+    assert fake.loaded["llama3.2:latest"]["options"] == {
+        "num_batch": 512, "num_gpu": -1, "main_gpu": 1, "num_thread": 4, "use_mmap": True,
+        "draft_num_predict": 0, "shift": False}
+
+
+def test_oom_explicit_num_ctx_fails(fake):
+    """Above oom_above an explicit num_ctx fails with 500 before any byte, even streaming; the
+    model is then not loaded, and the runner it was to replace is gone."""
+    fake.oom_above = 8192
+    chat(fake, num_ctx=8192)
+    status, headers, data = chat(fake, num_ctx=16384)
+    assert status == 500 and headers["content-type"] == "application/json; charset=utf-8"
+    error = json.loads(data)["error"]
+    assert error.startswith("llama-server process has terminated: error:failed to allocate "
+                            "buffer of size ") and error.endswith(" (kv cache)")
+    assert fake.loaded == {} and ps_contexts(fake) == {}
+    assert load_summary(fake) == [
+        ("llama3.2:latest", 8192, False, "first load", True),
+        ("llama3.2:latest", 16384, False, "num_ctx changed", False)]
+    assert fake.loads[-1]["error"] == error and fake.reload_count() == 1
+    chat(fake, num_ctx=8192)  # the proxy's retry: a first load again
+    assert load_summary(fake)[-1] == ("llama3.2:latest", 8192, False, "first load", True)
+    status, _, data = request(fake, "POST", "/api/generate", {"model": "llama3.2", "prompt": "",
+                                                              "options": {"num_ctx": 10000}})
+    assert status == 500 and "kv cache" in json.loads(data)["error"]
+    status, _, data = request(fake, "POST", "/api/embed", {
+        "model": "nomic-embed-text", "input": "x", "options": {"num_ctx": 8193}})
+    assert status == 200  # clamped to 2048 first
+
+
+def test_oom_automatic_num_ctx_retries_smaller_tier(fake):
+    """An automatic num_ctx that runs out of memory is retried once with a smaller tier."""
+    fake.default_num_ctx = 65536
+    fake.oom_above = 40000
+    assert chat(fake)[0] == 200
+    assert load_summary(fake) == [("llama3.2:latest", 65536, True, "first load", False),
+                                  ("llama3.2:latest", 32768, True, "oom retry", True)]
+    assert ps_contexts(fake) == {"llama3.2:latest": 32768}
+    chat(fake)  # both automatic: the 32768 runner stays
+    assert fake.load_count() == 2 and fake.reload_count() == 0
+    fake.default_num_ctx = 8192
+    fake.oom_above = 6000
+    request(fake, "POST", "/v1/chat/completions", {
+        "model": "qwen3:8b", "messages": [{"role": "user", "content": "x"}]})
+    assert load_summary(fake)[-2:] == [("qwen3:8b", 8192, True, "first load", False),
+                                       ("qwen3:8b", 4096, True, "oom retry", True)]
+    fake.default_num_ctx = 65536
+    fake.oom_above = 20000  # a reload (num_gpu changed) at 40960, retried at 32768: both fail
+    status, _, data = request(fake, "POST", "/api/generate", {
+        "model": "qwen3:8b", "prompt": "x", "options": {"num_gpu": 1}})
+    assert status == 500 and "kv cache" in json.loads(data)["error"]
+    assert load_summary(fake)[-2:] == [("qwen3:8b", 40960, True, "num_gpu changed", False),
+                                       ("qwen3:8b", 32768, True, "oom retry", False)]
+    assert "qwen3:8b" not in fake.loaded and fake.reload_count("qwen3:8b") == 1
+    fake.default_num_ctx = 4096
+    fake.oom_above = 2048  # 4096 has no smaller tier
+    status, _, data = request(fake, "POST", "/v1/chat/completions", {
+        "model": "qwen3:8b", "messages": [{"role": "user", "content": "x"}], "stream": True})
+    assert status == 500 and json.loads(data)["error"]["type"] == "api_error"
+    assert fake.loads[-1]["num_ctx"] == 4096 and fake.loads[-1]["reason"] == "first load"
+
+
+def test_ps_reports_effective_num_ctx(fake):
+    """/api/ps: one entry per runner, context_length = effective num_ctx, expires_at order."""
+    chat(fake, num_ctx=8192, keep_alive="1h")
+    request(fake, "POST", "/api/embed", {"model": "all-minilm", "input": "x", "keep_alive": 60})
+    request(fake, "POST", "/api/chat", {"model": "qwen3:8b", "messages": [], "keep_alive": -1})
+    models = json.loads(request(fake, "GET", "/api/ps")[2])["models"]
+    assert [(m["name"], m["context_length"]) for m in models] == [
+        ("qwen3:8b", 4096), ("llama3.2:latest", 8192), ("all-minilm:latest", 512)]
+    llama = models[1]
+    assert llama["size"] == llama["size_vram"] == 2019393189 + 8192 * 28 * 4096
+    assert llama["digest"] == DEFAULT_MODELS[0].digest
+    assert abs(fake.loaded["llama3.2:latest"]["expires_at"] - time.time() - 3600) < 60
+    assert math.isinf(fake.loaded["qwen3:8b"]["keep_alive"])
+    chat(fake, num_ctx=8192)  # no keep_alive: the runner keeps its 1 h
+    assert fake.loaded["llama3.2:latest"]["keep_alive"] == 3600
+
+
+def test_keep_alive_zero_unloads(fake):
+    """keep_alive 0 unloads after the answer; the next request is a first load, not a reload."""
+    chat(fake, num_ctx=8192, keep_alive=0)
+    assert fake.loaded == {}
+    chat(fake, num_ctx=8192)
+    assert "llama3.2:latest" in fake.loaded
+    request(fake, "POST", "/api/chat", {"model": "llama3.2", "stream": False, "keep_alive": 0,
+                                        "options": {"num_ctx": 8192},
+                                        "messages": [{"role": "user", "content": "x"}]})
+    assert fake.loaded == {}
+    request(fake, "POST", "/api/embed", {"model": "all-minilm", "input": "x", "keep_alive": 0})
+    request(fake, "POST", "/api/embeddings", {"model": "all-minilm", "prompt": "x",
+                                              "keep_alive": "0s"})
+    assert fake.loaded == {}
+    assert [e["reason"] for e in fake.loads] == ["first load"] * 4 and fake.reload_count() == 0
+    chat(fake)
+    obj = json.loads(request(fake, "POST", "/api/chat", {"model": "llama3.2", "messages": [],
+                                                         "keep_alive": 0})[2])
+    assert obj["done_reason"] == "unload" and fake.loaded == {} and fake.load_count() == 5
+
+
+def test_keep_alive_zero_unloads_when_client_leaves(fake):
+    """A streamed answer cut off by the client still unloads a keep_alive 0 runner."""
+    fault = fake.add_fault(Fault(path="/api/chat", pause_after=1))
+    client = H11Client(fake.port)
+    try:
+        client.send("POST", "/api/chat", {"model": "llama3.2", "keep_alive": 0,
+                                          "messages": [{"role": "user", "content": "x"}]})
+        assert fault.gate.wait_reached(5.0)
+        assert "llama3.2:latest" in fake.loaded
+    finally:
+        client.close()
+    deadline = time.time() + 5
+    while fake.loaded and time.time() < deadline:
+        time.sleep(0.01)
+    assert fake.loaded == {}
+
+
+def test_prompt_eval_count_formula():
+    """prompt_eval_count = ceil(chars / chars_per_token) + template_tokens, at least 1."""
+    dense = FakeModel("dense:latest", "llama", 8192, ["completion"], chars_per_token=2.5,
+                      template_tokens=3)
+    embed = FakeModel("emb:latest", "bert", 64, ["embedding"], chars_per_token=2.0)
+    with FakeOllama(models=DEFAULT_MODELS + [dense, embed]) as fake:
+        body = {"model": "dense", "stream": False, "messages": [
+            {"role": "system", "content": "abcde"}, {"role": "user", "content": "x" * 20}]}
+        assert json.loads(request(fake, "POST", "/api/chat", body)[2])[
+            "prompt_eval_count"] == 10 + 3
+        tools = [{"type": "function", "function": {"name": "f"}}]
+        body["model"], body["tools"] = "llama3.2", tools
+        chars = 25 + len(json.dumps(tools, separators=(",", ":")))
+        assert json.loads(request(fake, "POST", "/api/chat", body)[2])[
+            "prompt_eval_count"] == -(-chars // 4) + 10
+        gen = {"model": "dense", "prompt": "y" * 11, "system": "zz", "stream": False}
+        assert json.loads(request(fake, "POST", "/api/generate", gen)[2])[
+            "prompt_eval_count"] == 6 + 3
+        gen.update(raw=True, system="")
+        assert json.loads(request(fake, "POST", "/api/generate", gen)[2])[
+            "prompt_eval_count"] == 5
+        gen.update(raw=False, context=[1, 2, 3])
+        assert json.loads(request(fake, "POST", "/api/generate", gen)[2])[
+            "prompt_eval_count"] == 5 + 3 + 3
+        done = json.loads(request(fake, "POST", "/v1/chat/completions", {
+            "model": "dense", "messages": [{"role": "user", "content": "q" * 7}]})[2])
+        assert done["usage"]["prompt_tokens"] == 3 + 3
+        emb = json.loads(request(fake, "POST", "/api/embed", {
+            "model": "emb", "input": ["abc", "", "d" * 200]})[2])
+        assert emb["prompt_eval_count"] == 2 + 1 + 62  # the last one cut to 64 - 2 tokens
 
 
 # -- embeddings -------------------------------------------------------------------------------
