@@ -2,7 +2,7 @@
 
 Run by hand (not part of CI):
 
-    python3 tests/perf/bench.py [--quick] [--repeats N] [--only nonstream|stream] [--json FILE]
+    python3 tests/perf/bench.py [--quick] [--repeats N] [--only nonstream|stream|reloads] [--json FILE]
         [--ns-duration S] [--stream-duration S] [--fake PATH] [--proxy PATH] [--standin]
 
 A default run takes about 9 minutes, ``--quick`` about 1.5. Needs ``wrk`` in PATH and
@@ -55,6 +55,12 @@ What is measured
    b2b runs together).
 4. Memory: VmRSS sampled every ~50 ms during the 256-stream paced run (max of the
    samples, i.e. RSS while 256 streams are open) and VmHWM (peak RSS) at the end.
+
+5. Reloads (issue 3): the 30-request workload of tests/workload.py (a conversation that
+   grows, one-shot prompts, embeddings) sent to a normal-mode fake three ways: as a client
+   sends it (its own num_ctx on the conversation, none elsewhere), with a naive per-request
+   sizer, and through the proxy in auto mode; the fake counts reloads as Ollama's scheduler
+   would (ollama-api.md §7.4). ``--only reloads`` runs just this part.
 
 Reading the table
 -----------------
@@ -592,11 +598,61 @@ def collect_notes(raw, ns_runs, st_runs):
 # ----------------------------------------------------------------------------- main
 
 
+def run_reloads(proxy_path, logdir):
+    """The 30-request reload workload (tests/workload.py) sent three ways to a normal-mode fake:
+    as a typical client sends it, with a naive per-request sizer, and through the proxy in auto
+    mode. Returns rows of (style, llama reloads, embedding reloads, /api/show calls, requests)."""
+    import http.client
+
+    sys.path.insert(0, os.path.join(REPO, "tests"))
+    from fake_ollama import FakeOllama
+    import workload
+
+    rows = []
+    for style in ("client", "naive", "proxy"):
+        fake = FakeOllama().start()
+        proc = None
+        try:
+            port = fake.port
+            if style == "proxy":
+                port = free_port()
+                proc, _ = start_server("proxy-reloads", [sys.executable, proxy_path, "--host", "127.0.0.1", "--port", str(port),
+                                                         "--backend", fake.url, "--context-mode", "auto", "--log-level", "warning"],
+                                       port, logdir)
+            reqs = workload.requests(style)
+            for path, body in reqs:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                resp.read()
+                conn.close()
+                if resp.status != 200:
+                    raise RuntimeError(f"reload workload: {path} answered {resp.status}")
+            shows = sum(1 for r in fake.received if r.path == "/api/show")
+            rows.append((style, fake.reload_count("llama3.2:latest"), fake.reload_count("nomic-embed-text:latest"), shows, len(reqs)))
+        finally:
+            if proc is not None:
+                proc.terminate()
+                proc.wait(10)
+            fake.stop()
+    return rows
+
+
+def print_reloads(rows):
+    print("reload workload (30 requests: a growing conversation, one-shot prompts, embeddings):")
+    print(f"  {'sent':<34} {'llama3.2 reloads':>17} {'embed reloads':>14} {'/api/show calls':>16} {'metadata hit rate':>18}")
+    names = {"client": "directly (client's own num_ctx)", "naive": "directly (naive per-request sizer)",
+             "proxy": "through the proxy (auto mode)"}
+    for style, llama, embed, shows, n in rows:
+        hit = f"{100.0 * (1 - shows / n):.0f}%" if style == "proxy" else "-"
+        print(f"  {names[style]:<34} {llama:>17} {embed:>14} {shows:>16} {hit:>18}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description="ollama-proxy benchmark (direct vs floor relay vs proxy)")
     ap.add_argument("--quick", action="store_true", help="2 repeats, shorter runs (~2 min)")
     ap.add_argument("--repeats", type=int, default=None, help="repeats (default 5, --quick 2)")
-    ap.add_argument("--only", choices=("nonstream", "stream"), help="run only one section")
+    ap.add_argument("--only", choices=("nonstream", "stream", "reloads"), help="run only one section")
     ap.add_argument("--json", metavar="FILE", help="also write the JSON result to FILE")
     ap.add_argument("--ns-duration", type=int, default=None, help="seconds per wrk run (default 4, quick 2)")
     ap.add_argument("--stream-duration", type=float, default=None,
@@ -609,8 +665,15 @@ def main(argv=None):
     repeats = max(1, args.repeats or (2 if args.quick else 5))
     ns_dur = max(1, args.ns_duration or (2 if args.quick else 4))
     st_dur = max(0.2, args.stream_duration or (1.0 if args.quick else 3.0))
-    ns_runs = () if args.only == "stream" else NS_CONC
-    st_runs = () if args.only == "nonstream" else STREAM_SCENARIOS
+    if args.only == "reloads":
+        logdir = tempfile.mkdtemp(prefix="ollama-proxy-bench-")
+        try:
+            print_reloads(run_reloads(args.proxy, logdir))
+        finally:
+            kill_children()
+        return 0
+    ns_runs = () if args.only in ("stream", "reloads") else NS_CONC
+    st_runs = () if args.only in ("nonstream", "reloads") else STREAM_SCENARIOS
     if ns_runs and not shutil.which("wrk"):
         ap.error("wrk not found in PATH (needed for the non-streaming section)")
     if not os.path.exists(args.fake):
@@ -699,6 +762,9 @@ def main(argv=None):
     misses = [e["label"] for e in table if e["status"] == "MISS"]
     n_ok = sum(1 for e in table if e["status"] == "ok")
     print(f"targets: {n_ok} ok, {len(misses)} MISS" + (" (" + "; ".join(misses) + ")" if misses else ""))
+    if not args.only and not standin:
+        print()
+        print_reloads(run_reloads(args.proxy, logdir))
     print(f"elapsed {time.monotonic() - t_begin:.0f}s")
     result = {
         "meta": {
