@@ -19,11 +19,13 @@ Section map (``grep -n '^# [0-9]*\\. '`` prints the same list):
     5. Backends            the Backend object
     6. Models              model names, /api/show metadata, prompt estimates, context sizes
     7. Request modifiers   num_ctx, num_predict, keep_alive: one interface, one ordered list
-    8. Server              App: the accept loop, the per-connection loop, the relay, the access log
-    9. CLI                 argument parser, logging setup, main()
+    8. OpenAI translation  /v1 requests to the native API and the answers back, streaming too
+    9. Embedding chunking  split long inputs, average the pieces' vectors
+    10. Server             App: the accept loop, the per-connection loop, the relay, the access log
+    11. CLI                argument parser, logging setup, main()
 
-Invariants: only sections 3, 4 and 8 touch sockets; only 3, 4 and 8 know h11
-(section 4 turns h11 exceptions into ours); sections 1, 2, 5, 6 and 7 are pure data
+Invariants: only sections 3, 4 and 10 touch sockets; only 3, 4 and 10 know h11
+(section 4 turns h11 exceptions into ours); sections 1, 2 and 5 to 9 are pure data
 and functions, unit-tested alone.
 All mutable state lives in the one ``App`` object built by ``main()``.
 """
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import calendar
 import fnmatch
 import hmac
 import itertools
@@ -40,10 +43,12 @@ import json
 import logging
 import math
 import os
+import random
 import re
 import signal
 import socket
 import ssl
+import struct
 import sys
 import time
 import uuid
@@ -168,6 +173,9 @@ class Config:
     num_predict: int = 4096  #: injected when a generation sets none; 0 = never
     keep_alive: Tuple[Tuple[str, Any], ...] = ()  #: (model pattern, keep_alive value)
     scan_interval: float = 5.0  #: seconds between reads of each backend's /api/tags and /api/ps; 0 = never
+    max_embed_chars: int = 2000  #: longest embedding input sent in one piece; 0 = derived per model
+    chunking: bool = True  #: split over-long embedding inputs (False: 400 instead)
+    translate: bool = True  #: translate /v1 chat, completions and embeddings to the native API
 
 
 def _strip_env_value(value: str) -> str:
@@ -406,6 +414,7 @@ _ENV_FLAGS = (
     ("context_sizes", "PROXY_CONTEXT_SIZES", "2048,4096,8192,16384,32768", "the sizes auto mode picks from (comma-separated)"),
     ("num_predict", "DEFAULT_NUM_PREDICT", "4096", "num_predict for a generation that sets none; 0 = never inject"),
     ("scan_interval", "SCAN_INTERVAL_SECONDS", "5", "seconds between reads of each backend's /api/tags and /api/ps; 0 = never"),
+    ("max_embed_chars", "MAX_EMBEDDING_INPUT_LENGTH", "2000", "longest embedding input sent upstream in one piece; 0 = derive it per model"),
 )
 CONTEXT_MODES = ("model", "auto", "off")
 #: (flag, environment variable, help) for the repeatable MODEL=VALUE flags.
@@ -437,6 +446,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
     )
     for dest, env, metavar, text in _PAIR_FLAGS:
         parser.add_argument("--" + dest.replace("_", "-"), dest=dest, action="append", default=None, metavar=metavar, help="%s [$%s, default none]" % (text, env))
+    parser.add_argument("--no-chunking", dest="chunking", action="store_const", const="false", default=None,
+                        help="reject over-long embedding inputs with 400 instead of chunking them [$ENABLE_AUTO_CHUNKING=false, default chunking on]")
+    parser.add_argument("--no-translate", dest="translate", action="store_const", const="false", default=None,
+                        help="pass /v1/* through to Ollama untouched [$PROXY_TRANSLATE_OPENAI=false, default translation on]")
     parser.add_argument(
         "--reject-streaming",
         dest="reject_streaming",
@@ -522,6 +535,9 @@ def build_config(argv: Optional[Sequence[str]], environ: Mapping[str, str]) -> C
         num_predict=_parse_number(flag("num_predict"), raw["num_predict"], int),
         keep_alive=pairs["keep_alive"],
         scan_interval=_parse_number(flag("scan_interval"), raw["scan_interval"], float),
+        max_embed_chars=_parse_number(flag("max_embed_chars"), raw["max_embed_chars"], int),
+        chunking=_parse_bool("--no-chunking/ENABLE_AUTO_CHUNKING", args.chunking if args.chunking is not None else environ.get("ENABLE_AUTO_CHUNKING", "true")),
+        translate=_parse_bool("--no-translate/PROXY_TRANSLATE_OPENAI", args.translate if args.translate is not None else environ.get("PROXY_TRANSLATE_OPENAI", "true")),
     )
 
 
@@ -1487,7 +1503,891 @@ def apply_modifiers(ctx: ModifyContext, modifiers: Sequence[Modifier] = MODIFIER
 
 
 # ---------------------------------------------------------------------------
-# 8. Server and request handling
+# 8. OpenAI translation
+# ---------------------------------------------------------------------------
+#
+# Theory.  /v1/chat/completions, /v1/completions and /v1/embeddings are turned
+# into /api/chat, /api/generate and /api/embed so that the model-aware modifiers
+# apply to them, and the native answers are turned back (SPEC §7).  The client
+# must not be able to tell the result from Ollama's own /v1 layer, so every
+# mapping, default and error message below mirrors ollama-api.md §6 (Ollama's
+# openai.FromChatRequest, ChatWriter, CompleteWriter and friends), including the
+# Go decoder's wording for fields of the wrong JSON type.  The deliberate
+# differences, and only these: `options`, `keep_alive` and `think` (what the
+# OpenAI SDK's extra_body can add; `truncate` on embeddings) and
+# `max_completion_tokens` are honoured, and a stream that breaks ends with an
+# OpenAI error event instead of stopping silently.
+#
+# Everything here is pure: requests in, requests out; native objects in, OpenAI
+# objects or SSE bytes out.  The stream translators are sans-IO, as h11 is: feed
+# them one parsed native NDJSON object at a time and write what they return.
+# No clock or random generator is global: both are passed in.
+#
+# Needs these imports beside the file's own (json, time, re, base64):
+#     import calendar
+#     import struct
+
+#: OpenAI's system_fingerprint on every Ollama /v1 answer.
+OPENAI_FINGERPRINT = "fp_ollama"
+#: The last event of a successful SSE stream.
+SSE_DONE = b"data: [DONE]\n\n"
+#: Image data URL prefixes Ollama accepts (plus "data:;base64,", a bare base64 payload).
+_IMAGE_URL_PREFIXES = tuple("data:image/%s;base64," % t for t in ("jpeg", "jpg", "png", "webp"))
+#: reasoning_effort / reasoning.effort -> native think (ollama-api.md §6.1).
+_EFFORT_TO_THINK: Dict[str, Any] = {
+    "none": False,
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "max": "max",
+    "xhigh": "max",
+    "ultra": "max",
+}
+_RFC3339 = re.compile(r"^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.\d+)?(?:([Zz])|([+-])(\d\d):(\d\d))$")
+
+
+def openai_error(status: int, message: str) -> Dict[str, Any]:
+    """OpenAI's error object, as Ollama's openai.NewError builds it (type by status)."""
+    return {"error": {"message": message, "type": _OPENAI_ERROR_TYPES.get(status, "api_error"), "param": None, "code": None}}
+
+
+def new_request_id(kind: str, rng: Any) -> str:
+    """``chatcmpl-<0..998>`` or ``cmpl-<0..998>`` (random, not unique, as Ollama's); ``kind`` is the prefix."""
+    if kind not in ("chatcmpl", "cmpl"):
+        raise ValueError("request id kind must be 'chatcmpl' or 'cmpl', not %r" % (kind,))
+    return "%s-%d" % (kind, rng.randrange(999))
+
+
+def rfc3339_to_unix(value: Any) -> Optional[int]:
+    """Unix seconds of an RFC 3339 time such as Ollama's created_at (nanoseconds dropped); None if unparsable."""
+    m = _RFC3339.match(value) if isinstance(value, str) else None
+    if m is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in m.group(1, 2, 3, 4, 5, 6))
+    try:
+        seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+    except (ValueError, OverflowError):
+        return None
+    if m.group(8):
+        offset = int(m.group(9)) * 3600 + int(m.group(10)) * 60
+        seconds -= offset if m.group(8) == "+" else -offset
+    return seconds
+
+
+def openai_include_usage(body: Mapping[str, Any]) -> bool:
+    """stream_options.include_usage of a /v1 request (the translators need it, the native request does not)."""
+    opts = body.get("stream_options")
+    return isinstance(opts, dict) and opts.get("include_usage") is True
+
+
+def sse_event(obj: Any) -> bytes:
+    """One SSE event, ``data: <compact json>\\n\\n``, as Ollama writes them."""
+    return b"data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n\n"
+
+
+# -- Requests: OpenAI -> native ---------------------------------------------------------
+
+def _json_kind(value: Any) -> str:
+    """The JSON kind of a decoded value, in the Go decoder's words."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "null"
+
+
+def _go_type_name(value: Any) -> str:
+    """What Go's %T prints for a JSON value decoded into ``any``."""
+    return {"bool": "bool", "number": "float64", "string": "string", "array": "[]interface {}", "object": "map[string]interface {}"}.get(_json_kind(value), "<nil>")
+
+
+def _field(struct: str, body: Mapping[str, Any], name: str, go_type: str) -> Any:
+    """``body[name]`` if it fits the Go field type (None when absent or null), else the 400 gin answers with."""
+    value = body.get(name)
+    if value is None:
+        return None
+    kind = _json_kind(value)
+    if go_type == "string":
+        ok = kind == "string"
+    elif go_type == "bool":
+        ok = kind == "bool"
+    elif go_type == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if kind == "number" and not ok:  # Go refuses 1.5, 2.0 and 2e3 for an int alike
+            raise BadRequest("json: cannot unmarshal number %s into Go struct field %s.%s of type int" % (json.dumps(value), struct, name))
+    elif go_type in ("float64", "float32"):
+        ok = kind == "number"
+    elif go_type.startswith("[]"):
+        ok = kind == "array"
+    else:  # a struct
+        ok = kind == "object"
+    if not ok:
+        raise BadRequest("json: cannot unmarshal %s into Go struct field %s.%s of type %s" % (kind, struct, name, go_type))
+    return value
+
+
+def _check_body(body: Any, struct: str) -> Dict[str, Any]:
+    if not isinstance(body, dict):
+        raise BadRequest("json: cannot unmarshal %s into Go value of type openai.%s" % (_json_kind(body), struct))
+    return body
+
+
+def _stop_list(stop: Any, strict: bool) -> Optional[List[str]]:
+    """``stop`` as a list: a string becomes [string]; non-string items are dropped (chat) or refused (completions)."""
+    if isinstance(stop, str):
+        return [stop]
+    if isinstance(stop, list):
+        out = []
+        for item in stop:
+            if isinstance(item, str):
+                out.append(item)
+            elif strict:
+                raise BadRequest("invalid type for 'stop' field: %s" % _go_type_name(item))
+        return out
+    return None
+
+
+def _max_tokens(struct: str, body: Mapping[str, Any]) -> Optional[int]:
+    """max_tokens, else (deliberate difference) max_completion_tokens; max_tokens wins when both are set."""
+    value = _field(struct, body, "max_tokens", "int")
+    if value is None:
+        value = _field(struct, body, "max_completion_tokens", "int")
+    return None if value is None else int(value)
+
+
+def _apply_extra_body(struct: str, body: Mapping[str, Any], native: Dict[str, Any], fields: Sequence[str]) -> None:
+    """The native fields a client adds through extra_body (deliberate difference, SPEC §7).
+
+    The client's ``options`` are merged over the mapped ones, key by key: they are its
+    explicit native intent (e.g. a Modelfile-like temperature instead of /v1's forced 1.0).
+    """
+    options = _field(struct, body, "options", "map[string]interface {}")
+    if options:
+        merged = dict(native.get("options") or {})
+        merged.update(options)
+        native["options"] = merged
+    for name in fields:
+        if body.get(name) is not None:
+            native[name] = body[name]
+
+
+def _tool_calls_to_native(tool_calls: Any) -> List[Dict[str, Any]]:
+    """OpenAI tool calls (arguments a JSON string) -> native ones (arguments an object)."""
+    out = []
+    for call in tool_calls if isinstance(tool_calls, list) else ():
+        call = call if isinstance(call, dict) else {}
+        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        arguments = function.get("arguments")
+        if not isinstance(arguments, str):
+            raise BadRequest("invalid tool call arguments")
+        try:
+            parsed = json.loads(arguments)
+        except ValueError:
+            raise BadRequest("invalid tool call arguments") from None
+        if parsed is not None and not isinstance(parsed, dict):  # Go decodes into a map: "null" is fine, "[1]" is not
+            raise BadRequest("invalid tool call arguments")
+        native: Dict[str, Any] = {}
+        if isinstance(call.get("id"), str) and call["id"]:
+            native["id"] = call["id"]
+        native["function"] = {"name": function.get("name") if isinstance(function.get("name"), str) else "", "arguments": parsed if parsed is not None else {}}
+        out.append(native)
+    return out
+
+
+def _tool_name_for_id(messages: Sequence[Any], call_id: str) -> str:
+    """The function name of the tool call with this id; the last match wins, as in Ollama."""
+    for msg in reversed(messages):
+        if not isinstance(msg, dict) or not isinstance(msg.get("tool_calls"), list):
+            continue
+        for call in msg["tool_calls"]:
+            if isinstance(call, dict) and call.get("id") == call_id:
+                function = call.get("function")
+                name = function.get("name") if isinstance(function, dict) else None
+                return name if isinstance(name, str) else ""
+    return ""
+
+
+def _decode_base64(data: str, message: str) -> str:
+    """Validate standard base64 (line breaks ignored, as Go's decoder does) and return it re-encoded."""
+    try:
+        raw = base64.b64decode(data.replace("\r", "").replace("\n", ""), validate=True)
+    except ValueError:
+        raise BadRequest(message) from None
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _image_from_url(url: str) -> str:
+    """A data URL -> the base64 payload for native ``images``; anything else -> Ollama's 400."""
+    if url.startswith(("http://", "https://")):
+        raise BadRequest("image URLs are not currently supported, please use base64 encoded data instead")
+    for prefix in ("data:;base64,",) + _IMAGE_URL_PREFIXES:
+        if url.startswith(prefix):
+            return _decode_base64(url[len(prefix):], "invalid image input")
+    raise BadRequest("invalid image input")
+
+
+def _content_part_to_native(role: Any, part: Any) -> Dict[str, Any]:
+    """One OpenAI content part -> one native message with the same role."""
+    if not isinstance(part, dict):
+        raise BadRequest("invalid message format")
+    kind = part.get("type")
+    if kind == "text":
+        if not isinstance(part.get("text"), str):
+            raise BadRequest("invalid message format")
+        return {"role": role, "content": part["text"]}
+    if kind == "image_url":
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, dict) else image
+        if not isinstance(url, str):
+            raise BadRequest("invalid message format")
+        return {"role": role, "content": "", "images": [_image_from_url(url)]}
+    if kind == "input_audio":  # (inferred) audio travels in `images`, as the native API takes it
+        audio = part.get("input_audio")
+        data = audio.get("data") if isinstance(audio, dict) else None
+        if not isinstance(data, str):
+            raise BadRequest("invalid message format")
+        return {"role": role, "content": "", "images": [_decode_base64(data, "invalid message format")]}
+    raise BadRequest("invalid message format")
+
+
+def _messages_to_native(messages: List[Any]) -> List[Dict[str, Any]]:
+    out: List[Dict[str, Any]] = []
+    for msg in messages:
+        if not isinstance(msg, dict):
+            raise BadRequest("json: cannot unmarshal %s into Go struct field ChatCompletionRequest.messages of type openai.Message" % _json_kind(msg))
+        role = msg.get("role") if isinstance(msg.get("role"), str) else ""
+        tool_name = ""
+        if role.lower() == "tool":
+            tool_name = msg.get("name") if isinstance(msg.get("name"), str) else ""
+            call_id = msg.get("tool_call_id")
+            if not tool_name and isinstance(call_id, str) and call_id:
+                tool_name = _tool_name_for_id(messages, call_id)
+        extra: Dict[str, Any] = {}
+        if isinstance(msg.get("reasoning"), str) and msg["reasoning"]:
+            extra["thinking"] = msg["reasoning"]
+        calls = _tool_calls_to_native(msg.get("tool_calls"))
+        if calls:
+            extra["tool_calls"] = calls
+        if tool_name:
+            extra["tool_name"] = tool_name
+        if isinstance(msg.get("tool_call_id"), str) and msg["tool_call_id"]:
+            extra["tool_call_id"] = msg["tool_call_id"]
+        content = msg.get("content")
+        if isinstance(content, str):
+            out.append(dict({"role": role, "content": content}, **extra))
+        elif isinstance(content, list) and content:
+            parts = [_content_part_to_native(role, part) for part in content]
+            if calls:  # Ollama hangs tool calls (and their context) on the last part's message
+                parts[-1].update(extra)
+            out.extend(parts)
+        elif msg.get("tool_calls") is not None or isinstance(content, list):
+            # Content may be null only next to tool calls.  An empty parts list is taken the same
+            # way (Ollama would hang its tool calls on the previous turn's message instead).
+            out.append(dict({"role": role, "content": ""}, **extra))
+        else:
+            raise BadRequest("invalid message content type: %s" % _go_type_name(content))
+    return out
+
+
+def _think_from_reasoning(body: Mapping[str, Any]) -> Any:
+    """reasoning.effort (which wins when ``reasoning`` is an object) or reasoning_effort -> think; None if unset."""
+    reasoning = body.get("reasoning")
+    if isinstance(reasoning, dict):
+        effort = reasoning.get("effort")
+    else:
+        effort = _field("ChatCompletionRequest", body, "reasoning_effort", "string")
+    if not isinstance(effort, str) or not effort:
+        return None
+    if effort not in _EFFORT_TO_THINK:
+        raise BadRequest(
+            "invalid reasoning value: '%s' (must be \"none\", \"minimal\", \"low\", \"medium\", \"high\", \"xhigh\", \"max\", or \"ultra\")" % effort
+        )
+    return _EFFORT_TO_THINK[effort]
+
+
+def openai_chat_to_native(body: Any) -> Dict[str, Any]:
+    """A /v1/chat/completions request -> an /api/chat request (ollama-api.md §6.1, SPEC §7).
+
+    ``stream_options`` is not part of the result: read it with ``openai_include_usage(body)``.
+    Raises BadRequest with Ollama's own message for what Ollama's /v1 refuses.
+    """
+    s = "ChatCompletionRequest"
+    body = _check_body(body, s)
+    # Type errors first, as gin binds the whole body before anything is converted.
+    for name, go_type in (("stream_options", "openai.StreamOptions"), ("reasoning", "openai.Reasoning")):
+        _field(s, body, name, go_type)
+    model = _field(s, body, "model", "string") or ""
+    messages = _field(s, body, "messages", "[]openai.Message")
+    num_predict = _max_tokens(s, body)
+    temperature = _field(s, body, "temperature", "float64")
+    top_p = _field(s, body, "top_p", "float64")
+    stream = _field(s, body, "stream", "bool") is True
+    response_format = _field(s, body, "response_format", "openai.ResponseFormat")
+    tools = _field(s, body, "tools", "[]api.Tool")
+    logprobs = _field(s, body, "logprobs", "bool")
+    top_logprobs = _field(s, body, "top_logprobs", "int")
+    sampling = {name: _field(s, body, name, "int" if name == "seed" else "float64") for name in ("seed", "frequency_penalty", "presence_penalty")}
+    if not messages:
+        raise BadRequest("[] is too short - 'messages'")
+    native: Dict[str, Any] = {"model": model, "messages": _messages_to_native(messages)}
+    options: Dict[str, Any] = {}
+    stop = _stop_list(body.get("stop"), strict=False)
+    if stop is not None:
+        options["stop"] = stop
+    if num_predict is not None:
+        options["num_predict"] = num_predict
+    options["temperature"] = 1.0 if temperature is None else temperature
+    options.update((name, value) for name, value in sampling.items() if value is not None)
+    options["top_p"] = 1.0 if top_p is None else top_p
+    native["options"] = options
+    native["stream"] = stream
+    if response_format is not None:
+        kind = response_format.get("type")
+        kind = kind.strip().lower() if isinstance(kind, str) else ""
+        if kind == "json_object":
+            native["format"] = "json"
+        elif kind == "json_schema" and isinstance(response_format.get("json_schema"), dict):
+            schema = response_format["json_schema"].get("schema")
+            if schema is not None:
+                native["format"] = schema
+    if tools:
+        native["tools"] = tools
+    think = _think_from_reasoning(body)
+    if think is not None:
+        native["think"] = think
+    if logprobs:
+        native["logprobs"] = True
+    if top_logprobs:
+        native["top_logprobs"] = top_logprobs
+    _apply_extra_body(s, body, native, ("keep_alive", "think"))
+    return native
+
+
+def openai_completion_to_native(body: Any) -> Dict[str, Any]:
+    """A /v1/completions request -> an /api/generate request (ollama-api.md §6.1, SPEC §7).
+
+    ``prompt`` must be a string; the penalties are always sent (0 when absent); top_p 0 or
+    absent means 1.0.  ``stream_options`` stays with the caller (``openai_include_usage``).
+    """
+    s = "CompletionRequest"
+    body = _check_body(body, s)
+    native: Dict[str, Any] = {"model": _field(s, body, "model", "string") or "", "prompt": _field(s, body, "prompt", "string") or ""}
+    options: Dict[str, Any] = {}
+    stop = _stop_list(body.get("stop"), strict=True)
+    if stop is not None:
+        options["stop"] = stop
+    num_predict = _max_tokens(s, body)
+    if num_predict is not None:
+        options["num_predict"] = num_predict
+    temperature = _field(s, body, "temperature", "float32")
+    options["temperature"] = 1.0 if temperature is None else temperature
+    seed = _field(s, body, "seed", "int")
+    if seed is not None:
+        options["seed"] = seed
+    options["frequency_penalty"] = _field(s, body, "frequency_penalty", "float32") or 0
+    options["presence_penalty"] = _field(s, body, "presence_penalty", "float32") or 0
+    options["top_p"] = _field(s, body, "top_p", "float32") or 1.0
+    native["options"] = options
+    native["stream"] = _field(s, body, "stream", "bool") is True
+    suffix = _field(s, body, "suffix", "string")
+    if suffix:
+        native["suffix"] = suffix
+    logprobs = _field(s, body, "logprobs", "int")
+    if logprobs is not None and logprobs > 0:
+        native["logprobs"] = True
+        native["top_logprobs"] = logprobs
+    _apply_extra_body(s, body, native, ("keep_alive", "think"))
+    return native
+
+
+def openai_embeddings_to_native(body: Any) -> Dict[str, Any]:
+    """A /v1/embeddings request -> an /api/embed request (ollama-api.md §6.5, SPEC §7).
+
+    ``input`` is always a list here ("" becomes [""]).  ``encoding_format`` is validated but
+    stays with the caller (pass it to ``native_embed_to_openai``).
+    """
+    s = "EmbedRequest"
+    body = _check_body(body, s)
+    model = _field(s, body, "model", "string") or ""
+    dimensions = _field(s, body, "dimensions", "int")
+    encoding = _field(s, body, "encoding_format", "string")
+    if encoding and encoding.lower() not in ("float", "base64"):
+        raise BadRequest("Invalid value for 'encoding_format' = %s. Supported values: ['float', 'base64']." % encoding)
+    inputs = body.get("input")
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if inputs is None or inputs == []:
+        raise BadRequest("invalid input")
+    if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+        raise BadRequest("invalid input type")
+    native: Dict[str, Any] = {"model": model, "input": inputs}
+    if dimensions:
+        native["dimensions"] = dimensions
+    _apply_extra_body(s, body, native, ("keep_alive", "truncate"))
+    return native
+
+
+# -- Responses: native -> OpenAI --------------------------------------------------------
+
+def _usage(native: Mapping[str, Any]) -> Dict[str, int]:
+    prompt = native.get("prompt_eval_count") or 0
+    completion = native.get("eval_count") or 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _tool_calls_to_openai(tool_calls: Any) -> List[Dict[str, Any]]:
+    """Native tool calls -> OpenAI's: complete calls with id, index, type, arguments as a JSON string."""
+    out = []
+    for call in tool_calls if isinstance(tool_calls, list) else ():
+        call = call if isinstance(call, dict) else {}
+        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        index = function.get("index")
+        out.append(
+            {
+                "id": call.get("id") or "",
+                "index": index if isinstance(index, int) else 0,
+                "type": "function",
+                "function": {
+                    "name": function.get("name") or "",
+                    "arguments": json.dumps(function.get("arguments"), separators=(",", ":"), ensure_ascii=False),
+                },
+            }
+        )
+    return out
+
+
+def _created(native: Mapping[str, Any], now: Optional[float]) -> int:
+    created = rfc3339_to_unix(native.get("created_at"))
+    if created is None:
+        created = int(time.time() if now is None else now)
+    return created
+
+
+def native_chat_to_openai(native: Mapping[str, Any], model: str, request_id: str, now: Optional[float] = None) -> Dict[str, Any]:
+    """A non-streaming /api/chat answer -> a chat.completion (ollama-api.md §6.2).
+
+    ``model`` is the name the client sent; ``created`` is the native created_at (``now``, or
+    the clock, only when that is missing).
+    """
+    msg = native.get("message") if isinstance(native.get("message"), dict) else {}
+    message: Dict[str, Any] = {"role": msg.get("role") or "assistant", "content": msg.get("content") or ""}
+    if msg.get("thinking"):
+        message["reasoning"] = msg["thinking"]
+    calls = _tool_calls_to_openai(msg.get("tool_calls"))
+    if calls:
+        message["tool_calls"] = calls
+    reason = native.get("done_reason") or None
+    if reason == "stop" and calls:
+        reason = "tool_calls"
+    choice: Dict[str, Any] = {"index": 0, "message": message, "finish_reason": reason}
+    if native.get("logprobs"):
+        choice["logprobs"] = {"content": native["logprobs"]}
+    return {
+        "id": request_id,
+        "object": "chat.completion",
+        "created": _created(native, now),
+        "model": model,
+        "system_fingerprint": OPENAI_FINGERPRINT,
+        "choices": [choice],
+        "usage": _usage(native),
+    }
+
+
+def native_generate_to_openai(native: Mapping[str, Any], model: str, request_id: str, now: Optional[float] = None) -> Dict[str, Any]:
+    """A non-streaming /api/generate answer -> a text_completion (ollama-api.md §6.2)."""
+    return {
+        "id": request_id,
+        "object": "text_completion",
+        "created": _created(native, now),
+        "model": model,
+        "system_fingerprint": OPENAI_FINGERPRINT,
+        "choices": [{"text": native.get("response") or "", "index": 0, "finish_reason": native.get("done_reason") or None}],
+        "usage": _usage(native),
+    }
+
+
+def floats_to_base64(values: Sequence[float]) -> str:
+    """Base64 of the little-endian float32 array, as OpenAI's encoding_format=base64."""
+    return base64.b64encode(struct.pack("<%df" % len(values), *values)).decode("ascii")
+
+
+def native_embed_to_openai(native: Mapping[str, Any], model: str, encoding_format: Optional[str] = None) -> Dict[str, Any]:
+    """An /api/embed answer -> OpenAI's embedding list (ollama-api.md §6.5); ``model`` as the client sent it.
+
+    As in Ollama, no vectors at all gives ``data: null``, and an answer without
+    ``embeddings`` gives the empty list object.
+    """
+    embeddings = native.get("embeddings")
+    if not isinstance(embeddings, list):
+        return {"object": "", "data": None, "model": "", "usage": {"prompt_tokens": 0, "total_tokens": 0}}
+    as_base64 = isinstance(encoding_format, str) and encoding_format.lower() == "base64"
+    data = [{"object": "embedding", "embedding": floats_to_base64(v) if as_base64 else v, "index": i} for i, v in enumerate(embeddings)]
+    count = native.get("prompt_eval_count") or 0
+    return {"object": "list", "data": data or None, "model": model, "usage": {"prompt_tokens": count, "total_tokens": count}}
+
+
+def model_namespace(name: str) -> str:
+    """The namespace of a model name, as Ollama's model.ParseName: ``library`` for official models."""
+    name = name.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        name = name[:colon]
+    parts = name.split("/")
+    if len(parts) >= 3:
+        return parts[-2]
+    if len(parts) == 2:
+        return parts[0]
+    return "library"
+
+
+def model_to_openai(entry: Mapping[str, Any], requested_name: str) -> Dict[str, Any]:
+    """/v1/models/{model}: the name as the client gave it, created from modified_at (a tags entry or /api/show)."""
+    return {
+        "id": requested_name,
+        "object": "model",
+        "created": rfc3339_to_unix(entry.get("modified_at")) or 0,
+        "owned_by": model_namespace(requested_name),
+    }
+
+
+def models_to_openai(tags: Mapping[str, Any]) -> Dict[str, Any]:
+    """/v1/models from an /api/tags answer; ``data`` is null when there are no models, as in Ollama."""
+    models = tags.get("models") if isinstance(tags.get("models"), list) else []
+    data = [model_to_openai(m, m.get("name") or m.get("model") or "") for m in models if isinstance(m, dict)]
+    return {"object": "list", "data": data or None}
+
+
+# -- Streams: native NDJSON objects -> SSE events -----------------------------------------
+
+class ChatStreamTranslator:
+    """Native /api/chat stream objects in, /v1/chat/completions SSE events out (ollama-api.md §6.3).
+
+    ``feed`` takes one parsed NDJSON object and returns zero or more complete events.  A native
+    ``{"error": ...}`` line, or ``fail()`` when the upstream breaks, ends the stream with one
+    OpenAI error event and no ``[DONE]`` (the deliberate difference).  After the end, feeding
+    returns b"".
+    """
+
+    def __init__(self, model: str, request_id: str, include_usage: bool, clock: Callable[[], float] = time.time) -> None:
+        self.model = model
+        self.request_id = request_id
+        self.include_usage = include_usage
+        self.clock = clock
+        self.created: Optional[int] = None  #: pinned to the first native object
+        self.role_sent = False
+        self.tool_call_sent = False
+        self._finished = False
+
+    @property
+    def finished(self) -> bool:
+        """True once [DONE] or an error event was produced."""
+        return self._finished
+
+    def _chunk(self, delta: Dict[str, Any], finish_reason: Optional[str] = None, logprobs: Any = None) -> Dict[str, Any]:
+        choice: Dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+        if logprobs:
+            choice["logprobs"] = {"content": logprobs}
+        return {
+            "id": self.request_id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": OPENAI_FINGERPRINT,
+            "choices": [choice],
+        }
+
+    def _delta(self) -> Dict[str, Any]:
+        delta: Dict[str, Any] = {}
+        if not self.role_sent:
+            delta["role"] = "assistant"
+            self.role_sent = True
+        return delta
+
+    def feed(self, native: Mapping[str, Any]) -> bytes:
+        if self._finished:
+            return b""
+        if "error" in native:
+            err = native["error"]
+            return self.fail(err if isinstance(err, str) else json.dumps(err))
+        if self.created is None:
+            self.created = _created(native, self.clock())
+        msg = native.get("message") if isinstance(native.get("message"), dict) else {}
+        content = msg.get("content") or ""
+        thinking = msg.get("thinking") or ""
+        calls = _tool_calls_to_openai(msg.get("tool_calls"))
+        logprobs = native.get("logprobs")
+        done = native.get("done") is True
+        out: List[bytes] = []
+        if thinking and (content or calls):
+            # Split in two: the reasoning alone (no content key), then the content or tool calls.
+            out.append(sse_event(self._chunk(dict(self._delta(), reasoning=thinking))))
+            thinking = ""
+        if content or thinking or calls or logprobs or not done or not self.role_sent:
+            delta = self._delta()
+            delta["content"] = content
+            if thinking:
+                delta["reasoning"] = thinking
+            if calls:
+                delta["tool_calls"] = calls
+                self.tool_call_sent = True
+            out.append(sse_event(self._chunk(delta, logprobs=logprobs)))
+        if done:
+            reason = native.get("done_reason") or "stop"
+            if reason == "stop" and self.tool_call_sent:
+                reason = "tool_calls"
+            out.append(sse_event(self._chunk({}, reason)))
+            if self.include_usage:
+                usage_chunk = self._chunk({})
+                usage_chunk["choices"] = []
+                usage_chunk["usage"] = _usage(native)
+                out.append(sse_event(usage_chunk))
+            out.append(SSE_DONE)
+            self._finished = True
+        return b"".join(out)
+
+    def fail(self, message: str, status: int = 500) -> bytes:
+        """The error event that ends a broken stream (no [DONE] after it); b"" once finished."""
+        if self._finished:
+            return b""
+        self._finished = True
+        return b"data: " + error_body(status, message, openai=True) + b"\n\n"
+
+
+class CompletionStreamTranslator:
+    """Native /api/generate stream objects in, /v1/completions SSE events out (ollama-api.md §6.3).
+
+    One event per native object, ``created`` from the clock at each one, the finish reason on
+    the chunk of the ``done`` object itself.  With include_usage every chunk carries zero
+    usage and a last chunk with ``choices: []`` carries the real one.
+    """
+
+    def __init__(self, model: str, request_id: str, include_usage: bool, clock: Callable[[], float] = time.time) -> None:
+        self.model = model
+        self.request_id = request_id
+        self.include_usage = include_usage
+        self.clock = clock
+        self._finished = False
+
+    @property
+    def finished(self) -> bool:
+        """True once [DONE] or an error event was produced."""
+        return self._finished
+
+    def feed(self, native: Mapping[str, Any]) -> bytes:
+        if self._finished:
+            return b""
+        if "error" in native:
+            err = native["error"]
+            return self.fail(err if isinstance(err, str) else json.dumps(err))
+        chunk: Dict[str, Any] = {
+            "id": self.request_id,
+            "object": "text_completion",
+            "created": int(self.clock()),
+            "choices": [{"text": native.get("response") or "", "index": 0, "finish_reason": native.get("done_reason") or None}],
+            "model": self.model,
+            "system_fingerprint": OPENAI_FINGERPRINT,
+        }
+        if self.include_usage:
+            chunk["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        out = [sse_event(chunk)]
+        if native.get("done") is True:
+            if self.include_usage:
+                chunk["choices"] = []
+                chunk["usage"] = _usage(native)
+                out.append(sse_event(chunk))
+            out.append(SSE_DONE)
+            self._finished = True
+        return b"".join(out)
+
+    def fail(self, message: str, status: int = 500) -> bytes:
+        """The error event that ends a broken stream (no [DONE] after it); b"" once finished."""
+        if self._finished:
+            return b""
+        self._finished = True
+        return b"data: " + error_body(status, message, openai=True) + b"\n\n"
+
+
+# ---------------------------------------------------------------------------
+# 9. Embedding chunking
+# ---------------------------------------------------------------------------
+#
+# Why this section exists.  A pooled embedding must fit in one physical batch of
+# the runner, min(2048, num_ctx, training context) tokens.  Ollama sends an input
+# that is longer than the batch but fits the context whole, and on some models
+# and platforms llama-server then aborts instead of answering, so the client
+# sees a 400 that is really a crashed runner (ollama-api.md §9).  Hence the proxy
+# cuts a long input into pieces that fit, at whitespace near the limit with 10 %
+# overlap, embeds the pieces, and returns one vector per input: the mean of its
+# pieces' vectors weighted by their length in characters, L2-normalised again
+# where Ollama normalises (/api/embed, /v1/embeddings), plain for the legacy
+# /api/embeddings (SPEC §7).  Everything here is pure: text and vectors in and out.
+# A "character" is a Python str character (a code point), as len() counts it.
+
+#: A piece may end up to this fraction of the limit early, to end just after whitespace.
+CUT_WINDOW = 0.2
+#: The largest physical batch Ollama gives an embedding runner (num_batch defaults to min(2048, num_ctx)).
+RUNNER_MAX_BATCH = 2048
+
+
+def _nearest_cut(text: str, target: int, lo: int, hi: int, reach: int) -> Optional[int]:
+    """The cut p in [lo, hi] nearest ``target`` (within ``reach``) with whitespace just before it.
+
+    Ties go to the earlier cut.  None when there is none.
+    """
+    for d in range(reach + 1):
+        for p in (target - d, target + d):
+            if lo <= p <= hi and text[p - 1].isspace():
+                return p
+    return None
+
+
+def split_spans(text: str, limit: int, overlap_ratio: float = 0.1) -> List[Tuple[int, int]]:
+    """The (start, end) offsets of ``split_text``'s pieces.
+
+    A piece ends just after the last whitespace character in the final CUT_WINDOW of its
+    window, else exactly at the limit (a hard cut: no whitespace near, e.g. CJK or a long
+    token).  The next piece starts ``overlap_ratio`` × limit characters (clamped to 0..0.5)
+    before that end, moved to just after the nearest whitespace within half the overlap
+    either way.  Starts and ends strictly grow and each piece starts at or before the end
+    of the one before (strictly before whenever the overlap is at least one character), so
+    the pieces cover the text in order and the loop always ends.
+    """
+    if limit < 1:
+        raise ValueError("limit must be at least 1, not %r" % (limit,))
+    n = len(text)
+    if n <= limit:
+        return [(0, n)]
+    overlap = int(limit * min(max(overlap_ratio, 0.0), 0.5))
+    slack = max(1, int(limit * CUT_WINDOW))
+    spans: List[Tuple[int, int]] = []
+    start = prev_end = 0
+    while n - start > limit:
+        hard = start + limit
+        lo = max(start + 1, hard - slack, prev_end + 1)  # ends strictly grow
+        cut = _nearest_cut(text, hard, lo, hard, hard - lo)
+        end = cut if cut is not None else hard
+        spans.append((start, end))
+        prev_end = end
+        target = end - overlap
+        lo, hi = start + 1, (end - 1 if overlap else end)  # starts strictly grow
+        nudged = _nearest_cut(text, target, lo, hi, overlap // 2)
+        start = nudged if nudged is not None else max(lo, min(hi, target))
+    spans.append((start, n))
+    return spans
+
+
+def split_text(text: str, limit: int, overlap_ratio: float = 0.1) -> List[str]:
+    """Pieces of at most ``limit`` characters that cover ``text`` in order (see split_spans).
+
+    A text within the limit, the empty one included, is returned whole as the only piece.
+    """
+    return [text[a:b] for a, b in split_spans(text, limit, overlap_ratio)]
+
+
+def plan_chunks(inputs: List[str], limit: int) -> Tuple[List[str], List[Tuple[int, int]]]:
+    """All inputs' pieces in one list, and per input the (start, end) slice of its pieces there."""
+    pieces: List[str] = []
+    spans: List[Tuple[int, int]] = []
+    for text in inputs:
+        start = len(pieces)
+        pieces.extend(split_text(text, limit))
+        spans.append((start, len(pieces)))
+    return pieces, spans
+
+
+def weighted_mean(vectors: List[List[float]], weights: List[float]) -> List[float]:
+    """The component-wise mean of ``vectors`` weighted by ``weights`` (equal weights if they sum to 0)."""
+    if not vectors or len(vectors) != len(weights):
+        raise ValueError("need one weight per vector and at least one vector")
+    dim = len(vectors[0])
+    if any(len(v) != dim for v in vectors):
+        raise ValueError("vectors of different lengths")
+    total = math.fsum(weights)
+    if total <= 0:
+        weights, total = [1.0] * len(vectors), float(len(vectors))
+    return [math.fsum(w * v[i] for v, w in zip(vectors, weights)) / total for i in range(dim)]
+
+
+def l2_normalize(vec: Sequence[float]) -> List[float]:
+    """``vec`` scaled to unit Euclidean length; a zero vector stays zero."""
+    norm = math.hypot(*vec)  # scaled inside: no overflow or underflow of the squares
+    if norm == 0:
+        return [float(x) for x in vec]
+    return [x / norm for x in vec]
+
+
+def combine_embeddings(vectors: List[List[float]], pieces: List[str], spans: List[Tuple[int, int]], normalize: bool) -> List[List[float]]:
+    """One vector per input, in input order, from the pieces' vectors (``plan_chunks`` order).
+
+    An input sent as one piece gets its vector exactly as the backend returned it.  A split
+    input gets the mean of its pieces' vectors weighted by their length in characters,
+    L2-normalised when ``normalize`` (/api/embed, /v1/embeddings), left as is otherwise
+    (legacy /api/embeddings).
+    """
+    if len(vectors) != len(pieces):
+        raise ValueError("%d vectors for %d pieces" % (len(vectors), len(pieces)))
+    out: List[List[float]] = []
+    for a, b in spans:
+        if not 0 <= a < b <= len(pieces):
+            raise ValueError("bad span (%d, %d) for %d pieces" % (a, b, len(pieces)))
+        if b - a == 1:
+            out.append(list(vectors[a]))
+            continue
+        mean = weighted_mean(vectors[a:b], [float(len(p)) for p in pieces[a:b]])
+        out.append(l2_normalize(mean) if normalize else mean)
+    return out
+
+
+def runner_batch_tokens(num_ctx: int, training_context: int) -> int:
+    """The runner's physical batch: min(2048, the num_ctx it runs with, the training context).
+
+    0 means unknown for either.  A num_ctx above the training context is cut to it by Ollama,
+    so the minimum holds either way (ollama-api.md §9).
+    """
+    return min([RUNNER_MAX_BATCH] + [c for c in (num_ctx, training_context) if c > 0])
+
+
+def derive_embed_limit(batch_tokens: int, chars_per_token: float, margin: float = 0.1) -> int:
+    """The characters per piece: tokens × characters per token × (1 - margin), rounded down, at least 1."""
+    # The epsilon keeps a product that is an integer in exact arithmetic (1000 × 0.9) from flooring to one less.
+    return max(1, int(math.floor(batch_tokens * chars_per_token * (1.0 - margin) + 1e-9)))
+
+
+def chunk_limit_error(length: int, limit: int) -> str:
+    """The 400 message for an over-long input when chunking is off."""
+    return "Input too large (%d characters). Maximum is %d characters." % (length, limit)
+
+
+def split_batches(pieces: List[str], n_backends: int) -> List[Tuple[int, int]]:
+    """Contiguous (start, end) slices of ``pieces``, one per backend used, sizes differing by at most 1.
+
+    Never more slices than pieces (so never an empty one); one slice when n_backends <= 1;
+    none when there are no pieces.  Earlier slices take the extra piece.
+    """
+    n = len(pieces)
+    if n == 0:
+        return []
+    k = max(1, min(n_backends, n))
+    base, extra = divmod(n, k)
+    out: List[Tuple[int, int]] = []
+    start = 0
+    for i in range(k):
+        end = start + base + (1 if i < extra else 0)
+        out.append((start, end))
+        start = end
+    return out
+
+
+# ---------------------------------------------------------------------------
+# 10. Server and request handling
 # ---------------------------------------------------------------------------
 #
 # Theory.  One task per client connection runs a loop of request cycles.  The
@@ -1530,6 +2430,13 @@ class Exchange:
     num_ctx_changed: bool = False  #: the proxy set or changed num_ctx (X-Ollama-Proxy-Num-Ctx)
     chosen_ctx: int = 0  #: a num_ctx the proxy chose: eligible for the out-of-memory fallback
     prompt_chars: int = 0  #: prompt characters, to calibrate characters per token
+    dirty: bool = False  #: ex.json changed: re-encode it once before sending
+    kind: Optional[str] = None  #: a translated /v1 request: "chat", "completion" or "embeddings"
+    client_model: str = ""  #: the model name as the client sent it (answers repeat it)
+    request_id: str = ""
+    include_usage: bool = False
+    encoding_format: str = "float"
+    chunks: Optional[Tuple[List[str], List[Tuple[int, int]]]] = None  #: embedding pieces and, per input, their span
 
 
 _EVAL_COUNT_RE = re.compile(rb'"eval_count"\s*:\s*(\d+)')
@@ -1566,6 +2473,9 @@ def has_final_line(tail: bytes) -> bool:
     return b'"done":true' in last.replace(b" ", b"") or b'"error"' in last
 
 
+#: /v1 endpoints translated to the native API.
+TRANSLATED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+DEFAULT_EMBED_CHARS = 2000  #: the chunk limit when it cannot be derived (no /api/show data)
 #: Native endpoints whose requests the modifiers adjust.
 MODIFIED_PATHS = frozenset({"/api/chat", "/api/generate", "/api/embed", "/api/embeddings"})
 #: Words in a backend's error that mean the model could not be loaded for lack of memory.
@@ -1621,6 +2531,7 @@ class App:
         self.chars_per_token: Dict[str, float] = {}  #: model -> calibrated characters per token
         self.counters: Dict[str, int] = {}  #: event -> count (modifications, metadata cache), for metrics
         self._refresh_soon: Optional[asyncio.Event] = None
+        self._rng = random.Random()
         self._refresher: Optional[asyncio.Task] = None
 
     def count(self, event: str, n: int = 1) -> None:
@@ -1804,8 +2715,20 @@ class App:
                 else:
                     await self._read_body(side, ex)
                     self._inspect_body(ex)
+                    if ex.method == b"GET" and ex.path.startswith("/v1/models") and (self.config.translate or ex.forced_ctx is not None):
+                        await self._serve_models(side, ex, backend)
+                        return
+                    if ex.path in TRANSLATED_PATHS and ex.method == b"POST" and isinstance(ex.json, dict) and (self.config.translate or ex.forced_ctx is not None):
+                        self._translate_request(ex)
                     if ex.path in MODIFIED_PATHS and ex.model and isinstance(ex.json, dict):
                         await self._modify(ex, backend)
+                    if ex.path in ("/api/embed", "/api/embeddings") and isinstance(ex.json, dict):
+                        self._plan_embedding(ex, backend)
+                    if ex.dirty:
+                        ex.body = json.dumps(ex.json, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+                    if ex.path == "/api/embeddings" and ex.chunks is not None:
+                        await self._embed_legacy_chunked(side, ex, backend)
+                        return
                     task = asyncio.current_task()
                     assert task is not None
                     side.watch_disconnect(task)
@@ -1920,7 +2843,7 @@ class App:
         ex.num_ctx = num_ctx if isinstance(num_ctx, int) and not isinstance(num_ctx, bool) else 0
         if not changes:
             return
-        ex.body = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        ex.dirty = True
         ex.chosen_ctx = ctx.chosen_ctx
         for change in changes:
             self.count("modified_" + change.modifier)
@@ -1939,7 +2862,7 @@ class App:
             info = backend.info.get(model)
             trained = info.context_length if isinstance(info, ModelInfo) else 0
             backend.loaded[model] = min(ex.num_ctx, trained) if trained else ex.num_ctx
-        if ex.prompt_chars and ex.tail:
+        if ex.prompt_chars and ex.tail and ex.chunks is None:
             match = _PROMPT_EVAL_RE.search(ex.tail)
             if match:
                 old = self.chars_per_token.get(model, DEFAULT_CHARS_PER_TOKEN)
@@ -2142,7 +3065,10 @@ class App:
                     await asyncio.wait({heartbeat})
                     if not heartbeat.cancelled() and heartbeat.exception() is not None:
                         raise heartbeat.exception()  # type: ignore[misc]
-            await self._relay_response(side, ex, backend, upconn, response)
+            if ex.kind is None and ex.chunks is None:
+                await self._relay_response(side, ex, backend, upconn, response)
+            else:
+                await self._relay_transformed(side, ex, backend, upconn, response)
         except ProxyError as err:
             backend.last_error = err.message
             if upconn is not None:
@@ -2156,6 +3082,203 @@ class App:
             if upconn is not None:
                 assert backend.pool is not None
                 backend.pool.release(upconn)
+
+    # -- /v1 translation and embedding chunking ----------------------------------
+
+    def _translate_request(self, ex: Exchange) -> None:
+        """Turn a /v1 request into its native twin (so that the modifiers apply to it)."""
+        body: Dict[str, Any] = ex.json
+        ex.client_model = str(body.get("model") or "")
+        if ex.path == "/v1/chat/completions":
+            native, native_path, ex.kind = openai_chat_to_native(body), "/api/chat", "chat"
+        elif ex.path == "/v1/completions":
+            native, native_path, ex.kind = openai_completion_to_native(body), "/api/generate", "completion"
+        else:
+            native, native_path, ex.kind = openai_embeddings_to_native(body), "/api/embed", "embeddings"
+            fmt = body.get("encoding_format")
+            ex.encoding_format = fmt.lower() if isinstance(fmt, str) and fmt else "float"
+        options = body.get("stream_options")
+        ex.include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+        ex.request_id = new_request_id("cmpl" if ex.kind == "completion" else "chatcmpl", self._rng)
+        if ex.kind != "embeddings":
+            native["stream"] = bool(body.get("stream"))  # /v1 streams only when asked; native would by default
+        ex.json, ex.dirty = native, True
+        ex.streaming = bool(native.get("stream"))
+        query = ex.target.partition(b"?")[2]
+        ex.target = native_path.encode("ascii") + (b"?" + query if query else b"")
+        ex.path = native_path
+
+    def _embed_limit(self, model: str, ex: Exchange, backend: Backend) -> int:
+        """--max-embed-chars, or (0) what the model's runner batch holds in characters (SPEC §7)."""
+        if self.config.max_embed_chars > 0:
+            return self.config.max_embed_chars
+        info = backend.info.get(model)
+        training = info.context_length if isinstance(info, ModelInfo) else 0
+        if not training:
+            return DEFAULT_EMBED_CHARS
+        batch = runner_batch_tokens(ex.num_ctx or training, training)
+        return derive_embed_limit(batch, self.chars_per_token.get(model, DEFAULT_CHARS_PER_TOKEN))
+
+    def _plan_embedding(self, ex: Exchange, backend: Backend) -> None:
+        """Split inputs over the limit into pieces (or refuse them with chunking off)."""
+        body: Dict[str, Any] = ex.json
+        legacy = ex.path == "/api/embeddings"
+        raw = body.get("prompt") if legacy else body.get("input")
+        inputs = [raw] if isinstance(raw, str) else raw
+        if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
+            return  # Ollama answers what it makes of it
+        model = normalize_model(ex.model or "")
+        limit = self._embed_limit(model, ex, backend)
+        longest = max(len(i) for i in inputs)
+        ex.prompt_chars = sum(len(i) for i in inputs)
+        if longest <= limit:
+            return
+        if not self.config.chunking:
+            raise BadRequest(chunk_limit_error(longest, limit))
+        pieces, spans = plan_chunks(inputs, limit)
+        ex.chunks = (pieces, spans)
+        for index, (start, end) in enumerate(spans):
+            if end - start > 1:
+                log.info("conn %d: %s embedding input %d: %d characters -> %d pieces of at most %d", ex.conn_id, model, index, len(inputs[index]), end - start, limit)
+        self.count("chunked_inputs", sum(1 for s, e in spans if e - s > 1))
+        self.count("chunk_pieces", len(pieces))
+        if not legacy:
+            body["input"] = pieces
+            ex.dirty = True
+
+    async def _embed_legacy_chunked(self, side: ServerSide, ex: Exchange, backend: Backend) -> None:
+        """/api/embeddings takes one prompt: its pieces go one by one; the answer is their plain weighted mean."""
+        assert ex.chunks is not None
+        pieces, spans = ex.chunks
+        ex.backend = backend.name
+        vectors = []
+        for piece in pieces:
+            status, obj = await self._backend_json(backend, b"POST", "/api/embeddings", dict(ex.json, prompt=piece), timeout=self.config.request_timeout)
+            if status != 200 or not isinstance(obj, dict) or not isinstance(obj.get("embedding"), list):
+                message = obj.get("error") if isinstance(obj, dict) and isinstance(obj.get("error"), str) else "backend answered %d" % status
+                raise ProxyError(message, status if status >= 400 else 502)
+            vectors.append(obj["embedding"])
+        (vector,) = combine_embeddings(vectors, pieces, spans, normalize=False)
+        await self._send_json(side, ex, 200, {"embedding": vector})
+
+    async def _serve_models(self, side: ServerSide, ex: Exchange, backend: Backend) -> None:
+        """/v1/models and /v1/models/{model}, answered from the backend's /api/tags."""
+        ex.backend = backend.name
+        status, tags = await self._backend_json(backend, b"GET", "/api/tags")
+        if status != 200 or not isinstance(tags, dict):
+            raise BadGateway("backend %s did not list its models (status %d)" % (backend.name, status))
+        if ex.path.rstrip("/") == "/v1/models":
+            await self._send_json(side, ex, 200, models_to_openai(tags))
+            return
+        wanted = unquote(ex.path[len("/v1/models/") :])
+        for entry in tags.get("models") or ():
+            if isinstance(entry, dict) and normalize_model(str(entry.get("name") or "")) == normalize_model(wanted):
+                await self._send_json(side, ex, 200, model_to_openai(entry, wanted))
+                return
+        raise ProxyError("model '%s' not found" % wanted, 404)
+
+    async def _send_json(self, side: ServerSide, ex: Exchange, status: int, obj: Any) -> None:
+        """An answer the proxy composed itself (translated or merged)."""
+        body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        ex.status = status
+        headers = [(b"content-type", b"application/json; charset=utf-8"), (b"content-length", b"%d" % len(body)), (b"via", self.via)]
+        if ex.backend:
+            headers.append((b"x-ollama-proxy-backend", ex.backend.encode("utf-8")))
+        if ex.num_ctx_changed:
+            headers.append((b"x-ollama-proxy-num-ctx", b"%d" % ex.num_ctx))
+        events: List[Any] = [h11.Response(status_code=status, headers=headers)]
+        if ex.method != b"HEAD":
+            events.append(h11.Data(data=body))
+        events.append(h11.EndOfMessage())
+        ex.response_started = True
+        await side.send(*events)
+
+    async def _relay_transformed(self, side: ServerSide, ex: Exchange, backend: Backend, upconn: UpstreamConnection, response: h11.Response) -> None:
+        """The native answer to a translated or chunked request, turned into what the client asked for."""
+        status = response.status_code
+        if status != 200 or not ex.streaming:
+            raw = await upconn.receive_whole_body()
+            ex.tail = raw[-2048:]
+            if status != 200:
+                message = error_message_from_body(raw)
+                if ex.response_started:
+                    await self._end_with_inband_error(side, ex, message, status)
+                elif ex.openai:
+                    ex.error = message
+                    body = error_body(status, message, openai=True)
+                    await self._send_json(side, ex, status, json.loads(body))
+                else:
+                    ex.error = message
+                    await self._send_json(side, ex, status, {"error": message})
+                return
+            try:
+                native = json.loads(raw)
+            except ValueError:
+                raise BadGateway("backend %s answered with invalid JSON" % backend.name) from None
+            if ex.chunks is not None:
+                pieces, spans = ex.chunks
+                native["embeddings"] = combine_embeddings(native.get("embeddings") or [], pieces, spans, normalize=True)
+            if ex.kind == "chat":
+                out = native_chat_to_openai(native, ex.client_model, ex.request_id)
+            elif ex.kind == "completion":
+                out = native_generate_to_openai(native, ex.client_model, ex.request_id)
+            elif ex.kind == "embeddings":
+                out = native_embed_to_openai(native, ex.client_model, ex.encoding_format)
+            else:
+                out = native
+            await self._send_json(side, ex, 200, out)
+            return
+        # A streamed /v1 answer: native NDJSON lines in, SSE events out, one write per read.
+        if ex.kind == "chat":
+            translator: Any = ChatStreamTranslator(ex.client_model, ex.request_id, ex.include_usage)
+        else:
+            translator = CompletionStreamTranslator(ex.client_model, ex.request_id, ex.include_usage)
+        conn = side.h11
+        out = b""
+        if not ex.response_started:
+            headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"via", self.via),
+                       (b"x-ollama-proxy-backend", backend.name.encode("utf-8"))]
+            if ex.num_ctx_changed:
+                headers.append((b"x-ollama-proxy-num-ctx", b"%d" % ex.num_ctx))
+            ex.status = 200
+            out = conn.send(h11.Response(status_code=200, headers=headers))
+            ex.response_started = True
+        ex.line_framed = True
+        held = b""
+        while True:
+            data, done = await upconn.receive_body()
+            lines = (held + data).split(b"\n")
+            held = lines.pop()
+            if done and held.strip():
+                lines.append(held)
+            events = []
+            for line in lines:
+                if not line.strip():
+                    continue
+                ex.tail = line
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    events.append(translator.fail("backend %s sent a line that is not JSON" % backend.name))
+                    continue
+                if isinstance(obj, dict) and obj.get("error") is not None:
+                    ex.error = str(obj["error"])
+                    events.append(translator.fail(ex.error))
+                elif isinstance(obj, dict):
+                    events.append(translator.feed(obj))
+            if done and not translator.finished and ex.error is None:
+                ex.error = "backend %s ended the stream without a final done message" % backend.name
+                events.append(translator.fail(ex.error))
+            payload = b"".join(events)
+            if payload:
+                out += conn.send(h11.Data(data=payload))
+            if done:
+                out += conn.send(h11.EndOfMessage()) or b""
+            if out:
+                await side.write(out)
+                out = b""
+            if done:
+                return
 
     async def _retry_smaller_context(
         self, side: ServerSide, ex: Exchange, backend: Backend, upconn: UpstreamConnection, response: h11.Response
@@ -2426,7 +3549,7 @@ class App:
 
 
 # ---------------------------------------------------------------------------
-# 9. CLI
+# 11. CLI
 # ---------------------------------------------------------------------------
 
 

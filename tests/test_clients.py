@@ -185,8 +185,9 @@ def test_openai_chat(fake, aclient):
     assert resp.choices[0].message.content == fake_text()
     assert resp.choices[0].finish_reason == "stop"
     assert resp.usage is not None and resp.usage.completion_tokens == 5
-    rec = assert_forwarded(fake, "/v1/chat/completions", "llama3.2")
+    rec = assert_forwarded(fake, "/api/chat", "llama3.2")  # translated to the native API
     assert rec.header("authorization") == "Bearer x"  # no --api-key: the client's key goes through
+    assert rec.json["options"]["num_ctx"] == 16384 and rec.json["stream"] is False
 
 
 def test_openai_chat_stream(fake, aclient):
@@ -198,7 +199,7 @@ def test_openai_chat_stream(fake, aclient):
     assert text == fake_text()
     assert with_choices[-1].choices[0].finish_reason == "stop"
     assert all(c.choices[0].finish_reason is None for c in with_choices[:-1])
-    rec = assert_forwarded(fake, "/v1/chat/completions", "llama3.2")
+    rec = assert_forwarded(fake, "/api/chat", "llama3.2")
     assert rec.json["stream"] is True
 
 
@@ -211,7 +212,7 @@ def test_openai_embeddings(fake, aclient):
         assert len(item.embedding) == 768
         assert norm(item.embedding) == pytest.approx(1.0, abs=1e-3)
     assert resp.data[0].embedding != resp.data[1].embedding
-    rec = assert_forwarded(fake, "/v1/embeddings", "nomic-embed-text")
+    rec = assert_forwarded(fake, "/api/embed", "nomic-embed-text")
     assert rec.json["input"] == inputs
 
 
@@ -219,7 +220,7 @@ def test_openai_models_list(fake, aclient):
     """openai models.list returns the fake's models by id."""
     ids = sorted(m.id for m in aclient.models.list())
     assert ids == sorted(m.name for m in fake.models)
-    assert_forwarded(fake, "/v1/models", method="GET")
+    assert_forwarded(fake, "/api/tags", method="GET")  # answered by the proxy from the tag list
 
 
 def test_openai_unknown_model_raises_not_found(fake, aclient):
@@ -228,12 +229,12 @@ def test_openai_unknown_model_raises_not_found(fake, aclient):
         aclient.chat.completions.create(model="no-such-model", messages=MESSAGES)
     assert info.value.status_code == 404
     assert "no-such-model" in str(info.value)
-    assert_forwarded(fake, "/v1/chat/completions", "no-such-model")
+    assert_forwarded(fake, "/api/chat", "no-such-model")
 
 
 def test_openai_broken_stream_raises(fake, aclient):
     """A backend dying mid-SSE-stream: the openai client gets the first deltas, then APIError, not a clean end."""
-    fake.add_fault(Fault(path="/v1/chat/completions", close_after=2))
+    fake.add_fault(Fault(path="/api/chat", close_after=2))
     got = []
     with pytest.raises(openai.APIError):
         with aclient.chat.completions.create(model="llama3.2", messages=MESSAGES, stream=True) as stream:

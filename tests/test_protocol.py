@@ -505,7 +505,7 @@ def test_connect_failure_502(start_proxy):
     head, body = c.response()
     assert head.status_code == 502 and "cannot connect" in json.loads(body)["error"]
     c.next_cycle()
-    c.request("POST", "/v1/chat/completions", json.dumps({"model": "m", "messages": []}).encode())
+    c.request("POST", "/v1/chat/completions", json.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}]}).encode())
     head, body = c.response()
     err = json.loads(body)["error"]
     assert head.status_code == 502 and err["type"] == "api_error" and "cannot connect" in err["message"]
@@ -596,7 +596,7 @@ def test_sse_stream_broken_ends_with_error_event(scripted, start_proxy):
     """A /v1 stream that breaks ends with one SSE data event carrying an OpenAI-style error."""
     head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
     upstream = scripted([head, chunk(b'data: {"id":"1","choices":[]}\n\ndata: {"id"'), None])
-    proxy = start_proxy(upstream.url, context_mode="off", num_predict=0)
+    proxy = start_proxy(upstream.url, context_mode="off", num_predict=0, translate=False)
     c = Client(proxy.port)
     c.request("POST", "/v1/chat/completions", json.dumps({"model": "m", "messages": [], "stream": True}).encode())
     _, body = c.response()
@@ -709,7 +709,7 @@ def test_heartbeat_then_error_goes_in_band(fake, start_proxy):
 def test_heartbeat_sse_comments(fake, start_proxy):
     """A /v1 stream waiting for the model gets the SSE head and comment lines, then the events."""
     proxy = start_proxy(fake.url, heartbeat=0.2)
-    fake.add_fault(Fault(path="/v1/chat/completions", delay_before_headers=1.0))
+    fake.add_fault(Fault(path="/api/chat", delay_before_headers=1.0))  # the /v1 request reaches Ollama as /api/chat
     c = Client(proxy.port)
     body = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     c.request("POST", "/v1/chat/completions", json.dumps(body).encode())
@@ -946,9 +946,11 @@ def test_reject_streaming_covers_create(fake, start_proxy):
     c.close()
 
 
-def test_idle_pool_is_bounded(fake, proxy):
+def test_idle_pool_is_bounded(fake, proxy, monkeypatch):
     """A burst of concurrent requests leaves at most POOL_MAX_IDLE idle upstream sockets."""
     import ollama_proxy
+
+    monkeypatch.setattr(ollama_proxy, "POOL_MAX_IDLE", 8)
 
     def one() -> None:
         c = Client(proxy.port)
