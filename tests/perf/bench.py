@@ -61,6 +61,10 @@ What is measured
    sends it (its own num_ctx on the conversation, none elsewhere), with a naive per-request
    sizer, and through the proxy in auto mode; the fake counts reloads as Ollama's scheduler
    would (ollama-api.md §7.4). ``--only reloads`` runs just this part.
+6. OpenAI streaming (issue 4): streamed /v1/chat/completions through the proxy with
+   translation (native /api/chat upstream, SSE made by the proxy) against the same through
+   a --no-translate proxy (Ollama's own /v1 SSE passed through), both to the normal-mode
+   fake: events/s and proxy CPU per 1000 events. ``--only openai`` runs just this part.
 
 Reading the table
 -----------------
@@ -638,6 +642,66 @@ def run_reloads(proxy_path, logdir):
     return rows
 
 
+def run_openai(proxy_path, fake_path, logdir, streams=16, chunks=200, duration=3.0, repeats=3):
+    """Streaming /v1/chat/completions: translated by the proxy (native /api/chat upstream) against
+    Ollama's own /v1 passed through (--no-translate), both against the normal-mode fake (its /v1
+    layer is not in fast mode). Returns {mode: (events/s, proxy CPU ms per 1000 events)} medians."""
+    import asyncio
+
+    fake_port = free_port()
+    start_server("fake-v1", [sys.executable, fake_path, "--host", "127.0.0.1", "--port", str(fake_port)], fake_port, logdir)
+    procs = {}
+    for mode, extra in (("translated", []), ("passed through", ["--no-translate"])):
+        port = free_port()
+        proc, _ = start_server("proxy-" + mode.replace(" ", "-"), [sys.executable, proxy_path, "--host", "127.0.0.1", "--port", str(port),
+                                                                   "--backend", f"http://127.0.0.1:{fake_port}", "--log-level", "warning"] + extra,
+                               port, logdir)
+        procs[mode] = (port, proc)
+    body = json.dumps({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
+
+    async def one_connection(port, deadline, counter):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+               b"X-Fake-Chunks: %d\r\nContent-Length: %d\r\n\r\n%s") % (chunks, len(body), body)
+        try:
+            while time.monotonic() < deadline:
+                writer.write(req)
+                seen = b""
+                while not seen.endswith(b"0\r\n\r\n"):
+                    data = await reader.read(65536)
+                    if not data:
+                        return
+                    if not seen and not data.startswith(b"HTTP/1.1 200"):
+                        raise RuntimeError("openai bench: %r" % data[:200])
+                    counter[0] += data.count(b"data: ")
+                    seen = (seen + data)[-16:]
+        finally:
+            writer.close()
+
+    async def run(port):
+        counter = [0]
+        deadline = time.monotonic() + duration
+        t0 = time.monotonic()
+        await asyncio.gather(*(one_connection(port, deadline, counter) for _ in range(streams)))
+        return counter[0], time.monotonic() - t0
+
+    results = {mode: [] for mode in procs}
+    for _ in range(repeats):
+        for mode, (port, proc) in procs.items():
+            c0 = cpu_seconds(proc.pid)
+            events, elapsed = asyncio.run(run(port))
+            c1 = cpu_seconds(proc.pid)
+            results[mode].append((events / elapsed, (c1 - c0) * 1000.0 / max(1, events) * 1000.0))
+    return {mode: (statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)) for mode, rows in results.items()}
+
+
+def print_openai(result):
+    print("/v1/chat/completions streamed (16 streams x 200 chunks, normal-mode fake):")
+    print(f"  {'':<34} {'events/s':>10} {'proxy CPU ms / 1000 events':>28}")
+    for mode, (eps, cpu) in result.items():
+        print(f"  {mode:<34} {eps:>10.0f} {cpu:>28.1f}")
+
+
 def print_reloads(rows):
     print("reload workload (30 requests: a growing conversation, one-shot prompts, embeddings):")
     print(f"  {'sent':<34} {'llama3.2 reloads':>17} {'embed reloads':>14} {'/api/show calls':>16} {'metadata hit rate':>18}")
@@ -652,7 +716,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="ollama-proxy benchmark (direct vs floor relay vs proxy)")
     ap.add_argument("--quick", action="store_true", help="2 repeats, shorter runs (~2 min)")
     ap.add_argument("--repeats", type=int, default=None, help="repeats (default 5, --quick 2)")
-    ap.add_argument("--only", choices=("nonstream", "stream", "reloads"), help="run only one section")
+    ap.add_argument("--only", choices=("nonstream", "stream", "reloads", "openai"), help="run only one section")
     ap.add_argument("--json", metavar="FILE", help="also write the JSON result to FILE")
     ap.add_argument("--ns-duration", type=int, default=None, help="seconds per wrk run (default 4, quick 2)")
     ap.add_argument("--stream-duration", type=float, default=None,
@@ -665,15 +729,18 @@ def main(argv=None):
     repeats = max(1, args.repeats or (2 if args.quick else 5))
     ns_dur = max(1, args.ns_duration or (2 if args.quick else 4))
     st_dur = max(0.2, args.stream_duration or (1.0 if args.quick else 3.0))
-    if args.only == "reloads":
+    if args.only in ("reloads", "openai"):
         logdir = tempfile.mkdtemp(prefix="ollama-proxy-bench-")
         try:
-            print_reloads(run_reloads(args.proxy, logdir))
+            if args.only == "reloads":
+                print_reloads(run_reloads(args.proxy, logdir))
+            else:
+                print_openai(run_openai(args.proxy, args.fake, logdir))
         finally:
             kill_children()
         return 0
-    ns_runs = () if args.only in ("stream", "reloads") else NS_CONC
-    st_runs = () if args.only in ("nonstream", "reloads") else STREAM_SCENARIOS
+    ns_runs = () if args.only in ("stream", "reloads", "openai") else NS_CONC
+    st_runs = () if args.only in ("nonstream", "reloads", "openai") else STREAM_SCENARIOS
     if ns_runs and not shutil.which("wrk"):
         ap.error("wrk not found in PATH (needed for the non-streaming section)")
     if not os.path.exists(args.fake):
@@ -765,6 +832,11 @@ def main(argv=None):
     if not args.only and not standin:
         print()
         print_reloads(run_reloads(args.proxy, logdir))
+        print()
+        try:
+            print_openai(run_openai(args.proxy, args.fake, logdir))
+        finally:
+            kill_children()
     print(f"elapsed {time.monotonic() - t_begin:.0f}s")
     result = {
         "meta": {
