@@ -1063,7 +1063,8 @@ class UpstreamConnection:
 
     async def receive_whole_body(self, limit: int = MAX_JSON_BODY) -> bytes:
         if self.replay is not None:
-            return self.replay
+            body, self.replay = self.replay, None
+            return body
         parts: List[bytes] = []
         size = 0
         while True:
@@ -1120,6 +1121,7 @@ class Pool:
     def release(self, conn: UpstreamConnection) -> None:
         """Back to the pool if both h11 sides finished cleanly, else closed."""
         conn.timer.stop()
+        conn.replay = None
         h = conn.h11
         reusable = conn.state == ACTIVE and h.our_state is h11.DONE and h.their_state is h11.DONE and not conn.timed_out
         if not reusable or h.trailing_data != (b"", False):
@@ -1760,6 +1762,8 @@ def _content_part_to_native(role: Any, part: Any) -> Dict[str, Any]:
 def _messages_to_native(messages: List[Any]) -> List[Dict[str, Any]]:
     out: List[Dict[str, Any]] = []
     for msg in messages:
+        if msg is None:
+            msg = {}  # Go decodes a null element into an empty message (then: no content)
         if not isinstance(msg, dict):
             raise BadRequest("json: cannot unmarshal %s into Go struct field ChatCompletionRequest.messages of type openai.Message" % _json_kind(msg))
         role = msg.get("role") if isinstance(msg.get("role"), str) else ""
@@ -1787,9 +1791,11 @@ def _messages_to_native(messages: List[Any]) -> List[Dict[str, Any]]:
             if calls:  # Ollama hangs tool calls (and their context) on the last part's message
                 parts[-1].update(extra)
             out.extend(parts)
+        elif isinstance(content, list) and not calls:
+            continue  # an empty parts list makes no native message, as in Ollama
         elif msg.get("tool_calls") is not None or isinstance(content, list):
-            # Content may be null only next to tool calls.  An empty parts list is taken the same
-            # way (Ollama would hang its tool calls on the previous turn's message instead).
+            # Content may be null only next to tool calls.  An empty parts list with tool calls is
+            # taken the same way (Ollama would hang its tool calls on the previous turn's message).
             out.append(dict({"role": role, "content": ""}, **extra))
         else:
             raise BadRequest("invalid message content type: %s" % _go_type_name(content))
@@ -3411,6 +3417,7 @@ class App:
             # write for a whole small answer); otherwise at once, before waiting for them.
             try:
                 first = upconn.take_buffered() if upconn.replay is None else (upconn.replay, True)
+                upconn.replay = None
             except ProxyError:
                 await side.write(head)
                 raise

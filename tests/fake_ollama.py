@@ -36,7 +36,9 @@ check_host=True)``: ``start()`` (returns self once listening), ``stop()``, conte
 ``oom_above`` and ``default_num_ctx`` (settable), see below.
 
 ``Received``: conn_id, method, target, headers (lower-cased names, in order), body,
-http_version; ``header(name)``, ``path``, ``json`` (parsed body or None).
+http_version, ``native`` (on /v1 chat, completions and embeddings: the native request the /v1
+middleware made of it, see below; else None); ``header(name)``, ``path``, ``json`` (parsed
+body or None).
 
 Scheduler: loads, reloads, out of memory (ollama-api.md §7, §3.7)
 -------------------------------------------------------------------
@@ -100,7 +102,8 @@ Token counts
 (Python ``len``): on chat the ``content`` of every message, plus the tools as compact JSON
 (``json.dumps(tools, separators=(",", ":"))``) when present; on generate ``prompt`` + ``system``
 (no ``template_tokens`` when ``raw`` is true), then plus ``len(context)`` of a given context
-array; on /v1/chat/completions the text parts of the messages; on /v1/completions the prompt.
+array. A /v1 request counts as the native request it is turned into (below), so a /v1 chat
+counts its text parts (and tools) exactly as the /api/chat request a translating proxy sends.
 The ceiling has a 1e-9 tolerance (C / chars_per_token within 1e-9 of an integer counts as it).
 Embeddings count each input alone as ``max(1, ceil(len / chars_per_token))`` (no template),
 summed over inputs; inputs longer than num_ctx - 2 tokens are cut to that many tokens
@@ -118,6 +121,47 @@ Per-request control headers (they pass through a proxy; honoured in normal and f
 
 Generated text is one token per line, "tok0 ", "tok1 ", ...; eval_count = tokens generated;
 ``options.num_predict`` smaller than the token count cuts the output, done_reason "length".
+
+Tool calls (the GGUF-template path of ollama-api.md §3.2)
+---------------------------------------------------------
+A chat request with a non-empty ``tools`` on a model with the ``tools`` capability (native or
+/v1; without the capability it is the usual 400) is answered with one call to the first tool
+instead of content: ``{"id": "call_" + 8 lowercase base-36 characters of a sha256 over the
+model name as sent, the messages' concatenated text and the tool name, "function": {"index": 0,
+"name": <first tool's name>, "arguments": {<each name in the tool's parameters.required>: "x"}
+or {"location": "Paris"} when it requires none}}``. No content lines are sent (thinking lines
+still are); the call comes in the final ``done: true`` object (``message.content`` "",
+``message.tool_calls`` [call], done_reason "stop"), and stream:false gives one object with
+``message.tool_calls``. The call costs max(1, X-Fake-Chunks) tokens in eval_count; a
+``num_predict`` below thinking + that cost gives the ordinary cut text (done_reason "length")
+and no call. The same request always gets the same id.
+
+The /v1 layer (ollama-api.md §6)
+--------------------------------
+Like Ollama's middleware, /v1/chat/completions, /v1/completions and /v1/embeddings bind the
+OpenAI body, do the middleware's own checks (400 ``[] is too short - 'messages'``, image URLs:
+http(s) -> 400 ``image URLs are not currently supported, please use base64 encoded data
+instead``, other non-data URLs or bad base64 -> ``invalid image input``, ``invalid tool call
+arguments``, ``invalid message content type: <nil>``, reasoning effort, completion ``stop``
+items, embeddings ``encoding_format`` then ``invalid input``), convert the body into the native
+request (``Received.native``: each content part its own message, images as base64, tool-call
+arguments parsed, options with ``temperature`` and ``top_p`` 1.0 when absent, ``max_tokens`` ->
+``num_predict``; completions always send frequency/presence penalties; ``options``,
+``keep_alive``, ``num_ctx`` and ``max_completion_tokens`` are dropped; embeddings pass
+``{model, input, dimensions}`` only), run the native handler on it (scheduler, 404s, capability
+checks, tool calls) and convert its answer objects the way ChatWriter, CompleteWriter and
+EmbedWriter do: non-streamed ``chat.completion`` / ``text_completion`` (``reasoning``,
+``tool_calls`` with arguments as a JSON string, finish_reason ``tool_calls`` when calls came
+with "stop", usage from the native counts), SSE chat chunks (``created`` pinned to the first
+native object, role in the first chunk only, thinking+content split into two chunks, the
+metrics-only final object skipped unless nothing was sent, a finish chunk with ``delta: {}``,
+the include_usage chunk with ``choices: []``, ``data: [DONE]``), SSE completion chunks (created
+per chunk, finish_reason on the last one, zero usage on each with include_usage and then the
+usage chunk), embedding lists (base64 = little-endian float32). Errors from the native handler
+come in OpenAI shape with ``application/json`` and a trailing newline (as json.Encoder writes
+every /v1 writer body); the middleware's own 400s with gin's ``application/json;
+charset=utf-8`` and no newline. /v1/models lists /api/tags (``data`` null when empty);
+/v1/models/{model} answers the id as given, or 404 ``model 'x' not found``.
 
 Faults (``Fault`` dataclass)
 ----------------------------
@@ -166,8 +210,9 @@ model-count or memory limit besides ``oom_above``: models stay loaded beside eac
 requests that would wait in Ollama for a runner to unload do not wait. Routes Ollama
 registers but the fake does not model (/api/me, /api/signout, /api/user/keys/*,
 /api/experimental/*, /v1/responses, /v1/messages, /v1/audio/transcriptions) answer 501
-``{"error": "not implemented by fake_ollama"}``. Tool calls are never generated. ``format`` is
-accepted but the text is not JSON. /api/embed on a model without the ``embedding`` capability
+``{"error": "not implemented by fake_ollama"}``. Tool calls are always to the first tool, with
+made-up arguments (above); ``logprobs`` are accepted but never produced; images are accepted
+on any model and add no prompt tokens. ``format`` is accepted but the text is not JSON. /api/embed on a model without the ``embedding`` capability
 answers 501 (llama-server's "does not support embeddings" status; unverified upstream). Times
 are printed in UTC.
 
@@ -188,6 +233,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import calendar
 import collections
 import dataclasses
 import email.utils
@@ -435,6 +481,10 @@ class Received:
     headers: List[Tuple[str, str]]  #: names lower-cased, in order
     body: bytes
     http_version: str  #: "1.1" or "1.0"
+    #: on /v1/chat/completions, /v1/completions and /v1/embeddings: the native request that the
+    #: fake's OpenAI middleware made of it (what /api/chat, /api/generate, /api/embed run), once
+    #: the request got past the middleware's own checks; None otherwise
+    native: Optional[dict] = None
 
     @property
     def path(self) -> str:
@@ -538,12 +588,18 @@ class Fault:
 
 
 class HTTPError(Exception):
-    """An error answer: status and message (rendered in Ollama or OpenAI shape)."""
+    """An error answer: status and message (rendered in Ollama or OpenAI shape).
 
-    def __init__(self, status: int, message: str) -> None:
+    ``middleware``: raised by the OpenAI middleware itself (gin's AbortWithStatusJSON:
+    ``application/json; charset=utf-8``, no trailing newline) rather than by a native handler
+    whose answer the /v1 writer re-encodes (``application/json``, a trailing newline).
+    """
+
+    def __init__(self, status: int, message: str, middleware: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.middleware = middleware
 
 
 def go_json(obj: Any) -> bytes:
@@ -666,7 +722,7 @@ _DECODER = json.JSONDecoder()
 
 
 def bind_json(body: bytes, struct: str, fields: dict, *, empty_message: str =
-              "missing request body") -> dict:
+              "missing request body", package: str = "api") -> dict:
     """gin's ShouldBindJSON, as far as the fake needs it.
 
     ``fields`` maps a field name to its kind: "string", "bool", "int", "number", "array",
@@ -684,8 +740,8 @@ def bind_json(body: bytes, struct: str, fields: dict, *, empty_message: str =
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise HTTPError(400, "json: cannot unmarshal %s into Go value of type api.%s"
-                        % (json_kind(value), struct))
+        raise HTTPError(400, "json: cannot unmarshal %s into Go value of type %s.%s"
+                        % (json_kind(value), package, struct))
     for name, spec in fields.items():
         kind, _, gotype = spec.partition(":")
         item = value.get(name)
@@ -880,11 +936,13 @@ class Generation:
     """The tokens one chat/generate request produces, and its timing statistics.
 
     Tokens are handed out lazily by ``pieces()`` so that created_at and the durations follow the
-    real pace of the response (delays, gates).
+    real pace of the response (delays, gates). A tool-call answer has no content tokens: its
+    ``tool_calls`` come in the final object and cost ``call_tokens`` in eval_count.
     """
 
     def __init__(self, model: str, thinking: List[str], content: List[str], done_reason: str,
-                 prompt_tokens: int, start_ns: int, load_ns: int) -> None:
+                 prompt_tokens: int, start_ns: int, load_ns: int,
+                 tool_calls: Optional[List[dict]] = None, call_tokens: int = 0) -> None:
         self.model = model  #: the name as the client sent it
         self.thinking = thinking
         self.content = content
@@ -892,17 +950,18 @@ class Generation:
         self.prompt_tokens = prompt_tokens
         self.start_ns = start_ns
         self.load_ns = load_ns
+        self.tool_calls = tool_calls or []
+        self.call_tokens = call_tokens
         self.first_ns = 0
-        self.created = int(time.time())  #: Unix seconds, pinned for /v1 chunks
 
     @property
     def eval_count(self) -> int:
-        return len(self.thinking) + len(self.content)
+        return len(self.thinking) + len(self.content) + self.call_tokens
 
     @property
     def line_count(self) -> int:
-        """Native lines: one per token plus the final stats line."""
-        return self.eval_count + 1
+        """Native lines: one per thinking or content token plus the final stats line."""
+        return len(self.thinking) + len(self.content) + 1
 
     def pieces(self) -> Iterator[Tuple[str, str]]:
         """("thinking" | "content", token) in order."""
@@ -934,9 +993,15 @@ class Generation:
 
 
 def make_generation(model_sent: str, prompt_tokens: int, ctx: RequestContext, *,
-                    thinking: bool, num_predict: Optional[int]) -> Generation:
+                    thinking: bool, num_predict: Optional[int],
+                    tool_call: Optional[dict] = None) -> Generation:
     think = ["think%d " % i for i in range(ctx.think_chunks if thinking else 0)]
     content = ["tok%d " % i for i in range(ctx.chunks)]
+    if tool_call is not None:
+        cost = max(1, len(content))  # the call is written in place of the content tokens
+        if num_predict is None or not 0 < num_predict < len(think) + cost:
+            return Generation(model_sent, think, [], "stop", prompt_tokens, ctx.start_ns,
+                              ctx.load_ns, tool_calls=[tool_call], call_tokens=cost)
     reason = "stop"
     if num_predict is not None and 0 < num_predict < len(think) + len(content):
         think = think[:num_predict]
@@ -946,45 +1011,81 @@ def make_generation(model_sent: str, prompt_tokens: int, ctx: RequestContext, *,
                       ctx.load_ns)
 
 
-def native_chat_lines(gen: Generation) -> Iterator[bytes]:
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def make_tool_call(model_sent: str, messages: List[Any], tools: List[Any]) -> dict:
+    """The one tool call the fake answers a chat request with ``tools`` (see the docstring).
+
+    A call to the first tool; arguments: "x" for each of its parameters' ``required`` names,
+    else ``{"location": "Paris"}``; id "call_" + 8 base-36 characters of a sha256 over the
+    model name as sent, the messages' text and the tool name.
+    """
+    first = tools[0] if tools and isinstance(tools[0], dict) else {}
+    function = first.get("function") if isinstance(first.get("function"), dict) else {}
+    name = function.get("name") if isinstance(function.get("name"), str) else ""
+    params = function.get("parameters") if isinstance(function.get("parameters"), dict) else {}
+    required = params.get("required") if isinstance(params.get("required"), list) else []
+    names = [r for r in required if isinstance(r, str)]
+    arguments: dict = {r: "x" for r in names} if names else {"location": "Paris"}
+    text = "".join(m.get("content") or "" for m in messages
+                   if isinstance(m, dict) and isinstance(m.get("content"), str))
+    seed = int.from_bytes(hashlib.sha256(go_json([model_sent, text, name])).digest()[:8], "big")
+    chars = []
+    for _ in range(8):
+        seed, digit = divmod(seed, 36)
+        chars.append(_BASE36[digit])
+    return {"id": "call_" + "".join(chars),
+            "function": {"index": 0, "name": name, "arguments": arguments}}
+
+
+# Native answers as dicts (the lines of a stream, or the one object of stream:false); the
+# native routes encode them, and the /v1 writers below convert them as Ollama's middleware does.
+
+def native_chat_responses(gen: Generation) -> Iterator[dict]:
     for kind, token in gen.pieces():
         message = {"role": "assistant", "content": token if kind == "content" else ""}
         if kind == "thinking":
             message["thinking"] = token
-        yield ndjson_line({"model": gen.model, "created_at": now_rfc3339(), "message": message,
-                           "done": False})
-    final = {"model": gen.model, "created_at": now_rfc3339(),
-             "message": {"role": "assistant", "content": ""}, "done": True,
+        yield {"model": gen.model, "created_at": now_rfc3339(), "message": message,
+               "done": False}
+    message = {"role": "assistant", "content": ""}
+    if gen.tool_calls:
+        message["tool_calls"] = gen.tool_calls
+    final = {"model": gen.model, "created_at": now_rfc3339(), "message": message, "done": True,
              "done_reason": gen.done_reason}
     final.update(gen.stats())
-    yield ndjson_line(final)
+    yield final
 
 
-def native_chat_object(gen: Generation) -> bytes:
+def native_chat_response(gen: Generation) -> dict:
     list(gen.pieces())
     message = {"role": "assistant", "content": "".join(gen.content)}
     if gen.thinking:
         message["thinking"] = "".join(gen.thinking)
+    if gen.tool_calls:
+        message["tool_calls"] = gen.tool_calls
     obj = {"model": gen.model, "created_at": now_rfc3339(), "message": message, "done": True,
            "done_reason": gen.done_reason}
     obj.update(gen.stats())
-    return go_json(obj)
+    return obj
 
 
-def native_generate_lines(gen: Generation, context: Optional[List[int]]) -> Iterator[bytes]:
+def native_generate_responses(gen: Generation,
+                              context: Optional[List[int]]) -> Iterator[dict]:
     for kind, token in gen.pieces():
         obj = {"model": gen.model, "created_at": now_rfc3339(),
                "response": token if kind == "content" else ""}
         if kind == "thinking":
             obj["thinking"] = token
         obj["done"] = False
-        yield ndjson_line(obj)
-    yield ndjson_line(_generate_final(gen, context, "", ""))
+        yield obj
+    yield _generate_final(gen, context, "", "")
 
 
-def native_generate_object(gen: Generation, context: Optional[List[int]]) -> bytes:
+def native_generate_response(gen: Generation, context: Optional[List[int]]) -> dict:
     list(gen.pieces())
-    return go_json(_generate_final(gen, context, "".join(gen.content), "".join(gen.thinking)))
+    return _generate_final(gen, context, "".join(gen.content), "".join(gen.thinking))
 
 
 def _generate_final(gen: Generation, context: Optional[List[int]], response: str,
@@ -999,79 +1100,162 @@ def _generate_final(gen: Generation, context: Optional[List[int]], response: str
     return obj
 
 
-def _usage(gen: Generation) -> dict:
-    return {"prompt_tokens": gen.prompt_tokens, "completion_tokens": gen.eval_count,
-            "total_tokens": gen.prompt_tokens + gen.eval_count}
+# The /v1 writers (ollama-api.md §6.2, §6.3): ChatWriter, CompleteWriter, EmbedWriter.
+
+SSE_DONE = b"data: [DONE]\n\n"
 
 
-def v1_chat_object(gen: Generation, cid: str) -> bytes:
-    list(gen.pieces())
-    message = {"role": "assistant", "content": "".join(gen.content)}
-    if gen.thinking:
-        message["reasoning"] = "".join(gen.thinking)
-    return go_json({"id": cid, "object": "chat.completion", "created": gen.created,
-                    "model": gen.model, "system_fingerprint": "fp_ollama",
-                    "choices": [{"index": 0, "message": message,
-                                 "finish_reason": gen.done_reason}],
-                    "usage": _usage(gen)})
+def writer_body(obj: Any) -> bytes:
+    """What a /v1 writer's json.NewEncoder(w).Encode writes: compact JSON and a newline."""
+    return go_json(obj) + b"\n"
 
 
-def v1_chat_events(gen: Generation, cid: str, include_usage: bool) -> Iterator[bytes]:
-    """chat.completion.chunk events: role first, a finish chunk, usage, [DONE]."""
-
-    def envelope(choices: list) -> dict:
-        return {"id": cid, "object": "chat.completion.chunk", "created": gen.created,
-                "model": gen.model, "system_fingerprint": "fp_ollama", "choices": choices}
-
-    first = True
-    for kind, token in gen.pieces():
-        delta: dict = {"role": "assistant"} if first else {}
-        first = False
-        delta["content"] = token if kind == "content" else ""
-        if kind == "thinking":
-            delta["reasoning"] = token
-        yield sse_event(envelope([{"index": 0, "delta": delta, "finish_reason": None}]))
-    if first:  # no token at all: the final native object still produces the role chunk
-        yield sse_event(envelope([{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                   "finish_reason": None}]))
-    yield sse_event(envelope([{"index": 0, "delta": {}, "finish_reason": gen.done_reason}]))
-    if include_usage:
-        chunk = envelope([])
-        chunk["usage"] = _usage(gen)
-        yield sse_event(chunk)
-    yield b"data: [DONE]\n\n"
+def unix_seconds(created_at: Any) -> int:
+    """An RFC 3339 UTC time ("2026-08-21T12:00:00.1Z") as Unix seconds; now when unparsable."""
+    try:
+        return calendar.timegm(time.strptime(str(created_at)[:19], "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return int(time.time())
 
 
-def v1_completion_object(gen: Generation, cid: str) -> bytes:
-    list(gen.pieces())
-    return go_json({"id": cid, "object": "text_completion", "created": gen.created,
-                    "model": gen.model, "system_fingerprint": "fp_ollama",
-                    "choices": [{"text": "".join(gen.content), "index": 0,
-                                 "finish_reason": gen.done_reason}],
-                    "usage": _usage(gen)})
+def v1_usage(r: dict) -> dict:
+    prompt, completion = r.get("prompt_eval_count") or 0, r.get("eval_count") or 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}
 
 
-def v1_completion_events(gen: Generation, cid: str, include_usage: bool) -> Iterator[bytes]:
-    """text_completion chunks: the last one carries finish_reason; no separate finish chunk."""
-    zero = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+def v1_tool_calls(calls: List[Any]) -> List[dict]:
+    """openai.ToToolCalls: type "function", arguments as a JSON string, index moved up."""
+    out = []
+    for call in calls:
+        function = call.get("function") or {}
+        out.append({"id": call.get("id", ""), "index": function.get("index", 0),
+                    "type": "function",
+                    "function": {"name": function.get("name", ""),
+                                 "arguments": go_json(function.get("arguments") or {}).decode()}})
+    return out
 
-    def chunk(text: str, finish: Optional[str]) -> dict:
-        obj = {"id": cid, "object": "text_completion", "created": int(time.time()),
-               "choices": [{"text": text, "index": 0, "finish_reason": finish}],
-               "model": gen.model, "system_fingerprint": "fp_ollama"}
+
+def v1_chat_completion(r: dict, cid: str) -> dict:
+    """openai.ToChatCompletion of a whole native chat answer."""
+    msg = r.get("message") or {}
+    tool_calls = v1_tool_calls(msg.get("tool_calls") or [])
+    message = {"role": msg.get("role", ""), "content": msg.get("content", "")}
+    if msg.get("thinking"):
+        message["reasoning"] = msg["thinking"]
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    reason = r.get("done_reason") or ""
+    if reason == "stop" and tool_calls:
+        reason = "tool_calls"
+    return {"id": cid, "object": "chat.completion", "created": unix_seconds(r.get("created_at")),
+            "model": r.get("model", ""), "system_fingerprint": "fp_ollama",
+            "choices": [{"index": 0, "message": message, "finish_reason": reason or None}],
+            "usage": v1_usage(r)}
+
+
+def _chat_chunk(cid: str, created: int, model: str, choices: list) -> dict:
+    return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+            "system_fingerprint": "fp_ollama", "choices": choices}
+
+
+def v1_stream_chunks(cid: str, r: dict, created: int, include_role: bool) -> List[dict]:
+    """openai.ToStreamChunks: one chunk, or two when thinking comes with content/tool calls."""
+    msg = r.get("message") or {}
+    content, thinking = msg.get("content") or "", msg.get("thinking") or ""
+    tool_calls = v1_tool_calls(msg.get("tool_calls") or [])
+    model = r.get("model", "")
+
+    def chunk(delta: dict) -> dict:
+        return _chat_chunk(cid, created, model,
+                           [{"index": 0, "delta": delta, "finish_reason": None}])
+
+    role = {"role": "assistant"} if include_role else {}
+    if thinking and (content or tool_calls):
+        rest: dict = {"content": content}
+        if tool_calls:
+            rest["tool_calls"] = tool_calls
+        return [chunk(dict(role, reasoning=thinking)), chunk(rest)]
+    delta = dict(role, content=content)
+    if thinking:
+        delta["reasoning"] = thinking
+    if tool_calls:
+        delta["tool_calls"] = tool_calls
+    return [chunk(delta)]
+
+
+def v1_chat_events(responses: Iterable[dict], cid: str, include_usage: bool) -> Iterator[bytes]:
+    """ChatWriter on a stream: created pinned to the first native answer, role in the first
+    chunk only, the metrics-only final object skipped (unless nothing was sent yet), then a
+    finish chunk with delta {}, the usage chunk when asked, and [DONE]."""
+    created: Optional[int] = None
+    first_sent = tool_sent = False
+    for r in responses:
+        if created is None:
+            created = unix_seconds(r.get("created_at"))
+        msg = r.get("message") or {}
+        done = bool(r.get("done"))
+        trailer = (done and first_sent and not msg.get("content") and not msg.get("thinking")
+                   and not msg.get("tool_calls"))
+        if not trailer:
+            for chunk in v1_stream_chunks(cid, r, created, not first_sent):
+                tool_sent = tool_sent or bool(chunk["choices"][0]["delta"].get("tool_calls"))
+                yield sse_event(chunk)
+            first_sent = True
+        if done:
+            reason = r.get("done_reason") or "stop"
+            if reason == "stop" and tool_sent:
+                reason = "tool_calls"
+            finish = _chat_chunk(cid, created, r.get("model", ""),
+                                 [{"index": 0, "delta": {}, "finish_reason": reason}])
+            yield sse_event(finish)
+            if include_usage:
+                finish["choices"] = []
+                finish["usage"] = v1_usage(r)
+                yield sse_event(finish)
+            yield SSE_DONE
+
+
+def v1_completion(r: dict, cid: str) -> dict:
+    """openai.ToCompletion of a whole native generate answer."""
+    return {"id": cid, "object": "text_completion", "created": unix_seconds(r.get("created_at")),
+            "model": r.get("model", ""), "system_fingerprint": "fp_ollama",
+            "choices": [{"text": r.get("response", ""), "index": 0,
+                         "finish_reason": r.get("done_reason") or None}],
+            "usage": v1_usage(r)}
+
+
+def v1_completion_events(responses: Iterable[dict], cid: str,
+                         include_usage: bool) -> Iterator[bytes]:
+    """CompleteWriter on a stream: one chunk per native line (created = now, the last one with
+    finish_reason); with include_usage zero usage on each and a final usage chunk."""
+    for r in responses:
+        chunk = {"id": cid, "object": "text_completion", "created": int(time.time()),
+                 "choices": [{"text": r.get("response", ""), "index": 0,
+                              "finish_reason": r.get("done_reason") or None}],
+                 "model": r.get("model", ""), "system_fingerprint": "fp_ollama"}
         if include_usage:
-            obj["usage"] = zero
-        return obj
+            chunk["usage"] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        yield sse_event(chunk)
+        if r.get("done"):
+            if include_usage:
+                chunk["choices"] = []
+                chunk["usage"] = v1_usage(r)
+                yield sse_event(chunk)
+            yield SSE_DONE
 
-    for kind, token in gen.pieces():
-        yield sse_event(chunk(token if kind == "content" else "", None))
-    yield sse_event(chunk("", gen.done_reason))
-    if include_usage:
-        last = chunk("", None)
-        last["choices"] = []
-        last["usage"] = _usage(gen)
-        yield sse_event(last)
-    yield b"data: [DONE]\n\n"
+
+def v1_embedding_list(model_sent: str, r: dict, encoding_format: str) -> dict:
+    """openai.ToEmbeddingList: base64 = little-endian float32 bytes."""
+    data = []
+    for index, vec in enumerate(r.get("embeddings") or []):
+        embedding: Any = vec
+        if encoding_format.lower() == "base64":
+            embedding = base64.b64encode(struct.pack("<%df" % len(vec), *vec)).decode()
+        data.append({"object": "embedding", "embedding": embedding, "index": index})
+    tokens = r.get("prompt_eval_count") or 0
+    return {"object": "list", "data": data or None, "model": model_sent,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
 def embedding_direction(text: str, dim: int, salt: str = "") -> List[float]:
@@ -1128,16 +1312,20 @@ def ollama_error(status: int, message: str) -> Reply:
     return json_reply({"error": message}, status)
 
 
-def openai_error(status: int, message: str) -> Reply:
+def openai_error(status: int, message: str, middleware: bool = False) -> Reply:
+    """openai.NewError: through the /v1 writer (``application/json``, a newline after the
+    JSON), or written by the middleware itself (gin's c.JSON)."""
     kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
-    return json_reply({"error": {"message": message, "type": kind, "param": None, "code": None}},
-                      status, CT_OPENAI)
+    obj = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    if middleware:
+        return json_reply(obj, status, CT_JSON)
+    return Reply(status, CT_OPENAI, writer_body(obj))
 
 
-def error_reply(path: str, status: int, message: str) -> Reply:
+def error_reply(path: str, status: int, message: str, middleware: bool = False) -> Reply:
     """Ollama's shape, or OpenAI's on /v1 paths."""
     if path.startswith("/v1/"):
-        return openai_error(status, message)
+        return openai_error(status, message, middleware)
     return ollama_error(status, message)
 
 
@@ -1172,14 +1360,276 @@ _CREATE_FIELDS = {"model": "string", "name": "string", "from": "string",
                   "quantize": "string"}
 _COPY_FIELDS = {"source": "string", "destination": "string"}
 _V1_CHAT_FIELDS = {"model": "string", "messages": "array:[]openai.Message",
-                   "stream": "bool", "stream_options": "object:*openai.StreamOptions",
-                   "max_tokens": "int:*int", "tools": "array:[]api.Tool",
-                   "reasoning_effort": "string:*string", "reasoning": "object"}
-_V1_COMPLETION_FIELDS = {"model": "string", "prompt": "string", "stream": "bool",
-                         "stream_options": "object:*openai.StreamOptions",
-                         "max_tokens": "int:*int", "suffix": "string"}
+                   "stream": "bool", "stream_options": "object:openai.StreamOptions",
+                   "max_tokens": "int:int", "seed": "int:int", "stop": "any",
+                   "temperature": "number:float64", "frequency_penalty": "number:float64",
+                   "presence_penalty": "number:float64", "top_p": "number:float64",
+                   "response_format": "object:openai.ResponseFormat",
+                   "tools": "array:[]api.Tool", "reasoning": "object:openai.Reasoning",
+                   "reasoning_effort": "string:*string", "logprobs": "bool:bool",
+                   "top_logprobs": "int"}
+_V1_COMPLETION_FIELDS = {"model": "string", "prompt": "string",
+                         "frequency_penalty": "number:float32", "max_tokens": "int:int",
+                         "presence_penalty": "number:float32", "seed": "int:int", "stop": "any",
+                         "stream": "bool", "stream_options": "object:openai.StreamOptions",
+                         "temperature": "number:float32", "top_p": "number:float32",
+                         "suffix": "string", "logprobs": "int:int"}
 _V1_EMBED_FIELDS = {"model": "string", "input": "any", "encoding_format": "string",
                     "dimensions": "int"}
+
+_GO_TYPE_NAMES = {"null": "<nil>", "number": "float64", "bool": "bool", "string": "string",
+                  "array": "[]interface {}", "object": "map[string]interface {}"}
+_IMAGE_PREFIXES = ("data:image/jpeg;base64,", "data:image/jpg;base64,", "data:image/png;base64,",
+                   "data:image/webp;base64,")
+_REASONING_EFFORTS = {"none": False, "minimal": "low", "low": "low", "medium": "medium",
+                      "high": "high", "max": "max", "xhigh": "max", "ultra": "max"}
+
+
+def _middleware_error(message: str) -> HTTPError:
+    return HTTPError(400, message, middleware=True)
+
+
+def name_namespace(name: str) -> str:
+    """model.ParseName(name).Namespace: "library" unless the name carries one."""
+    parts = name.split(":", 1)[0].split("/")
+    return parts[-2] if len(parts) >= 2 and parts[-2] else "library"
+
+
+def decode_image_url(url: str) -> str:
+    """openai decodeImageURL: a data URL's bytes, returned as native base64."""
+    if url.startswith(("http://", "https://")):
+        raise _middleware_error("image URLs are not currently supported, please use base64 "
+                                "encoded data instead")
+    if url.startswith("data:;base64,"):
+        data = url[len("data:;base64,"):]
+    else:
+        prefix = next((p for p in _IMAGE_PREFIXES if url.startswith(p)), None)
+        if prefix is None:
+            raise _middleware_error("invalid image input")
+        data = url[len(prefix):]
+    try:
+        raw = base64.b64decode(data.replace("\r", "").replace("\n", ""), validate=True)
+    except ValueError:
+        raise _middleware_error("invalid image input") from None
+    return base64.b64encode(raw).decode("ascii")
+
+
+def native_tool_calls(calls: Any) -> List[dict]:
+    """openai.FromCompletionToolCall: arguments strings parsed into (ordered) objects."""
+    out = []
+    for call in calls or []:
+        call = call if isinstance(call, dict) else {}
+        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        arguments = function.get("arguments")
+        try:
+            parsed = json.loads(arguments) if isinstance(arguments, str) else None
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise _middleware_error("invalid tool call arguments")
+        item: dict = {}
+        if call.get("id"):
+            item["id"] = call["id"]
+        item["function"] = {"index": 0, "name": function.get("name") or "", "arguments": parsed}
+        out.append(item)
+    return out
+
+
+def _native_message(role: str, content: str = "", *, thinking: Any = "", images: Any = None,
+                    tool_calls: Any = None, tool_name: str = "", tool_call_id: Any = "") -> dict:
+    """An api.Message as JSON: empty fields omitted, except content."""
+    message: dict = {"role": role, "content": content}
+    for key, value in (("thinking", thinking), ("images", images), ("tool_calls", tool_calls),
+                       ("tool_name", tool_name), ("tool_call_id", tool_call_id)):
+        if value:
+            message[key] = value
+    return message
+
+
+def _tool_name_from_id(messages: list, call_id: str) -> str:
+    for message in reversed(messages):
+        for call in (message.get("tool_calls") or []) if isinstance(message, dict) else []:
+            if isinstance(call, dict) and call.get("id") == call_id:
+                function = call.get("function")
+                return (function.get("name") or "") if isinstance(function, dict) else ""
+    return ""
+
+
+def _check_v1_message(message: Any) -> dict:
+    """Binding of one openai.Message (null is the zero message)."""
+    if message is None:
+        return {}
+    if not isinstance(message, dict):
+        raise _middleware_error("json: cannot unmarshal %s into Go struct field "
+                                "ChatCompletionRequest.messages of type openai.Message"
+                                % json_kind(message))
+    for key in ("role", "reasoning", "name", "tool_call_id"):
+        if message.get(key) is not None and not isinstance(message[key], str):
+            raise _middleware_error("json: cannot unmarshal %s into Go struct field "
+                                    "Message.messages.%s of type string"
+                                    % (json_kind(message[key]), key))
+    calls = message.get("tool_calls")
+    if calls is not None and not isinstance(calls, list):
+        raise _middleware_error("json: cannot unmarshal %s into Go struct field "
+                                "Message.messages.tool_calls of type []openai.ToolCall"
+                                % json_kind(calls))
+    return message
+
+
+def openai_think(body: dict) -> Any:
+    """reasoning.effort (first) or reasoning_effort -> think; None when not given."""
+    if isinstance(body.get("reasoning"), dict):
+        effort = body["reasoning"].get("effort")
+    else:
+        effort = body.get("reasoning_effort")
+    if not effort:
+        return None
+    if effort not in _REASONING_EFFORTS:
+        raise _middleware_error("invalid reasoning value: '%s' (must be \"minimal\", \"low\", "
+                                "\"medium\", \"high\", \"xhigh\", \"max\", or \"none\")"
+                                % effort)
+    return _REASONING_EFFORTS[effort]
+
+
+def openai_chat_to_native(body: dict) -> dict:
+    """openai.FromChatRequest (ollama-api.md §6.1): the /api/chat request a /v1 chat becomes.
+
+    Each content part becomes its own message; options get temperature and top_p 1.0 when
+    absent; options, keep_alive, num_ctx and max_completion_tokens are not carried over.
+    """
+    raw_messages = [_check_v1_message(m) for m in body.get("messages") or []]
+    messages: List[dict] = []
+    for msg in raw_messages:
+        role = msg.get("role") or ""
+        tool_name = ""
+        if role.lower() == "tool":
+            tool_name = msg.get("name") or ""
+            if not tool_name and msg.get("tool_call_id"):
+                tool_name = _tool_name_from_id(raw_messages, msg["tool_call_id"])
+        content = msg.get("content")
+        if isinstance(content, str):
+            messages.append(_native_message(
+                role, content, thinking=msg.get("reasoning"),
+                tool_calls=native_tool_calls(msg.get("tool_calls")), tool_name=tool_name,
+                tool_call_id=msg.get("tool_call_id")))
+        elif isinstance(content, list):
+            for part in content:
+                if not isinstance(part, dict):
+                    raise _middleware_error("invalid message format")
+                kind = part.get("type")
+                if kind == "text":
+                    if not isinstance(part.get("text"), str):
+                        raise _middleware_error("invalid message format")
+                    messages.append(_native_message(role, part["text"]))
+                elif kind == "image_url":
+                    url = part.get("image_url")
+                    if isinstance(url, dict):
+                        url = url.get("url")
+                    if not isinstance(url, str):
+                        raise _middleware_error("invalid message format")
+                    messages.append(_native_message(role, images=[decode_image_url(url)]))
+                elif kind == "input_audio":
+                    audio = part.get("input_audio")
+                    if not isinstance(audio, dict):
+                        raise _middleware_error("invalid input_audio format")
+                    if not isinstance(audio.get("data"), str):
+                        raise _middleware_error("invalid input_audio format: missing data")
+                    try:
+                        raw = base64.b64decode(audio["data"], validate=True)
+                    except ValueError as exc:
+                        raise _middleware_error("invalid input_audio base64 data: %s"
+                                                % exc) from None
+                    messages.append(_native_message(
+                        role, images=[base64.b64encode(raw).decode("ascii")]))
+                else:
+                    raise _middleware_error("invalid message format")
+            if messages and msg.get("tool_calls"):
+                last = messages[-1]
+                extra = _native_message(role, thinking=msg.get("reasoning"),
+                                        tool_calls=native_tool_calls(msg["tool_calls"]),
+                                        tool_name=tool_name,
+                                        tool_call_id=msg.get("tool_call_id"))
+                for key in ("thinking", "tool_calls", "tool_name", "tool_call_id"):
+                    last.pop(key, None)
+                    if key in extra:
+                        last[key] = extra[key]
+        else:
+            if msg.get("tool_calls") is None:
+                raise _middleware_error("invalid message content type: %s"
+                                        % _GO_TYPE_NAMES[json_kind(content)])
+            messages.append(_native_message(
+                role, thinking=msg.get("reasoning"),
+                tool_calls=native_tool_calls(msg["tool_calls"]),
+                tool_call_id=msg.get("tool_call_id")))
+
+    options: dict = {}
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        options["stop"] = [stop]
+    elif isinstance(stop, list):
+        options["stop"] = [s for s in stop if isinstance(s, str)] or None
+    if body.get("max_tokens") is not None:
+        options["num_predict"] = int(body["max_tokens"])
+    options["temperature"] = body["temperature"] if body.get("temperature") is not None else 1.0
+    for key in ("seed", "frequency_penalty", "presence_penalty"):
+        if body.get(key) is not None:
+            options[key] = body[key]
+    options["top_p"] = body["top_p"] if body.get("top_p") is not None else 1.0
+
+    native: dict = {"model": body.get("model") or "", "messages": messages,
+                    "stream": bool(body.get("stream"))}
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict):
+        kind = str(response_format.get("type") or "").strip().lower()
+        schema = response_format.get("json_schema")
+        if kind == "json_object":
+            native["format"] = "json"
+        elif kind == "json_schema" and isinstance(schema, dict) and schema.get("schema"):
+            native["format"] = schema["schema"]
+    if body.get("tools"):
+        native["tools"] = body["tools"]
+    native["options"] = dict(sorted(options.items()))  # a Go map: sorted keys
+    think = openai_think(body)
+    if think is not None:
+        native["think"] = think
+    if body.get("logprobs"):
+        native["logprobs"] = True
+    if body.get("top_logprobs"):
+        native["top_logprobs"] = body["top_logprobs"]
+    return native
+
+
+def openai_completion_to_native(body: dict) -> dict:
+    """openai.FromCompleteRequest: the /api/generate request a /v1 completion becomes."""
+    options: dict = {}
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        options["stop"] = [stop]
+    elif isinstance(stop, list):
+        for item in stop:
+            if not isinstance(item, str):
+                raise _middleware_error("invalid type for 'stop' field: %s"
+                                        % _GO_TYPE_NAMES[json_kind(item)])
+        options["stop"] = list(stop) or None
+    if body.get("max_tokens") is not None:
+        options["num_predict"] = int(body["max_tokens"])
+    options["temperature"] = body["temperature"] if body.get("temperature") is not None else 1.0
+    if body.get("seed") is not None:
+        options["seed"] = body["seed"]
+    options["frequency_penalty"] = body.get("frequency_penalty") or 0.0
+    options["presence_penalty"] = body.get("presence_penalty") or 0.0
+    options["top_p"] = body.get("top_p") or 1.0
+    native: dict = {"model": body.get("model") or "", "prompt": body.get("prompt") or ""}
+    if body.get("suffix"):
+        native["suffix"] = body["suffix"]
+    native["stream"] = bool(body.get("stream"))
+    native["options"] = dict(sorted(options.items()))
+    logprobs = body.get("logprobs")
+    if isinstance(logprobs, (int, float)) and not isinstance(logprobs, bool) and logprobs > 0:
+        native["logprobs"] = True
+        native["top_logprobs"] = int(logprobs)
+    return native
+
 
 _NOT_IMPLEMENTED_ROUTES = {"/api/me": "POST", "/api/signout": "POST",
                            "/api/experimental/web_search": "POST",
@@ -1235,6 +1685,17 @@ def smaller_auto_num_ctx(num_ctx: int) -> Optional[int]:
     if num_ctx > 4096:
         return 4096
     return None
+
+
+@dataclass
+class Run:
+    """What the chat/generate handler made of a request, before a writer encodes it: the
+    immediate load/unload answer, or a generation (with generate's context array)."""
+
+    immediate: Optional[dict] = None
+    gen: Optional[Generation] = None
+    context: Optional[List[int]] = None
+    on_done: Optional[Callable[[], None]] = None
 
 
 class FakeOllamaApp:
@@ -1310,7 +1771,7 @@ class FakeOllamaApp:
                 return handler(rec, ctx, param)
             return handler(rec, ctx)
         except HTTPError as exc:
-            return error_reply(path, exc.status, exc.message)
+            return error_reply(path, exc.status, exc.message, exc.middleware)
 
     def _match(self, path: str) -> Tuple[Optional[dict], Optional[str]]:
         methods = self.routes.get(path)
@@ -1668,6 +2129,22 @@ class FakeOllamaApp:
                     raise HTTPError(400, "json: cannot unmarshal %s into Go struct field "
                                     "Message.messages.%s of type string"
                                     % (json_kind(message[key]), key))
+        run = self._run_chat(body, rec, ctx)
+        if run.gen is None:
+            return json_reply(run.immediate)
+        gen = run.gen
+        if body.get("stream") is False:
+            return Reply(200, CT_JSON, body_fn=lambda: go_json(native_chat_response(gen)),
+                         pre_delay=ctx.delay * gen.line_count, on_done=run.on_done)
+        return stream_reply((ndjson_line(r) for r in native_chat_responses(gen)), CT_NDJSON,
+                            ctx.delay, run.on_done)
+
+    def _run_chat(self, body: dict, rec: Received, ctx: RequestContext) -> "Run":
+        """ChatHandler after binding: checks, the load/unload answer, or a generation
+        (with a tool call when ``tools`` are given; the model has the capability by then)."""
+        model_sent = body.get("model") or ""
+        if not model_sent:
+            raise HTTPError(400, "model is required")
         model = self._resolve_for_completion(body, model_sent, "chat")
         options = body.get("options") or {}
         keep_alive = body.get("keep_alive")
@@ -1679,26 +2156,38 @@ class FakeOllamaApp:
             else:
                 self.release(self.schedule(model, options, keep_alive, rec.path,
                                            body.get("shift"))[0])
-            return json_reply({"model": model_sent, "created_at": now_rfc3339(),
-                               "message": {"role": "assistant", "content": ""}, "done": True,
-                               "done_reason": reason})
+            return Run(immediate={"model": model_sent, "created_at": now_rfc3339(),
+                                  "message": {"role": "assistant", "content": ""},
+                                  "done": True, "done_reason": reason})
         runner, loaded = self.schedule(model, options, keep_alive, rec.path, body.get("shift"))
         if loaded:
             ctx.load_ns += LOAD_NS
         chars = sum(len(m.get("content") or "") for m in messages)
-        if body.get("tools"):
-            chars += len(json.dumps(body["tools"], separators=(",", ":")))
+        tools = body.get("tools")
+        if tools:
+            chars += len(json.dumps(tools, separators=(",", ":")))
         gen = make_generation(model_sent, prompt_token_count(model, chars), ctx,
                               thinking=self._thinking_on(model, body),
-                              num_predict=option_int(options, "num_predict"))
-        on_done = self._release_after(runner)
-        if body.get("stream") is False:
-            return Reply(200, CT_JSON, body_fn=lambda: native_chat_object(gen),
-                         pre_delay=ctx.delay * gen.line_count, on_done=on_done)
-        return stream_reply(native_chat_lines(gen), CT_NDJSON, ctx.delay, on_done)
+                              num_predict=option_int(options, "num_predict"),
+                              tool_call=make_tool_call(model_sent, messages, tools)
+                              if tools else None)
+        return Run(gen=gen, on_done=self._release_after(runner))
 
     def api_generate(self, rec: Received, ctx: RequestContext) -> Reply:
         body = bind_json(rec.body, "GenerateRequest", _GENERATE_FIELDS)
+        run = self._run_generate(body, rec, ctx)
+        if run.gen is None:
+            return json_reply(run.immediate)
+        gen, context = run.gen, run.context
+        if body.get("stream") is False:
+            return Reply(200, CT_JSON,
+                         body_fn=lambda: go_json(native_generate_response(gen, context)),
+                         pre_delay=ctx.delay * gen.line_count, on_done=run.on_done)
+        return stream_reply((ndjson_line(r) for r in native_generate_responses(gen, context)),
+                            CT_NDJSON, ctx.delay, run.on_done)
+
+    def _run_generate(self, body: dict, rec: Received, ctx: RequestContext) -> "Run":
+        """GenerateHandler after binding: checks, the load/unload answer, or a generation."""
         model_sent = body.get("model") or ""
         if not model_sent:
             raise HTTPError(404, "model '' not found")
@@ -1715,8 +2204,8 @@ class FakeOllamaApp:
             else:
                 self.release(self.schedule(model, options, keep_alive, rec.path,
                                            body.get("shift"))[0])
-            return json_reply({"model": model_sent, "created_at": now_rfc3339(), "response": "",
-                               "done": True, "done_reason": reason})
+            return Run(immediate={"model": model_sent, "created_at": now_rfc3339(),
+                                  "response": "", "done": True, "done_reason": reason})
         runner, loaded = self.schedule(model, options, keep_alive, rec.path, body.get("shift"))
         if loaded:
             ctx.load_ns += LOAD_NS
@@ -1727,15 +2216,8 @@ class FakeOllamaApp:
                               prompt_token_count(model, chars, template=not raw) + len(previous),
                               ctx, thinking=self._thinking_on(model, body),
                               num_predict=option_int(options, "num_predict"))
-        on_done = self._release_after(runner)
-
-        def context() -> Optional[List[int]]:
-            return None if raw else gen.context_tokens()
-
-        if body.get("stream") is False:
-            return Reply(200, CT_JSON, body_fn=lambda: native_generate_object(gen, context()),
-                         pre_delay=ctx.delay * gen.line_count, on_done=on_done)
-        return stream_reply(native_generate_lines(gen, context()), CT_NDJSON, ctx.delay, on_done)
+        return Run(gen=gen, on_done=self._release_after(runner),
+                   context=None if raw else gen.context_tokens())
 
     # -- embeddings -----------------------------------------------------------------------
 
@@ -1765,6 +2247,10 @@ class FakeOllamaApp:
 
     def api_embed(self, rec: Received, ctx: RequestContext) -> Reply:
         body = bind_json(rec.body, "EmbedRequest", _EMBED_FIELDS)
+        return json_reply(self._run_embed(body, rec, ctx))
+
+    def _run_embed(self, body: dict, rec: Received, ctx: RequestContext) -> dict:
+        """EmbedHandler after binding: the answer object (errors raise HTTPError)."""
         raw_input = body.get("input")
         if raw_input is None or raw_input == "":
             inputs: List[str] = []
@@ -1785,7 +2271,7 @@ class FakeOllamaApp:
         runner, loaded = self.schedule(model, options, keep_alive, rec.path)
         try:
             if not inputs:
-                return json_reply({"model": model_sent, "embeddings": []})
+                return {"model": model_sent, "embeddings": []}
             vectors, tokens = self._embed_vectors(model, inputs, runner.options.num_ctx,
                                                   body.get("truncate") is not False,
                                                   body.get("dimensions"))
@@ -1793,8 +2279,8 @@ class FakeOllamaApp:
             self.release(runner)
         load = ctx.load_ns + 1_234_567 + (LOAD_NS if loaded else 0)
         total = max(time.perf_counter_ns() - ctx.start_ns, load) + tokens * 100_000
-        return json_reply({"model": model_sent, "embeddings": vectors, "total_duration": total,
-                           "load_duration": load, "prompt_eval_count": tokens})
+        return {"model": model_sent, "embeddings": vectors, "total_duration": total,
+                "load_duration": load, "prompt_eval_count": tokens}
 
     def api_embeddings(self, rec: Received, ctx: RequestContext) -> Reply:
         body = bind_json(rec.body, "EmbeddingRequest", _EMBEDDINGS_FIELDS)
@@ -1954,157 +2440,85 @@ class FakeOllamaApp:
         self.blobs[digest] = len(rec.body)
         return empty_reply(201)
 
-    # -- /v1 ------------------------------------------------------------------------------
+    # -- /v1: Ollama's OpenAI middleware, converting to and from the native handlers ---------
 
     def _v1_body(self, rec: Received, struct: str, fields: dict) -> dict:
-        return bind_json(rec.body, struct, fields, empty_message="EOF")
-
-    @staticmethod
-    def _v1_think(body: dict) -> Any:
-        effort = body.get("reasoning_effort")
-        if effort is None and isinstance(body.get("reasoning"), dict):
-            effort = body["reasoning"].get("effort")
-        if effort is None:
-            return None
-        mapping = {"none": False, "minimal": "low", "low": "low", "medium": "medium",
-                   "high": "high", "max": "max", "xhigh": "max", "ultra": "max"}
-        if effort not in mapping:
-            raise HTTPError(400, "invalid reasoning value: '%s' (must be \"minimal\", \"low\", "
-                            "\"medium\", \"high\", \"xhigh\", \"max\", or \"none\")" % effort)
-        return mapping[effort]
-
-    @staticmethod
-    def _v1_messages_text(messages: list) -> str:
-        parts = []
-        for message in messages:
-            if not isinstance(message, dict):
-                raise HTTPError(400, "invalid message format")
-            content = message.get("content")
-            if isinstance(content, str):
-                parts.append(content)
-            elif isinstance(content, list):
-                for part in content:
-                    if not isinstance(part, dict):
-                        raise HTTPError(400, "invalid message format")
-                    if part.get("type") == "text":
-                        parts.append(str(part.get("text") or ""))
-                    elif part.get("type") == "image_url":
-                        url = part.get("image_url")
-                        url = url.get("url", "") if isinstance(url, dict) else str(url or "")
-                        if url.startswith(("http://", "https://")):
-                            raise HTTPError(400, "image URLs are not currently supported, "
-                                            "please use base64 encoded data instead")
-            elif content is None:
-                if not message.get("tool_calls"):
-                    raise HTTPError(400, "invalid message content type: <nil>")
-            else:
-                raise HTTPError(400, "invalid message content type: %s"
-                                % {"number": "float64", "bool": "bool",
-                                   "object": "map[string]interface {}"}[json_kind(content)])
-        return "".join(parts)
+        try:
+            return bind_json(rec.body, struct, fields, empty_message="EOF", package="openai")
+        except HTTPError as exc:
+            raise HTTPError(exc.status, exc.message, middleware=True) from None
 
     def v1_chat(self, rec: Received, ctx: RequestContext) -> Reply:
         body = self._v1_body(rec, "ChatCompletionRequest", _V1_CHAT_FIELDS)
-        messages = body.get("messages") or []
-        if not messages:
-            raise HTTPError(400, "[] is too short - 'messages'")
-        text = self._v1_messages_text(messages)
-        think = self._v1_think(body)
-        model_sent = body.get("model") or ""
-        if not model_sent:
-            raise HTTPError(400, "model is required")
-        native = {"tools": body.get("tools"), "think": think}
-        model = self._resolve_for_completion(native, model_sent, "chat")
-        runner, loaded = self.schedule(model, {}, None, rec.path)
-        if loaded:
-            ctx.load_ns += LOAD_NS
-        gen = make_generation(model_sent, prompt_token_count(model, len(text)), ctx,
-                              thinking=self._thinking_on(model, native),
-                              num_predict=body.get("max_tokens"))
+        if not body.get("messages"):
+            raise HTTPError(400, "[] is too short - 'messages'", middleware=True)
+        rec.native = native = openai_chat_to_native(body)
+        run = self._run_chat(native, rec, ctx)
         cid = "chatcmpl-%d" % self.rng.randint(0, 998)
-        on_done = self._release_after(runner)
-        if body.get("stream") is True:
+        gen = run.gen
+        if body.get("stream"):
             usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return stream_reply(v1_chat_events(gen, cid, usage), CT_SSE, ctx.delay, on_done)
-        return Reply(200, CT_OPENAI, body_fn=lambda: v1_chat_object(gen, cid),
-                     pre_delay=ctx.delay * gen.line_count, on_done=on_done)
+            responses = native_chat_responses(gen) if gen is not None else iter([run.immediate])
+            return stream_reply(v1_chat_events(responses, cid, usage), CT_SSE, ctx.delay,
+                                run.on_done)
+        if gen is None:
+            return Reply(200, CT_OPENAI, writer_body(v1_chat_completion(run.immediate, cid)))
+        return Reply(200, CT_OPENAI,
+                     body_fn=lambda: writer_body(v1_chat_completion(native_chat_response(gen),
+                                                                    cid)),
+                     pre_delay=ctx.delay * gen.line_count, on_done=run.on_done)
 
     def v1_completions(self, rec: Received, ctx: RequestContext) -> Reply:
         body = self._v1_body(rec, "CompletionRequest", _V1_COMPLETION_FIELDS)
-        model_sent = body.get("model") or ""
-        if not model_sent:
-            raise HTTPError(404, "model '' not found")
-        model = self._resolve_for_completion({}, model_sent, "generate")
-        runner, loaded = self.schedule(model, {}, None, rec.path)
-        if loaded:
-            ctx.load_ns += LOAD_NS
-        chars = len(body.get("prompt") or "")
-        gen = make_generation(model_sent, prompt_token_count(model, chars), ctx,
-                              thinking=self._thinking_on(model, {}),
-                              num_predict=body.get("max_tokens"))
+        rec.native = native = openai_completion_to_native(body)
+        run = self._run_generate(native, rec, ctx)
         cid = "cmpl-%d" % self.rng.randint(0, 998)
-        on_done = self._release_after(runner)
-        if body.get("stream") is True:
+        gen, context = run.gen, run.context
+        if body.get("stream"):
             usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return stream_reply(v1_completion_events(gen, cid, usage), CT_SSE, ctx.delay,
-                                on_done)
-        return Reply(200, CT_OPENAI, body_fn=lambda: v1_completion_object(gen, cid),
-                     pre_delay=ctx.delay * gen.line_count, on_done=on_done)
+            responses = (native_generate_responses(gen, context) if gen is not None
+                         else iter([run.immediate]))
+            return stream_reply(v1_completion_events(responses, cid, usage), CT_SSE, ctx.delay,
+                                run.on_done)
+        if gen is None:
+            return Reply(200, CT_OPENAI, writer_body(v1_completion(run.immediate, cid)))
+        return Reply(200, CT_OPENAI,
+                     body_fn=lambda: writer_body(v1_completion(
+                         native_generate_response(gen, context), cid)),
+                     pre_delay=ctx.delay * gen.line_count, on_done=run.on_done)
 
     def v1_embeddings(self, rec: Received, ctx: RequestContext) -> Reply:
         body = self._v1_body(rec, "EmbedRequest", _V1_EMBED_FIELDS)
-        raw_input = body.get("input")
-        if isinstance(raw_input, str):
-            inputs = [raw_input]
-        elif isinstance(raw_input, list) and raw_input:
-            if not all(isinstance(x, str) for x in raw_input):
-                raise HTTPError(400, "invalid input type")
-            inputs = list(raw_input)
-        elif raw_input is None or raw_input == []:
-            raise HTTPError(400, "invalid input")
-        else:
-            raise HTTPError(400, "invalid input type")
-        encoding = body.get("encoding_format") or "float"
-        if encoding.lower() not in ("float", "base64"):
+        encoding = body.get("encoding_format") or ""
+        if encoding and encoding.lower() not in ("float", "base64"):
             raise HTTPError(400, "Invalid value for 'encoding_format' = %s. Supported values: "
-                            "['float', 'base64']." % encoding)
-        model_sent = body.get("model") or ""
-        if not model_sent:
-            raise HTTPError(404, "model '' not found")
-        model = self.find(model_sent)
-        if model is None:
-            raise HTTPError(404, 'model "%s" not found, try pulling it first' % model_sent)
-        runner, _ = self.schedule(model, {}, None, rec.path)
-        try:
-            vectors, tokens = self._embed_vectors(model, inputs, runner.options.num_ctx, True,
-                                                  body.get("dimensions"))
-        finally:
-            self.release(runner)
-        data = []
-        for index, vec in enumerate(vectors):
-            embedding: Any = vec
-            if encoding.lower() == "base64":
-                embedding = base64.b64encode(struct.pack("<%df" % len(vec), *vec)).decode()
-            data.append({"object": "embedding", "embedding": embedding, "index": index})
-        return json_reply({"object": "list", "data": data, "model": model_sent,
-                           "usage": {"prompt_tokens": tokens, "total_tokens": tokens}},
-                          content_type=CT_OPENAI)
-
-    @staticmethod
-    def _v1_model_entry(model: FakeModel, name: Optional[str] = None) -> dict:
-        owner = model.name.split("/")[-2] if "/" in model.name else "library"
-        return {"id": name or model.name, "object": "model", "created": int(model.modified_at),
-                "owned_by": owner}
+                            "['float', 'base64']." % encoding, middleware=True)
+        raw_input = body.get("input")
+        if raw_input == "":
+            raw_input = [""]
+        if raw_input is None or raw_input == []:
+            raise HTTPError(400, "invalid input", middleware=True)
+        native = {"model": body.get("model") or "", "input": raw_input}
+        if body.get("dimensions"):
+            native["dimensions"] = body["dimensions"]
+        rec.native = native
+        answer = self._run_embed(native, rec, ctx)
+        return Reply(200, CT_OPENAI,
+                     writer_body(v1_embedding_list(native["model"], answer, encoding)))
 
     def v1_models(self, rec: Received, ctx: RequestContext) -> Reply:
-        data = [self._v1_model_entry(m) for m in sorted(self.models, key=lambda m: -m.modified_at)]
-        return json_reply({"object": "list", "data": data or None}, content_type=CT_OPENAI)
+        data = [{"id": m.name, "object": "model", "created": int(m.modified_at),
+                 "owned_by": name_namespace(m.name)}
+                for m in sorted(self.models, key=lambda m: -m.modified_at)]
+        return Reply(200, CT_OPENAI, writer_body({"object": "list", "data": data or None}))
 
     def v1_model(self, rec: Received, ctx: RequestContext, param: str) -> Reply:
         model = self.find(param)
         if model is None:
             raise HTTPError(404, "model '%s' not found" % param)
-        return json_reply(self._v1_model_entry(model, param), content_type=CT_OPENAI)
+        return Reply(200, CT_OPENAI, writer_body({
+            "id": param, "object": "model", "created": int(model.modified_at),
+            "owned_by": name_namespace(param)}))
 
 
 # ---------------------------------------------------------------------------------------------

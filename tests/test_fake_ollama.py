@@ -746,6 +746,129 @@ def test_v1_errors_openai_shape(fake):
     assert status == 503 and json.loads(data)["error"]["type"] == "api_error"
 
 
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "d",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}
+PLAIN_TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {
+    "type": "object", "properties": {}}}}
+
+
+def test_native_tool_call(fake):
+    """tools on a tools model: one call to the first tool in the final done object."""
+    body = {"model": "llama3.2", "messages": [{"role": "user", "content": "weather?"}],
+            "tools": [WEATHER_TOOL, PLAIN_TOOL]}
+    lines = ndjson(request(fake, "POST", "/api/chat", body)[2])
+    assert len(lines) == 1 and lines[0]["done"] is True and lines[0]["done_reason"] == "stop"
+    message = lines[0]["message"]
+    assert message["content"] == "" and list(message) == ["role", "content", "tool_calls"]
+    (call,) = message["tool_calls"]
+    assert call["function"] == {"index": 0, "name": "get_weather",
+                                "arguments": {"city": "x"}}
+    assert len(call["id"]) == 13 and call["id"].startswith("call_")
+    assert call["id"][5:].isalnum() and call["id"][5:] == call["id"][5:].lower()
+    assert lines[0]["eval_count"] == 5
+    whole = json.loads(request(fake, "POST", "/api/chat", dict(body, stream=False))[2])
+    assert whole["message"]["tool_calls"] == [call]  # same request, same id
+    other = json.loads(request(fake, "POST", "/api/chat", dict(
+        body, stream=False, tools=[PLAIN_TOOL]))[2])
+    assert other["message"]["tool_calls"][0]["function"]["arguments"] == {"location": "Paris"}
+    assert other["message"]["tool_calls"][0]["id"] != call["id"]
+    # a thinking model thinks first; num_predict below the call's cost gives plain cut text
+    think = ndjson(request(fake, "POST", "/api/chat", dict(body, model="qwen3:8b"))[2])
+    assert [bool(x["message"].get("thinking")) for x in think] == [True, True, False]
+    assert think[-1]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+    cut = json.loads(request(fake, "POST", "/api/chat", dict(
+        body, stream=False, options={"num_predict": 3}))[2])
+    assert cut["done_reason"] == "length" and cut["message"] == {
+        "role": "assistant", "content": "tok0 tok1 tok2 "}
+
+
+def test_v1_tool_call_and_mapping(fake):
+    """/v1 tool calls: arguments as a JSON string, finish_reason tool_calls; the same call as
+    /api/chat gives, since /v1 runs the native handler on the converted request."""
+    body = {"model": "llama3.2", "messages": [{"role": "user", "content": "weather?"}],
+            "tools": [WEATHER_TOOL]}
+    native = json.loads(request(fake, "POST", "/api/chat", dict(body, stream=False))[2])
+    status, headers, data = request(fake, "POST", "/v1/chat/completions", body)
+    assert status == 200 and headers["content-type"] == "application/json"
+    assert data.endswith(b"}\n")  # json.Encoder's newline
+    choice = json.loads(data)["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"] == {"role": "assistant", "content": "", "tool_calls": [{
+        "id": native["message"]["tool_calls"][0]["id"], "index": 0, "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city":"x"}'}}]}
+    assert json.loads(data)["usage"]["prompt_tokens"] == native["prompt_eval_count"]
+    assert fake.received[-1].native["options"] == {"temperature": 1.0, "top_p": 1.0}
+    status, _, data = request(fake, "POST", "/v1/chat/completions", dict(
+        body, model="all-minilm"))
+    assert status == 400 and json.loads(data)["error"]["message"] == (
+        '"all-minilm" does not support chat')
+
+
+def test_v1_middleware_errors(fake):
+    """The middleware's own 400s (gin JSON) versus the native handler's (writer JSON)."""
+    def chat(messages, **extra):
+        return request(fake, "POST", "/v1/chat/completions",
+                       dict({"model": "llama3.2", "messages": messages}, **extra))
+
+    cases = [
+        (chat([{"role": "user", "content": [{"type": "image_url",
+                                             "image_url": "http://x/a.png"}]}]),
+         "image URLs are not currently supported, please use base64 encoded data instead"),
+        (chat([{"role": "user", "content": [{"type": "image_url",
+                                             "image_url": {"url": "data:image/gif;base64,AA=="}}]}]),
+         "invalid image input"),
+        (chat([{"role": "user", "content": [{"type": "image_url",
+                                             "image_url": {"url": "data:;base64,!!"}}]}]),
+         "invalid image input"),
+        (chat([{"role": "user"}]), "invalid message content type: <nil>"),
+        (chat([{"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{"}}]}]),
+         "invalid tool call arguments"),
+        (chat([{"role": "user", "content": [{"type": "audio"}]}]), "invalid message format"),
+        (chat([{"role": "user", "content": "x"}], reasoning_effort="extreme"),
+         "invalid reasoning value: 'extreme' (must be \"minimal\", \"low\", \"medium\", "
+         "\"high\", \"xhigh\", \"max\", or \"none\")"),
+        (chat([]), "[] is too short - 'messages'"),
+        (request(fake, "POST", "/v1/completions", {"model": "llama3.2", "prompt": "x",
+                                                   "stop": ["a", 1]}),
+         "invalid type for 'stop' field: float64"),
+        (request(fake, "POST", "/v1/completions", {"model": "llama3.2", "prompt": ["x"]}),
+         "json: cannot unmarshal array into Go struct field CompletionRequest.prompt of type "
+         "string"),
+        (request(fake, "POST", "/v1/embeddings", {"model": "all-minilm", "input": [],
+                                                  "encoding_format": "int8"}),
+         "Invalid value for 'encoding_format' = int8. Supported values: ['float', 'base64']."),
+        (request(fake, "POST", "/v1/embeddings", {"model": "all-minilm", "input": []}),
+         "invalid input"),
+    ]
+    for (status, headers, data), message in cases:
+        assert status == 400, data
+        assert headers["content-type"] == "application/json; charset=utf-8"
+        assert json.loads(data) == {"error": {"message": message, "type": "invalid_request_error",
+                                              "param": None, "code": None}}
+    status, headers, data = request(fake, "POST", "/v1/embeddings", {"model": "all-minilm",
+                                                                    "input": [1, 2]})
+    assert status == 400 and headers["content-type"] == "application/json"
+    assert json.loads(data)["error"]["message"] == "invalid input type"
+    # a data URL with no mime type is accepted; each part becomes its own message
+    status, _, _ = chat([{"role": "user", "content": [
+        {"type": "text", "text": "hi"}, {"type": "image_url", "image_url": "data:;base64,AAAA"}]}])
+    assert status == 200 and fake.received[-1].native["messages"] == [
+        {"role": "user", "content": "hi"}, {"role": "user", "content": "", "images": ["AAAA"]}]
+
+
+def test_v1_models_null_when_empty():
+    """/v1/models with no models: data null; retrieve answers the id as given."""
+    with FakeOllama(models=[]) as empty:
+        status, headers, data = request(empty, "GET", "/v1/models")
+        assert status == 200 and json.loads(data) == {"object": "list", "data": None}
+    with FakeOllama() as fake:
+        entry = json.loads(request(fake, "GET", "/v1/models/LLAMA3.2")[2])
+        assert entry["id"] == "LLAMA3.2" and entry["owned_by"] == "library"
+
+
 def test_ollama_client(fake):
     """The real ollama client: chat, generate (streaming and not), embed, list, show."""
     ollama = pytest.importorskip("ollama")
