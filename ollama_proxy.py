@@ -357,6 +357,10 @@ _DURATION_ZERO = "0"
 def normalize_model(name: str) -> str:
     """Ollama's display form of a model name: lower-case, ``:latest`` when no tag is given."""
     name = name.strip().lower()
+    for prefix in ("registry.ollama.ai/library/", "registry.ollama.ai/", "library/"):
+        if name.startswith(prefix):  # the default registry and namespace, as /api/tags shows names
+            name = name[len(prefix) :]
+            break
     last = name.rsplit("/", 1)[-1]
     if name and ":" not in last:
         name += ":latest"
@@ -943,6 +947,7 @@ class UpstreamConnection:
         self.state = ACTIVE
         self.requests += 1
         self.received_any = False
+        self.replay = None
         conn = self.h11
         try:
             # _parsed=True: the headers came out of h11's parser or are our own constants, so
@@ -1167,6 +1172,7 @@ class Backend:
     info_failed: Dict[str, float] = field(default_factory=dict, repr=False)  #: model -> when /api/show last failed
     digests: Dict[str, str] = field(default_factory=dict, repr=False)  #: model -> digest, from /api/tags
     loaded: Dict[str, int] = field(default_factory=dict, repr=False)  #: model -> context it is loaded with
+    ceiling: Dict[str, int] = field(default_factory=dict, repr=False)  #: model -> largest size known to load (after an OOM)
 
     def __post_init__(self) -> None:
         self.host_header = self.spec.host_header.encode("idna")
@@ -1251,7 +1257,8 @@ def prompt_size(path: str, body: Mapping[str, Any]) -> Tuple[int, int]:
     chars = 0
     images = 0
     if path == "/api/chat":
-        for msg in body.get("messages") or ():
+        messages = body.get("messages")
+        for msg in messages if isinstance(messages, list) else ():
             if not isinstance(msg, dict):
                 continue
             chars += _text_length(msg.get("content")) + _text_length(msg.get("thinking"))
@@ -1377,6 +1384,8 @@ class ModifyContext:
     loaded_ctx: int = 0  #: the context this model is loaded with on the chosen backend (0: not loaded)
     chars_per_token: float = DEFAULT_CHARS_PER_TOKEN
     chosen_ctx: int = 0  #: set by the context modifier when the proxy chose num_ctx (for the OOM fallback)
+    ceiling: int = 0  #: a size this backend failed to load the model at, minus one step (0: none known)
+    embed_limit: int = 0  #: with chunking: no embedding piece is longer than this (0: no chunking)
 
 
 def _options(body: Dict[str, Any]) -> Dict[str, Any]:
@@ -1414,6 +1423,8 @@ class ContextModifier(Modifier):
         if isinstance(client, bool) or not isinstance(client, int) or client <= 0:
             client = None
         cap = context_cap(info.context_length, config.max_context)
+        if ctx.ceiling and (not cap or ctx.ceiling < cap):
+            cap = ctx.ceiling  # a larger size ran out of memory on this backend
         cap_text = "%s trained %d" % (ctx.model, info.context_length) if info.context_length and (not config.max_context or info.context_length <= config.max_context) else "--max-context %d" % config.max_context
         fixed = lookup_model_value(config.num_ctx, ctx.model)
         mode = config.context_mode
@@ -1434,6 +1445,8 @@ class ContextModifier(Modifier):
         if value is None:
             if mode == "auto":
                 chars, images = prompt_size(ctx.path, ctx.body)
+                if ctx.embed_limit and ctx.path in ("/api/embed", "/api/embeddings"):
+                    chars = min(chars, ctx.embed_limit)  # long inputs go up in pieces of at most this
                 needed = needed_context(estimate_tokens(chars, images, ctx.chars_per_token), response_budget(ctx.path, ctx.body))
                 value, why = choose_auto_size(needed, config.context_sizes, cap, ctx.loaded_ctx)
                 why = "auto: " + why
@@ -2447,6 +2460,8 @@ class Exchange:
 
 _EVAL_COUNT_RE = re.compile(rb'"eval_count"\s*:\s*(\d+)')
 _PROMPT_EVAL_RE = re.compile(rb'"prompt_eval_count"\s*:\s*(\d+)')
+TRUNCATION_MARGIN = 16  #: a prompt_eval_count this close to the context means Ollama truncated the prompt
+MAX_TRANSLATED_BODY = 1024 * 1024 * 1024  #: a native answer the proxy translates is read whole, up to this
 METADATA_TIMEOUT = 10.0  #: seconds for the proxy's own /api/show, /api/tags, /api/ps calls
 METADATA_RETRY_SECONDS = 30.0  #: a failed /api/show is not asked again for this long
 REFRESH_DEBOUNCE_SECONDS = 0.5  #: after a model request, wait this long before reading /api/ps
@@ -2593,9 +2608,13 @@ class App:
             if pending:
                 log.warning("shutdown grace over: %d response(s) cut off", len(pending))
                 await asyncio.wait(pending, timeout=LINGER_SECONDS + 1.0)
+        background = [t for b in self.backends for t in b.info_pending.values()]
         if self._refresher is not None:
-            self._refresher.cancel()
-            await asyncio.wait({self._refresher})
+            background.append(self._refresher)
+        for task in background:
+            task.cancel()
+        if background:
+            await asyncio.wait(background)
         for backend in self.backends:
             if backend.pool is not None:
                 backend.pool.close()
@@ -2712,7 +2731,7 @@ class App:
                     ex.path = split_target(ex.target)[0]
                     ex.openai = is_openai_path(ex.path)
                 self._check_access(ex)
-                upload = ex.method == b"POST" and path.startswith(STREAMED_UPLOAD_PREFIXES)
+                upload = ex.method == b"POST" and ex.path.startswith(STREAMED_UPLOAD_PREFIXES)
                 if upload:
                     try:
                         await self._relay(side, ex, backend, upload=True)
@@ -2721,22 +2740,27 @@ class App:
                 else:
                     await self._read_body(side, ex)
                     self._inspect_body(ex)
-                    if ex.method == b"GET" and ex.path.startswith("/v1/models") and (self.config.translate or ex.forced_ctx is not None):
+                    if ex.method == b"GET" and (ex.path == "/v1/models" or ex.path.startswith("/v1/models/")) and (self.config.translate or ex.forced_ctx is not None):
                         await self._serve_models(side, ex, backend)
                         return
                     if ex.path in TRANSLATED_PATHS and ex.method == b"POST" and isinstance(ex.json, dict) and (self.config.translate or ex.forced_ctx is not None):
                         self._translate_request(ex)
-                    if ex.path in MODIFIED_PATHS and ex.model and isinstance(ex.json, dict):
+                    post = ex.method == b"POST"
+                    if post and ex.path in MODIFIED_PATHS and ex.model and isinstance(ex.json, dict):
                         await self._modify(ex, backend)
-                    if ex.path in ("/api/embed", "/api/embeddings") and isinstance(ex.json, dict):
+                    if post and ex.path in ("/api/embed", "/api/embeddings") and isinstance(ex.json, dict):
                         self._plan_embedding(ex, backend)
                     if ex.dirty:
                         ex.body = json.dumps(ex.json, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-                    if ex.path == "/api/embeddings" and ex.chunks is not None:
-                        await self._embed_legacy_chunked(side, ex, backend)
-                        return
                     task = asyncio.current_task()
                     assert task is not None
+                    if ex.path == "/api/embeddings" and ex.chunks is not None:
+                        side.watch_disconnect(task)
+                        try:
+                            await self._embed_legacy_chunked(side, ex, backend)
+                        finally:
+                            side.unwatch()
+                        return
                     side.watch_disconnect(task)
                     try:
                         await self._relay(side, ex, backend, upload=False)
@@ -2840,6 +2864,8 @@ class App:
             forced_ctx=ex.forced_ctx,
             loaded_ctx=backend.loaded.get(model, 0),
             chars_per_token=self.chars_per_token.get(model, DEFAULT_CHARS_PER_TOKEN),
+            ceiling=backend.ceiling.get(model, 0),
+            embed_limit=self.config.max_embed_chars if self.config.chunking else 0,
         )
         changes = apply_modifiers(ctx)
         if ex.path in ("/api/chat", "/api/generate"):
@@ -2861,15 +2887,18 @@ class App:
 
     def _learn_from_response(self, ex: Exchange, backend: Backend) -> None:
         """After an answer: what the model is now loaded with, and Ollama's own token count."""
-        if ex.status != 200 or ex.model is None:
-            return
+        if ex.status != 200 or ex.model is None or ex.error is not None:
+            return  # an answer that ended in an error (e.g. a failed load after the heartbeat) teaches nothing
         model = normalize_model(ex.model)
+        info = backend.info.get(model)
+        trained = info.context_length if isinstance(info, ModelInfo) else 0
         if ex.num_ctx:
-            info = backend.info.get(model)
-            trained = info.context_length if isinstance(info, ModelInfo) else 0
             backend.loaded[model] = min(ex.num_ctx, trained) if trained else ex.num_ctx
         if ex.prompt_chars and ex.tail and ex.chunks is None:
             match = _PROMPT_EVAL_RE.search(ex.tail)
+            window = min(c for c in (ex.num_ctx, trained, 1 << 30) if c)
+            if match and int(match.group(1)) >= window - TRUNCATION_MARGIN:
+                match = None  # Ollama truncated the prompt to the context: the count says nothing of the text
             if match:
                 old = self.chars_per_token.get(model, DEFAULT_CHARS_PER_TOKEN)
                 self.chars_per_token[model] = calibrate(old, ex.prompt_chars, int(match.group(1)))
@@ -2962,6 +2991,7 @@ class App:
                 if model not in digests or (info.digest and digests[model] != info.digest):
                     log.info("model %s changed on %s: its metadata will be read again", model, backend.name)
                     del backend.info[model]
+                    backend.ceiling.pop(model, None)
                 elif not info.digest:
                     backend.info[model] = dataclasses.replace(info, digest=digests[model])
         status, ps = await self._backend_json(backend, b"GET", "/api/ps")
@@ -3158,14 +3188,22 @@ class App:
         pieces, spans = ex.chunks
         ex.backend = backend.name
         vectors = []
-        for piece in pieces:
-            status, obj = await self._backend_json(backend, b"POST", "/api/embeddings", dict(ex.json, prompt=piece), timeout=self.config.request_timeout)
-            if status != 200 or not isinstance(obj, dict) or not isinstance(obj.get("embedding"), list):
-                message = obj.get("error") if isinstance(obj, dict) and isinstance(obj.get("error"), str) else "backend answered %d" % status
-                raise ProxyError(message, status if status >= 400 else 502)
-            vectors.append(obj["embedding"])
+        backend.in_flight += 1
+        try:
+            for piece in pieces:
+                vectors.append(await self._legacy_embedding(backend, ex, piece))
+        finally:
+            backend.in_flight -= 1
         (vector,) = combine_embeddings(vectors, pieces, spans, normalize=False)
         await self._send_json(side, ex, 200, {"embedding": vector})
+
+    async def _legacy_embedding(self, backend: Backend, ex: Exchange, piece: str) -> List[float]:
+        """One piece through the legacy endpoint; its error, if any, becomes the request's."""
+        status, obj = await self._backend_json(backend, b"POST", "/api/embeddings", dict(ex.json, prompt=piece), timeout=self.config.request_timeout)
+        if status != 200 or not isinstance(obj, dict) or not isinstance(obj.get("embedding"), list):
+            message = obj.get("error") if isinstance(obj, dict) and isinstance(obj.get("error"), str) else "backend answered %d" % status
+            raise ProxyError(message, status if status >= 400 else 502)
+        return obj["embedding"]
 
     async def _serve_models(self, side: ServerSide, ex: Exchange, backend: Backend) -> None:
         """/v1/models and /v1/models/{model}, answered from the backend's /api/tags."""
@@ -3203,7 +3241,7 @@ class App:
         """The native answer to a translated or chunked request, turned into what the client asked for."""
         status = response.status_code
         if status != 200 or not ex.streaming:
-            raw = await upconn.receive_whole_body()
+            raw = await upconn.receive_whole_body(MAX_TRANSLATED_BODY)
             ex.tail = raw[-2048:]
             if status != 200:
                 message = error_message_from_body(raw)
@@ -3265,8 +3303,11 @@ class App:
                 try:
                     obj = json.loads(line)
                 except ValueError:
-                    events.append(translator.fail("backend %s sent a line that is not JSON" % backend.name))
-                    continue
+                    ex.error = "backend %s sent a line that is not JSON" % backend.name
+                    events.append(translator.fail(ex.error))
+                    upconn.abort()  # nothing more from it can be trusted; stop it generating
+                    done = True
+                    break
                 if isinstance(obj, dict) and obj.get("error") is not None:
                     ex.error = str(obj["error"])
                     events.append(translator.fail(ex.error))
@@ -3301,6 +3342,7 @@ class App:
         backend.pool.release(upconn)
         log.warning("num_ctx %d -> %d (%s: the backend %s could not load it: %s)", ex.chosen_ctx, smaller, ex.model, backend.name, message)
         self.count("oom_fallback")
+        backend.ceiling[normalize_model(ex.model or "")] = smaller  # do not ask for the failing size again
         obj = ex.json
         obj["options"]["num_ctx"] = smaller
         ex.body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

@@ -210,3 +210,57 @@ def test_reload_workload(fake, start_proxy, style, expected):
         assert sizes == sorted(sizes) and set(sizes) == {2048, 4096, 8192}
     else:
         assert llama >= 8
+
+
+# -- regressions from the second review -------------------------------------------------------
+
+def test_wrong_type_messages_reach_ollama(fake, proxy):
+    """A chat whose messages is not a list gets Ollama's own 400, not a dropped connection."""
+    status, _, body = post(proxy.port, "/api/chat", {"model": "llama3.2", "messages": 5, "stream": False})
+    assert status == 400 and "cannot unmarshal" in body["error"]
+
+
+def test_out_of_memory_size_is_remembered(fake, start_proxy):
+    """After a failed load at 16384 and a fallback to 8192, later requests ask for 8192 at once: no reload loop."""
+    proxy = start_proxy(fake.url, max_context=32768, context_mode="auto")
+    fake.oom_above = 8192
+    big = {"model": "llama3.2", "messages": [{"role": "user", "content": "x " * 20000}], "stream": False}
+    for _ in range(3):
+        assert post(proxy.port, "/api/chat", big)[0] == 200
+    assert [r.json["options"]["num_ctx"] for r in received(fake, "/api/chat")] == [16384, 8192, 8192, 8192]
+
+
+def test_only_post_bodies_are_modified(fake, proxy):
+    """GET with a body on a model path goes to Ollama as sent (which answers 405), unmodified."""
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    conn.request("GET", "/api/embeddings", json.dumps({"model": "nomic-embed-text", "prompt": "x" * 5000}))
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    assert resp.status == 405
+    assert "options" not in received(fake, "/api/embeddings")[-1].json
+
+
+def test_blob_upload_behind_proxy_context_still_streams(fake, proxy):
+    """/proxy-context/auto/api/blobs/... is still a streamed upload (chunked upstream), not a buffered body."""
+    import hashlib
+
+    data = b"GGUF" + b"\x01" * 5000
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    conn.request("POST", "/proxy-context/auto/api/blobs/" + digest, body=iter([data[:100], data[100:]]), encode_chunked=True)
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    assert resp.status == 201
+    assert received(fake, "/api/blobs/" + digest)[-1].header("transfer-encoding") == "chunked"
+
+
+def test_v1_models_prefix_is_exact(fake, proxy):
+    """/v1/modelsfoo is not /v1/models: it goes to Ollama (404 page not found)."""
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    conn.request("GET", "/v1/modelsfoo")
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    assert resp.status == 404 and b"page not found" in data

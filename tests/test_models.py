@@ -28,7 +28,8 @@ def ctx(path="/api/chat", body=None, model="llama3.2:latest", info=LLAMA, **kw) 
 @pytest.mark.parametrize(
     "name, normal",
     [("llama3.2", "llama3.2:latest"), ("Llama3.2:8B", "llama3.2:8b"), ("user/model", "user/model:latest"),
-     ("registry.ollama.ai/library/qwen3:8b", "registry.ollama.ai/library/qwen3:8b"), ("host:5000/m", "host:5000/m:latest")],
+     ("registry.ollama.ai/library/qwen3:8b", "qwen3:8b"), ("library/llama3.2", "llama3.2:latest"),
+     ("registry.ollama.ai/user/m:1b", "user/m:1b"), ("host:5000/m", "host:5000/m:latest")],
 )
 def test_normalize_model(name, normal):
     """Names get Ollama's display form: lower-case, :latest when untagged."""
@@ -251,3 +252,19 @@ def test_parse_context_url_rejects(target):
     """A size that is not a positive number or 'auto' is a 400."""
     with pytest.raises(op.BadRequest):
         op.parse_context_url(target)
+
+
+def test_auto_sizing_of_chunked_embeddings_uses_the_piece_length():
+    """With chunking, a 100,000-character input is sized by its 2000-character pieces, not by its whole length."""
+    big = op.ModelInfo(name="e:latest", architecture="bert", context_length=32768, capabilities=("embedding",))
+    c = ctx(path="/api/embed", info=big, model="e:latest", body={"model": "e", "input": "x " * 50000},
+            config=config(context_mode="auto"), embed_limit=2000)
+    op.ContextModifier().modify(c)
+    assert c.body["options"]["num_ctx"] == 2048
+
+
+def test_ceiling_after_out_of_memory_caps_the_context():
+    """A size known to fail on this backend is not asked for again."""
+    c = ctx(ceiling=8192)
+    op.ContextModifier().modify(c)
+    assert c.body["options"]["num_ctx"] == 8192
