@@ -2086,7 +2086,30 @@ def models_to_openai(tags: Mapping[str, Any]) -> Dict[str, Any]:
 
 # -- Streams: native NDJSON objects -> SSE events -----------------------------------------
 
-class ChatStreamTranslator:
+class StreamTranslator:
+    """What both /v1 stream translators share: the envelope fields and how a stream ends badly."""
+
+    def __init__(self, model: str, request_id: str, include_usage: bool, clock: Callable[[], float] = time.time) -> None:
+        self.model = model
+        self.request_id = request_id
+        self.include_usage = include_usage
+        self.clock = clock
+        self._finished = False
+
+    @property
+    def finished(self) -> bool:
+        """True once [DONE] or an error event was produced."""
+        return self._finished
+
+    def fail(self, message: str, status: int = 500) -> bytes:
+        """The error event that ends a broken stream (no [DONE] after it); b"" once finished."""
+        if self._finished:
+            return b""
+        self._finished = True
+        return error_line(status, message, openai=True)
+
+
+class ChatStreamTranslator(StreamTranslator):
     """Native /api/chat stream objects in, /v1/chat/completions SSE events out (ollama-api.md §6.3).
 
     ``feed`` takes one parsed NDJSON object and returns zero or more complete events.  A native
@@ -2096,19 +2119,10 @@ class ChatStreamTranslator:
     """
 
     def __init__(self, model: str, request_id: str, include_usage: bool, clock: Callable[[], float] = time.time) -> None:
-        self.model = model
-        self.request_id = request_id
-        self.include_usage = include_usage
-        self.clock = clock
+        super().__init__(model, request_id, include_usage, clock)
         self.created: Optional[int] = None  #: pinned to the first native object
         self.role_sent = False
         self.tool_call_sent = False
-        self._finished = False
-
-    @property
-    def finished(self) -> bool:
-        """True once [DONE] or an error event was produced."""
-        return self._finished
 
     def _chunk(self, delta: Dict[str, Any], finish_reason: Optional[str] = None, logprobs: Any = None) -> Dict[str, Any]:
         choice: Dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish_reason}
@@ -2172,33 +2186,14 @@ class ChatStreamTranslator:
             self._finished = True
         return b"".join(out)
 
-    def fail(self, message: str, status: int = 500) -> bytes:
-        """The error event that ends a broken stream (no [DONE] after it); b"" once finished."""
-        if self._finished:
-            return b""
-        self._finished = True
-        return b"data: " + error_body(status, message, openai=True) + b"\n\n"
 
-
-class CompletionStreamTranslator:
+class CompletionStreamTranslator(StreamTranslator):
     """Native /api/generate stream objects in, /v1/completions SSE events out (ollama-api.md §6.3).
 
     One event per native object, ``created`` from the clock at each one, the finish reason on
     the chunk of the ``done`` object itself.  With include_usage every chunk carries zero
     usage and a last chunk with ``choices: []`` carries the real one.
     """
-
-    def __init__(self, model: str, request_id: str, include_usage: bool, clock: Callable[[], float] = time.time) -> None:
-        self.model = model
-        self.request_id = request_id
-        self.include_usage = include_usage
-        self.clock = clock
-        self._finished = False
-
-    @property
-    def finished(self) -> bool:
-        """True once [DONE] or an error event was produced."""
-        return self._finished
 
     def feed(self, native: Mapping[str, Any]) -> bytes:
         if self._finished:
@@ -2225,13 +2220,6 @@ class CompletionStreamTranslator:
             out.append(SSE_DONE)
             self._finished = True
         return b"".join(out)
-
-    def fail(self, message: str, status: int = 500) -> bytes:
-        """The error event that ends a broken stream (no [DONE] after it); b"" once finished."""
-        if self._finished:
-            return b""
-        self._finished = True
-        return b"data: " + error_body(status, message, openai=True) + b"\n\n"
 
 
 # ---------------------------------------------------------------------------
