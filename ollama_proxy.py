@@ -1057,14 +1057,7 @@ class UpstreamConnection:
             data, done = self.take_buffered()
             if data or done:
                 return data, done
-            try:
-                chunk = await self.reader.read(READ_SIZE)
-            except OSError:
-                chunk = b""
-            if chunk:
-                self.received_any = True
-                self.timer.touch()
-            self.h11.receive_data(chunk)
+            self.h11.receive_data(await self._read())
 
     async def receive_whole_body(self, limit: int = MAX_JSON_BODY) -> bytes:
         if self.replay is not None:
