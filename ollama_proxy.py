@@ -616,20 +616,23 @@ def is_openai_path(path: str) -> bool:
     return path.startswith("/v1/") or path == "/v1"
 
 
+def error_object(status: int, message: str, openai: bool) -> Dict[str, Any]:
+    """The error in Ollama's shape, or OpenAI's on ``/v1/*`` (type by status, ollama-api.md §6.4)."""
+    if not openai:
+        return {"error": message}
+    return {
+        "error": {
+            "message": message,
+            "type": _OPENAI_ERROR_TYPES.get(status, "api_error"),
+            "param": None,
+            "code": "invalid_api_key" if status == 401 else None,
+        }
+    }
+
+
 def error_body(status: int, message: str, openai: bool) -> bytes:
     """The JSON error body in Ollama's shape, or OpenAI's on ``/v1/*``."""
-    if openai:
-        obj: Dict[str, Any] = {
-            "error": {
-                "message": message,
-                "type": _OPENAI_ERROR_TYPES.get(status, "api_error"),
-                "param": None,
-                "code": "invalid_api_key" if status == 401 else None,
-            }
-        }
-    else:
-        obj = {"error": message}
-    return json.dumps(obj).encode("utf-8")
+    return json.dumps(error_object(status, message, openai)).encode("utf-8")
 
 
 def error_line(status: int, message: str, openai: bool) -> bytes:
@@ -1557,7 +1560,7 @@ _RFC3339 = re.compile(r"^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.\d+)
 
 def openai_error(status: int, message: str) -> Dict[str, Any]:
     """OpenAI's error object, as Ollama's openai.NewError builds it (type by status)."""
-    return {"error": {"message": message, "type": _OPENAI_ERROR_TYPES.get(status, "api_error"), "param": None, "code": None}}
+    return error_object(status, message, openai=True)
 
 
 def new_request_id(kind: str, rng: Any) -> str:
@@ -3228,13 +3231,9 @@ class App:
                 message = error_message_from_body(raw)
                 if ex.response_started:
                     await self._end_with_inband_error(side, ex, message, status)
-                elif ex.openai:
-                    ex.error = message
-                    body = error_body(status, message, openai=True)
-                    await self._send_json(side, ex, status, json.loads(body))
                 else:
                     ex.error = message
-                    await self._send_json(side, ex, status, {"error": message})
+                    await self._send_json(side, ex, status, error_object(status, message, ex.openai))
                 return
             try:
                 native = json.loads(raw)
