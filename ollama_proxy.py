@@ -3407,6 +3407,8 @@ class App:
             headers.append((b"cache-control", b"no-cache"))
         headers.append((b"via", self.via))
         headers.append((b"x-ollama-proxy-backend", (ex.backend or "").encode("utf-8")))
+        if ex.num_ctx_changed:
+            headers.append((b"x-ollama-proxy-num-ctx", b"%d" % ex.num_ctx))
         ex.status = 200
         await side.send(h11.Response(status_code=200, headers=headers))
         ex.response_started = True

@@ -677,6 +677,7 @@ def test_heartbeat_sends_head_for_waiting_ndjson_stream(fake, start_proxy):
     c.request("POST", "/api/chat", json.dumps(CHAT).encode())
     head = c.head()  # arrives while the fake is still silent
     assert head.status_code == 200 and hdr(head, "content-type") == "application/x-ndjson"
+    assert hdr(head, "x-ollama-proxy-num-ctx") == "16384"  # the size the proxy chose is told early too
     fake.clear_faults()
     gate.release()
     c.close()
