@@ -47,6 +47,7 @@ import random
 import re
 import signal
 import socket
+import subprocess
 import ssl
 import struct
 import sys
@@ -176,6 +177,7 @@ class Config:
     max_embed_chars: int = 2000  #: longest embedding input sent in one piece; 0 = derived per model
     chunking: bool = True  #: split over-long embedding inputs (False: 400 instead)
     translate: bool = True  #: translate /v1 chat, completions and embeddings to the native API
+    check: bool = False  #: run the doctor and exit
 
 
 def _strip_env_value(value: str) -> str:
@@ -462,6 +464,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
         default=None,
         help="answer 400 to a request that would stream [$REJECT_STREAMING, default off]",
     )
+    parser.add_argument("--check", action="store_true", help="run the doctor: check each backend, its models and the Ollama settings, then exit")
     parser.add_argument("--version", action="version", version="ollama-proxy " + __version__)
     return parser
 
@@ -542,6 +545,7 @@ def build_config(argv: Optional[Sequence[str]], environ: Mapping[str, str]) -> C
         max_embed_chars=_parse_number(flag("max_embed_chars"), raw["max_embed_chars"], int),
         chunking=_parse_bool("--no-chunking/ENABLE_AUTO_CHUNKING", args.chunking if args.chunking is not None else environ.get("ENABLE_AUTO_CHUNKING", "true")),
         translate=_parse_bool("--no-translate/PROXY_TRANSLATE_OPENAI", args.translate if args.translate is not None else environ.get("PROXY_TRANSLATE_OPENAI", "true")),
+        check=bool(args.check),
     )
 
 
@@ -1169,6 +1173,7 @@ class Backend:
     digests: Dict[str, str] = field(default_factory=dict, repr=False)  #: model -> digest, from /api/tags
     loaded: Dict[str, int] = field(default_factory=dict, repr=False)  #: model -> context it is loaded with
     ceiling: Dict[str, int] = field(default_factory=dict, repr=False)  #: model -> largest size known to load (after an OOM)
+    healthy: Optional[bool] = None  #: the last probe or exchange went through (None: not known yet)
 
     def __post_init__(self) -> None:
         self.host_header = self.spec.host_header.encode("idna")
@@ -1511,6 +1516,243 @@ def apply_modifiers(ctx: ModifyContext, modifiers: Sequence[Modifier] = MODIFIER
             continue
         changes.extend(modifier.modify(ctx))
     return changes
+
+
+# -- the doctor and the flash-attention check (SPEC §8): readers of what Ollama sees --------
+
+GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+#: Above this --max-context, flash attention forced on is the seed project's heuristic for Metal stalls.
+FLASH_ATTENTION_STALL_CONTEXT = 61440
+#: The OLLAMA_* settings the doctor shows, in this order (ollama-api.md §11).
+RELEVANT_OLLAMA_ENV = (
+    "OLLAMA_HOST",
+    "OLLAMA_CONTEXT_LENGTH",
+    "OLLAMA_FLASH_ATTENTION",
+    "OLLAMA_KV_CACHE_TYPE",
+    "OLLAMA_NUM_PARALLEL",
+    "OLLAMA_MAX_LOADED_MODELS",
+    "OLLAMA_KEEP_ALIVE",
+    "OLLAMA_MAX_QUEUE",
+    "OLLAMA_LOAD_TIMEOUT",
+    "OLLAMA_ORIGINS",
+)
+#: KV-cache types that are not quantized (anything else, e.g. q8_0 or q4_0, is).
+UNQUANTIZED_KV_TYPES = frozenset({"f16", "f32", "bf16"})
+UNSET_FLASH_ATTENTION = (
+    "unset OLLAMA_FLASH_ATTENTION (on macOS: launchctl unsetenv OLLAMA_FLASH_ATTENTION, then restart Ollama.app)"
+)
+GIB = 1 << 30
+
+
+def ollama_env_value(raw: Optional[str]) -> Optional[str]:
+    """A variable as Ollama reads it (envconfig.Var); None when unset or empty.
+
+    Go's ``strings.Trim(strings.TrimSpace(v), "\\"'")``: whitespace first, then every leading
+    and trailing quote character (not just one pair), and no second whitespace trim.
+    """
+    if raw is None:
+        return None
+    value = raw.strip().strip("\"'")
+    return value or None
+
+
+def _go_uint(value: Optional[str]) -> Optional[int]:
+    """Go's strconv.ParseUint(value, 10, 64): ASCII digits only, no sign; None when invalid."""
+    if value is None or not re.fullmatch(r"[0-9]+", value):
+        return None
+    return int(value)
+
+
+def flash_attention_setting(raw: Optional[str]) -> Tuple[str, str]:
+    """("auto" | "on" | "off", why) for an OLLAMA_FLASH_ATTENTION value (ollama-api.md §11, §14).
+
+    Unset or empty: "auto" (llama.cpp decides per model and device; off only when a device
+    lacks support).  A Go-true value: "on".  A Go-false value: "off".  Anything else is not a
+    boolean to Go, and Ollama's BoolWithDefault then answers true: "on".
+    """
+    value = ollama_env_value(raw)
+    if value is None:
+        return "auto", "OLLAMA_FLASH_ATTENTION is unset, so Ollama lets llama.cpp decide per model (auto)"
+    if value in GO_TRUE:
+        return "on", "OLLAMA_FLASH_ATTENTION=%s forces flash attention on for every model" % value
+    if value in GO_FALSE:
+        return "off", "OLLAMA_FLASH_ATTENTION=%s turns flash attention off for every model" % value
+    return "on", "OLLAMA_FLASH_ATTENTION=%r is not a boolean to Ollama, so it means ON for every model" % value
+
+
+def flash_attention_warnings(setting: str, max_context: int, is_macos: bool, raw: Optional[str] = None) -> List[str]:
+    """One-line warnings, each saying what to do, for a flash_attention_setting() result.
+
+    - forced on while --max-context is above FLASH_ATTENTION_STALL_CONTEXT (0, no cap, counts
+      as above): the seed project's heuristic for Metal stalls.  On macOS that is a warning;
+      elsewhere the local Ollama is not Metal, so the line only asks to check Mac backends;
+    - forced off: one global switch, off for every model, whatever the OS;
+    - ``raw`` (the value as set), when given and not a boolean to Go: it means ON, whatever it
+      looks like (``off``, ``no``, ``disabled``).
+    """
+    warnings: List[str] = []
+    value = ollama_env_value(raw)
+    if value is not None and value not in GO_TRUE and value not in GO_FALSE:
+        warnings.append(
+            "OLLAMA_FLASH_ATTENTION=%r is not a boolean to Ollama and turns flash attention ON; use 0/false for off, or %s for auto"
+            % (value, UNSET_FLASH_ATTENTION)
+        )
+    if setting == "on" and (max_context <= 0 or max_context > FLASH_ATTENTION_STALL_CONTEXT):
+        cap = "no --max-context cap" if max_context <= 0 else "--max-context %d" % max_context
+        if is_macos:
+            warnings.append(
+                "flash attention is forced on with %s (above %d tokens, where Metal has been seen to stall): %s or lower --max-context to %d"
+                % (cap, FLASH_ATTENTION_STALL_CONTEXT, UNSET_FLASH_ATTENTION, FLASH_ATTENTION_STALL_CONTEXT)
+            )
+        else:
+            warnings.append(
+                "flash attention is forced on with %s: fine here (not Metal), but on a Mac backend contexts above %d have been seen to stall; "
+                "there, unset OLLAMA_FLASH_ATTENTION or lower --max-context" % (cap, FLASH_ATTENTION_STALL_CONTEXT)
+            )
+    if setting == "off":
+        warnings.append(
+            "flash attention is forced off for every model (it is one global switch), which costs memory as contexts grow: %s to let Ollama decide per model"
+            % UNSET_FLASH_ATTENTION
+        )
+    return warnings
+
+
+def parse_sysctl_value(output: str) -> Optional[int]:
+    """The integer ``sysctl -n hw.memsize`` or ``sysctl -n iogpu.wired_limit_mb`` printed; None on empty or garbage."""
+    value = output.strip()
+    return int(value) if re.fullmatch(r"[0-9]+", value) else None
+
+
+def parse_launchctl_getenv(output: str) -> Optional[str]:
+    """The value ``launchctl getenv NAME`` printed (value and a newline; nothing when unset); None when empty.
+
+    Returned as launchctl holds it; pass it through ollama_env_value() to read it as Ollama does.
+    """
+    value = output[:-1] if output.endswith("\n") else output
+    if value.endswith("\r"):
+        value = value[:-1]
+    return value or None
+
+
+def gpu_memory_bytes(memsize: Optional[int], wired_limit_mb: Optional[int]) -> Optional[int]:
+    """Memory the GPU may wire on Apple silicon: iogpu.wired_limit_mb when set (> 0), else the macOS default.
+
+    The default is an approximation of what Metal reports as recommendedMaxWorkingSetSize:
+    about 2/3 of RAM on machines with up to 36 GiB, 3/4 above.  None when RAM is unknown and
+    no limit is set.
+    """
+    if wired_limit_mb is not None and wired_limit_mb > 0:
+        return wired_limit_mb * 1024 * 1024
+    if memsize is None or memsize <= 0:
+        return None
+    return memsize * 2 // 3 if memsize <= 36 * GIB else memsize * 3 // 4
+
+
+def kv_cache_bytes(num_ctx: int, block_count: int, embedding_length: int, head_count: int, head_count_kv: int, bytes_per_value: int = 2) -> int:
+    """Approximate KV-cache size of one slot: 2 (K and V) × layers × num_ctx × (embedding_length / head_count × head_count_kv) × bytes.
+
+    The GGUF keys are ``<arch>.block_count``, ``.embedding_length``, ``.attention.head_count``
+    and ``.attention.head_count_kv``; ``bytes_per_value`` is 2 for the f16 default (about 1 for
+    q8_0).  Models with their own key/value lengths, sliding windows or recurrent layers differ.
+    Multiply by OLLAMA_NUM_PARALLEL for a loaded model.  0 when a dimension is unknown (≤ 0).
+    """
+    if min(num_ctx, block_count, embedding_length, head_count, head_count_kv, bytes_per_value) <= 0:
+        return 0
+    return 2 * block_count * num_ctx * (embedding_length * head_count_kv // head_count) * bytes_per_value
+
+
+def relevant_ollama_env(environ: Mapping[str, str]) -> Dict[str, str]:
+    """The RELEVANT_OLLAMA_ENV settings present in ``environ``, values as Ollama reads them (empty ones left out: unset to Ollama)."""
+    found: Dict[str, str] = {}
+    for name in RELEVANT_OLLAMA_ENV:
+        value = ollama_env_value(environ.get(name))
+        if value is not None:
+            found[name] = value
+    return found
+
+
+def _host_port_missing(host: str) -> Optional[str]:
+    """For OLLAMA_HOST: the default port Ollama picks when the value has a scheme but no port, else None (ollama-api.md §12)."""
+    scheme, sep, rest = host.partition("://")
+    if not sep or scheme not in ("http", "https"):
+        return None
+    hostport = rest.split("/", 1)[0]
+    if hostport.startswith("["):
+        has_port = "]:" in hostport
+    else:
+        has_port = hostport.count(":") == 1
+    return None if has_port else ("80" if scheme == "http" else "443")
+
+
+def env_advice(env: Dict[str, str], max_context: int) -> List[str]:
+    """Short actionable lines about relevant_ollama_env() settings (flash attention itself: flash_attention_warnings)."""
+    advice: List[str] = []
+    if "OLLAMA_CONTEXT_LENGTH" in env:
+        raw = env["OLLAMA_CONTEXT_LENGTH"]
+        n = _go_uint(raw)
+        if n is None:
+            advice.append("OLLAMA_CONTEXT_LENGTH=%r is not an integer: Ollama ignores it and uses its VRAM-based default; fix or unset it" % raw)
+        elif n > 0:
+            advice.append(
+                "OLLAMA_CONTEXT_LENGTH=%d: every request without num_ctx gets %d; the proxy sets num_ctx per model anyway, so you can unset it" % (n, n)
+            )
+            if max_context > 0 and n > max_context:
+                advice.append(
+                    "OLLAMA_CONTEXT_LENGTH=%d is above --max-context %d: requests that reach Ollama without the proxy's num_ctx "
+                    "load models at %d; lower it to %d or unset it" % (n, max_context, n, max_context)
+                )
+    if "OLLAMA_NUM_PARALLEL" in env:
+        raw = env["OLLAMA_NUM_PARALLEL"]
+        n = _go_uint(raw)
+        if n is None:
+            advice.append("OLLAMA_NUM_PARALLEL=%r is not an integer: Ollama ignores it and uses 1; fix or unset it" % raw)
+        elif n > 1:
+            advice.append(
+                "OLLAMA_NUM_PARALLEL=%d: every loaded model holds %d × num_ctx of KV cache (%d × --max-context at most); "
+                "set 1 unless clients send concurrent requests to the same model" % (n, n, n)
+            )
+    if "OLLAMA_ORIGINS" in env:
+        for origin in env["OLLAMA_ORIGINS"].split(","):
+            if origin != origin.strip() or not origin:
+                advice.append(
+                    "OLLAMA_ORIGINS entry %r has spaces or is empty: Ollama does not trim entries and crashes at start (bad origin); "
+                    "write it as a,b with no spaces and no empty entries" % origin
+                )
+                break
+            if origin.count("*") > 1:
+                advice.append("OLLAMA_ORIGINS entry %r has more than one '*': Ollama crashes at start; use one '*' per entry" % origin)
+                break
+    kv_type = env.get("OLLAMA_KV_CACHE_TYPE", "").lower()
+    if kv_type and kv_type not in UNQUANTIZED_KV_TYPES:
+        setting, _ = flash_attention_setting(env.get("OLLAMA_FLASH_ATTENTION"))
+        if setting == "off":
+            advice.append(
+                "OLLAMA_KV_CACHE_TYPE=%s with flash attention off: a quantized V cache needs flash attention and llama.cpp may refuse to load; "
+                "unset OLLAMA_FLASH_ATTENTION or OLLAMA_KV_CACHE_TYPE" % kv_type
+            )
+    if "OLLAMA_HOST" in env:
+        port = _host_port_missing(env["OLLAMA_HOST"])
+        if port is not None:
+            advice.append(
+                "OLLAMA_HOST=%s has a scheme and no port, so Ollama listens on port %s, not 11434; add :11434 or drop the scheme"
+                % (env["OLLAMA_HOST"], port)
+            )
+    if env.get("OLLAMA_KEEP_ALIVE") in ("0", "0s", "0m", "0h"):
+        advice.append(
+            "OLLAMA_KEEP_ALIVE=%s unloads every model after each request, so each request pays a load; unset it or use --keep-alive per model"
+            % env["OLLAMA_KEEP_ALIVE"]
+        )
+    return advice
+
+
+def format_report(sections: List[Tuple[str, List[str]]]) -> str:
+    """The doctor's report: each title on its own line, its lines indented by two spaces, a blank line between sections."""
+    blocks = []
+    for title, lines in sections:
+        body = [("  " + part) if part else "" for line in (lines or ["(none)"]) for part in line.split("\n")]
+        blocks.append("\n".join([title] + body))
+    return "\n\n".join(blocks) + "\n"
 
 
 # ---------------------------------------------------------------------------
@@ -2405,6 +2647,183 @@ def split_batches(pieces: List[str], n_backends: int) -> List[Tuple[int, int]]:
 # before the response head become a status; after it, one in-band error line.
 
 
+# -- metrics (SPEC §8) ------------------------------------------------------------------------
+
+LATENCY_BUCKETS: Tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_METRIC_PREFIX = "ollama_proxy_"
+_MODIFIED_PREFIX = "modified_"
+_METADATA_EVENTS = {"metadata_hit": "hit", "metadata_fetch": "fetch", "metadata_shared": "shared"}
+_SINGLE_COUNTERS = {  # event -> (family, help); always rendered, 0 before the first event
+    "oom_fallback": ("oom_fallbacks_total", "Requests retried with a smaller num_ctx after an out-of-memory error."),
+    "chunked_inputs": ("chunked_inputs_total", "Embedding inputs split into pieces."),
+    "chunk_pieces": ("chunk_pieces_total", "Pieces sent upstream for chunked embedding inputs."),
+}
+
+
+def prom_float(value: float) -> str:
+    """A sample value or ``le`` bound in the exposition format: repr precision, +Inf, -Inf, NaN."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    value = float(value)
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+def prom_escape(value: str) -> str:
+    """A label value, escaped: backslash, double quote, newline."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _prom_labels(pairs: List[Tuple[str, str]]) -> str:
+    if not pairs:
+        return ""
+    return "{" + ",".join('%s="%s"' % (name, prom_escape(str(value))) for name, value in pairs) + "}"
+
+
+class Metrics:
+    """Counters, gauges and the latency histogram behind ``GET /__proxy/metrics`` (SPEC §8).
+
+    Plain mutable state, no I/O: the server calls ``observe_request`` once per finished
+    request and ``count`` per event; ``render`` takes the live values (in flight, health,
+    queue depth) from the caller and returns Prometheus text format 0.0.4.
+    """
+
+    def __init__(self, start_time: float) -> None:
+        self.start_time = start_time
+        self.requests: Dict[Tuple[str, str, str], int] = {}  #: (route, status, backend) -> count
+        self.latency_buckets: Dict[str, List[int]] = {}  #: route -> per-bucket counts (not cumulative), +Inf last
+        self.latency_sum: Dict[str, float] = {}
+        self.latency_count: Dict[str, int] = {}
+        self.tokens_generated: Dict[str, int] = {}  #: model -> eval_count total
+        self.tokens_per_s: Dict[str, float] = {}  #: model -> tokens/s of its last answer with final stats
+        self.events: Dict[str, int] = {}  #: event name -> count
+
+    def observe_request(
+        self,
+        route: str,
+        status: int,
+        backend: str,
+        seconds: float,
+        eval_count: int = 0,
+        tokens_per_s: float = 0.0,
+        model: str = "",
+    ) -> None:
+        """Count one finished request; ``seconds`` < 0 or NaN means no upstream exchange (not observed)."""
+        key = (route, str(status), backend)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        if seconds >= 0 and seconds != float("inf"):
+            counts = self.latency_buckets.get(route)
+            if counts is None:
+                counts = self.latency_buckets[route] = [0] * (len(LATENCY_BUCKETS) + 1)
+            index = len(LATENCY_BUCKETS)
+            for i, bound in enumerate(LATENCY_BUCKETS):
+                if seconds <= bound:
+                    index = i
+                    break
+            counts[index] += 1
+            self.latency_sum[route] = self.latency_sum.get(route, 0.0) + seconds
+            self.latency_count[route] = self.latency_count.get(route, 0) + 1
+        if eval_count > 0:
+            self.tokens_generated[model] = self.tokens_generated.get(model, 0) + eval_count
+        if tokens_per_s > 0:
+            self.tokens_per_s[model] = tokens_per_s
+
+    def count(self, event: str, n: int = 1) -> None:
+        """Add ``n`` to the named event counter (``modified_num_ctx``, ``chunk_pieces``, ...)."""
+        self.events[event] = self.events.get(event, 0) + n
+
+    def render(self, in_flight: Dict[str, int], healthy: Dict[str, bool], queue_depth: int) -> str:
+        """Every metric family in Prometheus text format 0.0.4, ending with a newline."""
+        out: List[str] = []
+
+        def family(name: str, kind: str, help_text: str, samples: List[Tuple[str, List[Tuple[str, str]], Any]]) -> None:
+            full = _METRIC_PREFIX + name
+            out.append("# HELP %s %s" % (full, help_text.replace("\\", "\\\\").replace("\n", "\\n")))
+            out.append("# TYPE %s %s" % (full, kind))
+            for suffix, labels, value in samples:
+                out.append("%s%s%s %s" % (full, suffix, _prom_labels(labels), prom_float(value)))
+
+        family("up", "gauge", "1 while the proxy is serving.", [("", [], 1)])
+        family("start_time_seconds", "gauge", "Unix time the proxy started.", [("", [], float(self.start_time))])
+        family(
+            "requests_total",
+            "counter",
+            "Requests answered, by route, status and backend.",
+            [("", [("route", r), ("status", s), ("backend", b)], n) for (r, s, b), n in sorted(self.requests.items())],
+        )
+        family(
+            "in_flight",
+            "gauge",
+            "Requests in progress, by backend.",
+            [("", [("backend", b)], int(n)) for b, n in sorted(in_flight.items())],
+        )
+        hist: List[Tuple[str, List[Tuple[str, str]], Any]] = []
+        for route in sorted(self.latency_buckets):
+            running = 0
+            counts = self.latency_buckets[route]
+            for bound, n in zip(list(LATENCY_BUCKETS) + [float("inf")], counts):
+                running += n
+                hist.append(("_bucket", [("route", route), ("le", prom_float(float(bound)))], running))
+            hist.append(("_sum", [("route", route)], float(self.latency_sum[route])))
+            hist.append(("_count", [("route", route)], self.latency_count[route]))
+        family("upstream_seconds", "histogram", "Upstream latency in seconds, by route.", hist)
+        family(
+            "tokens_generated_total",
+            "counter",
+            "Tokens generated (eval_count from Ollama's final stats), by model.",
+            [("", [("model", m)], n) for m, n in sorted(self.tokens_generated.items())],
+        )
+        family(
+            "tokens_per_second",
+            "gauge",
+            "Generation speed of the last answer with final stats, by model.",
+            [("", [("model", m)], float(v)) for m, v in sorted(self.tokens_per_s.items())],
+        )
+        modified = sorted((e[len(_MODIFIED_PREFIX) :], n) for e, n in self.events.items() if e.startswith(_MODIFIED_PREFIX))
+        family(
+            "modifications_total",
+            "counter",
+            "Request modifications made by the proxy, by modifier.",
+            [("", [("modifier", m)], n) for m, n in modified],
+        )
+        for event, (name, help_text) in _SINGLE_COUNTERS.items():
+            family(name, "counter", help_text, [("", [], self.events.get(event, 0))])
+        family(
+            "metadata_lookups_total",
+            "counter",
+            "Model metadata (/api/show) cache lookups: hit, fetch, or shared with a fetch in progress.",
+            [("", [("result", r)], self.events.get(e, 0)) for e, r in _METADATA_EVENTS.items()],
+        )
+        other = sorted((e, n) for e, n in self.events.items() if not e.startswith(_MODIFIED_PREFIX) and e not in _METADATA_EVENTS and e not in _SINGLE_COUNTERS)
+        family("events_total", "counter", "Other proxy events, by name.", [("", [("event", e)], n) for e, n in other])
+        family("queue_depth", "gauge", "Requests waiting for a backend.", [("", [], int(queue_depth))])
+        family(
+            "backend_healthy",
+            "gauge",
+            "1 if the backend passed its last health check, else 0.",
+            [("", [("backend", b)], 1 if ok else 0) for b, ok in sorted(healthy.items())],
+        )
+        return "\n".join(out) + "\n"
+
+
+#: Route labels for the metrics; anything else is "other", so clients cannot grow the label set.
+METRIC_ROUTES = frozenset(MODEL_PATHS | {"/", "/api/version", "/api/tags", "/api/ps", "/api/copy", "/api/blobs", "/api/status",
+                                          "/v1/models", "/__proxy/metrics"})
+
+
+def metric_route(path: str) -> str:
+    if path.startswith("/api/blobs/"):
+        return "/api/blobs"
+    if path.startswith("/v1/models/"):
+        return "/v1/models"
+    return path if path in METRIC_ROUTES else "other"
+
+
 @dataclass
 class Exchange:
     """One request and what became of it, for the relay and the access log."""
@@ -2440,6 +2859,7 @@ class Exchange:
     include_usage: bool = False
     encoding_format: str = "float"
     chunks: Optional[Tuple[List[str], List[Tuple[int, int]]]] = None  #: embedding pieces and, per input, their span
+    route: str = ""  #: the path the client asked for (before /proxy-context/ and translation), for metrics
 
 
 _EVAL_COUNT_RE = re.compile(rb'"eval_count"\s*:\s*(\d+)')
@@ -2537,10 +2957,12 @@ class App:
         self.counters: Dict[str, int] = {}  #: event -> count (modifications, metadata cache), for metrics
         self._refresh_soon: Optional[asyncio.Event] = None
         self._rng = random.Random()
+        self.metrics = Metrics(time.time())
         self._refresher: Optional[asyncio.Task] = None
 
     def count(self, event: str, n: int = 1) -> None:
         self.counters[event] = self.counters.get(event, 0) + n
+        self.metrics.count(event, n)
 
     # -- lifecycle --------------------------------------------------------
 
@@ -2706,13 +3128,14 @@ class App:
             http_version=request.http_version,
             started=time.monotonic(),
             openai=is_openai_path(path),
+            route=path,
         )
         backend = self.backends[0]
         try:
             try:
                 if path.startswith("/proxy-context/"):
                     ex.forced_ctx, ex.target = parse_context_url(ex.target)
-                    ex.path = split_target(ex.target)[0]
+                    ex.path = ex.route = split_target(ex.target)[0]
                     ex.openai = is_openai_path(ex.path)
                 self._check_access(ex)
                 upload = ex.method == b"POST" and ex.path.startswith(STREAMED_UPLOAD_PREFIXES)
@@ -2724,6 +3147,9 @@ class App:
                 else:
                     await self._read_body(side, ex)
                     self._inspect_body(ex)
+                    if ex.path == "/__proxy/metrics" and ex.method in (b"GET", b"HEAD"):
+                        await self._serve_metrics(side, ex)
+                        return
                     if ex.method == b"GET" and (ex.path == "/v1/models" or ex.path.startswith("/v1/models/")) and (self.config.translate or ex.forced_ctx is not None):
                         await self._serve_models(side, ex, backend)
                         return
@@ -2967,7 +3393,12 @@ class App:
                 pass
 
     async def _refresh_backend(self, backend: Backend) -> None:
-        status, tags = await self._backend_json(backend, b"GET", "/api/tags")
+        try:
+            status, tags = await self._backend_json(backend, b"GET", "/api/tags")
+        except (ProxyError, OSError):
+            backend.healthy = False
+            raise
+        backend.healthy = status == 200
         if status == 200 and isinstance(tags, dict) and isinstance(tags.get("models"), list):
             digests = {normalize_model(str(m.get("name") or m.get("model") or "")): str(m.get("digest") or "") for m in tags["models"] if isinstance(m, dict)}
             backend.digests = digests
@@ -3085,12 +3516,15 @@ class App:
                     await asyncio.wait({heartbeat})
                     if not heartbeat.cancelled() and heartbeat.exception() is not None:
                         raise heartbeat.exception()  # type: ignore[misc]
+            backend.healthy = True
             if ex.kind is None and ex.chunks is None:
                 await self._relay_response(side, ex, backend, upconn, response)
             else:
                 await self._relay_transformed(side, ex, backend, upconn, response)
         except ProxyError as err:
             backend.last_error = err.message
+            if isinstance(err, BadGateway) and not ex.response_started:
+                backend.healthy = False  # a transport failure (SPEC §6)
             if upconn is not None:
                 upconn.abort()
                 upconn = None
@@ -3204,6 +3638,19 @@ class App:
                 await self._send_json(side, ex, 200, model_to_openai(entry, wanted))
                 return
         raise ProxyError("model '%s' not found" % wanted, 404)
+
+    async def _serve_metrics(self, side: ServerSide, ex: Exchange) -> None:
+        """GET /__proxy/metrics: Prometheus text format (SPEC §8)."""
+        in_flight = {b.name: b.in_flight for b in self.backends}
+        healthy = {b.name: b.healthy for b in self.backends if b.healthy is not None}
+        body = self.metrics.render(in_flight, healthy, 0).encode("utf-8")
+        ex.status = 200
+        headers = [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8"), (b"content-length", b"%d" % len(body)), (b"via", self.via)]
+        events: List[Any] = [h11.Response(status_code=200, headers=headers)]
+        if ex.method != b"HEAD":
+            events.append(h11.Data(data=body))
+        events.append(h11.EndOfMessage())
+        await side.send(*events)
 
     async def _send_json(self, side: ServerSide, ex: Exchange, status: int, obj: Any) -> None:
         """An answer the proxy composed itself (translated or merged)."""
@@ -3549,10 +3996,13 @@ class App:
     # -- logging ------------------------------------------------------------
 
     def _log_access(self, ex: Exchange) -> None:
-        if not log.isEnabledFor(logging.INFO):
-            return
         duration = time.monotonic() - ex.started
         rate = tokens_per_second(ex.tail) if ex.tail else None
+        if ex.route != "/__proxy/metrics":
+            self.metrics.observe_request(metric_route(ex.route), ex.status, ex.backend or "-", duration if ex.backend else -1.0,
+                                         rate[0] if rate else 0, rate[1] if rate else 0.0, normalize_model(ex.model) if ex.model else "")
+        if not log.isEnabledFor(logging.INFO):
+            return
         fields: Dict[str, Any] = {
             "event": "request",
             "conn": ex.conn_id,
@@ -3612,6 +4062,112 @@ def setup_logging(config: Config) -> None:
     log.propagate = False
 
 
+def _command_output(args: List[str]) -> str:
+    """What a small system command prints ("" when it is missing or fails)."""
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=5).stdout or ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def ollama_environment(environ: Mapping[str, str]) -> Dict[str, str]:
+    """The OLLAMA_* settings Ollama sees: ours, and on macOS what launchctl holds for Ollama.app (which wins)."""
+    env = relevant_ollama_env(environ)
+    if sys.platform == "darwin":
+        app_env = {}
+        for name in RELEVANT_OLLAMA_ENV:
+            value = parse_launchctl_getenv(_command_output(["launchctl", "getenv", name]))
+            if value is not None:
+                app_env[name] = value
+        env.update(relevant_ollama_env(app_env))
+    return env
+
+
+def flash_attention_check(config: Config, environ: Mapping[str, str]) -> List[str]:
+    """The start-up warnings about OLLAMA_FLASH_ATTENTION (SPEC §8), read as Ollama reads it."""
+    raw = ollama_environment(environ).get("OLLAMA_FLASH_ATTENTION")
+    setting, _ = flash_attention_setting(raw)
+    return flash_attention_warnings(setting, config.max_context, sys.platform == "darwin", raw)
+
+
+def _would_send(config: Config, model: str, info: ModelInfo) -> str:
+    cap = context_cap(info.context_length, config.max_context)
+    fixed = lookup_model_value(config.num_ctx, model)
+    if fixed is not None:
+        return str(min(fixed, cap) if cap else fixed)
+    if config.context_mode == "model":
+        return str(cap) if cap else "unchanged"
+    if config.context_mode == "auto":
+        low = min(config.context_sizes)
+        return "auto %d..%d" % (min(low, cap) if cap else low, cap) if cap else "auto"
+    return "the client's (at most %d)" % cap if cap else "the client's"
+
+
+async def run_doctor(config: Config, environ: Mapping[str, str]) -> int:
+    """--check: each backend, its version and models, the num_ctx the proxy would send, the
+    Ollama settings and, on macOS, the GPU memory; advice.  0 when every backend answered."""
+    app = App(config)
+    sections: List[Tuple[str, List[str]]] = []
+    answered = True
+    largest_kv = 0
+    for backend in app.backends:
+        backend.pool = Pool(backend, config.connect_timeout)
+        lines: List[str] = []
+        title = "backend %s (%s)" % (backend.name, backend.spec.url)
+        try:
+            status, version = await app._backend_json(backend, b"GET", "/api/version")
+            status, tags = await app._backend_json(backend, b"GET", "/api/tags")
+        except (ProxyError, OSError) as exc:
+            answered = False
+            sections.append((title, ["NOT REACHABLE: %s" % exc]))
+            continue
+        lines.append("reachable: Ollama %s" % (version.get("version") if isinstance(version, dict) else "?"))
+        models = [m for m in (tags.get("models") or []) if isinstance(m, dict)] if isinstance(tags, dict) else []
+        if not models:
+            lines.append("no models installed")
+        for entry in models:
+            name = normalize_model(str(entry.get("name") or ""))
+            try:
+                status, show = await app._backend_json(backend, b"POST", "/api/show", {"model": name})
+            except (ProxyError, OSError) as exc:
+                lines.append("%s: /api/show failed: %s" % (name, exc))
+                continue
+            info = model_info_from_show(name, show if isinstance(show, dict) else {})
+            send = _would_send(config, name, info)
+            line = "%-40s trained %7s  num_ctx sent: %s" % (name, info.context_length or "?", send)
+            mi = show.get("model_info") if isinstance(show, dict) else None
+            if isinstance(mi, dict) and info.architecture and send.isdigit():
+                arch = info.architecture
+                try:
+                    kv = kv_cache_bytes(int(send), int(mi[arch + ".block_count"]), int(mi[arch + ".embedding_length"]),
+                                        int(mi[arch + ".attention.head_count"]), int(mi.get(arch + ".attention.head_count_kv") or mi[arch + ".attention.head_count"]))
+                    largest_kv = max(largest_kv, kv)
+                    line += "  (KV cache about %.1f GiB)" % (kv / 2**30)
+                except (KeyError, TypeError, ValueError, ZeroDivisionError):
+                    pass
+            lines.append(line)
+        sections.append((title, lines))
+        backend.pool.close()
+    env = ollama_environment(environ)
+    sections.append(("Ollama settings the proxy can see" + (" (launchctl getenv wins: Ollama.app sees it)" if sys.platform == "darwin" else ""),
+                     ["%s=%s" % kv for kv in sorted(env.items())] or ["no OLLAMA_* variables set"]))
+    fa, why = flash_attention_setting(env.get("OLLAMA_FLASH_ATTENTION"))
+    advice = ["flash attention: %s (%s)" % (fa, why)]
+    advice += flash_attention_warnings(fa, config.max_context, sys.platform == "darwin", env.get("OLLAMA_FLASH_ATTENTION"))
+    advice += env_advice(env, config.max_context)
+    if sys.platform == "darwin":
+        memsize = parse_sysctl_value(_command_output(["sysctl", "-n", "hw.memsize"]))
+        wired = parse_sysctl_value(_command_output(["sysctl", "-n", "iogpu.wired_limit_mb"]))
+        gpu = gpu_memory_bytes(memsize, wired)
+        if gpu:
+            advice.append("GPU memory about %.1f GiB (hw.memsize %s, iogpu.wired_limit_mb %s)" % (gpu / 2**30, memsize, wired or "default"))
+            if largest_kv and largest_kv > gpu // 2:
+                advice.append("the largest KV cache (%.1f GiB) takes over half the GPU memory: lower --max-context" % (largest_kv / 2**30))
+    sections.append(("advice", advice))
+    print(format_report(sections))
+    return 0 if answered else 1
+
+
 async def _run(config: Config) -> int:
     app = App(config)
     try:
@@ -3619,6 +4175,8 @@ async def _run(config: Config) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", config.host, config.port, exc.strerror or exc)
         return 1
+    for line in flash_attention_check(config, os.environ):
+        log.warning("%s", line)
     loop = asyncio.get_event_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         try:
@@ -3638,6 +4196,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("ollama-proxy: error: %s" % exc, file=sys.stderr)
         return 2
     setup_logging(config)
+    if config.check:
+        return asyncio.run(run_doctor(config, os.environ))
     return asyncio.run(_run(config))
 
 
