@@ -4116,21 +4116,28 @@ async def run_doctor(config: Config, environ: Mapping[str, str]) -> int:
         title = "backend %s (%s)" % (backend.name, backend.spec.url)
         try:
             status, version = await app._backend_json(backend, b"GET", "/api/version")
+            if status != 200 or not isinstance(version, dict) or not isinstance(version.get("version"), str):
+                raise BadGateway("/api/version answered %d without a version (is this Ollama? check the URL and its path)" % status)
             status, tags = await app._backend_json(backend, b"GET", "/api/tags")
         except (ProxyError, OSError) as exc:
             answered = False
             sections.append((title, ["NOT REACHABLE: %s" % exc]))
+            backend.pool.close()
             continue
-        lines.append("reachable: Ollama %s" % (version.get("version") if isinstance(version, dict) else "?"))
+        lines.append("reachable: Ollama %s" % version["version"])
         models = [m for m in (tags.get("models") or []) if isinstance(m, dict)] if isinstance(tags, dict) else []
-        if not models:
+        names = [normalize_model(n) for n in (m.get("name") or m.get("model") for m in models) if isinstance(n, str) and n]
+        if not names:
             lines.append("no models installed")
-        for entry in models:
-            name = normalize_model(str(entry.get("name") or ""))
+        for name in names:
             try:
                 status, show = await app._backend_json(backend, b"POST", "/api/show", {"model": name})
             except (ProxyError, OSError) as exc:
                 lines.append("%s: /api/show failed: %s" % (name, exc))
+                continue
+            if status != 200:
+                reason = show.get("error") if isinstance(show, dict) else None
+                lines.append("%s: /api/show failed: status %d%s" % (name, status, ": %s" % reason if reason else ""))
                 continue
             info = model_info_from_show(name, show if isinstance(show, dict) else {})
             send = _would_send(config, name, info)
@@ -4143,8 +4150,8 @@ async def run_doctor(config: Config, environ: Mapping[str, str]) -> int:
                                         int(mi[arch + ".attention.head_count"]), int(mi.get(arch + ".attention.head_count_kv") or mi[arch + ".attention.head_count"]))
                     largest_kv = max(largest_kv, kv)
                     line += "  (KV cache about %.1f GiB)" % (kv / 2**30)
-                except (KeyError, TypeError, ValueError, ZeroDivisionError):
-                    pass
+                except (KeyError, TypeError, ValueError, ZeroDivisionError, OverflowError):
+                    pass  # dimensions missing or not numbers: no estimate
             lines.append(line)
         sections.append((title, lines))
         backend.pool.close()

@@ -100,3 +100,29 @@ def test_flash_attention_warning_at_start(fake):
             proc.stderr.close()
     text = "".join(lines)
     assert "WARNING" in text and "OLLAMA_FLASH_ATTENTION" in text, text
+
+
+def test_doctor_refuses_something_that_is_not_ollama():
+    """--check exits 1 when the backend answers HTTP but /api/version is not Ollama's."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class NotOllama(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html>nope</html>")
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), NotOllama)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        proc = subprocess.run([sys.executable, PROXY, "--check", "--backend", "http://127.0.0.1:%d" % server.server_address[1]],
+                              capture_output=True, text=True, timeout=60, env=clean_env())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 1 and "is this Ollama" in proc.stdout and "Traceback" not in proc.stderr
