@@ -181,11 +181,9 @@ class Config:
 
 
 def _strip_env_value(value: str) -> str:
-    """Trim white space and one pair of surrounding quotes, as Ollama's envconfig does."""
-    value = value.strip()
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-        value = value[1:-1]
-    return value
+    """A variable's value as Ollama's envconfig reads it: Go's ``strings.Trim(strings.TrimSpace(v), "\"'")``
+    (white space first, then every leading and trailing quote, no second white-space trim)."""
+    return value.strip().strip("\"'")
 
 
 def _split_host_port(hostport: str) -> Tuple[str, Optional[str]]:
@@ -1386,6 +1384,7 @@ class ModifyContext:
     chars_per_token: float = DEFAULT_CHARS_PER_TOKEN
     chosen_ctx: int = 0  #: set by the context modifier when the proxy chose num_ctx (for the OOM fallback)
     ceiling: int = 0  #: a size this backend failed to load the model at, minus one step (0: none known)
+    prompt: Optional[Tuple[int, int]] = None  #: prompt_size() of the body, when the caller already has it
     embed_limit: int = 0  #: with chunking: no embedding piece is longer than this (0: no chunking)
 
 
@@ -1445,7 +1444,7 @@ class ContextModifier(Modifier):
             value, why = None, ""
         if value is None:
             if mode == "auto":
-                chars, images = prompt_size(ctx.path, ctx.body)
+                chars, images = ctx.prompt if ctx.prompt is not None else prompt_size(ctx.path, ctx.body)
                 if ctx.embed_limit and ctx.path in ("/api/embed", "/api/embeddings"):
                     chars = min(chars, ctx.embed_limit)  # long inputs go up in pieces of at most this
                 needed = needed_context(estimate_tokens(chars, images, ctx.chars_per_token), response_budget(ctx.path, ctx.body))
@@ -1551,10 +1550,7 @@ def ollama_env_value(raw: Optional[str]) -> Optional[str]:
     Go's ``strings.Trim(strings.TrimSpace(v), "\\"'")``: whitespace first, then every leading
     and trailing quote character (not just one pair), and no second whitespace trim.
     """
-    if raw is None:
-        return None
-    value = raw.strip().strip("\"'")
-    return value or None
+    return (_strip_env_value(raw) or None) if raw is not None else None
 
 
 def _go_uint(value: Optional[str]) -> Optional[int]:
@@ -2954,14 +2950,12 @@ class App:
         self._api_key = config.api_key.encode("utf-8") if config.api_key else None
         self._bearer = b"Bearer " + self._api_key if self._api_key else None
         self.chars_per_token: Dict[str, float] = {}  #: model -> calibrated characters per token
-        self.counters: Dict[str, int] = {}  #: event -> count (modifications, metadata cache), for metrics
         self._refresh_soon: Optional[asyncio.Event] = None
         self._rng = random.Random()
         self.metrics = Metrics(time.time())
         self._refresher: Optional[asyncio.Task] = None
 
     def count(self, event: str, n: int = 1) -> None:
-        self.counters[event] = self.counters.get(event, 0) + n
         self.metrics.count(event, n)
 
     # -- lifecycle --------------------------------------------------------
@@ -3265,6 +3259,7 @@ class App:
             or lookup_model_value(self.config.num_ctx, model) is not None
         ):
             info = await self._model_info(backend, model)  # only when num_ctx may be set or capped
+        prompt = prompt_size(ex.path, body) if ex.path in ("/api/chat", "/api/generate") else None
         ctx = ModifyContext(
             path=ex.path,
             body=body,
@@ -3276,10 +3271,11 @@ class App:
             chars_per_token=self.chars_per_token.get(model, DEFAULT_CHARS_PER_TOKEN),
             ceiling=backend.ceiling.get(model, 0),
             embed_limit=self.config.max_embed_chars if self.config.chunking else 0,
+            prompt=prompt,
         )
         changes = apply_modifiers(ctx)
-        if ex.path in ("/api/chat", "/api/generate"):
-            ex.prompt_chars = prompt_size(ex.path, body)[0]
+        if prompt is not None:
+            ex.prompt_chars = prompt[0]  # for the calibration against Ollama's prompt_eval_count
         options = body.get("options")
         num_ctx = options.get("num_ctx") if isinstance(options, dict) else None
         ex.num_ctx = num_ctx if isinstance(num_ctx, int) and not isinstance(num_ctx, bool) else 0
@@ -3644,23 +3640,23 @@ class App:
         in_flight = {b.name: b.in_flight for b in self.backends}
         healthy = {b.name: b.healthy for b in self.backends if b.healthy is not None}
         body = self.metrics.render(in_flight, healthy, 0).encode("utf-8")
-        ex.status = 200
-        headers = [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8"), (b"content-length", b"%d" % len(body)), (b"via", self.via)]
-        events: List[Any] = [h11.Response(status_code=200, headers=headers)]
-        if ex.method != b"HEAD":
-            events.append(h11.Data(data=body))
-        events.append(h11.EndOfMessage())
-        await side.send(*events)
+        await self._send_body(side, ex, 200, body, b"text/plain; version=0.0.4; charset=utf-8")
 
     async def _send_json(self, side: ServerSide, ex: Exchange, status: int, obj: Any) -> None:
         """An answer the proxy composed itself (translated or merged)."""
         body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        await self._send_body(side, ex, status, body, b"application/json; charset=utf-8")
+
+    async def _send_body(self, side: ServerSide, ex: Exchange, status: int, body: bytes, content_type: bytes, close: bool = False) -> None:
+        """A whole answer from the proxy itself: Via, the diagnostic headers, no body on HEAD."""
         ex.status = status
-        headers = [(b"content-type", b"application/json; charset=utf-8"), (b"content-length", b"%d" % len(body)), (b"via", self.via)]
+        headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body)), (b"via", self.via)]
         if ex.backend:
             headers.append((b"x-ollama-proxy-backend", ex.backend.encode("utf-8")))
         if ex.num_ctx_changed:
             headers.append((b"x-ollama-proxy-num-ctx", b"%d" % ex.num_ctx))
+        if close:
+            headers.append((b"connection", b"close"))
         events: List[Any] = [h11.Response(status_code=status, headers=headers)]
         if ex.method != b"HEAD":
             events.append(h11.Data(data=body))
@@ -3980,18 +3976,9 @@ class App:
         conn = side.h11
         if conn.our_state is not h11.SEND_RESPONSE:
             return
-        body = error_body(err.status, err.message, ex.openai)
-        headers = [(b"content-type", b"application/json; charset=utf-8"), (b"content-length", b"%d" % len(body)), (b"via", self.via)]
-        if ex.backend:
-            headers.append((b"x-ollama-proxy-backend", ex.backend.encode("utf-8")))
         close = conn.their_state is not h11.DONE or self._shutting_down
-        if close:
-            headers.append((b"connection", b"close"))
-        events: List[Any] = [h11.Response(status_code=err.status, headers=headers)]
-        if ex.method != b"HEAD":
-            events.append(h11.Data(data=body))
-        events.append(h11.EndOfMessage())
-        await side.send(*events)
+        body = error_body(err.status, err.message, ex.openai)
+        await self._send_body(side, ex, err.status, body, b"application/json; charset=utf-8", close)
 
     # -- logging ------------------------------------------------------------
 
