@@ -16,7 +16,7 @@ Section map (``grep -n '^# [0-9]*\\. '`` prints the same list):
     2. Errors              ProxyError and its subclasses, error bodies (Ollama and OpenAI shape)
     3. HTTP plumbing       header helpers, IdleTimer, the server-side h11 stream
     4. Upstream client     UpstreamConnection (one h11 client socket) and the per-backend pool
-    5. Backends            the Backend object
+    5. Backends            Backend, the probes and the scanner thread, the choice, the queue pick, merged lists
     6. Models              model names, /api/show metadata, prompt estimates, context sizes
     7. Request modifiers   num_ctx, num_predict, keep_alive: one interface, one ordered list
     8. OpenAI translation  /v1 requests to the native API and the answers back, streaming too
@@ -24,9 +24,10 @@ Section map (``grep -n '^# [0-9]*\\. '`` prints the same list):
     10. Server             App: the accept loop, the per-connection loop, the relay, the access log
     11. CLI                argument parser, logging setup, main()
 
-Invariants: only sections 3, 4 and 10 touch sockets; only 3, 4 and 10 know h11
-(section 4 turns h11 exceptions into ours); sections 1, 2 and 5 to 9 are pure data
-and functions, unit-tested alone.
+Invariants: only sections 3, 4, 10 and the probes of 5 touch sockets and know h11
+(section 4 turns h11 exceptions into ours); everything else in sections 1, 2 and
+5 to 9 is pure data and functions, unit-tested alone.  The scanner thread hands
+its results to the event loop through call_soon_threadsafe, nothing else.
 All mutable state lives in the one ``App`` object built by ``main()``.
 """
 
@@ -37,6 +38,7 @@ import asyncio
 import base64
 import calendar
 import fnmatch
+import hashlib
 import hmac
 import itertools
 import json
@@ -51,6 +53,7 @@ import subprocess
 import ssl
 import struct
 import sys
+import threading
 import time
 import uuid
 import dataclasses
@@ -104,6 +107,7 @@ MODEL_PATHS = frozenset(
         "/api/push",
         "/api/create",
         "/api/delete",
+        "/api/copy",
         "/v1/chat/completions",
         "/v1/completions",
         "/v1/embeddings",
@@ -173,7 +177,18 @@ class Config:
     context_sizes: Tuple[int, ...] = (2048, 4096, 8192, 16384, 32768)
     num_predict: int = 4096  #: injected when a generation sets none; 0 = never
     keep_alive: Tuple[Tuple[str, Any], ...] = ()  #: (model pattern, keep_alive value)
-    scan_interval: float = 5.0  #: seconds between reads of each backend's /api/tags and /api/ps; 0 = never
+    scan_interval: float = 5.0  #: seconds between probe rounds (health, /api/tags, /api/ps); 0 = no probes
+    scan: Optional[Tuple[str, int, int]] = None  #: (host, first port, last port) to discover backends on
+    probe_timeout: float = 1.0  #: timeout of one probe (both of its requests)
+    routes: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()  #: (model pattern, backend names)
+    aliases: Tuple[Tuple[str, str], ...] = ()  #: (normalized alias, the model sent upstream)
+    list_aliases: bool = False  #: also list aliases in /api/tags and /v1/models
+    preload: Tuple[str, ...] = ()  #: normalized models loaded on every backend that has them
+    max_retries: int = 2  #: extra attempts on other backends after a failure
+    max_concurrent: int = 0  #: requests one backend serves at once; 0 = no cap
+    queue_timeout: float = 300.0  #: longest wait in the queue
+    max_queue: int = 512  #: waiting requests beyond this get 503 at once
+    sticky: bool = True  #: keep a conversation on the backend that served its previous turn
     max_embed_chars: int = 2000  #: longest embedding input sent in one piece; 0 = derived per model
     chunking: bool = True  #: split over-long embedding inputs (False: 400 instead)
     translate: bool = True  #: translate /v1 chat, completions and embeddings to the native API
@@ -385,10 +400,7 @@ def parse_model_values(flag: str, items: Sequence[str], convert: Callable[[str],
         model, sep, value = item.partition("=")
         if not sep or not model.strip() or not value.strip():
             raise ConfigError("%s %r: expected MODEL=VALUE" % (flag, item))
-        pattern = model.strip().lower()
-        if not any(ch in pattern for ch in "*?[") and ":" not in pattern.rsplit("/", 1)[-1]:
-            pattern += ":latest"
-        pairs.append((pattern, convert(value.strip())))
+        pairs.append((_model_pattern(model), convert(value.strip())))
     return tuple(pairs)
 
 
@@ -398,6 +410,81 @@ def lookup_model_value(pairs: Sequence[Tuple[str, Any]], model: str) -> Any:
         if fnmatch.fnmatchcase(model, pattern):
             return value
     return None
+
+
+MAX_SCAN_PORTS = 4096  #: the widest --scan range (each port is probed every round)
+
+
+def parse_scan(value: str) -> Tuple[str, int, int]:
+    """``--scan HOST:START-END`` (or ``HOST:PORT``) into (host, start, end)."""
+    text = value.strip()
+    host, sep, ports = text.rpartition(":")
+    usage = "--scan %r: expected HOST:START-END, e.g. 127.0.0.1:11500-11599" % value
+    if not sep or not host.strip() or not ports.strip():
+        raise ConfigError(usage)
+    host = host.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host in UNSPECIFIED_HOSTS:
+        raise ConfigError("--scan %r: %r is not an address to connect to (use 127.0.0.1)" % (value, host))
+    start_text, dash, end_text = ports.partition("-")
+    try:
+        start = int(start_text)
+        end = int(end_text) if dash else start
+    except ValueError:
+        raise ConfigError(usage) from None
+    if not (1 <= start <= 65535 and 1 <= end <= 65535):
+        raise ConfigError("--scan %r: ports must be from 1 to 65535" % value)
+    if start > end:
+        raise ConfigError("--scan %r: the range starts after it ends" % value)
+    if end - start + 1 > MAX_SCAN_PORTS:
+        raise ConfigError("--scan %r: %d ports is more than the %d one scan may probe" % (value, end - start + 1, MAX_SCAN_PORTS))
+    return host, start, end
+
+
+def _model_pattern(text: str) -> str:
+    """A model name or fnmatch pattern as the proxy matches it: lower case, ``:latest`` when untagged."""
+    pattern = text.strip().lower()
+    if not any(ch in pattern for ch in "*?[") and ":" not in pattern.rsplit("/", 1)[-1]:
+        pattern += ":latest"
+    return pattern
+
+
+def parse_route(item: str) -> Tuple[str, Tuple[str, ...]]:
+    """``--route MODEL=NAME[+NAME...]`` into (model pattern, backend names)."""
+    model, sep, names = item.partition("=")
+    parts = tuple(n.strip() for n in names.split("+"))
+    if not sep or not model.strip() or not all(parts):
+        raise ConfigError("--route %r: expected MODEL=NAME[+NAME...], e.g. llama3.2=gpu1+gpu2" % item)
+    return _model_pattern(model), parts
+
+
+def parse_alias(item: str) -> Tuple[str, str]:
+    """``--alias ALIAS=MODEL`` into (normalized alias, the model name sent upstream)."""
+    alias, sep, model = item.partition("=")
+    alias, model = alias.strip(), model.strip()
+    if not sep or not alias or not model:
+        raise ConfigError("--alias %r: expected ALIAS=MODEL, e.g. gpt-4o=llama3.2" % item)
+    if any(ch in alias for ch in "*?["):
+        raise ConfigError("--alias %r: an alias is a plain name, not a pattern" % item)
+    if normalize_model(alias) == normalize_model(model):
+        raise ConfigError("--alias %r: the alias and the model are the same name" % item)
+    return normalize_model(alias), model
+
+
+def _list_setting(flags: Optional[List[str]], environ: Mapping[str, str], env: str) -> List[str]:
+    """A repeatable flag's values, else its variable's comma-separated items."""
+    if flags is not None:
+        return flags
+    return [i for i in _strip_env_value(environ.get(env, "")).split(",") if i.strip()]
+
+
+def _in_scan_range(name: str, scan: Optional[Tuple[str, int, int]]) -> bool:
+    """Is ``name`` the host:port name of a port that --scan covers?"""
+    if scan is None:
+        return False
+    host, _, port = name.rpartition(":")
+    return host.strip("[]").lower() == scan[0].lower() and port.isdigit() and scan[1] <= int(port) <= scan[2]
 
 
 #: (flag, environment variable, default, help) for the flags that take one value.
@@ -417,7 +504,12 @@ _ENV_FLAGS = (
     ("context_mode", "PROXY_CONTEXT_MODE", "model", "num_ctx for a request without one: model = min(training context, cap), auto = sized to the prompt, off = untouched"),
     ("context_sizes", "PROXY_CONTEXT_SIZES", "2048,4096,8192,16384,32768", "the sizes auto mode picks from (comma-separated)"),
     ("num_predict", "DEFAULT_NUM_PREDICT", "4096", "num_predict for a generation that sets none; 0 = never inject"),
-    ("scan_interval", "SCAN_INTERVAL_SECONDS", "5", "seconds between reads of each backend's /api/tags and /api/ps; 0 = never"),
+    ("scan_interval", "SCAN_INTERVAL_SECONDS", "5", "seconds between probe rounds (health, /api/tags, /api/ps of every backend); 0 = no probes, every backend counts as healthy"),
+    ("probe_timeout", "PROBE_TIMEOUT_SECONDS", "1.0", "timeout of one probe, seconds"),
+    ("max_retries", "MAX_RETRIES", "2", "extra attempts on other backends after a failure before the answer started"),
+    ("max_concurrent", "MAX_CONCURRENT_PER_BACKEND", "0", "requests one backend serves at once, the rest wait in the queue; 0 = no cap"),
+    ("queue_timeout", "QUEUE_TIMEOUT_SECONDS", "300", "longest wait in the queue before 503 with Retry-After, seconds"),
+    ("max_queue", "PROXY_MAX_QUEUE", "512", "waiting requests beyond this get 503 with Retry-After at once"),
     ("max_embed_chars", "MAX_EMBEDDING_INPUT_LENGTH", "2000", "longest embedding input sent upstream in one piece; 0 = derive it per model"),
 )
 CONTEXT_MODES = ("model", "auto", "off")
@@ -462,6 +554,19 @@ def build_arg_parser() -> argparse.ArgumentParser:
         default=None,
         help="answer 400 to a request that would stream [$REJECT_STREAMING, default off]",
     )
+    parser.add_argument("--scan", dest="scan", default=None, metavar="HOST:START-END",
+                        help="discover backends by probing every port in the range [$BACKEND_HOST, $BACKEND_PORT_START, $BACKEND_PORT_END, default off]")
+    parser.add_argument("--route", dest="route", action="append", default=None, metavar="MODEL=NAME[+NAME...]",
+                        help="pin a model or fnmatch pattern to named backends (repeat) [$PROXY_ROUTES, default none]")
+    parser.add_argument("--alias", dest="alias", action="append", default=None, metavar="ALIAS=MODEL",
+                        help="accept ALIAS as a model name and send MODEL upstream (repeat) [$PROXY_ALIASES, default none]")
+    parser.add_argument("--list-aliases", dest="list_aliases", action="store_const", const="true", default=None,
+                        help="also list aliases in /api/tags and /v1/models [$PROXY_LIST_ALIASES, default off]")
+    parser.add_argument("--preload", dest="preload", action="append", default=None, metavar="MODEL",
+                        help="load the model on every backend that has it, at start and when a backend comes back (repeat) [$PROXY_PRELOAD, default none]")
+    parser.add_argument("--sticky", dest="sticky", action="store_const", const="true", default=None,
+                        help="keep a conversation on the backend that served its previous turn [$PROXY_STICKY, default on]")
+    parser.add_argument("--no-sticky", dest="sticky", action="store_const", const="false", default=None, help="turn sticky conversations off")
     parser.add_argument("--check", action="store_true", help="run the doctor: check each backend, its models and the Ollama settings, then exit")
     parser.add_argument("--version", action="version", version="ollama-proxy " + __version__)
     return parser
@@ -497,7 +602,17 @@ def build_config(argv: Optional[Sequence[str]], environ: Mapping[str, str]) -> C
     reject = args.reject_streaming
     if reject is None:
         reject = environ.get("REJECT_STREAMING", "false")
-    backends = _build_backends(args.backend, environ)
+    scan = None
+    if args.scan is not None:
+        scan = parse_scan(args.scan)
+    elif environ.get("BACKEND_PORT_START", "").strip():
+        start = _strip_env_value(environ["BACKEND_PORT_START"])
+        end = _strip_env_value(environ.get("BACKEND_PORT_END", "")) or start
+        scan = parse_scan("%s:%s-%s" % (_strip_env_value(environ.get("BACKEND_HOST", "")) or "127.0.0.1", start, end))
+    scan_interval = _parse_number(flag("scan_interval"), raw["scan_interval"], float)
+    if scan is not None and scan_interval <= 0:
+        raise ConfigError("--scan needs --scan-interval above 0: discovery happens in the probe rounds")
+    backends = _build_backends(args.backend, environ, scan is not None)
     for backend in backends:
         if _is_same_address(host, port, backend):
             raise ConfigError("backend %s (%s) is this proxy's own listen address: it would loop" % (backend.name, backend.url))
@@ -505,6 +620,12 @@ def build_config(argv: Optional[Sequence[str]], environ: Mapping[str, str]) -> C
     for name in names:
         if names.count(name) > 1:
             raise ConfigError("backend name %r is used twice" % name)
+    routes = tuple(parse_route(i) for i in _list_setting(args.route, environ, "PROXY_ROUTES"))
+    for pattern, route_names in routes:
+        for name in route_names:
+            if name not in names and not _in_scan_range(name, scan):
+                raise ConfigError("--route %s: no backend is named %r (backends: %s)" % (pattern, name, ", ".join(names) or "none"))
+    aliases = tuple(parse_alias(i) for i in _list_setting(args.alias, environ, "PROXY_ALIASES"))
     api_key = raw["api_key"] or None
     context_mode = str(raw["context_mode"]).strip().lower()
     if context_mode not in CONTEXT_MODES:
@@ -539,7 +660,18 @@ def build_config(argv: Optional[Sequence[str]], environ: Mapping[str, str]) -> C
         context_sizes=sizes,
         num_predict=_parse_number(flag("num_predict"), raw["num_predict"], int),
         keep_alive=pairs["keep_alive"],
-        scan_interval=_parse_number(flag("scan_interval"), raw["scan_interval"], float),
+        scan_interval=scan_interval,
+        scan=scan,
+        probe_timeout=_parse_number(flag("probe_timeout"), raw["probe_timeout"], float, 0.001),
+        routes=routes,
+        aliases=aliases,
+        list_aliases=_parse_bool("--list-aliases", args.list_aliases if args.list_aliases is not None else environ.get("PROXY_LIST_ALIASES", "false")),
+        preload=tuple(normalize_model(m) for m in _list_setting(args.preload, environ, "PROXY_PRELOAD") if m.strip()),
+        max_retries=_parse_number(flag("max_retries"), raw["max_retries"], int),
+        max_concurrent=_parse_number(flag("max_concurrent"), raw["max_concurrent"], int),
+        queue_timeout=_parse_number(flag("queue_timeout"), raw["queue_timeout"], float, 0.001),
+        max_queue=_parse_number(flag("max_queue"), raw["max_queue"], int),
+        sticky=_parse_bool("--sticky/PROXY_STICKY", args.sticky if args.sticky is not None else environ.get("PROXY_STICKY", "true")),
         max_embed_chars=_parse_number(flag("max_embed_chars"), raw["max_embed_chars"], int),
         chunking=_parse_bool("--no-chunking/ENABLE_AUTO_CHUNKING", args.chunking if args.chunking is not None else environ.get("ENABLE_AUTO_CHUNKING", "true")),
         translate=_parse_bool("--no-translate/PROXY_TRANSLATE_OPENAI", args.translate if args.translate is not None else environ.get("PROXY_TRANSLATE_OPENAI", "true")),
@@ -547,17 +679,16 @@ def build_config(argv: Optional[Sequence[str]], environ: Mapping[str, str]) -> C
     )
 
 
-def _build_backends(flags: Optional[List[str]], environ: Mapping[str, str]) -> List[BackendSpec]:
-    """--backend values, else OLLAMA_BACKENDS, else OLLAMA_HOST, OLLAMA_BASE_URL, the default."""
+def _build_backends(flags: Optional[List[str]], environ: Mapping[str, str], scanning: bool = False) -> List[BackendSpec]:
+    """--backend values, else OLLAMA_BACKENDS; with --scan that is all (possibly none);
+    else OLLAMA_HOST, OLLAMA_BASE_URL, the default."""
     values = flags
     if values is None and environ.get("OLLAMA_BACKENDS", "").strip():
         values = [v for v in _strip_env_value(environ["OLLAMA_BACKENDS"]).split(",") if v.strip()]
     if values:
-        backends = [parse_backend(v) for v in values]
-        if len(backends) > 1:
-            # The pool of many backends (SPEC §6) is not built yet; refuse rather than ignore some.
-            raise ConfigError("several backends given (%s); this version serves exactly one" % ", ".join(b.name for b in backends))
-        return backends
+        return [parse_backend(v) for v in values]
+    if scanning:
+        return []
     if environ.get("OLLAMA_HOST", "").strip():
         return [backend_from_ollama_host(environ["OLLAMA_HOST"])]
     if environ.get("OLLAMA_BASE_URL", "").strip():
@@ -608,6 +739,16 @@ class UpstreamTimeout(ProxyError):
 
 class LoopDetected(ProxyError):
     status = 508
+
+
+class ServiceUnavailable(ProxyError):
+    """No healthy backend, a full queue, or a wait in it that ran out (503, with Retry-After)."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after: int = 0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 #: OpenAI's error "type" for a status; everything else is "api_error" (ollama-api.md §6.4).
@@ -1092,6 +1233,7 @@ class Pool:
         self.backend = backend
         self.connect_timeout = connect_timeout
         self.idle: List[UpstreamConnection] = []
+        self.closed = False  #: the backend was forgotten: connections coming back are closed
         self._ssl: Optional[ssl.SSLContext] = ssl.create_default_context() if backend.spec.scheme == "https" else None
 
     def take_idle(self) -> Optional[UpstreamConnection]:
@@ -1126,7 +1268,7 @@ class Pool:
         conn.timer.stop()
         conn.replay = None
         h = conn.h11
-        reusable = conn.state == ACTIVE and h.our_state is h11.DONE and h.their_state is h11.DONE and not conn.timed_out
+        reusable = conn.state == ACTIVE and h.our_state is h11.DONE and h.their_state is h11.DONE and not conn.timed_out and not self.closed
         if not reusable or h.trailing_data != (b"", False):
             conn.abort()  # includes bytes after the response: the next exchange would read them
             return
@@ -1144,14 +1286,29 @@ class Pool:
             idle.pop(0).abort()
 
     def close(self) -> None:
+        self.closed = True
         for conn in self.idle:
             conn.abort()
         self.idle.clear()
 
 
 # ---------------------------------------------------------------------------
-# 5. Backends
+# 5. Backends (health, scanner, choice)
 # ---------------------------------------------------------------------------
+#
+# Theory.  Every --scan-interval a thread of its own probes each configured
+# backend and each port of the --scan range (GET /api/tags, GET /api/ps), all at
+# once on a private event loop, each probe bounded by --probe-timeout.  The
+# results go to the proxy's loop through call_soon_threadsafe and nothing else
+# crosses the thread boundary.  On the proxy's loop, the choice of a backend for
+# a request is a pure function of the backends' state (health, models, what is
+# loaded, requests in flight), the routes and the sticky table.
+
+STICKY_SECONDS = 600.0  #: a sticky conversation entry expires after this
+MAX_OVERTAKES = 3  #: a queued request is overtaken by a loaded-model request at most this often
+FORGET_ROUNDS = 3  #: a discovered backend that failed this many probe rounds in a row is forgotten
+PROBE_CONCURRENCY = 256  #: probes in flight at once within a round
+SCAN_DEBOUNCE_SECONDS = 0.5  #: a round asked for after a request waits this long (a burst finishes first)
 
 
 @dataclass
@@ -1171,7 +1328,11 @@ class Backend:
     digests: Dict[str, str] = field(default_factory=dict, repr=False)  #: model -> digest, from /api/tags
     loaded: Dict[str, int] = field(default_factory=dict, repr=False)  #: model -> context it is loaded with
     ceiling: Dict[str, int] = field(default_factory=dict, repr=False)  #: model -> largest size known to load (after an OOM)
-    healthy: Optional[bool] = None  #: the last probe or exchange went through (None: not known yet)
+    healthy: Optional[bool] = None  #: the last probe answered 200 (None: not probed, or probes are off)
+    discovered: bool = False  #: found by --scan (forgotten again when it stays away)
+    tags: List[Dict[str, Any]] = field(default_factory=list, repr=False)  #: /api/tags entries of the last probe
+    last_probe: float = 0.0  #: Unix time of the last probe (0: never)
+    failed_rounds: int = 0  #: probe rounds failed in a row
 
     def __post_init__(self) -> None:
         self.host_header = self.spec.host_header.encode("idna")
@@ -1179,6 +1340,341 @@ class Backend:
     @property
     def name(self) -> str:
         return self.spec.name
+
+
+def scan_targets(config: Config, own_port: int) -> List[BackendSpec]:
+    """What each probe round probes: the configured backends, then each port of --scan
+    that is neither one of them nor the proxy's own listening address."""
+    targets = list(config.backends)
+    if config.scan is not None:
+        host, start, end = config.scan
+        taken = {(b.host.lower(), b.port) for b in config.backends}
+        for port in range(start, end + 1):
+            spec = BackendSpec(name=_default_name(host, port), scheme="http", host=host, port=port)
+            if (host.lower(), port) in taken or _is_same_address(config.host, own_port, spec):
+                continue
+            targets.append(spec)
+    return targets
+
+
+@dataclass
+class ProbeResult:
+    """What one probe of one address found: ``ok`` with the tag and ps lists, or the error."""
+
+    spec: BackendSpec
+    ok: bool
+    at: float  #: Unix time the probe started
+    error: Optional[str] = None
+    tags: List[Dict[str, Any]] = field(default_factory=list)
+    ps: List[Dict[str, Any]] = field(default_factory=list)
+
+
+async def _probe_get(spec: BackendSpec, path: str, via: bytes, ssl_context: Optional[ssl.SSLContext]) -> List[Dict[str, Any]]:
+    """One GET on a fresh connection; the ``models`` list of a 200 JSON answer, else ValueError."""
+    reader, writer = await asyncio.open_connection(spec.host, spec.port, ssl=ssl_context, limit=READ_SIZE)
+    try:
+        conn = h11.Connection(h11.CLIENT)
+        headers = [(b"host", spec.host_header.encode("idna")), (b"accept", b"application/json"), (b"via", via), (b"connection", b"close")]
+        if spec.auth is not None:
+            headers.append((b"authorization", spec.auth.encode("latin-1")))
+        request = h11.Request(method=b"GET", target=(spec.path_prefix + path).encode("latin-1"), headers=headers)
+        writer.write(conn.send(request) + (conn.send(h11.EndOfMessage()) or b""))
+        status, parts = 0, []
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await reader.read(READ_SIZE))
+                continue
+            if type(event) is h11.Response:
+                status = event.status_code
+            elif type(event) is h11.Data:
+                parts.append(bytes(event.data))
+                if sum(len(p) for p in parts) > MAX_JSON_BODY:
+                    raise ValueError("GET %s: answer too large" % path)
+            elif type(event) in (h11.EndOfMessage, h11.ConnectionClosed):
+                break
+    finally:
+        writer.transport.abort()
+    if status != 200:
+        raise ValueError("GET %s answered %d" % (path, status))
+    try:
+        obj = json.loads(b"".join(parts))
+    except ValueError:
+        raise ValueError("GET %s: not JSON (not an Ollama server?)" % path) from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("models"), list):
+        raise ValueError("GET %s: no model list (not an Ollama server?)" % path)
+    return [m for m in obj["models"] if isinstance(m, dict)]
+
+
+async def probe_backend(spec: BackendSpec, timeout: float, via: bytes) -> ProbeResult:
+    """GET /api/tags and GET /api/ps of one address, both within ``timeout`` seconds."""
+    started = time.time()
+    ssl_context = ssl.create_default_context() if spec.scheme == "https" else None
+    try:
+        tags = await asyncio.wait_for(_probe_get(spec, "/api/tags", via, ssl_context), timeout)
+        ps = await asyncio.wait_for(_probe_get(spec, "/api/ps", via, ssl_context), max(0.001, timeout - (time.time() - started)))
+    except asyncio.TimeoutError:
+        return ProbeResult(spec, False, started, "no answer within %gs" % timeout)
+    except (OSError, ssl.SSLError) as exc:
+        return ProbeResult(spec, False, started, exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc))
+    except (ValueError, h11.ProtocolError) as exc:
+        return ProbeResult(spec, False, started, str(exc) or type(exc).__name__)
+    return ProbeResult(spec, True, started, tags=tags, ps=ps)
+
+
+async def probe_all(targets: Sequence[BackendSpec], timeout: float, via: bytes) -> List[ProbeResult]:
+    """One round: every target at once (at most PROBE_CONCURRENCY connections open)."""
+    limit = asyncio.Semaphore(PROBE_CONCURRENCY)
+
+    async def one(spec: BackendSpec) -> ProbeResult:
+        async with limit:
+            return await probe_backend(spec, timeout, via)
+
+    return list(await asyncio.gather(*(one(spec) for spec in targets)))
+
+
+class Scanner:
+    """The probe rounds, in a daemon thread with an event loop of its own.
+
+    ``deliver(results)`` is called on the proxy's loop (through ``call_soon_threadsafe``)
+    after each round; ``wake()`` asks for a round soon; ``stop()`` ends the thread.
+    """
+
+    def __init__(self, targets: Sequence[BackendSpec], interval: float, timeout: float, via: bytes,
+                 loop: asyncio.AbstractEventLoop, deliver: Callable[[List[ProbeResult]], None]) -> None:
+        self.targets = list(targets)
+        self.interval = interval
+        self.timeout = timeout
+        self.via = via
+        self.loop = loop
+        self.deliver = deliver
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="ollama-proxy-scanner", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            while not self._stop.is_set():
+                results = loop.run_until_complete(probe_all(self.targets, self.timeout, self.via))
+                if self._stop.is_set():
+                    break
+                try:
+                    self.loop.call_soon_threadsafe(self.deliver, results)
+                except RuntimeError:  # the proxy's loop is closed
+                    break
+                if self._wake.wait(self.interval) and not self._stop.is_set():
+                    self._stop.wait(SCAN_DEBOUNCE_SECONDS)
+                self._wake.clear()
+        except Exception:
+            log.exception("backend scanner stopped by an unexpected error; health is no longer probed")
+        finally:
+            loop.close()
+
+
+def route_for(model: str, routes: Sequence[Tuple[str, Tuple[str, ...]]]) -> Optional[Tuple[str, ...]]:
+    """The backend names of the first route whose pattern matches the (normalized) model."""
+    for pattern, names in routes:
+        if fnmatch.fnmatchcase(model, pattern):
+            return names
+    return None
+
+
+def eligible_backends(backends: Sequence[Backend], model: Optional[str], routes: Sequence[Tuple[str, Tuple[str, ...]]],
+                      exclude: Sequence[str] = ()) -> List[Backend]:
+    """Healthy backends that may serve a request for ``model`` (None: model-less), minus ``exclude``:
+    narrowed to the model's route if it has one, else to those listing it when any does."""
+    healthy = [b for b in backends if b.healthy is not False]
+    if model:
+        names = route_for(model, routes)
+        if names is not None:
+            healthy = [b for b in healthy if b.name in names]
+        else:
+            having = [b for b in healthy if model in b.digests]
+            if having:
+                healthy = having
+    if exclude:
+        healthy = [b for b in healthy if b.name not in exclude]
+    return healthy
+
+
+def has_free_slot(backend: Backend, cap: int, embed: bool = False) -> bool:
+    """Can the backend take one more request under --max-concurrent (embeddings get one extra slot)?"""
+    return cap <= 0 or backend.in_flight < cap or (embed and backend.in_flight < cap + 1)
+
+
+def choose_backend(candidates: Sequence[Backend], model: Optional[str], sticky: Optional[str] = None, need_ctx: int = 0,
+                   cap: int = 0, embed: bool = False) -> Optional[Backend]:
+    """The backend for a request among ``candidates`` (in list order), or None when none has a free slot.
+
+    Model-less: the first with a free slot.  Otherwise: the sticky one; then where the model is
+    loaded with at least ``need_ctx``; then where it is loaded; then fewest in flight; then the
+    lower port; then the earlier in the list.
+    """
+    best: Optional[Backend] = None
+    best_key: Tuple[int, ...] = ()
+    for index, backend in enumerate(candidates):
+        if not has_free_slot(backend, cap, embed):
+            continue
+        if not model:
+            return backend
+        if sticky is not None and backend.spec.name == sticky:
+            return backend
+        loaded = backend.loaded.get(model, 0)
+        key = (0 if loaded and loaded >= need_ctx else 1, 0 if loaded else 1, backend.in_flight, backend.spec.port, index)
+        if best is None or key < best_key:
+            best, best_key = backend, key
+    return best
+
+
+def pick_waiter(entries: Sequence[Tuple[bool, int]]) -> int:
+    """Which queued request gets a freed slot: ``entries`` are the waiters that can use it, in
+    arrival order, as (model loaded on that backend, times overtaken).  The first one, unless a
+    later one's model is loaded there and nobody it would pass has been overtaken MAX_OVERTAKES times."""
+    for index, (loaded, _) in enumerate(entries):
+        if loaded:
+            return index
+        if entries[index][1] >= MAX_OVERTAKES:
+            return 0
+    return 0
+
+
+def conversation_key(model: str, body: Mapping[str, Any]) -> Optional[str]:
+    """The sticky key of a chat: the model and the messages up to the first user message."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return None
+    head = []
+    for message in messages:
+        head.append(message)
+        if isinstance(message, dict) and message.get("role") == "user":
+            break
+    text = json.dumps([model, head], sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+class StickyTable:
+    """Conversation key -> the backend that served its last turn, for STICKY_SECONDS."""
+
+    def __init__(self, ttl: float = STICKY_SECONDS, limit: int = 100_000) -> None:
+        self.ttl = ttl
+        self.limit = limit
+        self.entries: Dict[str, Tuple[str, float]] = {}
+
+    def get(self, key: str, now: float) -> Optional[str]:
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        if entry[1] <= now:
+            del self.entries[key]
+            return None
+        return entry[0]
+
+    def put(self, key: str, backend: str, now: float) -> None:
+        self.entries.pop(key, None)  # re-inserted last: the dict stays in expiry order
+        self.entries[key] = (backend, now + self.ttl)
+        while self.entries:
+            oldest = next(iter(self.entries))
+            if self.entries[oldest][1] > now and len(self.entries) <= self.limit:
+                break
+            del self.entries[oldest]
+
+    def forget_backend(self, backend: str) -> int:
+        gone = [k for k, (name, _) in self.entries.items() if name == backend]
+        for key in gone:
+            del self.entries[key]
+        return len(gone)
+
+
+#: Fields of an /api/tags entry that strict clients (the Go and Python clients' types) read.
+TAG_DEFAULTS: Dict[str, Any] = {"modified_at": "1970-01-01T00:00:00Z", "size": 0, "digest": ""}
+
+
+def repair_tag_entry(entry: Any) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+    """An /api/tags entry with the fields strict clients need: (entry, what was repaired) or
+    (None, why it was dropped)."""
+    if not isinstance(entry, dict):
+        return None, "not an object"
+    name, model = entry.get("name"), entry.get("model")
+    if not isinstance(name, str) or not name.strip():
+        name = model
+    if not isinstance(name, str) or not name.strip():
+        return None, "no name"
+    fixed = dict(entry)
+    repaired = []
+    if fixed.get("name") != name:
+        fixed["name"] = name
+        repaired.append("name")
+    if not isinstance(fixed.get("model"), str) or not fixed["model"]:
+        fixed["model"] = name
+        repaired.append("model")
+    for key, default in TAG_DEFAULTS.items():
+        if not isinstance(fixed.get(key), type(default)) or isinstance(fixed.get(key), bool):
+            fixed[key] = default
+            repaired.append(key)
+    if not isinstance(fixed.get("details"), dict):
+        fixed["details"] = {}
+        repaired.append("details")
+    return fixed, ", ".join(repaired) or None
+
+
+def merge_tags(lists: Sequence[Sequence[Any]], routes: Sequence[Tuple[str, Tuple[str, ...]]] = (), aliases: Sequence[Tuple[str, str]] = (),
+               list_aliases: bool = False) -> Tuple[List[Dict[str, Any]], List[str]]:
+    """The merged /api/tags list of several backends' lists (first one wins on a duplicate name),
+    only routed models when routes exist, aliases appended when asked; plus warnings."""
+    merged: Dict[str, Dict[str, Any]] = {}
+    warnings = []
+    for entries in lists:
+        for entry in entries:
+            fixed, note = repair_tag_entry(entry)
+            if fixed is None:
+                warnings.append("/api/tags entry %s dropped: %s" % (json.dumps(entry)[:80], note))
+                continue
+            if note:
+                warnings.append("/api/tags entry %s repaired: %s" % (fixed["name"], note))
+            key = normalize_model(fixed["name"])
+            if routes and route_for(key, routes) is None:
+                continue
+            merged.setdefault(key, fixed)
+    models = list(merged.values())
+    if list_aliases:
+        for alias, target in aliases:
+            entry = merged.get(normalize_model(target))
+            if entry is not None and alias not in merged:
+                shown = alias[: -len(":latest")] if alias.endswith(":latest") else alias
+                models.append(dict(entry, name=shown, model=shown))
+    return models, warnings
+
+
+def merge_ps(lists: Sequence[Sequence[Any]]) -> List[Dict[str, Any]]:
+    """The merged /api/ps list: every loaded model once (the first backend's entry)."""
+    merged: Dict[str, Dict[str, Any]] = {}
+    for entries in lists:
+        for entry in entries:
+            if isinstance(entry, dict) and isinstance(entry.get("name") or entry.get("model"), str):
+                merged.setdefault(normalize_model(entry.get("name") or entry.get("model")), entry)
+    return list(merged.values())
+
+
+def version_key(version: str) -> Tuple[Tuple[int, ...], int, str]:
+    """Order of Ollama version strings: 0.12.3 < 0.12.10; a pre-release (0.13.0-rc1) before its release."""
+    core, _, pre = version.strip().lstrip("v").partition("-")
+    numbers = tuple(int(p) if p.isdigit() else 0 for p in core.split("."))
+    return numbers, 0 if pre else 1, pre
+
+
+def lowest_version(versions: Sequence[str]) -> Optional[str]:
+    return min(versions, key=version_key) if versions else None
 
 
 # ---------------------------------------------------------------------------
@@ -2856,6 +3352,22 @@ class Exchange:
     encoding_format: str = "float"
     chunks: Optional[Tuple[List[str], List[Tuple[int, int]]]] = None  #: embedding pieces and, per input, their span
     route: str = ""  #: the path the client asked for (before /proxy-context/ and translation), for metrics
+    pinned: Any = None  #: the Backend named by /proxy-backend/<NAME>/
+    rename: Optional[Tuple[bytes, bytes]] = None  #: an alias: (model sent upstream, name the client used) for the answer
+    sticky_key: Optional[str] = None  #: the conversation's key, when sticky
+    need_ctx: int = -1  #: the context the request needs (auto mode), for the choice; -1: not computed yet
+
+
+@dataclass
+class Waiter:
+    """A request waiting in the queue for a free slot."""
+
+    ex: Exchange
+    model: Optional[str]
+    embed: bool
+    tried: Tuple[str, ...]
+    future: "asyncio.Future[Backend]"
+    overtaken: int = 0
 
 
 _EVAL_COUNT_RE = re.compile(rb'"eval_count"\s*:\s*(\d+)')
@@ -2866,6 +3378,10 @@ METADATA_TIMEOUT = 10.0  #: seconds for the proxy's own /api/show, /api/tags, /a
 METADATA_RETRY_SECONDS = 30.0  #: a failed /api/show is not asked again for this long
 REFRESH_DEBOUNCE_SECONDS = 0.5  #: after a model request, wait this long before reading /api/ps
 _EVAL_DURATION_RE = re.compile(rb'"eval_duration"\s*:\s*(\d+)')
+MERGED_PATHS = frozenset({"/api/tags", "/api/ps", "/api/version"})  #: answered from all healthy backends
+RETRY_AFTER_SECONDS = 5  #: the Retry-After of a 503 (no healthy backend, queue full or wait over)
+#: Requests that may use the extra slot per backend (they never wait behind long generations).
+EMBED_PATHS = frozenset({"/api/embed", "/api/embeddings", "/v1/embeddings"})
 
 
 def tokens_per_second(tail: bytes) -> Optional[Tuple[int, float]]:
@@ -2876,6 +3392,14 @@ def tokens_per_second(tail: bytes) -> Optional[Tuple[int, float]]:
         return None
     n = int(count.group(1))
     return n, n / (int(duration.group(1)) / 1e9)
+
+
+def rename_model(data: bytes, real: bytes, alias: bytes) -> bytes:
+    """Every ``"model":"<real>"`` in an answer (JSON, NDJSON lines, SSE events) names ``alias`` instead."""
+    if real not in data:
+        return data
+    pattern = re.compile(rb'("model"\s*:\s*")' + re.escape(real) + rb'"')
+    return pattern.sub(lambda m: m.group(1) + alias + b'"', data)
 
 
 def wants_stream(path: str, obj: Any) -> bool:
@@ -2925,6 +3449,15 @@ def parse_context_url(target: bytes) -> Tuple[Any, bytes]:
     raise BadRequest("/proxy-context/%s/: the size must be a positive number or 'auto'" % size.decode("latin-1"))
 
 
+def parse_backend_url(target: bytes) -> Tuple[str, bytes]:
+    """``/proxy-backend/<NAME>/<path>`` -> (NAME, the target without the prefix)."""
+    rest = target[len(b"/proxy-backend/") :]
+    name, _, remainder = rest.partition(b"/")
+    if not name:
+        raise BadRequest("/proxy-backend/<NAME>/<path>: no backend name")
+    return unquote(name.decode("latin-1")), b"/" + remainder
+
+
 def split_target(target: bytes) -> Tuple[str, str]:
     """(path, query) of a request target; the path is percent-decoded only for matching."""
     text = target.decode("latin-1")
@@ -2950,10 +3483,17 @@ class App:
         self._api_key = config.api_key.encode("utf-8") if config.api_key else None
         self._bearer = b"Bearer " + self._api_key if self._api_key else None
         self.chars_per_token: Dict[str, float] = {}  #: model -> calibrated characters per token
-        self._refresh_soon: Optional[asyncio.Event] = None
         self._rng = random.Random()
         self.metrics = Metrics(time.time())
-        self._refresher: Optional[asyncio.Task] = None
+        self.probing = config.scan_interval > 0  #: health is tracked (else every backend counts as healthy)
+        self._scanner: Optional[Scanner] = None
+        self._first_round: Optional[asyncio.Event] = None  #: set once the first probe round is in
+        self._queue: List[Waiter] = []
+        self.sticky = StickyTable()
+        self._aliases = dict(config.aliases)
+        self._background: set = set()  #: preload tasks
+        #: /api/tags, /api/ps, /api/version are composed from several answers (else passed through)
+        self._merging = len(config.backends) > 1 or config.scan is not None or bool(config.routes) or (config.list_aliases and bool(config.aliases))
 
     def count(self, event: str, n: int = 1) -> None:
         self.metrics.count(event, n)
@@ -2972,15 +3512,20 @@ class App:
 
         self.server = await loop.create_server(make_protocol, self.config.host, self.config.port, backlog=1024)
         self.port = self.server.sockets[0].getsockname()[1]
-        if self.config.scan_interval > 0:
-            self._refresh_soon = asyncio.Event()
-            self._refresher = asyncio.ensure_future(self._refresh_loop())
-        log.info(
-            "listening on http://%s:%d, forwarding to %s",
-            self.config.host if ":" not in self.config.host else "[%s]" % self.config.host,
-            self.port,
-            ", ".join("%s (%s)" % (b.name, b.spec.url) for b in self.backends),
-        )
+        where = ", ".join("%s (%s)" % (b.name, b.spec.url) for b in self.backends)
+        if self.config.scan is not None:
+            host, first, last = self.config.scan
+            where = (where + " and " if where else "") + "the Ollama servers found on %s ports %d-%d" % (host, first, last)
+        log.info("listening on http://%s:%d, forwarding to %s",
+                 self.config.host if ":" not in self.config.host else "[%s]" % self.config.host, self.port, where)
+        if self.probing:
+            self._first_round = asyncio.Event()
+            self._scanner = Scanner(scan_targets(self.config, self.port), self.config.scan_interval, self.config.probe_timeout,
+                                    self.via, loop, self._apply_probes)
+            self._scanner.start()
+        elif self.config.preload:
+            for backend in self.backends:
+                self._start_preload(backend)
 
     async def serve_until_stopped(self) -> None:
         assert self._stopped is not None
@@ -3008,9 +3553,9 @@ class App:
             if pending:
                 log.warning("shutdown grace over: %d response(s) cut off", len(pending))
                 await asyncio.wait(pending, timeout=LINGER_SECONDS + 1.0)
-        background = [t for b in self.backends for t in b.info_pending.values()]
-        if self._refresher is not None:
-            background.append(self._refresher)
+        if self._scanner is not None:
+            self._scanner.stop()
+        background = [t for b in self.backends for t in b.info_pending.values()] + list(self._background)
         for task in background:
             task.cancel()
         if background:
@@ -3124,54 +3669,39 @@ class App:
             openai=is_openai_path(path),
             route=path,
         )
-        backend = self.backends[0]
         try:
             try:
                 if path.startswith("/proxy-context/"):
                     ex.forced_ctx, ex.target = parse_context_url(ex.target)
                     ex.path = ex.route = split_target(ex.target)[0]
                     ex.openai = is_openai_path(ex.path)
+                if ex.path.startswith("/proxy-backend/"):
+                    name, ex.target = parse_backend_url(ex.target)
+                    ex.path = ex.route = split_target(ex.target)[0]
+                    ex.openai = is_openai_path(ex.path)
+                    ex.pinned = self._backend_named(name)
                 self._check_access(ex)
-                upload = ex.method == b"POST" and ex.path.startswith(STREAMED_UPLOAD_PREFIXES)
-                if upload:
+                task = asyncio.current_task()
+                assert task is not None
+                if ex.method == b"POST" and ex.path.startswith(STREAMED_UPLOAD_PREFIXES):
                     try:
-                        await self._relay(side, ex, backend, upload=True)
+                        await self._forward(side, ex, upload=True)
                     finally:
                         side.unwatch()
-                else:
-                    await self._read_body(side, ex)
-                    self._inspect_body(ex)
-                    if ex.path == "/__proxy/metrics" and ex.method in (b"GET", b"HEAD"):
-                        await self._serve_metrics(side, ex)
-                        return
-                    if ex.method == b"GET" and (ex.path == "/v1/models" or ex.path.startswith("/v1/models/")) and (self.config.translate or ex.forced_ctx is not None):
-                        await self._serve_models(side, ex, backend)
-                        return
-                    if ex.path in TRANSLATED_PATHS and ex.method == b"POST" and isinstance(ex.json, dict) and (self.config.translate or ex.forced_ctx is not None):
-                        self._translate_request(ex)
-                    post = ex.method == b"POST"
-                    if post and ex.path in MODIFIED_PATHS and ex.model and isinstance(ex.json, dict):
-                        await self._modify(ex, backend)
-                    if post and ex.path in ("/api/embed", "/api/embeddings") and isinstance(ex.json, dict):
-                        self._plan_embedding(ex, backend)
-                    if ex.dirty:
-                        ex.body = json.dumps(ex.json, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-                    task = asyncio.current_task()
-                    assert task is not None
-                    if ex.path == "/api/embeddings" and ex.chunks is not None:
-                        side.watch_disconnect(task)
-                        try:
-                            await self._embed_legacy_chunked(side, ex, backend)
-                        finally:
-                            side.unwatch()
-                        return
-                    side.watch_disconnect(task)
-                    try:
-                        await self._relay(side, ex, backend, upload=False)
-                    finally:
-                        side.unwatch()
-                    if ex.path in MODIFIED_PATHS and ex.model:
-                        self._learn_from_response(ex, backend)
+                    return
+                await self._read_body(side, ex)
+                self._inspect_body(ex)
+                if ex.pinned is None and await self._serve_own(side, ex):
+                    return
+                if ex.path in TRANSLATED_PATHS and ex.method == b"POST" and isinstance(ex.json, dict) and (self.config.translate or ex.forced_ctx is not None):
+                    self._translate_request(ex)
+                if self._aliases and ex.model:
+                    self._resolve_alias(ex)
+                side.watch_disconnect(task)
+                try:
+                    await self._forward(side, ex, upload=False)
+                finally:
+                    side.unwatch()
             except ProxyError as err:
                 if ex.body is None and not isinstance(err, BodyTooLarge):
                     await self._discard_body(side, ex)
@@ -3298,6 +3828,8 @@ class App:
         model = normalize_model(ex.model)
         info = backend.info.get(model)
         trained = info.context_length if isinstance(info, ModelInfo) else 0
+        if self._scanner is not None and model not in backend.loaded:
+            self._scanner.wake()  # a new load may have evicted another model: read /api/ps soon
         if ex.num_ctx:
             backend.loaded[model] = min(ex.num_ctx, trained) if trained else ex.num_ctx
         if ex.prompt_chars and ex.tail and ex.chunks is None:
@@ -3308,8 +3840,6 @@ class App:
             if match:
                 old = self.chars_per_token.get(model, DEFAULT_CHARS_PER_TOKEN)
                 self.chars_per_token[model] = calibrate(old, ex.prompt_chars, int(match.group(1)))
-        if self._refresh_soon is not None:
-            self._refresh_soon.set()
 
     async def _model_info(self, backend: Backend, model: str) -> Optional[ModelInfo]:
         """/api/show for the model on this backend: cached, fetched once for concurrent requests."""
@@ -3372,46 +3902,131 @@ class App:
         except ValueError:
             return response.status_code, None
 
-    async def _refresh_loop(self) -> None:
-        """Every --scan-interval (and soon after each model request): /api/tags and /api/ps of each backend."""
-        assert self._refresh_soon is not None
-        while True:
-            self._refresh_soon.clear()
-            for backend in self.backends:
-                try:
-                    await self._refresh_backend(backend)
-                except (ProxyError, OSError) as exc:
-                    log.debug("backend %s: refresh failed: %s", backend.name, exc)
-            try:
-                await asyncio.wait_for(self._refresh_soon.wait(), self.config.scan_interval)
-                await asyncio.sleep(REFRESH_DEBOUNCE_SECONDS)  # let a burst of requests finish first
-            except asyncio.TimeoutError:
-                pass
+    # -- probes, health, preload ---------------------------------------------------
 
-    async def _refresh_backend(self, backend: Backend) -> None:
-        try:
-            status, tags = await self._backend_json(backend, b"GET", "/api/tags")
-        except (ProxyError, OSError):
-            backend.healthy = False
-            raise
-        backend.healthy = status == 200
-        if status == 200 and isinstance(tags, dict) and isinstance(tags.get("models"), list):
-            digests = {normalize_model(str(m.get("name") or m.get("model") or "")): str(m.get("digest") or "") for m in tags["models"] if isinstance(m, dict)}
-            backend.digests = digests
-            for model, info in list(backend.info.items()):
-                if model not in digests or (info.digest and digests[model] != info.digest):
-                    log.info("model %s changed on %s: its metadata will be read again", model, backend.name)
-                    del backend.info[model]
-                    backend.ceiling.pop(model, None)
-                elif not info.digest:
-                    backend.info[model] = dataclasses.replace(info, digest=digests[model])
-        status, ps = await self._backend_json(backend, b"GET", "/api/ps")
-        if status == 200 and isinstance(ps, dict) and isinstance(ps.get("models"), list):
-            loaded = {}
-            for m in ps["models"]:
-                if isinstance(m, dict) and isinstance(m.get("context_length"), int):
-                    loaded[normalize_model(str(m.get("name") or m.get("model") or ""))] = m["context_length"]
-            backend.loaded = loaded
+    def _apply_probes(self, results: List[ProbeResult]) -> None:
+        """A probe round's results (called on this loop by the scanner thread)."""
+        if self._shutting_down:
+            return
+        by_address = {(b.spec.host.lower(), b.spec.port): b for b in self.backends}
+        discovered = False
+        for result in results:
+            backend = by_address.get((result.spec.host.lower(), result.spec.port))
+            if backend is None:
+                if not result.ok:
+                    continue
+                backend = Backend(result.spec, discovered=True)
+                backend.pool = Pool(backend, self.config.connect_timeout)
+                self.backends.append(backend)
+                discovered = True
+                log.info("backend %s discovered on the scan range (%d models)", backend.name, len(result.tags))
+            backend.last_probe = result.at
+            if result.ok:
+                backend.failed_rounds = 0
+                self._apply_inventory(backend, result.tags, result.ps)
+                if backend.healthy is not True:
+                    self._set_health(backend, True, None)
+            else:
+                backend.failed_rounds += 1
+                backend.last_error = result.error
+                if backend.healthy is not False:
+                    self._set_health(backend, False, result.error)
+                if backend.discovered and backend.failed_rounds >= FORGET_ROUNDS:
+                    self._forget(backend)
+        if discovered:
+            configured = [b for b in self.backends if not b.discovered]
+            found = sorted((b for b in self.backends if b.discovered), key=lambda b: b.spec.port)
+            self.backends[:] = configured + found
+        if self._first_round is not None:
+            self._first_round.set()
+        if self._queue:
+            self._dispatch_all()
+
+    def _apply_inventory(self, backend: Backend, tags: List[Dict[str, Any]], ps: List[Dict[str, Any]]) -> None:
+        """What a backend has (/api/tags) and has loaded (/api/ps)."""
+        self._apply_tags(backend, tags)
+        loaded = {}
+        for m in ps:
+            if isinstance(m.get("context_length"), int):
+                loaded[normalize_model(str(m.get("name") or m.get("model") or ""))] = m["context_length"]
+        backend.loaded = loaded
+
+    def _apply_tags(self, backend: Backend, tags: List[Dict[str, Any]]) -> None:
+        """A backend's model list; the metadata of a model that changed or went is dropped."""
+        backend.tags = tags
+        digests = {normalize_model(str(m.get("name") or m.get("model") or "")): str(m.get("digest") or "") for m in tags}
+        backend.digests = digests
+        for model, info in list(backend.info.items()):
+            if model not in digests or (info.digest and digests[model] != info.digest):
+                log.info("model %s changed on %s: its metadata will be read again", model, backend.name)
+                del backend.info[model]
+                backend.ceiling.pop(model, None)
+            elif not info.digest:
+                backend.info[model] = dataclasses.replace(info, digest=digests[model])
+
+    def _set_health(self, backend: Backend, healthy: bool, reason: Optional[str]) -> None:
+        """A health change, logged once; a backend that comes back gets its --preload models."""
+        before = backend.healthy
+        backend.healthy = healthy
+        if healthy:
+            if before is False:
+                log.info("backend %s is healthy again (%d models)", backend.name, len(backend.digests))
+            else:
+                log.info("backend %s is healthy (%d models%s)", backend.name, len(backend.digests),
+                         ", loaded: " + ", ".join(sorted(backend.loaded)) if backend.loaded else "")
+            self._start_preload(backend)
+            if self._queue:
+                self._dispatch(backend)
+            return
+        gone = self.sticky.forget_backend(backend.name)
+        log.warning("backend %s is unhealthy: %s%s", backend.name, reason or "no answer",
+                    "; %d sticky conversation(s) will move" % gone if gone else "")
+
+    def _forget(self, backend: Backend) -> None:
+        """A discovered backend that stayed away: out of the set (requests on it finish)."""
+        log.info("backend %s forgotten: no answer for %d probe rounds", backend.name, backend.failed_rounds)
+        self.backends.remove(backend)
+        self.sticky.forget_backend(backend.name)
+        if backend.pool is not None:
+            backend.pool.close()
+
+    def _start_preload(self, backend: Backend) -> None:
+        models = [m for m in self.config.preload if m in backend.digests or not self.probing]
+        if not models:
+            return
+        task = asyncio.ensure_future(self._preload(backend, models))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _preload(self, backend: Backend, models: List[str]) -> None:
+        """Load each model with the num_ctx and keep_alive its requests will get (an empty generate),
+        so that the first request does not pay for the load, nor for a reload."""
+        for model in models:
+            body: Dict[str, Any] = {"model": model}
+            info = await self._model_info(backend, model) if self.config.context_mode != "off" else None
+            ctx = ModifyContext(path="/api/generate", body=body, model=model, config=self.config, info=info,
+                                loaded_ctx=backend.loaded.get(model, 0), ceiling=backend.ceiling.get(model, 0))
+            apply_modifiers(ctx)
+            options = body.get("options") if isinstance(body.get("options"), dict) else {}
+            request: Dict[str, Any] = {"model": model}
+            if "keep_alive" in body:
+                request["keep_alive"] = body["keep_alive"]
+            num_ctx = options.get("num_ctx")
+            if isinstance(num_ctx, int):
+                request["options"] = {"num_ctx": num_ctx}
+            started = time.monotonic()
+            try:
+                status, obj = await self._backend_json(backend, b"POST", "/api/generate", request, timeout=self.config.request_timeout)
+            except (ProxyError, OSError) as exc:
+                status, obj = 0, {"error": str(exc)}
+            if status == 200:
+                if isinstance(num_ctx, int):
+                    backend.loaded[model] = num_ctx
+                log.info("preloaded %s on %s in %.1fs%s", model, backend.name, time.monotonic() - started,
+                         " (num_ctx %d)" % num_ctx if isinstance(num_ctx, int) else "")
+            else:
+                reason = obj.get("error") if isinstance(obj, dict) else None
+                log.warning("preload of %s on %s failed: %s", model, backend.name, reason or "status %d" % status)
 
     async def _discard_body(self, side: ServerSide, ex: Exchange, limit: int = 1024 * 1024) -> None:
         """Read and drop what is left of a small request body, so the connection can be kept.
@@ -3448,7 +4063,7 @@ class App:
             raise BadRequest("invalid JSON body: %s" % exc) from None
         ex.json = obj
         if isinstance(obj, dict):
-            model = obj.get("model") or obj.get("name")
+            model = obj.get("model") or obj.get("name") or (obj.get("source") if ex.path == "/api/copy" else None)
             if isinstance(model, str):
                 ex.model = model
         ex.streaming = wants_stream(ex.path, obj)
@@ -3490,48 +4105,257 @@ class App:
             headers.append((b"connection", b"close"))
         return headers
 
-    async def _relay(self, side: ServerSide, ex: Exchange, backend: Backend, upload: bool) -> None:
-        """Send the exchange to ``backend`` and copy the answer back to the client."""
-        ex.backend = backend.name
-        backend.in_flight += 1
-        backend.requests += 1
-        upconn: Optional[UpstreamConnection] = None
+    async def _forward(self, side: ServerSide, ex: Exchange, upload: bool) -> None:
+        """Choose a backend (waiting in the queue if all are busy), prepare the request for it,
+        send it, and relay the answer.  A failure before the answer started goes to another
+        backend not yet tried, up to --max-retries times (SPEC §6)."""
+        tried: List[str] = []
         heartbeat: Optional[asyncio.Task] = None
         if ex.streaming and self.config.heartbeat > 0:
             heartbeat = asyncio.ensure_future(self._heartbeat(side, ex))
+        prepared = upload
         try:
-            try:
-                upconn, response = await self._open_exchange(side, ex, backend, upload)
-                if ex.chosen_ctx and response.status_code >= 500:
-                    upconn, response = await self._retry_smaller_context(side, ex, backend, upconn, response)
-            finally:
-                if heartbeat is not None:
-                    heartbeat.cancel()
-                    # asyncio.wait, not "await heartbeat": a cancellation aimed at this task
-                    # (client gone, shutdown) must not be swallowed with the heartbeat's.
-                    await asyncio.wait({heartbeat})
-                    if not heartbeat.cancelled() and heartbeat.exception() is not None:
-                        raise heartbeat.exception()  # type: ignore[misc]
-            backend.healthy = True
-            if ex.kind is None and ex.chunks is None:
-                await self._relay_response(side, ex, backend, upconn, response)
-            else:
-                await self._relay_transformed(side, ex, backend, upconn, response)
-        except ProxyError as err:
-            backend.last_error = err.message
-            if isinstance(err, BadGateway) and not ex.response_started:
-                backend.healthy = False  # a transport failure (SPEC §6)
-            if upconn is not None:
-                upconn.abort()
-                upconn = None
-            if not ex.response_started:
-                raise
-            await self._end_with_inband_error(side, ex, err.message, err.status)
+            while True:
+                backend = await self._acquire(ex, tried)
+                upconn: Optional[UpstreamConnection] = None
+                try:
+                    ex.backend = backend.name
+                    backend.requests += 1
+                    if not prepared:
+                        prepared = True
+                        if await self._prepare(side, ex, backend):
+                            return  # answered already (the legacy embeddings endpoint with pieces)
+                    try:
+                        upconn, response = await self._open_exchange(side, ex, backend, upload)
+                        if ex.chosen_ctx and response.status_code >= 500:
+                            upconn, response = await self._retry_smaller_context(side, ex, backend, upconn, response)
+                    except (BadGateway, UpstreamTimeout) as err:
+                        upconn = None
+                        self._backend_failed(backend, err.message)
+                        if not upload and self._may_retry(ex, tried, backend):
+                            continue
+                        raise
+                    if response.status_code >= 500 and not upload and self._may_retry(ex, tried, backend):
+                        body = await upconn.receive_whole_body()
+                        self._release_connection(backend, upconn)
+                        upconn = None
+                        log.warning("conn %d: %s %s model=%s: backend %s answered %d (%s): trying another backend", ex.conn_id, ex.method.decode(),
+                                    ex.path, ex.model, backend.name, response.status_code, error_message_from_body(body))
+                        continue
+                    if heartbeat is not None:
+                        await self._stop_heartbeat(heartbeat)
+                        heartbeat = None
+                    if ex.kind is None and ex.chunks is None:
+                        await self._relay_response(side, ex, backend, upconn, response)
+                    else:
+                        await self._relay_transformed(side, ex, backend, upconn, response)
+                    if ex.sticky_key is not None and ex.status == 200 and ex.error is None:
+                        self.sticky.put(ex.sticky_key, backend.name, time.monotonic())
+                    if ex.path in MODIFIED_PATHS and ex.model:
+                        self._learn_from_response(ex, backend)
+                    return
+                except ProxyError as err:
+                    backend.last_error = err.message
+                    if upconn is not None:
+                        upconn.abort()
+                        upconn = None
+                    if not ex.response_started:
+                        raise
+                    await self._end_with_inband_error(side, ex, err.message, err.status)
+                    return
+                finally:
+                    if upconn is not None:
+                        self._release_connection(backend, upconn)
+                    self._release(backend)
         finally:
-            backend.in_flight -= 1
-            if upconn is not None:
-                assert backend.pool is not None
-                backend.pool.release(upconn)
+            if heartbeat is not None:
+                await self._stop_heartbeat(heartbeat)
+
+    async def _stop_heartbeat(self, heartbeat: asyncio.Task) -> None:
+        heartbeat.cancel()
+        # asyncio.wait, not "await heartbeat": a cancellation aimed at this task
+        # (client gone, shutdown) must not be swallowed with the heartbeat's.
+        await asyncio.wait({heartbeat})
+        if not heartbeat.cancelled() and heartbeat.exception() is not None:
+            raise heartbeat.exception()  # type: ignore[misc]
+
+    def _release_connection(self, backend: Backend, upconn: UpstreamConnection) -> None:
+        assert backend.pool is not None
+        backend.pool.release(upconn)
+
+    async def _prepare(self, side: ServerSide, ex: Exchange, backend: Backend) -> bool:
+        """The modifiers and the embedding plan, for the chosen backend; True if already answered."""
+        post = ex.method == b"POST"
+        if post and ex.path in MODIFIED_PATHS and ex.model and isinstance(ex.json, dict):
+            await self._modify(ex, backend)
+        if post and ex.path in ("/api/embed", "/api/embeddings") and isinstance(ex.json, dict):
+            self._plan_embedding(ex, backend)
+        if ex.dirty:
+            ex.body = json.dumps(ex.json, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        if ex.path == "/api/embeddings" and ex.chunks is not None:
+            await self._embed_legacy_chunked(side, ex, backend)
+            return True
+        return False
+
+    def _may_retry(self, ex: Exchange, tried: List[str], backend: Backend) -> bool:
+        """Note the failed attempt; is there another backend to try within --max-retries?"""
+        tried.append(backend.name)
+        if len(tried) > self.config.max_retries or ex.pinned is not None:
+            return False
+        model = normalize_model(ex.model) if ex.model else None
+        return bool(eligible_backends(self.backends, model, self.config.routes, tried))
+
+    def _backend_failed(self, backend: Backend, reason: str) -> None:
+        """A transport failure of a forwarded request: unhealthy until a good probe (SPEC §6)."""
+        backend.last_error = reason
+        if self.probing and backend.healthy is not False:
+            self._set_health(backend, False, reason)
+
+    # -- choosing a backend, the queue ---------------------------------------------
+
+    async def _acquire(self, ex: Exchange, tried: List[str]) -> Backend:
+        """A backend for the exchange with its slot taken (released by ``_release``)."""
+        if self._first_round is not None and not self._first_round.is_set():
+            try:
+                await asyncio.wait_for(self._first_round.wait(), self.config.probe_timeout + 5.0)
+            except asyncio.TimeoutError:
+                pass
+        model = normalize_model(ex.model) if ex.model else None
+        if ex.path == "/api/create" and model and not any(model in b.digests for b in self.backends):
+            model = None  # a new model is created where the model-less /api/blobs uploads went
+        embed = ex.path in EMBED_PATHS
+        cap = self.config.max_concurrent
+        if ex.pinned is not None:
+            candidates = [ex.pinned]
+        else:
+            candidates = eligible_backends(self.backends, model, self.config.routes, tried)
+        if not candidates:
+            if tried:
+                raise ServiceUnavailable("no other backend left to try for %s (tried %s)" % (model or ex.path, ", ".join(tried)), RETRY_AFTER_SECONDS)
+            raise ServiceUnavailable(self._no_backend_message(model), RETRY_AFTER_SECONDS)
+        sticky = None
+        if self.config.sticky and model and ex.path == "/api/chat" and isinstance(ex.json, dict):
+            if ex.sticky_key is None:
+                ex.sticky_key = conversation_key(model, ex.json)
+            if ex.sticky_key is not None:
+                sticky = self.sticky.get(ex.sticky_key, time.monotonic())
+        if model and ex.need_ctx < 0 and any(model in b.loaded for b in candidates):
+            ex.need_ctx = self._context_need(ex, model)  # only matters where the model is loaded
+        backend = choose_backend(candidates, model, sticky, max(ex.need_ctx, 0), cap, embed)
+        if backend is not None:
+            backend.in_flight += 1
+            return backend
+        return await self._wait_in_queue(ex, model, embed, tried)
+
+    def _no_backend_message(self, model: Optional[str]) -> str:
+        names = route_for(model, self.config.routes) if model else None
+        if names is not None:
+            return "no healthy backend for model '%s' (routed to %s)" % (model, ", ".join(names))
+        if not self.backends:
+            return "no healthy backend: none found yet on the --scan range"
+        return "no healthy backend (%s)" % "; ".join("%s: %s" % (b.name, b.last_error or "not answering") for b in self.backends[:5])
+
+    def _context_need(self, ex: Exchange, model: str) -> int:
+        """The num_ctx this request will be sent with, as far as the choice needs it: an explicit
+        one, or (auto mode) the size its prompt needs; 0 when any loaded context will do."""
+        body = ex.json if isinstance(ex.json, dict) else {}
+        options = body.get("options")
+        client = options.get("num_ctx") if isinstance(options, dict) else None
+        if isinstance(ex.forced_ctx, int):
+            return ex.forced_ctx
+        fixed = lookup_model_value(self.config.num_ctx, model)
+        if fixed is not None:
+            return fixed
+        if isinstance(client, int) and not isinstance(client, bool) and client > 0:
+            return client
+        if (self.config.context_mode == "auto" or ex.forced_ctx == "auto") and ex.path in ("/api/chat", "/api/generate"):
+            chars, images = prompt_size(ex.path, body)
+            needed = needed_context(estimate_tokens(chars, images, self.chars_per_token.get(model, DEFAULT_CHARS_PER_TOKEN)), response_budget(ex.path, body))
+            return choose_auto_size(needed, self.config.context_sizes, 0)[0]
+        return 0
+
+    async def _wait_in_queue(self, ex: Exchange, model: Optional[str], embed: bool, tried: List[str]) -> Backend:
+        """FIFO wait for a slot, up to --queue-timeout; a client that leaves leaves the queue."""
+        if len(self._queue) >= self.config.max_queue:
+            self.count("queue_full")
+            raise ServiceUnavailable("all backends are busy and the queue is full (%d waiting)" % len(self._queue), RETRY_AFTER_SECONDS)
+        future: asyncio.Future[Backend] = asyncio.get_running_loop().create_future()
+        waiter = Waiter(ex, model, embed, tuple(tried), future)
+        self._queue.append(waiter)
+        log.info("conn %d: %s %s model=%s: all backends busy (--max-concurrent %d): queued, %d waiting", ex.conn_id, ex.method.decode(),
+                 ex.path, ex.model, self.config.max_concurrent, len(self._queue))
+        granted = False
+        try:
+            await asyncio.wait({future}, timeout=self.config.queue_timeout)
+            if future.done() and not future.cancelled():
+                granted = True
+                return future.result()
+            self.count("queue_timeout")
+            raise ServiceUnavailable("all backends stayed busy for %gs (--queue-timeout)" % self.config.queue_timeout, RETRY_AFTER_SECONDS)
+        finally:
+            if waiter in self._queue:
+                self._queue.remove(waiter)
+            if not granted:
+                if future.done() and not future.cancelled():
+                    self._release(future.result())  # granted just as the wait ended: pass the slot on
+                else:
+                    future.cancel()
+
+    def _release(self, backend: Backend) -> None:
+        """Give the slot back; a waiting request that can use it gets it."""
+        backend.in_flight -= 1
+        if self._queue:
+            self._dispatch(backend)
+
+    def _dispatch(self, backend: Backend) -> None:
+        """Hand free slots of ``backend`` to queued requests: FIFO, except that a request for a
+        model loaded there may go first, passing nobody more than MAX_OVERTAKES times."""
+        cap = self.config.max_concurrent
+        while self._queue and backend.healthy is not False and not (backend.pool is not None and backend.pool.closed):
+            usable: List[Waiter] = []
+            for waiter in self._queue:
+                if waiter.future.done() or not has_free_slot(backend, cap, waiter.embed):
+                    continue
+                if waiter.ex.pinned is not None:
+                    if waiter.ex.pinned is backend:
+                        usable.append(waiter)
+                elif backend in eligible_backends(self.backends, waiter.model, self.config.routes, waiter.tried):
+                    usable.append(waiter)
+            if not usable:
+                return
+            index = pick_waiter([(bool(w.model) and w.model in backend.loaded, w.overtaken) for w in usable])
+            for passed in usable[:index]:
+                passed.overtaken += 1
+            chosen = usable[index]
+            self._queue.remove(chosen)
+            backend.in_flight += 1
+            chosen.future.set_result(backend)
+
+    def _dispatch_all(self) -> None:
+        for backend in list(self.backends):
+            if not self._queue:
+                return
+            self._dispatch(backend)
+
+    def _backend_named(self, name: str) -> Backend:
+        for backend in self.backends:
+            if backend.name == name:
+                return backend
+        raise ProxyError("/proxy-backend/%s/: no backend is named %r (backends: %s)" % (name, name, ", ".join(b.name for b in self.backends) or "none"), 404)
+
+    def _resolve_alias(self, ex: Exchange) -> None:
+        """An alias in the request: the real model goes upstream, the answer names the alias."""
+        assert ex.model is not None
+        target = self._aliases.get(normalize_model(ex.model))
+        if target is None or not isinstance(ex.json, dict):
+            return
+        key = "model" if "model" in ex.json else "name"
+        ex.json[key] = target
+        ex.dirty = True
+        if ex.kind is None:
+            ex.rename = (target.encode("utf-8"), ex.model.encode("utf-8"))
+        log.debug("conn %d: alias %s -> %s", ex.conn_id, ex.model, target)
+        ex.model = target
 
     # -- /v1 translation and embedding chunking ----------------------------------
 
@@ -3600,14 +4424,9 @@ class App:
         """/api/embeddings takes one prompt: its pieces go one by one; the answer is their plain weighted mean."""
         assert ex.chunks is not None
         pieces, spans = ex.chunks
-        ex.backend = backend.name
         vectors = []
-        backend.in_flight += 1
-        try:
-            for piece in pieces:
-                vectors.append(await self._legacy_embedding(backend, ex, piece))
-        finally:
-            backend.in_flight -= 1
+        for piece in pieces:
+            vectors.append(await self._legacy_embedding(backend, ex, piece))
         (vector,) = combine_embeddings(vectors, pieces, spans, normalize=False)
         await self._send_json(side, ex, 200, {"embedding": vector})
 
@@ -3619,27 +4438,143 @@ class App:
             raise ProxyError(message, status if status >= 400 else 502)
         return obj["embedding"]
 
-    async def _serve_models(self, side: ServerSide, ex: Exchange, backend: Backend) -> None:
-        """/v1/models and /v1/models/{model}, answered from the backend's /api/tags."""
-        ex.backend = backend.name
-        status, tags = await self._backend_json(backend, b"GET", "/api/tags")
-        if status != 200 or not isinstance(tags, dict):
-            raise BadGateway("backend %s did not list its models (status %d)" % (backend.name, status))
+    # -- answers of the proxy's own: merged lists, health -------------------------------
+
+    async def _serve_own(self, side: ServerSide, ex: Exchange) -> bool:
+        """Answer what the proxy answers itself (SPEC §6, §8); False for anything to forward."""
+        if ex.method not in (b"GET", b"HEAD"):
+            return False
+        path = ex.path
+        if path == "/":
+            await self._send_body(side, ex, 200, b"Ollama is running", b"text/plain; charset=utf-8")
+        elif path == "/__proxy/metrics":
+            await self._serve_metrics(side, ex)
+        elif path in ("/__proxy/health", "/health"):
+            await self._serve_health(side, ex, full=path == "/health")
+        elif path == "/__proxy/backends":
+            await self._send_json(side, ex, 200, {"backends": [self._backend_report(b) for b in self.backends], "queue_depth": len(self._queue)})
+        elif path in MERGED_PATHS and not self._merging:
+            return False  # one backend: its own answer, byte for byte
+        elif path == "/api/tags":
+            await self._send_json(side, ex, 200, {"models": await self._merged_tags()})
+        elif path == "/api/ps":
+            lists = [obj.get("models") or [] for _, obj in await self._ask_all("/api/ps") if isinstance(obj.get("models"), list)]
+            await self._send_json(side, ex, 200, {"models": merge_ps(lists)})
+        elif path == "/api/version":
+            versions = [obj["version"] for _, obj in await self._ask_all("/api/version") if isinstance(obj.get("version"), str)]
+            if not versions:
+                raise BadGateway("no backend answered /api/version")
+            await self._send_json(side, ex, 200, {"version": lowest_version(versions)})
+        elif (path == "/v1/models" or path.startswith("/v1/models/")) and (self.config.translate or ex.forced_ctx is not None):
+            await self._serve_models(side, ex)
+        else:
+            return False
+        return True
+
+    async def _ask_all(self, path: str) -> List[Tuple[Backend, Dict[str, Any]]]:
+        """GET ``path`` on every healthy backend at once: the JSON objects of those that answered 200."""
+        if self._first_round is not None and not self._first_round.is_set():
+            try:
+                await asyncio.wait_for(self._first_round.wait(), self.config.probe_timeout + 5.0)
+            except asyncio.TimeoutError:
+                pass
+        backends = [b for b in self.backends if b.healthy is not False]
+        if not backends:
+            raise ServiceUnavailable(self._no_backend_message(None), RETRY_AFTER_SECONDS)
+        timeout = max(self.config.probe_timeout, METADATA_TIMEOUT)
+        answers = await asyncio.gather(*(self._backend_json(b, b"GET", path, timeout=timeout) for b in backends), return_exceptions=True)
+        out = []
+        for backend, answer in zip(backends, answers):
+            if isinstance(answer, BaseException):
+                if not isinstance(answer, (ProxyError, OSError)):
+                    raise answer
+                log.warning("backend %s left out of the merged %s: %s", backend.name, path, getattr(answer, "message", answer))
+                continue
+            status, obj = answer
+            if status == 200 and isinstance(obj, dict):
+                out.append((backend, obj))
+            else:
+                log.warning("backend %s left out of the merged %s: it answered %d", backend.name, path, status)
+        if not out:
+            raise BadGateway("no backend answered %s (%s)" % (path, ", ".join(b.name for b in backends)))
+        return out
+
+    async def _merged_tags(self) -> List[Dict[str, Any]]:
+        answers = await self._ask_all("/api/tags")
+        for backend, obj in answers:
+            if isinstance(obj.get("models"), list):
+                self._apply_tags(backend, [m for m in obj["models"] if isinstance(m, dict)])
+        models, warnings = merge_tags([obj.get("models") if isinstance(obj.get("models"), list) else [] for _, obj in answers],
+                                      self.config.routes, self.config.aliases, self.config.list_aliases)
+        for warning in warnings:
+            log.warning("%s", warning)
+        return models
+
+    async def _serve_models(self, side: ServerSide, ex: Exchange) -> None:
+        """/v1/models and /v1/models/{model}, answered from the merged /api/tags."""
+        models = await self._merged_tags()
         if ex.path.rstrip("/") == "/v1/models":
-            await self._send_json(side, ex, 200, models_to_openai(tags))
+            await self._send_json(side, ex, 200, models_to_openai({"models": models}))
             return
         wanted = unquote(ex.path[len("/v1/models/") :])
-        for entry in tags.get("models") or ():
-            if isinstance(entry, dict) and normalize_model(str(entry.get("name") or "")) == normalize_model(wanted):
+        for entry in models:
+            if normalize_model(str(entry.get("name") or "")) == normalize_model(wanted):
                 await self._send_json(side, ex, 200, model_to_openai(entry, wanted))
                 return
         raise ProxyError("model '%s' not found" % wanted, 404)
 
+    def _health(self) -> Tuple[int, Dict[str, Any]]:
+        healthy = sum(1 for b in self.backends if b.healthy is not False)
+        status = "down" if not healthy else "ok" if healthy == len(self.backends) else "degraded"
+        return (503 if not healthy else 200), {"status": status, "healthy_backends": healthy}
+
+    async def _serve_health(self, side: ServerSide, ex: Exchange, full: bool) -> None:
+        """/__proxy/health (and /health, with the context sizes and the effective settings)."""
+        status, obj = self._health()
+        if full:
+            obj["backends"] = len(self.backends)
+            obj["context_sizes"] = list(self.config.context_sizes)
+            obj["settings"] = self._settings()
+        await self._send_json(side, ex, status, obj)
+
+    def _settings(self) -> Dict[str, Any]:
+        """The effective configuration, without secrets (the API key, passwords in backend URLs)."""
+        settings: Dict[str, Any] = {}
+        for item in dataclasses.fields(self.config):
+            value = getattr(self.config, item.name)
+            if item.name == "api_key":
+                value = "set" if value else None
+            elif item.name == "backends":
+                value = [{"name": b.name, "url": b.url, "auth": b.auth is not None} for b in value]
+            elif item.name == "scan" and value is not None:
+                value = "%s:%d-%d" % value
+            elif item.name in ("num_ctx", "keep_alive", "routes", "aliases"):
+                value = {k: (list(v) if isinstance(v, tuple) else v) for k, v in value}
+            elif isinstance(value, tuple):
+                value = list(value)
+            settings[item.name] = value
+        return settings
+
+    def _backend_report(self, backend: Backend) -> Dict[str, Any]:
+        return {
+            "name": backend.name,
+            "url": backend.spec.url,
+            "healthy": backend.healthy is not False,
+            "probed": backend.healthy is not None,
+            "discovered": backend.discovered,
+            "in_flight": backend.in_flight,
+            "requests": backend.requests,
+            "models": sorted(backend.digests),
+            "loaded": [{"model": m, "context_length": c} for m, c in sorted(backend.loaded.items())],
+            "last_error": backend.last_error,
+            "last_probe": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(backend.last_probe)) if backend.last_probe else None,
+        }
+
     async def _serve_metrics(self, side: ServerSide, ex: Exchange) -> None:
         """GET /__proxy/metrics: Prometheus text format (SPEC §8)."""
         in_flight = {b.name: b.in_flight for b in self.backends}
-        healthy = {b.name: b.healthy for b in self.backends if b.healthy is not None}
-        body = self.metrics.render(in_flight, healthy, 0).encode("utf-8")
+        healthy = {b.name: b.healthy is not False for b in self.backends}
+        body = self.metrics.render(in_flight, healthy, len(self._queue)).encode("utf-8")
         await self._send_body(side, ex, 200, body, b"text/plain; version=0.0.4; charset=utf-8")
 
     async def _send_json(self, side: ServerSide, ex: Exchange, status: int, obj: Any) -> None:
@@ -3647,10 +4582,13 @@ class App:
         body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         await self._send_body(side, ex, status, body, b"application/json; charset=utf-8")
 
-    async def _send_body(self, side: ServerSide, ex: Exchange, status: int, body: bytes, content_type: bytes, close: bool = False) -> None:
+    async def _send_body(self, side: ServerSide, ex: Exchange, status: int, body: bytes, content_type: bytes, close: bool = False,
+                         retry_after: int = 0) -> None:
         """A whole answer from the proxy itself: Via, the diagnostic headers, no body on HEAD."""
         ex.status = status
         headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body)), (b"via", self.via)]
+        if retry_after:
+            headers.append((b"retry-after", b"%d" % retry_after))
         if ex.backend:
             headers.append((b"x-ollama-proxy-backend", ex.backend.encode("utf-8")))
         if ex.num_ctx_changed:
@@ -3849,14 +4787,16 @@ class App:
         if sse:
             headers.append((b"cache-control", b"no-cache"))
         headers.append((b"via", self.via))
-        headers.append((b"x-ollama-proxy-backend", (ex.backend or "").encode("utf-8")))
+        if ex.backend:
+            headers.append((b"x-ollama-proxy-backend", ex.backend.encode("utf-8")))
         if ex.num_ctx_changed:
             headers.append((b"x-ollama-proxy-num-ctx", b"%d" % ex.num_ctx))
         ex.status = 200
         await side.send(h11.Response(status_code=200, headers=headers))
         ex.response_started = True
         ex.line_framed = True  # chunked NDJSON or SSE from here on
-        log.info("conn %d: %s %s model=%s: backend %s silent for %.0fs (loading the model?): response head sent", ex.conn_id, ex.method.decode(), ex.path, ex.model, ex.backend, interval)
+        log.info("conn %d: %s %s model=%s: %s for %.0fs: response head sent", ex.conn_id, ex.method.decode(), ex.path, ex.model,
+                 "backend %s silent (loading the model?)" % ex.backend if ex.backend else "waiting in the queue", interval)
         while sse:
             await side.write(side.h11.send(h11.Data(data=b": waiting for the model\n\n")))
             await asyncio.sleep(interval)
@@ -3865,6 +4805,22 @@ class App:
         """Copy the response body, one client write per upstream read."""
         conn = side.h11
         upstream_headers = list(response.headers)
+        rename = ex.rename
+        if rename is not None and not ex.response_started:
+            ctype = header_value(upstream_headers, b"content-type") or b""
+            if not ctype.startswith((b"application/x-ndjson", b"text/event-stream")):
+                # A whole JSON answer naming the real model: renamed, with its new length.
+                body = rename_model(await upconn.receive_whole_body(MAX_TRANSLATED_BODY), *rename)
+                ex.tail = body[-2048:]
+                headers = [(n, v) for n, v in self._response_headers(ex, backend, upstream_headers) if n not in (b"content-length", b"transfer-encoding")]
+                headers.append((b"content-length", b"%d" % len(body)))
+                ex.status = response.status_code
+                events: List[Any] = [h11.Response(status_code=response.status_code, headers=headers, reason=response.reason)]
+                if ex.method != b"HEAD":
+                    events.append(h11.Data(data=body))
+                ex.response_started = True
+                await side.send(*events, h11.EndOfMessage())
+                return
         first: Optional[Tuple[bytes, bool]] = None
         pending = b""
         if ex.response_started:
@@ -3920,6 +4876,8 @@ class App:
                     data, held = data + held, b""
             out, pending = pending, b""
             if data:
+                if rename is not None:
+                    data = rename_model(data, *rename)
                 ex.sent_bytes += len(data)
                 prev, last = last, data
                 out += conn.send(h11.Data(data=data))
@@ -3978,7 +4936,8 @@ class App:
             return
         close = conn.their_state is not h11.DONE or self._shutting_down
         body = error_body(err.status, err.message, ex.openai)
-        await self._send_body(side, ex, err.status, body, b"application/json; charset=utf-8", close)
+        retry_after = getattr(err, "retry_after", 0)
+        await self._send_body(side, ex, err.status, body, b"application/json; charset=utf-8", close, retry_after)
 
     # -- logging ------------------------------------------------------------
 

@@ -663,9 +663,12 @@ def test_client_leaving_during_cold_load_closes_upstream(fake, proxy):
     fake.add_fault(Fault(path="/api/chat", delay_before_headers=30))
     c = Client(proxy.port)
     c.request("POST", "/api/chat", json.dumps(dict(CHAT, stream=False)).encode())
-    fake.wait_for_requests(1)
+    deadline = time.monotonic() + 5
+    while not any(r.path == "/api/chat" for r in fake.received) and time.monotonic() < deadline:
+        time.sleep(0.01)  # the proxy reads /api/show first
+    chat = [r for r in fake.received if r.path == "/api/chat"][-1]
     c.close()
-    assert fake.wait_closed(fake.received[-1].conn_id, timeout=5)
+    assert fake.wait_closed(chat.conn_id, timeout=5)
 
 
 def test_heartbeat_sends_head_for_waiting_ndjson_stream(fake, start_proxy):
