@@ -84,9 +84,14 @@ class ProxyThread:
         return result[0]
 
 
-def make_config(backend_url: str, **overrides) -> ollama_proxy.Config:
-    """A Config as the CLI would build it, for 127.0.0.1 port 0 and one backend."""
-    config = ollama_proxy.build_config(["--host", "127.0.0.1", "--port", "0", "--backend", backend_url], {})
+def make_config(backend_url, *args: str, **overrides) -> ollama_proxy.Config:
+    """A Config as the CLI would build it, for 127.0.0.1 port 0: one backend URL, a list of
+    them (each a ``--backend`` value, ``NAME=URL`` allowed), or none; more flags in ``args``."""
+    urls = [backend_url] if isinstance(backend_url, str) else list(backend_url or [])
+    argv = ["--host", "127.0.0.1", "--port", "0"]
+    for url in urls:
+        argv += ["--backend", url]
+    config = ollama_proxy.build_config(argv + list(args), {})
     return dataclasses.replace(config, **overrides)
 
 
@@ -99,13 +104,16 @@ def fake():
 
 @pytest.fixture
 def start_proxy():
-    """start_proxy(backend_url, **config overrides) -> ProxyThread, stopped at teardown."""
+    """start_proxy(backend_url or [urls], *flags, **config overrides) -> ProxyThread, stopped at teardown.
+
+    Probes are off (scan_interval 0) unless the flags or overrides set --scan-interval/--scan."""
     started: list[ProxyThread] = []
 
-    def start(backend_url: str, **overrides) -> ProxyThread:
+    def start(backend_url, *args: str, **overrides) -> ProxyThread:
         overrides.setdefault("shutdown_grace", 2.0)
-        overrides.setdefault("scan_interval", 0.0)  # no background /api/tags, /api/ps unless a test asks
-        proxy = ProxyThread(make_config(backend_url, **overrides)).start()
+        if not any(a.startswith("--scan") for a in args):
+            overrides.setdefault("scan_interval", 0.0)  # no background /api/tags, /api/ps unless a test asks
+        proxy = ProxyThread(make_config(backend_url, *args, **overrides)).start()
         started.append(proxy)
         return proxy
 
