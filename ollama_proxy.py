@@ -4270,8 +4270,8 @@ class App:
             return client
         if (self.config.context_mode == "auto" or ex.forced_ctx == "auto") and ex.path in ("/api/chat", "/api/generate"):
             chars, images = prompt_size(ex.path, body)
-            needed = needed_context(estimate_tokens(chars, images, self.chars_per_token.get(model, DEFAULT_CHARS_PER_TOKEN)), response_budget(ex.path, body))
-            return choose_auto_size(needed, self.config.context_sizes, 0)[0]
+            # A loaded context at least this large holds the request: auto mode keeps it (no reload).
+            return needed_context(estimate_tokens(chars, images, self.chars_per_token.get(model, DEFAULT_CHARS_PER_TOKEN)), response_budget(ex.path, body))
         return 0
 
     async def _wait_in_queue(self, ex: Exchange, model: Optional[str], embed: bool, tried: List[str]) -> Backend:
