@@ -3368,6 +3368,8 @@ class Waiter:
     tried: Tuple[str, ...]
     future: "asyncio.Future[Backend]"
     overtaken: int = 0
+    eligible: Any = None  #: the backends it may use (a set), as of ``generation``
+    generation: int = -1
 
 
 _EVAL_COUNT_RE = re.compile(rb'"eval_count"\s*:\s*(\d+)')
@@ -3489,6 +3491,7 @@ class App:
         self._scanner: Optional[Scanner] = None
         self._first_round: Optional[asyncio.Event] = None  #: set once the first probe round is in
         self._queue: List[Waiter] = []
+        self._generation = 0  #: bumped whenever health or inventories change (waiters re-check where they may go)
         self.sticky = StickyTable()
         self._aliases = dict(config.aliases)
         self._background: set = set()  #: preload tasks
@@ -3908,6 +3911,7 @@ class App:
         """A probe round's results (called on this loop by the scanner thread)."""
         if self._shutting_down:
             return
+        self._generation += 1
         by_address = {(b.spec.host.lower(), b.spec.port): b for b in self.backends}
         discovered = False
         for result in results:
@@ -3953,6 +3957,7 @@ class App:
 
     def _apply_tags(self, backend: Backend, tags: List[Dict[str, Any]]) -> None:
         """A backend's model list; the metadata of a model that changed or went is dropped."""
+        self._generation += 1
         backend.tags = tags
         digests = {normalize_model(str(m.get("name") or m.get("model") or "")): str(m.get("digest") or "") for m in tags}
         backend.digests = digests
@@ -3968,6 +3973,7 @@ class App:
         """A health change, logged once; a backend that comes back gets its --preload models."""
         before = backend.healthy
         backend.healthy = healthy
+        self._generation += 1
         if healthy:
             if before is False:
                 log.info("backend %s is healthy again (%d models)", backend.name, len(backend.digests))
@@ -4133,6 +4139,7 @@ class App:
                         upconn = None
                         self._backend_failed(backend, err.message)
                         if not upload and self._may_retry(ex, tried, backend):
+                            log.warning("conn %d: %s %s model=%s: %s: trying another backend", ex.conn_id, ex.method.decode(), ex.path, ex.model, err.message)
                             continue
                         raise
                     if response.status_code >= 500 and not upload and self._may_retry(ex, tried, backend):
@@ -4203,7 +4210,10 @@ class App:
         if len(tried) > self.config.max_retries or ex.pinned is not None:
             return False
         model = normalize_model(ex.model) if ex.model else None
-        return bool(eligible_backends(self.backends, model, self.config.routes, tried))
+        if not eligible_backends(self.backends, model, self.config.routes, tried):
+            return False
+        self.count("retry")
+        return True
 
     def _backend_failed(self, backend: Backend, reason: str) -> None:
         """A transport failure of a forwarded request: unhealthy until a good probe (SPEC §6)."""
@@ -4313,17 +4323,26 @@ class App:
         cap = self.config.max_concurrent
         while self._queue and backend.healthy is not False and not (backend.pool is not None and backend.pool.closed):
             usable: List[Waiter] = []
+            entries: List[Tuple[bool, int]] = []
             for waiter in self._queue:
                 if waiter.future.done() or not has_free_slot(backend, cap, waiter.embed):
                     continue
-                if waiter.ex.pinned is not None:
-                    if waiter.ex.pinned is backend:
-                        usable.append(waiter)
-                elif backend in eligible_backends(self.backends, waiter.model, self.config.routes, waiter.tried):
-                    usable.append(waiter)
+                if waiter.generation != self._generation:
+                    waiter.generation = self._generation
+                    if waiter.ex.pinned is not None:
+                        waiter.eligible = {id(waiter.ex.pinned)}
+                    else:
+                        waiter.eligible = {id(b) for b in eligible_backends(self.backends, waiter.model, self.config.routes, waiter.tried)}
+                if id(backend) not in waiter.eligible:
+                    continue
+                loaded = bool(waiter.model) and waiter.model in backend.loaded
+                usable.append(waiter)
+                entries.append((loaded, waiter.overtaken))
+                if loaded or waiter.overtaken >= MAX_OVERTAKES:
+                    break  # pick_waiter's answer cannot change past this one
             if not usable:
                 return
-            index = pick_waiter([(bool(w.model) and w.model in backend.loaded, w.overtaken) for w in usable])
+            index = pick_waiter(entries)
             for passed in usable[:index]:
                 passed.overtaken += 1
             chosen = usable[index]
