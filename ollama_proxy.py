@@ -4119,7 +4119,12 @@ class App:
         heartbeat: Optional[asyncio.Task] = None
         if ex.streaming and self.config.heartbeat > 0:
             heartbeat = asyncio.ensure_future(self._heartbeat(side, ex))
-        prepared = upload
+        # The request as it came (translated, alias resolved), so that each attempt is prepared
+        # for its own backend: the modifiers touch only top-level keys, "options" and "input".
+        pristine = None
+        if isinstance(ex.json, dict):
+            options = ex.json.get("options")
+            pristine = (dict(ex.json), dict(options) if isinstance(options, dict) else None, ex.body, ex.dirty)
         try:
             while True:
                 backend = await self._acquire(ex, tried)
@@ -4127,8 +4132,9 @@ class App:
                 try:
                     ex.backend = backend.name
                     backend.requests += 1
-                    if not prepared:
-                        prepared = True
+                    if not upload:
+                        if tried and pristine is not None:
+                            self._restore(ex, pristine)
                         if await self._prepare(side, ex, backend):
                             return  # answered already (the legacy embeddings endpoint with pieces)
                     try:
@@ -4189,6 +4195,17 @@ class App:
     def _release_connection(self, backend: Backend, upconn: UpstreamConnection) -> None:
         assert backend.pool is not None
         backend.pool.release(upconn)
+
+    @staticmethod
+    def _restore(ex: Exchange, pristine: Tuple[Dict[str, Any], Optional[Dict[str, Any]], Optional[bytes], bool]) -> None:
+        """Undo what the modifiers did for a backend that failed, before preparing for the next."""
+        body, options, ex.body, ex.dirty = pristine
+        ex.json = dict(body)
+        if options is not None:
+            ex.json["options"] = dict(options)
+        ex.chunks = None
+        ex.num_ctx = ex.chosen_ctx = 0
+        ex.num_ctx_changed = False
 
     async def _prepare(self, side: ServerSide, ex: Exchange, backend: Backend) -> bool:
         """The modifiers and the embedding plan, for the chosen backend; True if already answered."""
