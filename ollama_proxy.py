@@ -3495,6 +3495,7 @@ class App:
         self.sticky = StickyTable()
         self._aliases = dict(config.aliases)
         self._background: set = set()  #: preload tasks
+        self._warned: set = set()  #: warnings given once
         #: /api/tags, /api/ps, /api/version are composed from several answers (else passed through)
         self._merging = len(config.backends) > 1 or config.scan is not None or bool(config.routes) or (config.list_aliases and bool(config.aliases))
 
@@ -4543,7 +4544,9 @@ class App:
         models, warnings = merge_tags([obj.get("models") if isinstance(obj.get("models"), list) else [] for _, obj in answers],
                                       self.config.routes, self.config.aliases, self.config.list_aliases)
         for warning in warnings:
-            log.warning("%s", warning)
+            if warning not in self._warned:  # once per process, not on every list
+                self._warned.add(warning)
+                log.warning("%s (answering /api/tags)", warning)
         return models
 
     async def _serve_models(self, side: ServerSide, ex: Exchange) -> None:
