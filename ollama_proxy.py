@@ -5095,6 +5095,13 @@ async def run_doctor(config: Config, environ: Mapping[str, str]) -> int:
     sections: List[Tuple[str, List[str]]] = []
     answered = True
     largest_kv = 0
+    if config.scan is not None:
+        host, first, last = config.scan
+        scanned = [t for t in scan_targets(config, config.port) if t not in config.backends]
+        found = [r.spec for r in await probe_all(scanned, config.probe_timeout, app.via) if r.ok]
+        sections.append(("scan %s ports %d-%d" % (host, first, last),
+                         ["found %d Ollama server(s)%s" % (len(found), ": " + ", ".join(s.name for s in found) if found else " (none answering now)")]))
+        app.backends.extend(Backend(spec, discovered=True) for spec in found)
     for backend in app.backends:
         backend.pool = Pool(backend, config.connect_timeout)
         lines: List[str] = []
