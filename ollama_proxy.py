@@ -443,10 +443,14 @@ def parse_scan(value: str) -> Tuple[str, int, int]:
 
 
 def _model_pattern(text: str) -> str:
-    """A model name or fnmatch pattern as the proxy matches it: lower case, ``:latest`` when untagged."""
+    """A model name or fnmatch pattern as the proxy matches it: a name as ``normalize_model``
+    shows it (lower case, no default registry prefix, ``:latest`` when untagged)."""
     pattern = text.strip().lower()
-    if not any(ch in pattern for ch in "*?[") and ":" not in pattern.rsplit("/", 1)[-1]:
-        pattern += ":latest"
+    if not any(ch in pattern for ch in "*?["):
+        return normalize_model(pattern)
+    for prefix in ("registry.ollama.ai/library/", "registry.ollama.ai/", "library/"):
+        if pattern.startswith(prefix):
+            return pattern[len(prefix) :]
     return pattern
 
 
@@ -479,12 +483,14 @@ def _list_setting(flags: Optional[List[str]], environ: Mapping[str, str], env: s
     return [i for i in _strip_env_value(environ.get(env, "")).split(",") if i.strip()]
 
 
-def _in_scan_range(name: str, scan: Optional[Tuple[str, int, int]]) -> bool:
-    """Is ``name`` the host:port name of a port that --scan covers?"""
+def _scan_name(name: str, scan: Optional[Tuple[str, int, int]]) -> Optional[Tuple[str, int]]:
+    """(the name a discovered backend gets, its port) if ``name`` is a host:port that --scan covers."""
     if scan is None:
-        return False
+        return None
     host, _, port = name.rpartition(":")
-    return host.strip("[]").lower() == scan[0].lower() and port.isdigit() and scan[1] <= int(port) <= scan[2]
+    if host.strip("[]").lower() != scan[0].lower() or not port.isdigit() or not scan[1] <= int(port) <= scan[2]:
+        return None
+    return _default_name(scan[0], int(port)), int(port)
 
 
 #: (flag, environment variable, default, help) for the flags that take one value.
@@ -620,11 +626,25 @@ def build_config(argv: Optional[Sequence[str]], environ: Mapping[str, str]) -> C
     for name in names:
         if names.count(name) > 1:
             raise ConfigError("backend name %r is used twice" % name)
-    routes = tuple(parse_route(i) for i in _list_setting(args.route, environ, "PROXY_ROUTES"))
-    for pattern, route_names in routes:
+    routes = []
+    for pattern, route_names in (parse_route(i) for i in _list_setting(args.route, environ, "PROXY_ROUTES")):
+        resolved = []
         for name in route_names:
-            if name not in names and not _in_scan_range(name, scan):
-                raise ConfigError("--route %s: no backend is named %r (backends: %s)" % (pattern, name, ", ".join(names) or "none"))
+            scanned = _scan_name(name, scan) if name not in names else None
+            if scanned is not None:
+                assert scan is not None
+                spec = BackendSpec(name=scanned[0], scheme="http", host=scan[0], port=scanned[1])
+                named = [b.name for b in backends if (b.host.lower(), b.port) == (scan[0].lower(), scanned[1])]
+                if named:
+                    raise ConfigError("--route %s: %s is the backend named %r: use that name" % (pattern, name, named[0]))
+                if _is_same_address(host, port, spec):
+                    raise ConfigError("--route %s: %s is this proxy's own listen address" % (pattern, name))
+                name = scanned[0]
+            elif name not in names:
+                raise ConfigError("--route %s: no backend is named %r (backends: %s%s)" % (
+                    pattern, name, ", ".join(names) or "none", "; or a host:port of the --scan range" if scan else ""))
+            resolved.append(name)
+        routes.append((pattern, tuple(resolved)))
     aliases = tuple(parse_alias(i) for i in _list_setting(args.alias, environ, "PROXY_ALIASES"))
     api_key = raw["api_key"] or None
     context_mode = str(raw["context_mode"]).strip().lower()
@@ -663,7 +683,7 @@ def build_config(argv: Optional[Sequence[str]], environ: Mapping[str, str]) -> C
         scan_interval=scan_interval,
         scan=scan,
         probe_timeout=_parse_number(flag("probe_timeout"), raw["probe_timeout"], float, 0.001),
-        routes=routes,
+        routes=tuple(routes),
         aliases=aliases,
         list_aliases=_parse_bool("--list-aliases", args.list_aliases if args.list_aliases is not None else environ.get("PROXY_LIST_ALIASES", "false")),
         preload=tuple(normalize_model(m) for m in _list_setting(args.preload, environ, "PROXY_PRELOAD") if m.strip()),
@@ -1530,8 +1550,8 @@ def choose_backend(candidates: Sequence[Backend], model: Optional[str], sticky: 
             return backend
         if sticky is not None and backend.spec.name == sticky:
             return backend
-        loaded = backend.loaded.get(model, 0)
-        key = (0 if loaded and loaded >= need_ctx else 1, 0 if loaded else 1, backend.in_flight, backend.spec.port, index)
+        loaded = backend.loaded.get(model)  # 0: loaded, context not known (Ollama before 0.10)
+        key = (0 if loaded is not None and loaded >= need_ctx else 1, 0 if loaded is not None else 1, backend.in_flight, backend.spec.port, index)
         if best is None or key < best_key:
             best, best_key = backend, key
     return best
@@ -1666,11 +1686,15 @@ def merge_ps(lists: Sequence[Sequence[Any]]) -> List[Dict[str, Any]]:
     return list(merged.values())
 
 
-def version_key(version: str) -> Tuple[Tuple[int, ...], int, str]:
-    """Order of Ollama version strings: 0.12.3 < 0.12.10; a pre-release (0.13.0-rc1) before its release."""
+def version_key(version: str) -> Tuple[Tuple[int, ...], int, Tuple[Tuple[int, Any], ...]]:
+    """Order of Ollama version strings: 0.12.3 < 0.12.10, 0.12 == 0.12.0; a pre-release
+    (0.13.0-rc9 < 0.13.0-rc10) before its release."""
     core, _, pre = version.strip().lstrip("v").partition("-")
-    numbers = tuple(int(p) if p.isdigit() else 0 for p in core.split("."))
-    return numbers, 0 if pre else 1, pre
+    numbers = [int(p) if p.isdigit() else 0 for p in core.split(".")]
+    while len(numbers) > 1 and numbers[-1] == 0:
+        numbers.pop()
+    pre_key = tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.findall(r"\d+|\D+", pre))
+    return tuple(numbers), 0 if pre else 1, pre_key
 
 
 def lowest_version(versions: Sequence[str]) -> Optional[str]:
@@ -3952,8 +3976,8 @@ class App:
         self._apply_tags(backend, tags)
         loaded = {}
         for m in ps:
-            if isinstance(m.get("context_length"), int):
-                loaded[normalize_model(str(m.get("name") or m.get("model") or ""))] = m["context_length"]
+            ctx = m.get("context_length")  # since Ollama 0.10; before, loaded with a context not known (0)
+            loaded[normalize_model(str(m.get("name") or m.get("model") or ""))] = ctx if isinstance(ctx, int) and not isinstance(ctx, bool) else 0
         backend.loaded = loaded
 
     def _apply_tags(self, backend: Backend, tags: List[Dict[str, Any]]) -> None:

@@ -599,6 +599,357 @@ def collect_notes(raw, ns_runs, st_runs):
     return notes
 
 
+# ----------------------------------------------------------------------------- many backends
+
+CHAT_MODEL = "llama3.2"
+
+
+def wait_healthy(port, n, timeout=20.0):
+    """Until GET /__proxy/health of the proxy on ``port`` reports ``n`` healthy backends."""
+    import http.client
+
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            conn.request("GET", "/__proxy/health")
+            resp = conn.getresponse()
+            last = resp.read()
+            if resp.status == 200 and json.loads(last).get("healthy_backends") == n:
+                return
+        except (OSError, ValueError):
+            pass
+        finally:
+            conn.close()
+        time.sleep(0.05)
+    raise RuntimeError(f"proxy on port {port}: not {n} healthy backends after {timeout:.0f}s (last /__proxy/health: {last!r})")
+
+
+def proxy_get_json(port, path):
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"GET {path} -> {resp.status} {data[:200]!r}")
+        return json.loads(data)
+    finally:
+        conn.close()
+
+
+def backend_counters(port):
+    """name -> requests the proxy sent to that backend (attempts, retried ones included)."""
+    return {b["name"]: b["requests"] for b in proxy_get_json(port, "/__proxy/backends")["backends"]}
+
+
+async def read_http_response(reader):
+    """(status, lower-cased headers, body) of one HTTP/1.1 response (Content-Length, chunked or close-delimited)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    if "content-length" in headers:
+        body = await reader.readexactly(int(headers["content-length"]))
+    elif headers.get("transfer-encoding", "").lower() == "chunked":
+        parts = []
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers, then the blank line
+                    pass
+                break
+            parts.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+        body = b"".join(parts)
+    else:
+        body = await reader.read()
+    return status, headers, body
+
+
+def chat_answer_error(status, body):
+    """None for a complete non-streamed /api/chat answer (200, one JSON object, done true), else why not."""
+    if status != 200:
+        return f"status {status}: {body[:160]!r}"
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        return f"200 but not one JSON object: ...{body[-160:]!r}"
+    if not isinstance(obj, dict) or obj.get("done") is not True or not isinstance(obj.get("message"), dict):
+        return f"200 but not a complete answer: {body[:160]!r}"
+    return None
+
+
+async def failover_client(port, seed, deadline, records, delays):
+    """One keep-alive client: non-streamed /api/chat back to back until ``deadline``; each request
+    gets its own first message (so sticky conversations do not pin the load) and a fake delay.
+    ``records`` gets (t_start, t_end, ok, backend header, error) per request."""
+    import asyncio
+    import random
+
+    rng = random.Random(seed)
+    reader = writer = None
+    n = 0
+    try:
+        while time.monotonic() < deadline:
+            n += 1
+            t0 = time.monotonic()
+            if writer is None:
+                try:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                except OSError as exc:
+                    records.append((t0, time.monotonic(), False, None, f"connect: {exc}"))
+                    await asyncio.sleep(0.05)
+                    continue
+            body = json.dumps({"model": CHAT_MODEL, "messages": [{"role": "user", "content": f"question {seed}.{n}"}],
+                               "stream": False}).encode()
+            req = (b"POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\nX-Fake-Chunks: 1\r\n"
+                   b"X-Fake-Delay-Ms: %d\r\nContent-Length: %d\r\n\r\n%s") % (port, rng.randint(*delays), len(body), body)
+            try:
+                writer.write(req)
+                status, headers, data = await asyncio.wait_for(read_http_response(reader), 30.0)
+            except (OSError, EOFError, ValueError, IndexError, asyncio.TimeoutError, asyncio.LimitOverrunError) as exc:
+                records.append((t0, time.monotonic(), False, None, f"{type(exc).__name__}: {exc}"))
+                writer.close()
+                writer = None
+                continue
+            err = chat_answer_error(status, data)
+            records.append((t0, time.monotonic(), err is None, headers.get("x-ollama-proxy-backend"), err))
+            if headers.get("connection", "").lower() == "close":
+                writer.close()
+                writer = None
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+async def backends_monitor(port, stop, samples, interval=0.01):
+    """GET /__proxy/backends every ``interval`` s on one connection: samples gets
+    (t, {name: (healthy, requests, in_flight)})."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    req = b"GET /__proxy/backends HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % port
+    try:
+        while not stop.is_set():
+            writer.write(req)
+            status, _, body = await read_http_response(reader)
+            if status == 200:
+                samples.append((time.monotonic(), {b["name"]: (b["healthy"], b["requests"], b["in_flight"])
+                                                   for b in json.loads(body)["backends"]}))
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        writer.close()
+
+
+async def failover_load(port, fakes, victim, clients, before, down, after, delays, make_fake, restarted):
+    """Warm-up, then the measured load: kill fakes[victim] ``before`` s in, restart it on its port
+    ``down`` s later, load until ``after`` s after that. Returns the raw timeline."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    warm = []  # every backend gets the model loaded (and the proxy learns it) before the clock starts
+    await asyncio.gather(*(failover_client(port, 100000 + i, time.monotonic() + 0.5, warm, (10, 20)) for i in range(clients)))
+    counters0 = await loop.run_in_executor(None, backend_counters, port)
+    records, samples, stop = [], [], asyncio.Event()
+    monitor = asyncio.ensure_future(backends_monitor(port, stop, samples))
+    sys0 = system_ticks()
+    t_start = time.monotonic()
+    deadline = t_start + before + down + after
+    tasks = [asyncio.ensure_future(failover_client(port, i, deadline, records, delays)) for i in range(clients)]
+    await asyncio.sleep(before)
+    fake = fakes[victim]
+    t_kill, t_kill_wall = time.monotonic(), time.time()
+    await loop.run_in_executor(None, fake.stop)
+    t_killed = time.monotonic()
+    await asyncio.sleep(max(0.0, t_kill + down - time.monotonic()))
+    new = await loop.run_in_executor(None, lambda: make_fake(fake.port))
+    restarted.append(new)
+    t_restart, t_restart_wall = time.monotonic(), time.time()
+    await asyncio.gather(*tasks)
+    t_end = time.monotonic()
+    busy = busy_share(sys0, system_ticks())
+    await asyncio.sleep(0.05)
+    stop.set()
+    await monitor
+    counters1 = await loop.run_in_executor(None, backend_counters, port)
+    return {"records": records, "samples": samples, "warm_errors": [r[4] for r in warm if not r[2]],
+            "counters0": counters0, "counters1": counters1, "t_start": t_start, "t_end": t_end,
+            "t_kill": t_kill, "t_kill_wall": t_kill_wall, "t_killed": t_killed, "t_restart": t_restart,
+            "t_restart_wall": t_restart_wall, "system_busy": busy}
+
+
+_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) (\w+) (.*)$")
+
+
+def log_events(path):
+    """(unix time, level, message) of each line of a text-format proxy log."""
+    out = []
+    try:
+        with open(path, errors="replace") as f:
+            for line in f:
+                m = _LOG_LINE.match(line.rstrip("\n"))
+                if m:
+                    t = time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) + int(m.group(2)) / 1000.0
+                    out.append((t, m.group(3), m.group(4)))
+    except OSError:
+        pass
+    return out
+
+
+def analyse_failover(raw, victim_name, names, logpath):
+    recs = raw["records"]
+    t_kill, t_restart = raw["t_kill"], raw["t_restart"]
+    lost = [r for r in recs if not r[2]]
+    attempts = sum(raw["counters1"].get(n, 0) - raw["counters0"].get(n, 0) for n in names)
+    res = {"sent": len(recs), "lost": len(lost), "attempts": attempts, "extra_attempts": attempts - len(recs),
+           "lost_samples": sorted({r[4] for r in lost})[:5], "warm_errors": raw["warm_errors"][:5],
+           "system_busy": raw["system_busy"], "kill_s": raw["t_killed"] - t_kill}
+    # answers per backend in the three phases (by request start)
+    phases = {"before": (raw["t_start"], t_kill), "down": (t_kill, t_restart), "after": (t_restart, raw["t_end"] + 1)}
+    res["answers"] = {p: {n: sum(1 for r in recs if r[2] and r[3] == n and lo <= r[0] < hi) for n in names}
+                      for p, (lo, hi) in phases.items()}
+    # the victim as the proxy saw it (GET /__proxy/backends every 10 ms)
+    samples = raw["samples"]
+    pre = [s for s in samples if s[0] <= t_kill]
+    post = [s for s in samples if s[0] > t_kill]
+    at_kill = pre[-1][1].get(victim_name) if pre else None
+    res["in_flight_at_kill"] = at_kill[2] if at_kill else None
+    down_samples = [s for s in post if s[0] < t_restart]
+    if at_kill and down_samples:
+        final = down_samples[-1][1][victim_name][1]
+        res["attempts_on_dead"] = final - at_kill[1]
+        first_final = next(s[0] for s in [pre[-1]] + down_samples if s[1][victim_name][1] == final)
+        res["last_attempt_ms"] = max(0.0, (first_final - t_kill) * 1000.0) if final > at_kill[1] else 0.0
+        unhealthy = next((s[0] for s in down_samples if not s[1][victim_name][0]), None)
+        res["unhealthy_poll_ms"] = None if unhealthy is None else (unhealthy - t_kill) * 1000.0
+    back = next((s[0] for s in samples if s[0] >= t_restart and s[1].get(victim_name, (False,))[0]), None)
+    res["healthy_again_poll_ms"] = None if back is None else (back - t_restart) * 1000.0
+    # the same from the proxy's own log lines (ms resolution)
+    events = log_events(logpath)
+    kill_wall, restart_wall = raw["t_kill_wall"], raw["t_restart_wall"]
+    marks = [t for t, lvl, msg in events if t >= kill_wall - 0.002 and msg.startswith(f"backend {victim_name} is unhealthy")]
+    res["unhealthy_log_ms"] = (marks[0] - kill_wall) * 1000.0 if marks else None
+    ups = [t for t, lvl, msg in events if t >= restart_wall - 0.002 and msg.startswith(f"backend {victim_name} is healthy")]
+    res["healthy_again_log_ms"] = (ups[0] - restart_wall) * 1000.0 if ups else None
+    first = [r[0] for r in recs if r[2] and r[3] == victim_name and r[0] >= t_restart]
+    res["first_answer_ms"] = (min(first) - t_restart) * 1000.0 if first else None
+    res["after_s"] = raw["t_end"] - t_restart
+    durations = sorted(r[1] - r[0] for r in recs if r[2])
+    res["p50_ms"] = durations[len(durations) // 2] * 1000.0 if durations else None
+    res["max_ms"] = durations[-1] * 1000.0 if durations else None
+    spanning = [r[1] - r[0] for r in recs if r[2] and r[0] < t_kill < r[1]]
+    res["max_spanning_kill_ms"] = max(spanning) * 1000.0 if spanning else None
+    if lost:  # the proxy's side of the story
+        bad = [f"{msg}" for t, lvl, msg in events if lvl in ("WARNING", "ERROR") or ("status=" in msg and "status=200" not in msg)]
+        res["log_lines"] = bad[:12]
+    return res
+
+
+def run_failover(proxy_path, logdir, repeats=3, clients=100, before=2.0, down=2.0, after=3.0, delays=(25, 100)):
+    """Three normal-mode fakes behind the proxy, ``clients`` concurrent non-streamed /api/chat
+    clients, one fake killed (FakeOllama.stop) mid-load and restarted on its port; per repeat
+    (fresh fakes and proxy each time) the dict of analyse_failover."""
+    import asyncio
+
+    sys.path.insert(0, os.path.join(REPO, "tests"))
+    from fake_ollama import FakeOllama
+
+    def make_fake(port=0):
+        return FakeOllama(port=port).start()
+
+    out = []
+    for rep in range(repeats):
+        fakes = [make_fake() for _ in range(3)]
+        restarted = []
+        names = [f"127.0.0.1:{f.port}" for f in fakes]
+        victim = rep % 3
+        port = free_port()
+        cmd = [sys.executable, proxy_path, "--host", "127.0.0.1", "--port", str(port), "--scan-interval", "0.5", "--max-retries", "2"]
+        for f in fakes:
+            cmd += ["--backend", f.url]
+        proc = None
+        try:
+            proc, logpath = start_server(f"failover-{rep + 1}", cmd, port, logdir)
+            wait_healthy(port, 3)
+            raw = asyncio.run(failover_load(port, fakes, victim, clients, before, down, after, delays, make_fake, restarted))
+            res = analyse_failover(raw, names[victim], names, logpath)
+            res["victim"] = victim
+            res["log"] = logpath
+            out.append(res)
+            progress(rep, "failover", "proxy", f"{res['sent']} sent, {res['lost']} lost, {res['extra_attempts']} extra attempts")
+        finally:
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+                _children.remove(proc)
+            for f in fakes + restarted:
+                f.stop()
+    return out
+
+
+def print_failover(rows, clients, before, down, after, delays):
+    print(f"failover: 3 normal-mode fakes, {clients} keep-alive clients sending POST /api/chat stream:false "
+          f"({2 * delays[0]}-{2 * delays[1]} ms each); one fake killed (FakeOllama.stop) {before:g} s into the load, "
+          f"restarted on its port {down:g} s later, load for {after:g} s more; proxy --scan-interval 0.5 --max-retries 2")
+
+    def ms(v):
+        return "-" if v is None else f"{v:.0f}"
+
+    head = ("repeat", "sent", "lost", "extra attempts", "in flight on it at kill", "attempts on it after kill",
+            "marked unhealthy ms", "last attempt on it ms", "healthy again ms", "first answer from it ms", "p50 ms", "max ms")
+    lines = []
+    for i, r in enumerate(rows):
+        first = ms(r["first_answer_ms"]) if r["first_answer_ms"] is not None else f"none in {r['after_s']:.1f}s"
+        lines.append((str(i + 1), str(r["sent"]), str(r["lost"]), str(r["extra_attempts"]), ms(r.get("in_flight_at_kill")),
+                      ms(r.get("attempts_on_dead")), ms(r["unhealthy_log_ms"]), "<=" + ms(r.get("last_attempt_ms")),
+                      ms(r["healthy_again_log_ms"]), first, ms(r["p50_ms"]), ms(r["max_ms"])))
+
+    def total(key):
+        return str(sum(r[key] for r in rows))
+
+    def medcol(key):
+        return ms(med([r.get(key) for r in rows]))
+
+    firsts = [r["first_answer_ms"] for r in rows]
+    lines.append(("all/median", total("sent"), total("lost"), total("extra_attempts"), medcol("in_flight_at_kill"),
+                  medcol("attempts_on_dead"), medcol("unhealthy_log_ms"), "<=" + medcol("last_attempt_ms"),
+                  medcol("healthy_again_log_ms"),
+                  medcol("first_answer_ms") if all(v is not None for v in firsts) else f"{sum(v is None for v in firsts)}/{len(rows)} none",
+                  medcol("p50_ms"), medcol("max_ms")))
+    widths = [max(len(x[i]) for x in [head] + lines) for i in range(len(head))]
+    for n, row in enumerate([head] + lines):
+        text = "  " + "  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(row))
+        print(text)
+        if n == 0:
+            print("  " + "-" * (len(text) - 2))
+    for i, r in enumerate(rows):
+        dist = "; ".join(f"{p} " + "/".join(str(v) for v in r["answers"][p].values()) for p in ("before", "down", "after"))
+        print(f"  repeat {i + 1}: answers per backend (killed one: #{r['victim'] + 1}) {dist}; "
+              f"slowest request spanning the kill {ms(r['max_spanning_kill_ms'])} ms; both cores busy {100 * r['system_busy']:.0f}%")
+    print("  extra attempts = attempts the proxy made (sum of /__proxy/backends 'requests') minus requests sent, i.e. retries;"
+          " 'marked unhealthy' and 'healthy again' from the proxy's log, after the kill / after the restarted fake listened;"
+          " 'last attempt on it' from polling /__proxy/backends every 10 ms (upper bound)")
+    for i, r in enumerate(rows):
+        if r["lost"] or r["warm_errors"]:
+            print(f"  LOST in repeat {i + 1}: {r['lost_samples']} warm-up errors {r['warm_errors']}; log {r['log']}")
+            for line in r.get("log_lines", []):
+                print("    " + line[:300])
+
+
 # ----------------------------------------------------------------------------- main
 
 
