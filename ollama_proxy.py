@@ -1518,7 +1518,8 @@ def eligible_backends(backends: Sequence[Backend], model: Optional[str], routes:
     if model:
         names = route_for(model, routes)
         if names is not None:
-            healthy = [b for b in healthy if b.name in names]
+            wanted = set(names) if len(names) > 4 else names  # a long route: one hash lookup per backend
+            healthy = [b for b in healthy if b.name in wanted]
         else:
             having = [b for b in healthy if model in b.digests]
             if having:

@@ -2,10 +2,10 @@
 
 Run by hand (not part of CI):
 
-    python3 tests/perf/bench.py [--quick] [--repeats N] [--only nonstream|stream|reloads] [--json FILE]
+    python3 tests/perf/bench.py [--quick] [--repeats N] [--only nonstream|stream|reloads|openai|failover|choice] [--json FILE]
         [--ns-duration S] [--stream-duration S] [--fake PATH] [--proxy PATH] [--standin]
 
-A default run takes about 9 minutes, ``--quick`` about 1.5. Needs ``wrk`` in PATH and
+A default run takes about 11 minutes (failover and choice about 2 of them), ``--quick`` about 2. Needs ``wrk`` in PATH and
 h11 for the Python that runs it (the fake, the relays and the client use the same one).
 
 Processes (all on 127.0.0.1, started with the same Python as the bench, killed on exit):
@@ -65,6 +65,28 @@ What is measured
    translation (native /api/chat upstream, SSE made by the proxy) against the same through
    a --no-translate proxy (Ollama's own /v1 SSE passed through), both to the normal-mode
    fake: events/s and proxy CPU per 1000 events. ``--only openai`` runs just this part.
+
+7. Failover (``--only failover``): three normal-mode fakes (in this process, tests/fake_ollama.py's
+   FakeOllama) behind the proxy (``--scan-interval 0.5 --max-retries 2``), 100 keep-alive asyncio
+   clients sending non-streamed ``POST /api/chat`` back to back (``X-Fake-Chunks: 1``,
+   ``X-Fake-Delay-Ms`` 25-100, so each answer takes 50-200 ms and ~30 are in flight per backend);
+   a short warm-up loads the model everywhere, then one fake is killed (``FakeOllama.stop()``:
+   listener closed, open connections aborted) 2 s into the load, restarted on its port 2 s later,
+   and the load goes on for 3 s (``--quick``: 1 + 1 + 1.5 s). Every request must come back 200
+   with one complete JSON answer (``done: true``); anything else is "lost". The proxy's
+   ``/__proxy/backends`` is polled every 10 ms (attempts and in-flight per backend, health) and
+   its log is read (health changes, "trying another backend" lines). Reported per repeat (3,
+   ``--quick`` 1; fresh fakes and proxy each time; the victim rotates): sent, lost, retries,
+   how long until the dead backend was marked unhealthy and got its last attempt, how long until
+   the restarted fake was healthy again and got a request. Run once as is and once with
+   ``--max-concurrent 40`` (100 clients > 2 x 40 slots: requests queue while one backend is down).
+8. Choice (``--only choice``): the cost of choosing a backend among 100. (a) the pure functions
+   ``eligible_backends`` + ``choose_backend`` on 100 Backend objects against 1, timeit median,
+   with routes and with ``--max-concurrent``; (b) end to end: wrk -c16 non-streamed
+   ``/api/generate`` through a proxy with 1 backend and one with 100 (the same normal-mode fake
+   plus 99 idle ones hosted by tests/perf/many_fakes.py, all healthy), every request going to
+   the one fake that has the model loaded; interleaved repeats (7, ``--quick`` 3), proxy CPU
+   per request, paired difference. Also the proxy's idle CPU while probing 100 backends.
 
 Reading the table
 -----------------
@@ -602,6 +624,9 @@ def collect_notes(raw, ns_runs, st_runs):
 # ----------------------------------------------------------------------------- many backends
 
 CHAT_MODEL = "llama3.2"
+FAILOVER_CLIENTS = 100
+FAILOVER_DELAYS = (25, 100)  # X-Fake-Delay-Ms range; with X-Fake-Chunks 1 a non-streamed answer takes 2 x that
+CHOICE_BACKENDS = 100
 
 
 def wait_healthy(port, n, timeout=20.0):
@@ -834,6 +859,11 @@ def analyse_failover(raw, victim_name, names, logpath):
         res["unhealthy_poll_ms"] = None if unhealthy is None else (unhealthy - t_kill) * 1000.0
     back = next((s[0] for s in samples if s[0] >= t_restart and s[1].get(victim_name, (False,))[0]), None)
     res["healthy_again_poll_ms"] = None if back is None else (back - t_restart) * 1000.0
+    at_restart = [s for s in samples if s[0] <= t_restart]
+    if at_restart:  # first poll after the restart that shows a new attempt on it (upper bound)
+        base = at_restart[-1][1][victim_name][1]
+        used = next((s[0] for s in samples if s[0] > t_restart and s[1][victim_name][1] > base), None)
+        res["back_in_use_ms"] = None if used is None else (used - t_restart) * 1000.0
     # the same from the proxy's own log lines (ms resolution)
     events = log_events(logpath)
     kill_wall, restart_wall = raw["t_kill_wall"], raw["t_restart_wall"]
@@ -841,6 +871,7 @@ def analyse_failover(raw, victim_name, names, logpath):
     res["unhealthy_log_ms"] = (marks[0] - kill_wall) * 1000.0 if marks else None
     ups = [t for t, lvl, msg in events if t >= restart_wall - 0.002 and msg.startswith(f"backend {victim_name} is healthy")]
     res["healthy_again_log_ms"] = (ups[0] - restart_wall) * 1000.0 if ups else None
+    res["retries_logged"] = sum(1 for t, lvl, msg in events if t >= kill_wall - 0.002 and msg.endswith("trying another backend"))
     first = [r[0] for r in recs if r[2] and r[3] == victim_name and r[0] >= t_restart]
     res["first_answer_ms"] = (min(first) - t_restart) * 1000.0 if first else None
     res["after_s"] = raw["t_end"] - t_restart
@@ -855,7 +886,7 @@ def analyse_failover(raw, victim_name, names, logpath):
     return res
 
 
-def run_failover(proxy_path, logdir, repeats=3, clients=100, before=2.0, down=2.0, after=3.0, delays=(25, 100)):
+def run_failover(proxy_path, logdir, repeats=3, clients=100, before=2.0, down=2.0, after=3.0, delays=(25, 100), extra=(), tag=""):
     """Three normal-mode fakes behind the proxy, ``clients`` concurrent non-streamed /api/chat
     clients, one fake killed (FakeOllama.stop) mid-load and restarted on its port; per repeat
     (fresh fakes and proxy each time) the dict of analyse_failover."""
@@ -874,19 +905,19 @@ def run_failover(proxy_path, logdir, repeats=3, clients=100, before=2.0, down=2.
         names = [f"127.0.0.1:{f.port}" for f in fakes]
         victim = rep % 3
         port = free_port()
-        cmd = [sys.executable, proxy_path, "--host", "127.0.0.1", "--port", str(port), "--scan-interval", "0.5", "--max-retries", "2"]
+        cmd = [sys.executable, proxy_path, "--host", "127.0.0.1", "--port", str(port), "--scan-interval", "0.5", "--max-retries", "2"] + list(extra)
         for f in fakes:
             cmd += ["--backend", f.url]
         proc = None
         try:
-            proc, logpath = start_server(f"failover-{rep + 1}", cmd, port, logdir)
+            proc, logpath = start_server(f"failover{tag}-{rep + 1}", cmd, port, logdir)
             wait_healthy(port, 3)
             raw = asyncio.run(failover_load(port, fakes, victim, clients, before, down, after, delays, make_fake, restarted))
             res = analyse_failover(raw, names[victim], names, logpath)
             res["victim"] = victim
             res["log"] = logpath
             out.append(res)
-            progress(rep, "failover", "proxy", f"{res['sent']} sent, {res['lost']} lost, {res['extra_attempts']} extra attempts")
+            progress(rep, "failover" + tag, "proxy", f"{res['sent']} sent, {res['lost']} lost, {res['extra_attempts']} extra attempts")
         finally:
             if proc is not None:
                 proc.terminate()
@@ -901,22 +932,22 @@ def run_failover(proxy_path, logdir, repeats=3, clients=100, before=2.0, down=2.
     return out
 
 
-def print_failover(rows, clients, before, down, after, delays):
-    print(f"failover: 3 normal-mode fakes, {clients} keep-alive clients sending POST /api/chat stream:false "
+def print_failover(rows, clients, before, down, after, delays, extra=()):
+    print(f"failover{' with ' + ' '.join(extra) if extra else ''}: 3 normal-mode fakes, {clients} keep-alive clients sending POST /api/chat stream:false "
           f"({2 * delays[0]}-{2 * delays[1]} ms each); one fake killed (FakeOllama.stop) {before:g} s into the load, "
-          f"restarted on its port {down:g} s later, load for {after:g} s more; proxy --scan-interval 0.5 --max-retries 2")
+          f"restarted on its port {down:g} s later, load for {after:g} s more; proxy {' '.join(('--scan-interval', '0.5', '--max-retries', '2') + tuple(extra))}")
 
     def ms(v):
         return "-" if v is None else f"{v:.0f}"
 
-    head = ("repeat", "sent", "lost", "extra attempts", "in flight on it at kill", "attempts on it after kill",
-            "marked unhealthy ms", "last attempt on it ms", "healthy again ms", "first answer from it ms", "p50 ms", "max ms")
+    head = ("repeat", "sent", "lost", "retries", "retries logged", "in flight on it at kill", "attempts on it after kill",
+            "marked unhealthy ms", "last attempt on it ms", "healthy again ms", "back in use ms", "p50 ms", "max ms")
     lines = []
     for i, r in enumerate(rows):
-        first = ms(r["first_answer_ms"]) if r["first_answer_ms"] is not None else f"none in {r['after_s']:.1f}s"
-        lines.append((str(i + 1), str(r["sent"]), str(r["lost"]), str(r["extra_attempts"]), ms(r.get("in_flight_at_kill")),
-                      ms(r.get("attempts_on_dead")), ms(r["unhealthy_log_ms"]), "<=" + ms(r.get("last_attempt_ms")),
-                      ms(r["healthy_again_log_ms"]), first, ms(r["p50_ms"]), ms(r["max_ms"])))
+        back = "<=" + ms(r.get("back_in_use_ms")) if r.get("back_in_use_ms") is not None else f"not in {r['after_s']:.1f}s"
+        lines.append((str(i + 1), str(r["sent"]), str(r["lost"]), str(r["extra_attempts"]), str(r["retries_logged"]),
+                      ms(r.get("in_flight_at_kill")), ms(r.get("attempts_on_dead")), ms(r["unhealthy_log_ms"]),
+                      "<=" + ms(r.get("last_attempt_ms")), ms(r["healthy_again_log_ms"]), back, ms(r["p50_ms"]), ms(r["max_ms"])))
 
     def total(key):
         return str(sum(r[key] for r in rows))
@@ -924,11 +955,10 @@ def print_failover(rows, clients, before, down, after, delays):
     def medcol(key):
         return ms(med([r.get(key) for r in rows]))
 
-    firsts = [r["first_answer_ms"] for r in rows]
-    lines.append(("all/median", total("sent"), total("lost"), total("extra_attempts"), medcol("in_flight_at_kill"),
-                  medcol("attempts_on_dead"), medcol("unhealthy_log_ms"), "<=" + medcol("last_attempt_ms"),
-                  medcol("healthy_again_log_ms"),
-                  medcol("first_answer_ms") if all(v is not None for v in firsts) else f"{sum(v is None for v in firsts)}/{len(rows)} none",
+    backs = [r.get("back_in_use_ms") for r in rows]
+    lines.append(("all/median", total("sent"), total("lost"), total("extra_attempts"), total("retries_logged"), medcol("in_flight_at_kill"),
+                  medcol("attempts_on_dead"), medcol("unhealthy_log_ms"), "<=" + medcol("last_attempt_ms"), medcol("healthy_again_log_ms"),
+                  "<=" + medcol("back_in_use_ms") if all(v is not None for v in backs) else f"{sum(v is None for v in backs)}/{len(rows)} never",
                   medcol("p50_ms"), medcol("max_ms")))
     widths = [max(len(x[i]) for x in [head] + lines) for i in range(len(head))]
     for n, row in enumerate([head] + lines):
@@ -939,15 +969,245 @@ def print_failover(rows, clients, before, down, after, delays):
     for i, r in enumerate(rows):
         dist = "; ".join(f"{p} " + "/".join(str(v) for v in r["answers"][p].values()) for p in ("before", "down", "after"))
         print(f"  repeat {i + 1}: answers per backend (killed one: #{r['victim'] + 1}) {dist}; "
-              f"slowest request spanning the kill {ms(r['max_spanning_kill_ms'])} ms; both cores busy {100 * r['system_busy']:.0f}%")
-    print("  extra attempts = attempts the proxy made (sum of /__proxy/backends 'requests') minus requests sent, i.e. retries;"
-          " 'marked unhealthy' and 'healthy again' from the proxy's log, after the kill / after the restarted fake listened;"
-          " 'last attempt on it' from polling /__proxy/backends every 10 ms (upper bound)")
+              f"FakeOllama.stop() took {1000 * r['kill_s']:.0f} ms; slowest request spanning the kill {ms(r['max_spanning_kill_ms'])} ms; "
+              f"both cores busy {100 * r['system_busy']:.0f}%")
+    print("  retries = attempts the proxy made (sum of 'requests' in /__proxy/backends) minus requests sent; 'retries logged' ="
+          " its 'trying another backend' log lines; 'marked unhealthy' / 'healthy again': the proxy's log line, ms after the kill /"
+          " after the restarted fake listened; 'in flight', 'attempts', 'last attempt' and 'back in use' (first new attempt on the"
+          " restarted fake): polling /__proxy/backends every 10 ms (so upper bounds)")
     for i, r in enumerate(rows):
         if r["lost"] or r["warm_errors"]:
             print(f"  LOST in repeat {i + 1}: {r['lost_samples']} warm-up errors {r['warm_errors']}; log {r['log']}")
             for line in r.get("log_lines", []):
                 print("    " + line[:300])
+
+
+def choice_backends(op, n, seed=1):
+    """``n`` healthy Backend objects: varied in_flight (0-7), the model in the tag list of 4 in 5,
+    loaded (with 8192) on a third of those, a few other models everywhere."""
+    import random
+
+    rng = random.Random(seed)
+    model = op.normalize_model(CHAT_MODEL)
+    out = []
+    for i in range(n):
+        spec = op.BackendSpec(name=f"127.0.0.1:{20000 + i}", scheme="http", host="127.0.0.1", port=20000 + i)
+        b = op.Backend(spec, in_flight=1 if n == 1 else rng.randint(0, 7), healthy=True)
+        b.digests = {f"other{j}:latest": "d%d" % j for j in range(5)}
+        if n == 1 or rng.random() < 0.8:
+            b.digests[model] = "a80c"
+            if n == 1 or rng.random() < 0.33:
+                b.loaded[model] = 8192
+        out.append(b)
+    return out
+
+
+def load_proxy_module(proxy_path):
+    """ollama_proxy.py (the one --proxy names) imported as a module."""
+    import importlib.util
+
+    name = "ollama_proxy_under_bench"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, proxy_path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while the class is built
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def time_choice_pure(proxy_path, repeats=7, number=2000, sizes=(1, 100)):
+    """µs per call of eligible_backends + choose_backend (as _acquire calls them), median of
+    ``repeats`` timeit runs of ``number`` calls: {scenario: {n: µs}}."""
+    import timeit
+
+    op = load_proxy_module(proxy_path)
+
+    model = op.normalize_model(CHAT_MODEL)
+    results = {}
+    for n in sizes:
+        backends = choice_backends(op, n)
+        names = tuple(b.name for b in backends)
+        routes = (("qwen3:*", names[:10]), ("llama3.2:*", names[::2]), ("*", names))  # the model's route names half of them
+        like_b = choice_backends(op, n)  # as in (b): every backend lists the model, it is loaded on the first only
+        for i, b in enumerate(like_b):
+            b.digests[model], b.in_flight = "a80c", 0
+            b.loaded = {model: 16384} if i == 0 else {}
+        scenarios = (
+            ("as in (b): all list it, loaded on one", (), 0),
+            ("no routes, no cap", (), 0),
+            ("route naming every 2nd backend", routes, 0),
+            ("--max-concurrent 4", (), 4),
+            ("route + --max-concurrent 4", routes, 4),
+        )
+        for label, rts, cap in scenarios:
+            bs = like_b if label.startswith("as in") else backends
+
+            def call(rts=rts, cap=cap, bs=bs):
+                candidates = op.eligible_backends(bs, model, rts, [])
+                return op.choose_backend(candidates, model, None, 0, cap, False)
+
+            assert call() is not None
+            times = timeit.repeat(call, number=number, repeat=repeats)
+            results.setdefault(label, {})[n] = statistics.median(times) / number * 1e6
+    return results
+
+
+def run_choice_e2e(proxy_path, fake_path, logdir, n_backends=100, conc=16, duration=4, repeats=5, scan_probe_s=3.0):
+    """The proxy with 1 backend and with ``n_backends`` (the same one plus n-1 idle healthy
+    normal-mode fakes, tests/perf/many_fakes.py), both sending every request to the same
+    normal-mode fake (the only one with the model loaded): wrk -c``conc`` non-streamed
+    /api/generate, interleaved repeats (order alternates). Returns per config the per-repeat
+    (req/s, proxy CPU µs per request) and the request distribution check."""
+    py = sys.executable
+    lua = os.path.join(logdir, "choice.lua")
+    with open(lua, "w") as f:
+        f.write(LUA)
+    fake_port = free_port()
+    fake, _ = start_server("choice-fake", [py, fake_path, "--host", "127.0.0.1", "--port", str(fake_port)], fake_port, logdir)
+    active = f"127.0.0.1:{fake_port}"
+    helper = spawn([py, os.path.join(HERE, "many_fakes.py"), "--count", str(n_backends - 1)], os.path.join(logdir, "many_fakes.log"),
+                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    if not select.select([helper.stdout], [], [], 120.0)[0]:
+        raise RuntimeError("many_fakes.py did not start; log:\n" + tail(os.path.join(logdir, "many_fakes.log")))
+    line = helper.stdout.readline()
+    try:
+        idle_ports = json.loads(line)["ports"]
+    except (ValueError, KeyError):
+        raise RuntimeError(f"many_fakes.py: {line[:200]!r}; log:\n{tail(os.path.join(logdir, 'many_fakes.log'))}") from None
+    configs = {"1 backend": [fake_port], f"{n_backends} backends": [fake_port] + idle_ports}
+    proxies = {}
+    for label, ports in configs.items():
+        port = free_port()
+        # probes at start only (and when the proxy asks for a round): no probe traffic during the runs
+        cmd = [py, proxy_path, "--host", "127.0.0.1", "--port", str(port), "--scan-interval", "3600", "--probe-timeout", "5",
+               "--log-level", "warning"]
+        for p in ports:
+            cmd += ["--backend", f"http://127.0.0.1:{p}"]
+        proc, _ = start_server("choice-proxy-%d" % len(ports), cmd, port, logdir)
+        wait_healthy(port, len(ports), timeout=60)
+        proxies[label] = (port, proc)
+    # load the model on the active fake only, through each proxy (pinned): the choice then keeps every
+    # request there (loaded beats in-flight), while it still walks all backends for each request
+    import http.client
+
+    for port, _ in proxies.values():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("POST", f"/proxy-backend/{active}/api/generate", body=BODY, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        resp.read()
+        conn.close()
+        if resp.status != 200:
+            raise RuntimeError(f"choice: pinned warm-up request answered {resp.status}")
+    time.sleep(1.5)  # the probe round the first answer asked for (it reads /api/ps) has run
+    for port, proc in proxies.values():
+        run_wrk(port, conc, 1, lua, proc.pid, fake.pid)
+    big_port = proxies[f"{n_backends} backends"][0]
+    before = backend_counters(big_port)
+    samples = {label: [] for label in proxies}
+    labels = list(proxies)
+    for rep in range(repeats):
+        for label in (labels if rep % 2 == 0 else labels[::-1]):
+            port, proc = proxies[label]
+            r = run_wrk(port, conc, duration, lua, proc.pid, fake.pid)
+            if r["rps"] is None or r["errors"]:
+                raise RuntimeError(f"choice: wrk against {label}: {r.get('raw', '')[:500]} errors {r['errors']}")
+            r["cpu_us_per_req"] = r["cpu_s"] * 1e6 / max(1, r["requests"])
+            samples[label].append(r)
+            progress(rep, "choice", label.split()[0] + "b", f"{fmt(r['rps'])} req/s, proxy {r['cpu_us_per_req']:.0f} µs CPU/request")
+    after = backend_counters(big_port)
+    moved = {n: after.get(n, 0) - before.get(n, 0) for n in after}
+    elsewhere = sum(v for n, v in moved.items() if n != active)
+    # the probe rounds themselves: the big proxy idle, probing every second
+    port = free_port()
+    cmd = [py, proxy_path, "--host", "127.0.0.1", "--port", str(port), "--scan-interval", "1", "--probe-timeout", "5", "--log-level", "warning"]
+    for p in configs[f"{n_backends} backends"]:
+        cmd += ["--backend", f"http://127.0.0.1:{p}"]
+    proc, _ = start_server("choice-proxy-scan", cmd, port, logdir)
+    wait_healthy(port, n_backends, timeout=60)
+    time.sleep(1.0)
+    c0, t0 = cpu_seconds(proc.pid), time.monotonic()
+    time.sleep(scan_probe_s)
+    scan_cpu = (cpu_seconds(proc.pid) - c0) / (time.monotonic() - t0)
+    helper.stdin.close()
+    return {"samples": samples, "to_active": moved.get(active, 0), "elsewhere": elsewhere, "scan_cpu_per_s": scan_cpu,
+            "conc": conc, "duration": duration, "repeats": repeats, "n": n_backends}
+
+
+def print_choice(pure, e2e, pure_repeats, pure_number):
+    print(f"choice (a): eligible_backends + choose_backend as _acquire calls them, pure functions, µs per request "
+          f"(median of {pure_repeats} x {pure_number} calls; healthy backends, in_flight 0-7, the model listed on 4 in 5, "
+          f"loaded on a third of those)")
+    sizes = sorted({n for v in pure.values() for n in v})
+    head = ("scenario",) + tuple(f"{n} backend{'s' if n > 1 else ''}" for n in sizes) + ("per extra backend",)
+    lines = []
+    for label, vals in pure.items():
+        lo, hi = vals[sizes[0]], vals[sizes[-1]]
+        lines.append((label,) + tuple(f"{vals[n]:.2f}" for n in sizes) + (f"{(hi - lo) / (sizes[-1] - sizes[0]):.3f}",))
+    render_simple(head, lines)
+    if e2e is None:
+        return
+    n = e2e["n"]
+    labels = list(e2e["samples"])
+    print()
+    print(f"choice (b): end to end, wrk -c{e2e['conc']} {e2e['duration']}s non-streamed POST /api/generate through the proxy, every "
+          f"request to the same normal-mode fake; proxy with 1 backend vs with {n} ({n - 1} more idle, healthy fakes); "
+          f"median of {e2e['repeats']} interleaved repeats")
+    head = ("proxy with", "req/s", "req/s range", "proxy CPU µs/request", "per-repeat CPU µs/request")
+    lines = []
+    for label in labels:
+        rs = e2e["samples"][label]
+        lines.append((label, fmt(med([r["rps"] for r in rs])), f"{min(r['rps'] for r in rs):.0f}-{max(r['rps'] for r in rs):.0f}",
+                      f"{med([r['cpu_us_per_req'] for r in rs]):.1f}", " ".join(f"{r['cpu_us_per_req']:.0f}" for r in rs)))
+    a, b = (e2e["samples"][x] for x in labels)
+    dcpu = [y["cpu_us_per_req"] - x["cpu_us_per_req"] for x, y in zip(a, b)]
+    drps = [100.0 * (y["rps"] / x["rps"] - 1) for x, y in zip(a, b)]
+    lines.append((f"difference ({n} - 1), paired", f"{med(drps):+.1f}%", f"{min(drps):+.0f}..{max(drps):+.0f}%", f"{med(dcpu):+.1f}",
+                  f"range {min(dcpu):+.0f} .. {max(dcpu):+.0f}"))
+    render_simple(head, lines)
+    noise = [max(r["cpu_us_per_req"] for r in rs) - min(r["cpu_us_per_req"] for r in rs) for rs in (a, b)]
+    busy = [r["system_busy"] for r in a + b]
+    print(f"  noise: spread of CPU µs/request across repeats {noise[0]:.0f} (1 backend) and {noise[1]:.0f} ({n} backends); "
+          f"CPU from /proc ticks (10 ms) over ~{med([r['requests'] for r in a]):.0f} requests per run = "
+          f"{10000.0 / max(1, med([r['requests'] for r in a])):.1f} µs/request resolution; both cores {100 * min(busy):.0f}-{100 * max(busy):.0f}% "
+          f"busy (wrk + proxy + fake on 2 cores: req/s follows whatever else runs; read the paired CPU difference)")
+    print(f"  check: with {n} backends {e2e['to_active']} requests went to the loaded backend, {e2e['elsewhere']} elsewhere; "
+          f"idle, probing {n} backends every 1 s costs the proxy {1000 * e2e['scan_cpu_per_s']:.0f} ms CPU per second "
+          f"(scanner thread)")
+
+
+def render_simple(head, lines):
+    widths = [max(len(x[i]) for x in [head] + lines) for i in range(len(head))]
+    for k, row in enumerate([head] + lines):
+        text = "  " + "  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(row))
+        print(text.rstrip())
+        if k == 0:
+            print("  " + "-" * (len(text) - 2))
+
+
+def run_backend_section(which, args, logdir):
+    """Run and print the "failover" or "choice" section; returns its results for the JSON."""
+    quick = args.quick
+    if which == "failover":
+        reps = max(1, args.repeats or (1 if quick else 3))
+        phases = dict(before=1.0, down=1.0, after=1.5) if quick else dict(before=2.0, down=2.0, after=3.0)
+        out = {}
+        for extra in ((), ("--max-concurrent", "40")):
+            tag = "-cap" if extra else ""
+            rows = run_failover(args.proxy, logdir, repeats=reps, clients=FAILOVER_CLIENTS, delays=FAILOVER_DELAYS, extra=extra, tag=tag,
+                                **phases)
+            print()
+            print_failover(rows, FAILOVER_CLIENTS, phases["before"], phases["down"], phases["after"], FAILOVER_DELAYS, extra)
+            out["failover" + tag] = rows
+        return out
+    pure_repeats, pure_number = (5, 500) if quick else (7, 2000)
+    pure = time_choice_pure(args.proxy, pure_repeats, pure_number)
+    e2e = run_choice_e2e(args.proxy, args.fake, logdir, n_backends=CHOICE_BACKENDS, conc=16, duration=2 if quick else 4,
+                         repeats=max(2, args.repeats or (3 if quick else 7)), scan_probe_s=2.0 if quick else 4.0)
+    print()
+    print_choice(pure, e2e, pure_repeats, pure_number)
+    e2e = dict(e2e, samples={k: [{x: r.get(x) for x in ("rps", "requests", "cpu_s", "cpu_us_per_req", "system_busy", "loadgen_util")}
+                                  for r in v] for k, v in e2e["samples"].items()})
+    return {"choice_pure_us": pure, "choice_e2e": e2e}
 
 
 # ----------------------------------------------------------------------------- main
@@ -1067,7 +1327,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="ollama-proxy benchmark (direct vs floor relay vs proxy)")
     ap.add_argument("--quick", action="store_true", help="2 repeats, shorter runs (~2 min)")
     ap.add_argument("--repeats", type=int, default=None, help="repeats (default 5, --quick 2)")
-    ap.add_argument("--only", choices=("nonstream", "stream", "reloads", "openai"), help="run only one section")
+    ap.add_argument("--only", choices=("nonstream", "stream", "reloads", "openai", "failover", "choice"), help="run only one section")
     ap.add_argument("--json", metavar="FILE", help="also write the JSON result to FILE")
     ap.add_argument("--ns-duration", type=int, default=None, help="seconds per wrk run (default 4, quick 2)")
     ap.add_argument("--stream-duration", type=float, default=None,
@@ -1080,18 +1340,29 @@ def main(argv=None):
     repeats = max(1, args.repeats or (2 if args.quick else 5))
     ns_dur = max(1, args.ns_duration or (2 if args.quick else 4))
     st_dur = max(0.2, args.stream_duration or (1.0 if args.quick else 3.0))
-    if args.only in ("reloads", "openai"):
+    if args.only in ("reloads", "openai", "failover", "choice"):
         logdir = tempfile.mkdtemp(prefix="ollama-proxy-bench-")
+        t_begin = time.monotonic()
+        extra = None
         try:
             if args.only == "reloads":
                 print_reloads(run_reloads(args.proxy, logdir))
-            else:
+            elif args.only == "openai":
                 print_openai(run_openai(args.proxy, args.fake, logdir))
+            else:
+                raise_nofile()
+                print(f"ollama-proxy bench --only {args.only}: python {sys.version.split()[0]}; logs in {logdir}", flush=True)
+                extra = run_backend_section(args.only, args, logdir)
         finally:
             kill_children()
+        print(f"elapsed {time.monotonic() - t_begin:.0f}s")
+        if extra is not None and args.json:
+            with open(args.json, "w") as f:
+                json.dump(extra, f, indent=1, default=str)
+                f.write("\n")
         return 0
-    ns_runs = () if args.only in ("stream", "reloads", "openai") else NS_CONC
-    st_runs = () if args.only in ("nonstream", "reloads", "openai") else STREAM_SCENARIOS
+    ns_runs = () if args.only in ("stream", "reloads", "openai", "failover", "choice") else NS_CONC
+    st_runs = () if args.only in ("nonstream", "reloads", "openai", "failover", "choice") else STREAM_SCENARIOS
     if ns_runs and not shutil.which("wrk"):
         ap.error("wrk not found in PATH (needed for the non-streaming section)")
     if not os.path.exists(args.fake):
@@ -1110,6 +1381,7 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, on_term)
     py = sys.executable
     t_begin = time.monotonic()
+    backend_results = {}
     try:
         ports = {}
         ports["direct"] = free_port()
@@ -1123,8 +1395,10 @@ def main(argv=None):
         if standin:
             proxy_cmd = floor_cmd + [str(ports["proxy"])]
         else:
+            # --scan-interval 0: no health probes. The fast-mode fake answers only /, /api/version,
+            # /api/chat and /api/generate, so a probe (GET /api/tags) would mark it unhealthy (503s).
             proxy_cmd = [py, args.proxy, "--host", "127.0.0.1", "--port", str(ports["proxy"]),
-                         "--backend", "http://" + upstream, "--log-level", "warning"]
+                         "--backend", "http://" + upstream, "--log-level", "warning", "--scan-interval", "0"]
         proxy, _ = start_server("proxy", proxy_cmd, ports["proxy"], logdir)
         pids = {"direct": fake.pid, "floor": floor.pid, "proxy": proxy.pid}
         for t in TARGETS:
@@ -1188,6 +1462,12 @@ def main(argv=None):
             print_openai(run_openai(args.proxy, args.fake, logdir))
         finally:
             kill_children()
+        for section in ("failover", "choice"):
+            print()
+            try:
+                backend_results[section] = run_backend_section(section, args, logdir)
+            finally:
+                kill_children()
     print(f"elapsed {time.monotonic() - t_begin:.0f}s")
     result = {
         "meta": {
@@ -1199,6 +1479,7 @@ def main(argv=None):
         "notes": notes,
         "raw": raw,
     }
+    result.update(backend_results)
     keys = ("key", "unit", "direct", "floor", "proxy", "proxy/direct", "proxy/floor", "target", "status")
     rows = [json.dumps({k: rounded(e[k]) for k in keys}) for e in table]
     print()
