@@ -4153,7 +4153,17 @@ class App:
             pristine = (dict(ex.json), dict(options) if isinstance(options, dict) else None, ex.body, ex.dirty)
         try:
             while True:
-                backend = await self._acquire(ex, tried)
+                try:
+                    backend = await self._acquire(ex, tried)
+                except ProxyError as err:
+                    if heartbeat is not None:  # stopped first: it may be sending the head right now
+                        await self._stop_heartbeat(heartbeat)
+                        heartbeat = None
+                    if not ex.response_started:
+                        raise
+                    # The heartbeat already sent a 200 head (a stream waiting in the queue): in-band.
+                    await self._end_with_inband_error(side, ex, err.message, err.status)
+                    return
                 upconn: Optional[UpstreamConnection] = None
                 try:
                     ex.backend = backend.name
@@ -4198,6 +4208,9 @@ class App:
                     if upconn is not None:
                         upconn.abort()
                         upconn = None
+                    if heartbeat is not None:  # stopped first: it may be sending the head right now
+                        await self._stop_heartbeat(heartbeat)
+                        heartbeat = None
                     if not ex.response_started:
                         raise
                     await self._end_with_inband_error(side, ex, err.message, err.status)
