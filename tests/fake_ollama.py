@@ -3184,6 +3184,7 @@ class FakeOllama:
         if self._server is not None:
             self._server.close()
             self._server = None
+            await asyncio.sleep(0.05)  # connections being accepted get their transport and task, then are cancelled below
         for proto in list(self._fast_conns):
             if proto.transport is not None:
                 proto.transport.abort()
@@ -3194,6 +3195,9 @@ class FakeOllama:
             await asyncio.wait(tasks, timeout=5.0)
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._stopping:
+            writer.transport.abort()
+            return
         task = asyncio.current_task()
         self._tasks.add(task)
         try:
