@@ -4300,12 +4300,13 @@ class App:
                 raise ServiceUnavailable("no other backend left to try for %s (tried %s)" % (model or ex.path, ", ".join(tried)), RETRY_AFTER_SECONDS)
             raise ServiceUnavailable(self._no_backend_message(model), RETRY_AFTER_SECONDS)
         sticky = None
-        if self.config.sticky and model and ex.path == "/api/chat" and isinstance(ex.json, dict):
+        several = len(self.backends) > 1 or self.config.scan is not None  # else there is nothing to choose
+        if several and self.config.sticky and model and ex.path == "/api/chat" and isinstance(ex.json, dict):
             if ex.sticky_key is None:
                 ex.sticky_key = conversation_key(model, ex.json)
             if ex.sticky_key is not None:
                 sticky = self.sticky.get(ex.sticky_key, time.monotonic())
-        if model and ex.need_ctx < 0 and any(model in b.loaded for b in candidates):
+        if model and ex.need_ctx < 0 and len(candidates) > 1 and any(model in b.loaded for b in candidates):
             ex.need_ctx = self._context_need(ex, model)  # only matters where the model is loaded
         backend = choose_backend(candidates, model, sticky, max(ex.need_ctx, 0), cap, embed)
         if backend is not None:
