@@ -1353,6 +1353,7 @@ class Backend:
     tags: List[Dict[str, Any]] = field(default_factory=list, repr=False)  #: /api/tags entries of the last probe
     last_probe: float = 0.0  #: Unix time of the last probe (0: never)
     failed_rounds: int = 0  #: probe rounds failed in a row
+    failed_at: float = 0.0  #: Unix time a forwarded request last failed in transport (older good probes do not count)
 
     def __post_init__(self) -> None:
         self.host_header = self.spec.host_header.encode("idna")
@@ -1439,6 +1440,8 @@ async def probe_backend(spec: BackendSpec, timeout: float, via: bytes) -> ProbeR
         return ProbeResult(spec, False, started, exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc))
     except (ValueError, h11.ProtocolError) as exc:
         return ProbeResult(spec, False, started, str(exc) or type(exc).__name__)
+    except Exception as exc:  # anything a strange server makes us raise (RecursionError on deep JSON...) fails this probe only
+        return ProbeResult(spec, False, started, "unusable answer (%s)" % type(exc).__name__)
     return ProbeResult(spec, True, started, tags=tags, ps=ps)
 
 
@@ -1486,7 +1489,11 @@ class Scanner:
         loop = asyncio.new_event_loop()
         try:
             while not self._stop.is_set():
-                results = loop.run_until_complete(probe_all(self.targets, self.timeout, self.via))
+                try:
+                    results = loop.run_until_complete(probe_all(self.targets, self.timeout, self.via))
+                except Exception:
+                    log.exception("probe round failed; trying again in %gs", self.interval)
+                    results = []  # still delivered: the first round is over
                 if self._stop.is_set():
                     break
                 try:
@@ -1496,8 +1503,6 @@ class Scanner:
                 if self._wake.wait(self.interval) and not self._stop.is_set():
                     self._stop.wait(SCAN_DEBOUNCE_SECONDS)
                 self._wake.clear()
-        except Exception:
-            log.exception("backend scanner stopped by an unexpected error; health is no longer probed")
         finally:
             loop.close()
 
@@ -1512,8 +1517,9 @@ def route_for(model: str, routes: Sequence[Tuple[str, Tuple[str, ...]]]) -> Opti
 
 def eligible_backends(backends: Sequence[Backend], model: Optional[str], routes: Sequence[Tuple[str, Tuple[str, ...]]],
                       exclude: Sequence[str] = ()) -> List[Backend]:
-    """Healthy backends that may serve a request for ``model`` (None: model-less), minus ``exclude``:
-    narrowed to the model's route if it has one, else to those listing it when any does."""
+    """Healthy backends that may serve a request for ``model``, minus ``exclude``: narrowed to the
+    model's route if it has one, else to those listing it when any does.  Model-less (None): the
+    first healthy one only."""
     healthy = [b for b in backends if b.healthy is not False]
     if model:
         names = route_for(model, routes)
@@ -1526,7 +1532,7 @@ def eligible_backends(backends: Sequence[Backend], model: Optional[str], routes:
                 healthy = having
     if exclude:
         healthy = [b for b in healthy if b.name not in exclude]
-    return healthy
+    return healthy if model else healthy[:1]  # model-less: the first healthy one (blobs and create meet there)
 
 
 def has_free_slot(backend: Backend, cap: int, embed: bool = False) -> bool:
@@ -1650,12 +1656,14 @@ def repair_tag_entry(entry: Any) -> Tuple[Optional[Dict[str, Any]], Optional[str
 
 
 def merge_tags(lists: Sequence[Sequence[Any]], routes: Sequence[Tuple[str, Tuple[str, ...]]] = (), aliases: Sequence[Tuple[str, str]] = (),
-               list_aliases: bool = False) -> Tuple[List[Dict[str, Any]], List[str]]:
+               list_aliases: bool = False, sources: Sequence[str] = ()) -> Tuple[List[Dict[str, Any]], List[str]]:
     """The merged /api/tags list of several backends' lists (first one wins on a duplicate name),
-    only routed models when routes exist, aliases appended when asked; plus warnings."""
+    only routed models when routes exist (and, given the backends' names in ``sources``, only as
+    listed by a backend of the model's route), aliases appended when asked; plus warnings."""
     merged: Dict[str, Dict[str, Any]] = {}
     warnings = []
-    for entries in lists:
+    for position, entries in enumerate(lists):
+        source = sources[position] if position < len(sources) else None
         for entry in entries:
             fixed, note = repair_tag_entry(entry)
             if fixed is None:
@@ -1664,8 +1672,10 @@ def merge_tags(lists: Sequence[Sequence[Any]], routes: Sequence[Tuple[str, Tuple
             if note:
                 warnings.append("/api/tags entry %s repaired: %s" % (fixed["name"], note))
             key = normalize_model(fixed["name"])
-            if routes and route_for(key, routes) is None:
-                continue
+            if routes:
+                names = route_for(key, routes)
+                if names is None or (source is not None and source not in names):
+                    continue
             merged.setdefault(key, fixed)
     models = list(merged.values())
     if list_aliases:
@@ -3405,6 +3415,9 @@ METADATA_TIMEOUT = 10.0  #: seconds for the proxy's own /api/show, /api/tags, /a
 METADATA_RETRY_SECONDS = 30.0  #: a failed /api/show is not asked again for this long
 REFRESH_DEBOUNCE_SECONDS = 0.5  #: after a model request, wait this long before reading /api/ps
 _EVAL_DURATION_RE = re.compile(rb'"eval_duration"\s*:\s*(\d+)')
+#: Requests that change a backend's models: done once, where they went, never replayed elsewhere.
+NOT_RETRIED_PATHS = frozenset({"/api/create", "/api/delete", "/api/copy", "/api/push"})
+MERGE_TIMEOUT = 3.0  #: at least this long for each backend's part of a merged list
 MERGED_PATHS = frozenset({"/api/tags", "/api/ps", "/api/version"})  #: answered from all healthy backends
 RETRY_AFTER_SECONDS = 5  #: the Retry-After of a 503 (no healthy backend, queue full or wait over)
 #: Requests that may use the extra slot per backend (they never wait behind long generations).
@@ -3572,6 +3585,12 @@ class App:
         log.info("shutting down: %d connection(s) open, waiting up to %gs for in-flight responses", len(self._conn_tasks), self.config.shutdown_grace)
         if self.server is not None:
             self.server.close()
+        if self._scanner is not None:
+            self._scanner.stop()
+        for waiter in self._queue:
+            if not waiter.future.done():
+                waiter.future.set_exception(ServiceUnavailable("the proxy is shutting down", RETRY_AFTER_SECONDS))
+        self._queue.clear()
         for side in list(self._idle_conns.values()):
             side.writer.transport.abort()
         tasks = [t for t in self._conn_tasks.values() if not t.done()]
@@ -3582,8 +3601,6 @@ class App:
             if pending:
                 log.warning("shutdown grace over: %d response(s) cut off", len(pending))
                 await asyncio.wait(pending, timeout=LINGER_SECONDS + 1.0)
-        if self._scanner is not None:
-            self._scanner.stop()
         background = [t for b in self.backends for t in b.info_pending.values()] + list(self._background)
         for task in background:
             task.cancel()
@@ -3704,12 +3721,14 @@ class App:
                     ex.forced_ctx, ex.target = parse_context_url(ex.target)
                     ex.path = ex.route = split_target(ex.target)[0]
                     ex.openai = is_openai_path(ex.path)
+                name = None
                 if ex.path.startswith("/proxy-backend/"):
                     name, ex.target = parse_backend_url(ex.target)
                     ex.path = ex.route = split_target(ex.target)[0]
                     ex.openai = is_openai_path(ex.path)
-                    ex.pinned = self._backend_named(name)
                 self._check_access(ex)
+                if name is not None:
+                    ex.pinned = self._backend_named(name)
                 task = asyncio.current_task()
                 assert task is not None
                 if ex.method == b"POST" and ex.path.startswith(STREAMED_UPLOAD_PREFIXES):
@@ -3951,6 +3970,8 @@ class App:
                 discovered = True
                 log.info("backend %s discovered on the scan range (%d models)", backend.name, len(result.tags))
             backend.last_probe = result.at
+            if result.ok and result.at < backend.failed_at:
+                continue  # this probe started before a request failed there: it proves nothing now
             if result.ok:
                 backend.failed_rounds = 0
                 self._apply_inventory(backend, result.tags, result.ps)
@@ -4013,14 +4034,26 @@ class App:
         gone = self.sticky.forget_backend(backend.name)
         log.warning("backend %s is unhealthy: %s%s", backend.name, reason or "no answer",
                     "; %d sticky conversation(s) will move" % gone if gone else "")
+        self._fail_stranded_waiters()
+
+    def _fail_stranded_waiters(self) -> None:
+        """Queued requests that no healthy backend may serve any more get their 503 now."""
+        for waiter in list(self._queue):
+            if waiter.ex.pinned is not None or waiter.future.done():
+                continue
+            if not eligible_backends(self.backends, waiter.model, self.config.routes, waiter.tried):
+                self._queue.remove(waiter)
+                waiter.future.set_exception(ServiceUnavailable(self._no_backend_message(waiter.model), RETRY_AFTER_SECONDS))
 
     def _forget(self, backend: Backend) -> None:
         """A discovered backend that stayed away: out of the set (requests on it finish)."""
         log.info("backend %s forgotten: no answer for %d probe rounds", backend.name, backend.failed_rounds)
         self.backends.remove(backend)
+        self._generation += 1
         self.sticky.forget_backend(backend.name)
         if backend.pool is not None:
             backend.pool.close()
+        self._fail_stranded_waiters()
 
     def _start_preload(self, backend: Backend) -> None:
         models = [m for m in self.config.preload if m in backend.digests or not self.probing]
@@ -4035,7 +4068,8 @@ class App:
         so that the first request does not pay for the load, nor for a reload."""
         for model in models:
             body: Dict[str, Any] = {"model": model}
-            info = await self._model_info(backend, model) if self.config.context_mode != "off" else None
+            wanted = self.config.context_mode != "off" or lookup_model_value(self.config.num_ctx, model) is not None
+            info = await self._model_info(backend, model) if wanted else None  # as _modify asks for it
             ctx = ModifyContext(path="/api/generate", body=body, model=model, config=self.config, info=info,
                                 loaded_ctx=backend.loaded.get(model, 0), ceiling=backend.ceiling.get(model, 0))
             apply_modifiers(ctx)
@@ -4204,7 +4238,8 @@ class App:
                         self._learn_from_response(ex, backend)
                     return
                 except ProxyError as err:
-                    backend.last_error = err.message
+                    if isinstance(err, (BadGateway, UpstreamTimeout)):
+                        backend.last_error = err.message
                     if upconn is not None:
                         upconn.abort()
                         upconn = None
@@ -4263,7 +4298,7 @@ class App:
     def _may_retry(self, ex: Exchange, tried: List[str], backend: Backend) -> bool:
         """Note the failed attempt; is there another backend to try within --max-retries?"""
         tried.append(backend.name)
-        if len(tried) > self.config.max_retries or ex.pinned is not None:
+        if len(tried) > self.config.max_retries or ex.pinned is not None or ex.path in NOT_RETRIED_PATHS:
             return False
         model = normalize_model(ex.model) if ex.model else None
         if not eligible_backends(self.backends, model, self.config.routes, tried):
@@ -4274,6 +4309,7 @@ class App:
     def _backend_failed(self, backend: Backend, reason: str) -> None:
         """A transport failure of a forwarded request: unhealthy until a good probe (SPEC §6)."""
         backend.last_error = reason
+        backend.failed_at = time.time()
         if self.probing and backend.healthy is not False:
             self._set_health(backend, False, reason)
 
@@ -4288,7 +4324,10 @@ class App:
                 pass
         model = normalize_model(ex.model) if ex.model else None
         if ex.path == "/api/create" and model and not any(model in b.digests for b in self.backends):
-            model = None  # a new model is created where the model-less /api/blobs uploads went
+            base = ex.json.get("from") if isinstance(ex.json, dict) else None
+            base = normalize_model(base) if isinstance(base, str) and base else None
+            # A new model is made where its base model is, else where the model-less /api/blobs uploads went.
+            model = base if base and any(base in b.digests for b in self.backends) else None
         embed = ex.path in EMBED_PATHS
         cap = self.config.max_concurrent
         if ex.pinned is not None:
@@ -4363,7 +4402,7 @@ class App:
             if waiter in self._queue:
                 self._queue.remove(waiter)
             if not granted:
-                if future.done() and not future.cancelled():
+                if future.done() and not future.cancelled() and future.exception() is None:
                     self._release(future.result())  # granted just as the wait ended: pass the slot on
                 else:
                     future.cancel()
@@ -4378,7 +4417,7 @@ class App:
         """Hand free slots of ``backend`` to queued requests: FIFO, except that a request for a
         model loaded there may go first, passing nobody more than MAX_OVERTAKES times."""
         cap = self.config.max_concurrent
-        while self._queue and backend.healthy is not False and not (backend.pool is not None and backend.pool.closed):
+        while self._queue and not self._shutting_down and not (backend.pool is not None and backend.pool.closed):
             usable: List[Waiter] = []
             entries: List[Tuple[bool, int]] = []
             for waiter in self._queue:
@@ -4390,7 +4429,7 @@ class App:
                         waiter.eligible = {id(waiter.ex.pinned)}
                     else:
                         waiter.eligible = {id(b) for b in eligible_backends(self.backends, waiter.model, self.config.routes, waiter.tried)}
-                if id(backend) not in waiter.eligible:
+                if id(backend) not in waiter.eligible or (backend.healthy is False and waiter.ex.pinned is None):
                     continue
                 loaded = bool(waiter.model) and waiter.model in backend.loaded
                 usable.append(waiter)
@@ -4425,7 +4464,7 @@ class App:
         target = self._aliases.get(normalize_model(ex.model))
         if target is None or not isinstance(ex.json, dict):
             return
-        key = "model" if "model" in ex.json else "name"
+        key = next((k for k in ("model", "name", "source") if ex.json.get(k) == ex.model), "model")
         ex.json[key] = target
         ex.dirty = True
         if ex.kind is None:
@@ -4557,7 +4596,9 @@ class App:
         backends = [b for b in self.backends if b.healthy is not False]
         if not backends:
             raise ServiceUnavailable(self._no_backend_message(None), RETRY_AFTER_SECONDS)
-        timeout = max(self.config.probe_timeout, METADATA_TIMEOUT)
+        # A list is asked often (UIs poll /api/tags): a backend that hangs costs one short wait, then
+        # it is unhealthy until a probe says otherwise.
+        timeout = max(2.0 * self.config.probe_timeout, MERGE_TIMEOUT)
         answers = await asyncio.gather(*(self._backend_json(b, b"GET", path, timeout=timeout) for b in backends), return_exceptions=True)
         out = []
         for backend, answer in zip(backends, answers):
@@ -4565,6 +4606,8 @@ class App:
                 if not isinstance(answer, (ProxyError, OSError)):
                     raise answer
                 log.warning("backend %s left out of the merged %s: %s", backend.name, path, getattr(answer, "message", answer))
+                if isinstance(answer, (BadGateway, UpstreamTimeout, OSError)):
+                    self._backend_failed(backend, getattr(answer, "message", str(answer)))
                 continue
             status, obj = answer
             if status == 200 and isinstance(obj, dict):
@@ -4581,7 +4624,7 @@ class App:
             if isinstance(obj.get("models"), list):
                 self._apply_tags(backend, [m for m in obj["models"] if isinstance(m, dict)])
         models, warnings = merge_tags([obj.get("models") if isinstance(obj.get("models"), list) else [] for _, obj in answers],
-                                      self.config.routes, self.config.aliases, self.config.list_aliases)
+                                      self.config.routes, self.config.aliases, self.config.list_aliases, [b.name for b, _ in answers])
         for warning in warnings:
             if warning not in self._warned:  # once per process, not on every list
                 self._warned.add(warning)
@@ -4870,8 +4913,8 @@ class App:
         if ex.num_ctx_changed:
             headers.append((b"x-ollama-proxy-num-ctx", b"%d" % ex.num_ctx))
         ex.status = 200
+        ex.response_started = True  # before the await: h11 is in its body state from the send on
         await side.send(h11.Response(status_code=200, headers=headers))
-        ex.response_started = True
         ex.line_framed = True  # chunked NDJSON or SSE from here on
         log.info("conn %d: %s %s model=%s: %s for %.0fs: response head sent", ex.conn_id, ex.method.decode(), ex.path, ex.model,
                  "backend %s silent (loading the model?)" % ex.backend if ex.backend else "waiting in the queue", interval)
@@ -4886,7 +4929,8 @@ class App:
         rename = ex.rename
         if rename is not None and not ex.response_started:
             ctype = header_value(upstream_headers, b"content-type") or b""
-            if not ctype.startswith((b"application/x-ndjson", b"text/event-stream")):
+            lines_type = ctype.startswith((b"application/x-ndjson", b"text/event-stream"))
+            if not lines_type or header_value(upstream_headers, b"content-length") is not None:
                 # A whole JSON answer naming the real model: renamed, with its new length.
                 body = rename_model(await upconn.receive_whole_body(MAX_TRANSLATED_BODY), *rename)
                 ex.tail = body[-2048:]

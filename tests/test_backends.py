@@ -416,9 +416,10 @@ def _fleet() -> List[op.Backend]:
 @pytest.mark.parametrize(
     "model, routes, exclude, expected",
     [
-        # unhealthy (False) out, never-probed (None) in
-        (None, (), (), ["a", "b", "d"]),
-        ("", (), (), ["a", "b", "d"]),
+        # unhealthy (False) out, never-probed (None) in; model-less: the first healthy one only
+        (None, (), (), ["a"]),
+        ("", (), (), ["a"]),
+        (LATEST + "-nobody", (), (), ["a", "b", "d"]),
         # inventory narrowing
         (LATEST, (), (), ["a", "b"]),
         ("qwen2.5:7b", (), (), ["b", "d"]),
@@ -444,7 +445,7 @@ def _fleet() -> List[op.Backend]:
         # exclude removes tried backends (after narrowing)
         (LATEST, (), ("a",), ["b"]),
         (LATEST, (), ("a", "b"), []),
-        (None, (), ("b",), ["a", "d"]),
+        (None, (), ("a",), ["b"]),
         ("phi3:latest", (), ("a", "d"), ["b"]),
         (LATEST, ((LATEST, ("a", "d")),), ("d",), ["a"]),
     ],
