@@ -1004,3 +1004,234 @@ def test_stream_waiting_in_the_queue_gets_its_head_then_an_inband_error_when_the
         a.clear_faults()
         gate.release()
         a.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# 15. review regressions
+# ---------------------------------------------------------------------------------------------
+
+
+class RawUpstream:
+    """A bare TCP server on 127.0.0.1: it reads each request (head, then a Content-Length body)
+    and answers ``response`` as given, then closes; with ``response=None`` it accepts and never
+    answers (a hung backend). ``close()`` stops it and closes every connection it holds."""
+
+    def __init__(self, response=None) -> None:
+        self.response = response
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.held: list = []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            conn.settimeout(5)
+            if self.response is None:
+                self.held.append(conn)
+                continue
+            with conn:
+                try:
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    head, _, rest = data.partition(b"\r\n\r\n")
+                    lengths = [line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+                    while len(rest) < (int(lengths[0]) if lengths else 0):
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        rest += chunk
+                    conn.sendall(self.response)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(5)
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+def test_probe_older_than_a_transport_failure_does_not_revive_the_backend(make_fake, start_proxy):
+    """A good probe of a that started before a forwarded request to a failed does not mark a healthy again."""
+    a = make_fake()
+    hole = RawUpstream()  # never answers: every probe round lasts --probe-timeout
+    try:
+        proxy = start_proxy(["a=" + a.url, "hole=" + hole.url], "--scan-interval", "0.2", "--probe-timeout", "1.5",
+                            "--max-retries", "0")
+        wait_for(lambda: health_of(proxy)["a"] is True, what="a healthy")
+        last = backend_state(proxy, "a", "last_probe")
+        wait_for(lambda: backend_state(proxy, "a", "last_probe") != last, what="the next round delivered")
+        time.sleep(0.5)  # the next round has started and already probed a (fine); it is delivered ~1.2 s later
+        a.refuse()
+        assert call(proxy.port, "POST", "/api/chat", chat("to a dead backend")).status in (502, 503)
+        assert health_of(proxy)["a"] is False
+        deadline = time.monotonic() + 2.5  # past the delivery of the round that probed a before it died
+        while time.monotonic() < deadline:
+            assert health_of(proxy)["a"] is False, "a stale probe round revived a"
+            time.sleep(0.02)
+    finally:
+        hole.close()
+
+
+def test_scanner_survives_a_port_answering_deeply_nested_json(make_fake, start_proxy):
+    """A scanned port answering 100000-deep nested JSON fails its own probe only: the scanner keeps probing the others."""
+    a = make_fake()
+    body = b'{"models": ' + b"[" * 100000 + b"]" * 100000 + b"}"
+    bad = RawUpstream(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                      b"Connection: close\r\n\r\n" % len(body) + body)
+    try:
+        proxy = start_proxy([a.url], "--scan", "127.0.0.1:%d-%d" % (bad.port, bad.port), "--scan-interval", "0.2",
+                            "--probe-timeout", "1")
+        scanner = proxy.app._scanner.thread
+        wait_for(lambda: proxy.call(lambda: proxy.app._first_round.is_set()) or not scanner.is_alive(),
+                 what="the first probe round delivered")
+        gc.collect()  # the probes of a dead scanner are finalised here, not while pytest renders the failure
+        assert scanner.is_alive(), "the scanner thread died: health is no longer probed"
+        wait_for(lambda: health_of(proxy).get(name(a)) is True, what="a healthy")
+        a.refuse()
+        wait_for(lambda: health_of(proxy).get(name(a)) is False, what="a unhealthy: probes still running")
+        assert scanner.is_alive()
+        assert list(health_of(proxy)) == [name(a)]  # the bad port was never taken for a backend
+    finally:
+        bad.close()
+
+
+def test_unknown_proxy_backend_name_needs_the_api_key(make_fake, start_proxy):
+    """/proxy-backend/<unknown>/ without the API key is 401, not a 404 listing the backends."""
+    a, b = make_fake(), make_fake()
+    proxy = start_proxy(["gpu-box-1=" + a.url, "secret-lab-node=" + b.url], "--api-key", "s3cret")
+    answer = call(proxy.port, "GET", "/proxy-backend/nope/api/tags")
+    assert answer.status == 401, answer
+    assert b"secret-lab-node" not in answer.body and b"gpu-box-1" not in answer.body
+
+
+def test_preload_with_num_ctx_and_context_mode_off_needs_no_reload(make_fake, start_proxy):
+    """--context-mode off with --num-ctx llama3.2=8192: --preload loads it with 8192, so the first request does not reload it."""
+    a = make_fake(LLAMA)
+    proxy = start_proxy([a.url], "--context-mode", "off", "--num-ctx", "llama3.2=8192", "--preload", "llama3.2",
+                        "--scan-interval", "0.5")
+    wait_for(lambda: "llama3.2:latest" in a.loaded, what="the preload")
+    answer = call(proxy.port, "POST", "/api/chat", chat("after the preload"))
+    assert answer.status == 200, answer
+    assert a.loaded["llama3.2:latest"]["num_ctx"] == 8192
+    assert a.reload_count("llama3.2") == 0, a.loads
+
+
+def test_queued_request_gets_503_at_shutdown_and_is_never_sent(make_fake, start_proxy):
+    """At shutdown a queued request gets 503 at once and is not sent upstream; the one in flight completes."""
+    a = make_fake()
+    proxy = start_proxy([a.url], "--max-concurrent", "1")
+    a.add_fault(Fault(path="/api/chat", delay_before_headers=0.4))
+    held = Background(call, proxy.port, "POST", "/api/chat", chat("held"))
+    wait_for(lambda: chat_texts(a) == ["held"], what="held upstream")
+    queued = Background(call, proxy.port, "POST", "/api/chat", chat("queued"))
+    wait_for(lambda: queue_depth(proxy) == 1, what="queued")
+    proxy.loop.call_soon_threadsafe(proxy.app.request_shutdown)
+    answer = queued.result()
+    assert answer.status == 503 and "shutting down" in answer.json()["error"], answer
+    assert held.result().status == 200
+    assert chat_texts(a) == ["held"]
+
+
+def test_alias_on_api_copy_replaces_the_source(make_fake, start_proxy):
+    """--alias gpt-4o=llama3.2: /api/copy with source gpt-4o reaches Ollama with source llama3.2."""
+    a, b = make_fake(), make_fake()
+    proxy = start_proxy([a.url, b.url], "--alias", "gpt-4o=llama3.2")
+    answer = call(proxy.port, "POST", "/api/copy", {"source": "gpt-4o", "destination": "mycopy"})
+    assert answer.status == 200, answer
+    sent = [r.json for f in (a, b) for r in list(f.received) if r.path == "/api/copy"]
+    assert sent == [{"source": "llama3.2", "destination": "mycopy"}]
+
+
+def test_merged_tags_with_routes_only_from_the_routed_backend(make_fake, start_proxy):
+    """With --route qwen3:8b=b, a qwen3:8b that only a lists is not in /api/tags nor /v1/models."""
+    a, b = make_fake(QWEN), make_fake(LLAMA)
+    proxy = start_proxy(["a=" + a.url, "b=" + b.url], "--route", "qwen3:8b=b", "--route", "llama3.2=b")
+    assert [m["name"] for m in call(proxy.port, "GET", "/api/tags").json()["models"]] == ["llama3.2:latest"]
+    assert [m["id"] for m in call(proxy.port, "GET", "/v1/models").json()["data"]] == ["llama3.2:latest"]
+
+
+def test_alias_rename_of_a_content_length_ndjson_answer(start_proxy):
+    """An NDJSON answer framed by Content-Length, renamed to an alias of another length, arrives whole and renamed."""
+    lines = b"".join(b'{"model":"llama3.2","message":{"role":"assistant","content":"t%d "},"done":false}\n' % i
+                     for i in range(3))
+    lines += b'{"model":"llama3.2","message":{"role":"assistant","content":""},"done":true,"done_reason":"stop"}\n'
+    upstream = RawUpstream(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nContent-Length: %d\r\n"
+                           b"Connection: close\r\n\r\n" % len(lines) + lines)
+    try:
+        proxy = start_proxy([upstream.url], "--alias", "gpt-4o=llama3.2", "--context-mode", "off")
+        answer = call(proxy.port, "POST", "/api/chat", chat("hi", model="gpt-4o", stream=True))
+        assert answer.status == 200, answer
+        got = answer.lines()
+        assert [x["model"] for x in got] == ["gpt-4o"] * 4 and got[-1]["done"] is True
+        assert "".join(x["message"]["content"] for x in got) == "t0 t1 t2 "
+    finally:
+        upstream.close()
+
+
+def test_client_error_is_not_the_backends_last_error(make_fake, start_proxy):
+    """A 400 the proxy gives for the client's own input (--no-chunking, input too large) leaves last_error None."""
+    a = make_fake(NOMIC)
+    proxy = start_proxy(["a=" + a.url], "--no-chunking", "--max-embed-chars", "100")
+    answer = call(proxy.port, "POST", "/api/embed", {"model": "nomic-embed-text", "input": "word " * 100})
+    assert answer.status == 400, answer
+    assert call(proxy.port, "GET", "/__proxy/backends").json()["backends"][0]["last_error"] is None
+
+
+def test_queued_request_gets_503_when_its_only_backend_becomes_unhealthy(make_fake, start_proxy):
+    """A queued request whose only backend turns unhealthy gets its 503 at once, not after --queue-timeout."""
+    a = make_fake()
+    proxy = start_proxy(["a=" + a.url], "--max-concurrent", "1", "--queue-timeout", "20", "--scan-interval", "0.2")
+    wait_healthy(proxy, 1)
+    fault = a.add_fault(Fault(path="/api/chat", pause_after=0))
+    held = Background(call, proxy.port, "POST", "/api/chat", chat("held", stream=True))
+    try:
+        assert fault.gate.wait_reached(10)
+        queued = Background(call, proxy.port, "POST", "/api/chat", chat("queued"))
+        wait_for(lambda: queue_depth(proxy) == 1, what="queued")
+        a.refuse()
+        wait_for(lambda: health_of(proxy)["a"] is False, what="a unhealthy")
+        started = time.monotonic()
+        answer = queued.result()
+        assert time.monotonic() - started < 10.0, "waited for --queue-timeout although no backend can serve it"
+        assert answer.status == 503 and "no healthy backend" in answer.json()["error"], answer
+    finally:
+        fault.gate.release()
+    assert held.result().status == 200
+    assert "queued" not in chat_texts(a)
+
+
+def test_create_from_goes_where_the_base_model_is(make_fake, start_proxy):
+    """/api/create of a new model "from" qwen3:8b goes to the backend that has qwen3:8b, not to the first one."""
+    a, b = make_fake(LLAMA), make_fake(QWEN)
+    proxy = start_proxy(["a=" + a.url, "b=" + b.url], "--scan-interval", "0.2")
+    wait_healthy(proxy, 2)
+    answer = call(proxy.port, "POST", "/api/create", {"model": "my-qwen", "from": "qwen3:8b"})
+    assert answer.status == 200 and answer.backend == "b", answer
+    assert not [r for r in a.received if r.path == "/api/create"]
+
+
+def test_delete_that_failed_is_not_replayed_on_another_backend(make_fake, start_proxy):
+    """A DELETE /api/delete that got a 500 from a is returned as is, not replayed on b (which keeps its copy)."""
+    a, b = sorted_fakes(make_fake, 2)
+    proxy = start_proxy(["a=" + a.url, "b=" + b.url])
+    a.add_fault(Fault(path="/api/delete", status=500, error="boom"))
+    answer = call(proxy.port, "DELETE", "/api/delete", {"model": "llama3.2"})
+    assert answer.status == 500 and answer.backend == "a", answer
+    assert not [r for r in b.received if r.path == "/api/delete"]
+    assert any(m.name == "llama3.2:latest" for m in b.models)
