@@ -4187,19 +4187,10 @@ class App:
             pristine = (dict(ex.json), dict(options) if isinstance(options, dict) else None, ex.body, ex.dirty)
         try:
             while True:
-                try:
-                    backend = await self._acquire(ex, tried)
-                except ProxyError as err:
-                    if heartbeat is not None:  # stopped first: it may be sending the head right now
-                        await self._stop_heartbeat(heartbeat)
-                        heartbeat = None
-                    if not ex.response_started:
-                        raise
-                    # The heartbeat already sent a 200 head (a stream waiting in the queue): in-band.
-                    await self._end_with_inband_error(side, ex, err.message, err.status)
-                    return
+                backend: Optional[Backend] = None
                 upconn: Optional[UpstreamConnection] = None
                 try:
+                    backend = await self._acquire(ex, tried)  # may fail after the heartbeat's head: in-band below
                     ex.backend = backend.name
                     backend.requests += 1
                     if not upload:
@@ -4238,7 +4229,7 @@ class App:
                         self._learn_from_response(ex, backend)
                     return
                 except ProxyError as err:
-                    if isinstance(err, (BadGateway, UpstreamTimeout)):
+                    if backend is not None and isinstance(err, (BadGateway, UpstreamTimeout)):
                         backend.last_error = err.message
                     if upconn is not None:
                         upconn.abort()
@@ -4251,9 +4242,10 @@ class App:
                     await self._end_with_inband_error(side, ex, err.message, err.status)
                     return
                 finally:
-                    if upconn is not None:
-                        self._release_connection(backend, upconn)
-                    self._release(backend)
+                    if backend is not None:
+                        if upconn is not None:
+                            self._release_connection(backend, upconn)
+                        self._release(backend)
         finally:
             if heartbeat is not None:
                 await self._stop_heartbeat(heartbeat)
