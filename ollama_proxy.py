@@ -88,6 +88,7 @@ HOP_BY_HOP = frozenset(
 )
 MAX_HEAD_BYTES = 64 * 1024  #: a request head larger than this gets 431
 MAX_JSON_BODY = 64 * 1024 * 1024  #: a buffered request body larger than this gets 413
+UPLOAD_CHUNK_LIMIT = 1 << 62  #: streamed uploads (blobs) have no size limit, only sane chunk framing
 READ_SIZE = 64 * 1024  #: bytes asked of a socket per read
 LINGER_SECONDS = 2.0  #: how long a lingering close waits for the peer's EOF
 
@@ -806,11 +807,30 @@ def error_line(status: int, message: str, openai: bool) -> bytes:
     return error_body(status, message, openai=False) + b"\n"
 
 
+def _no_json_constant(name: str) -> Any:
+    raise ValueError("invalid character '%s' looking for beginning of value (NaN and Infinity are not JSON)" % name[:1])
+
+
+_JSON_DECODER = json.JSONDecoder(parse_constant=_no_json_constant)
+
+
+def parse_json(data: Any) -> Any:
+    """JSON as Ollama's decoder reads it: NaN and Infinity refused, and anything nested deeper than
+    Python can follow refused with a ValueError too (never a RecursionError), so that every caller's
+    ``except ValueError`` covers every body a client or a backend can send."""
+    if not isinstance(data, str):
+        data = data.decode(json.detect_encoding(data), "surrogatepass")
+    try:
+        return _JSON_DECODER.decode(data)
+    except RecursionError:
+        raise ValueError("nested too deeply for this proxy to read") from None
+
+
 def error_message_from_body(body: bytes) -> str:
     """The error text of an upstream error body ({"error": "..."} or OpenAI's shape), else the text."""
     text = body.decode("utf-8", "replace").strip()
     try:
-        obj = json.loads(text)
+        obj = parse_json(text)
     except ValueError:
         return text or "backend error"
     if isinstance(obj, dict):
@@ -872,6 +892,73 @@ def all_values(headers: Headers, name: bytes) -> Optional[bytes]:
 
 def join_via(existing: Optional[bytes], ours: bytes) -> bytes:
     return existing + b", " + ours if existing else ours
+
+
+#: Header lines whose values are secrets: h11 quotes a bad header line whole in its error text.
+_SECRET_HEADER_RE = re.compile(r"((?:proxy-)?authorization|x-api-key|cookie)(\s*:\s*)[^'\"\r\n)]*", re.IGNORECASE)
+_URL_PASSWORD_RE = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/@\s:'\"]*:)[^/@\s'\"]*@", re.IGNORECASE)
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with the values of secret headers and the passwords in URLs replaced by ``<redacted>``."""
+    text = _SECRET_HEADER_RE.sub(lambda m: m.group(1) + m.group(2) + "<redacted>", text)
+    return _URL_PASSWORD_RE.sub(lambda m: m.group(1) + "<redacted>@", text)
+
+
+_ABSOLUTE_FORM_RE = re.compile(rb"^https?://[^/?#]*", re.IGNORECASE)
+
+
+def check_request_head(request: h11.Request) -> Tuple[bytes, int, str]:
+    """Is a request head one the proxy serves?  (origin-form target, 0, "") when it is, else
+    (b"", status, message) for the answer to give before the connection is closed.
+
+    What h11 lets through and Ollama's Go server would not serve: a major version other than 1
+    (505, Go's text; Go serves any HTTP/1.x as 1.1), CONNECT (no tunnels here), Transfer-Encoding
+    together with Content-Length (RFC 9112 §6.1: a smuggling attempt), and targets that are not
+    a path.  An absolute-form target (``http://host/api/chat``, RFC 9112 §3.2.2) is served as its
+    path; ``OPTIONS *`` is answered 200 as Go answers it (status 200 here).
+    """
+    if request.http_version[:2] != b"1.":
+        if request.method == b"PRI":
+            return b"", 400, "HTTP/2 is not served here: this proxy speaks HTTP/1.1"
+        return b"", 505, "unsupported protocol version"
+    if request.method == b"CONNECT":
+        return b"", 405, "CONNECT is not supported: this is not a tunnelling proxy"
+    framings = 0
+    for name, _ in request.headers:
+        if name == b"transfer-encoding" or name == b"content-length":
+            framings |= 1 if name == b"content-length" else 2
+    if framings == 3:
+        return b"", 400, "a request with both Transfer-Encoding and Content-Length is refused (RFC 9112 §6.1)"
+    target = request.target
+    if target[:1] == b"/":
+        return target, 0, ""
+    if target == b"*":
+        if request.method == b"OPTIONS":
+            return b"", 200, ""
+        return b"", 400, "the target * is only for OPTIONS"
+    match = _ABSOLUTE_FORM_RE.match(target)
+    if match is None:
+        return b"", 400, "the request target must be a path starting with /"
+    rest = target[match.end():]
+    return (rest if rest[:1] == b"/" else b"/" + rest), 0, ""
+
+
+def chunk_framing_problem(conn: h11.Connection, have: int, limit: int) -> Optional[ProxyError]:
+    """While a chunked request body waits for more data: a chunk that announced more than ``limit``
+    bytes in all (413 at once, not after --header-timeout), or a chunk line ended by a bare LF
+    (400 at once: h11 would wait for a CRLF that never comes).  h11 has no public view of its
+    chunk reader, so this looks at its private ``_reader`` and tolerates any shape of it."""
+    reader = getattr(conn, "_reader", None)
+    pending = getattr(reader, "_bytes_in_chunk", None)
+    if not isinstance(pending, int):
+        return None
+    if have + pending > limit:
+        return BodyTooLarge("request body too large (a chunk of %d bytes; the limit is %d)" % (pending, limit))
+    if pending == 0 and not getattr(reader, "_bytes_to_discard", 0) and not getattr(reader, "_reading_trailer", False):
+        if b"\n" in conn.trailing_data[0]:
+            return BadRequest("malformed request body: a chunk size line ends without CRLF")
+    return None
 
 
 class IdleTimer:
@@ -1013,12 +1100,18 @@ class ServerSide:
     def unwatch(self) -> None:
         self.protocol.on_gone = None
 
-    async def next_event(self) -> Any:
+    async def next_event(self, body_budget: Optional[int] = None) -> Any:
+        """The next h11 event.  While a chunked body is read, ``body_budget`` (the bytes it may still
+        have) refuses at once a chunk that announces more, or chunk framing h11 would wait on forever."""
         conn = self.h11
         while True:
             event = conn.next_event()
             if event is not h11.NEED_DATA:
                 return event
+            if body_budget is not None:
+                problem = chunk_framing_problem(conn, 0, body_budget)
+                if problem is not None:
+                    raise problem
             if conn.they_are_waiting_for_100_continue:
                 await self.send(h11.InformationalResponse(status_code=100, headers=[]))
             try:
@@ -1088,6 +1181,7 @@ class UpstreamConnection:
         self.timed_out = False  #: set when the idle timer aborted the socket (maps to 504)
         self.received_any = False  #: any byte of a response arrived on this exchange
         self.replay: Optional[bytes] = None  #: a body already read (to look at it) that still goes to the client
+        self.broken: Optional[ProxyError] = None  #: a failure met after body bytes that were handed out first
         self.timer = IdleTimer(asyncio.get_running_loop(), self._on_silence)
 
     def __repr__(self) -> str:
@@ -1114,6 +1208,7 @@ class UpstreamConnection:
         self.requests += 1
         self.received_any = False
         self.replay = None
+        self.broken = None
         conn = self.h11
         try:
             # _parsed=True: the headers came out of h11's parser or are our own constants, so
@@ -1136,15 +1231,15 @@ class UpstreamConnection:
     async def send_body_part(self, data: bytes) -> None:
         try:
             out = self.h11.send(h11.Data(data=data)) if data else b""
-        except h11.LocalProtocolError as exc:
-            raise BadGateway("cannot stream the request body upstream: %s" % exc) from None
+        except h11.LocalProtocolError as exc:  # the body does not match the length the client declared
+            raise BadRequest("the request body does not match its framing: %s" % exc) from None
         await self._write(out)
 
     async def end_body(self) -> None:
         try:
             out = self.h11.send(h11.EndOfMessage())
         except h11.LocalProtocolError as exc:
-            raise BadGateway("cannot finish the request body upstream: %s" % exc) from None
+            raise BadRequest("the request body does not match its framing: %s" % exc) from None
         await self._write(out)
 
     async def _write(self, data: bytes) -> None:
@@ -1194,14 +1289,20 @@ class UpstreamConnection:
             raise self._failure("closed the connection before responding")
 
     def take_buffered(self) -> Tuple[bytes, bool]:
-        """The body bytes h11 can give without reading the socket, and whether the body is complete."""
+        """The body bytes h11 can give without reading the socket, and whether the body is complete.
+
+        A failure met after some bytes were taken is kept for the next call: the bytes before it
+        (lines the client should still get) come out first."""
+        if self.broken is not None:
+            raise self.broken
         conn = self.h11
         parts: List[bytes] = []
         while True:
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
-                raise self._failure("broke the response: %s" % exc) from None
+                failure = self._failure("broke the response: %s" % exc)
+                break
             kind = type(event)
             if kind is h11.Data:
                 parts.append(event.data)
@@ -1210,9 +1311,15 @@ class UpstreamConnection:
             elif event is h11.NEED_DATA:
                 return b"".join(parts), False
             elif kind is h11.ConnectionClosed:
-                raise self._failure("closed the connection mid-response")
+                failure = self._failure("closed the connection mid-response")
+                break
             else:
-                raise self._failure("sent an unexpected %s" % kind.__name__)
+                failure = self._failure("sent an unexpected %s" % kind.__name__)
+                break
+        if not parts:
+            raise failure
+        self.broken = failure
+        return b"".join(parts), False
 
     async def receive_body(self) -> Tuple[bytes, bool]:
         """The body bytes of one socket read, and whether the body is complete.
@@ -1419,7 +1526,7 @@ async def _probe_get(spec: BackendSpec, path: str, via: bytes, ssl_context: Opti
     if status != 200:
         raise ValueError("GET %s answered %d" % (path, status))
     try:
-        obj = json.loads(b"".join(parts))
+        obj = parse_json(b"".join(parts))
     except ValueError:
         raise ValueError("GET %s: not JSON (not an Ollama server?)" % path) from None
     if not isinstance(obj, dict) or not isinstance(obj.get("models"), list):
@@ -2468,7 +2575,7 @@ def _tool_calls_to_native(tool_calls: Any) -> List[Dict[str, Any]]:
         if not isinstance(arguments, str):
             raise BadRequest("invalid tool call arguments")
         try:
-            parsed = json.loads(arguments)
+            parsed = parse_json(arguments)
         except ValueError:
             raise BadRequest("invalid tool call arguments") from None
         if parsed is not None and not isinstance(parsed, dict):  # Go decodes into a map: "null" is fine, "[1]" is not
@@ -3411,6 +3518,7 @@ _EVAL_COUNT_RE = re.compile(rb'"eval_count"\s*:\s*(\d+)')
 _PROMPT_EVAL_RE = re.compile(rb'"prompt_eval_count"\s*:\s*(\d+)')
 TRUNCATION_MARGIN = 16  #: a prompt_eval_count this close to the context means Ollama truncated the prompt
 MAX_TRANSLATED_BODY = 1024 * 1024 * 1024  #: a native answer the proxy translates is read whole, up to this
+MAX_LINE_BYTES = MAX_JSON_BODY  #: a streamed NDJSON line or SSE event longer than this ends the stream in-band
 METADATA_TIMEOUT = 10.0  #: seconds for the proxy's own /api/show, /api/tags, /api/ps calls
 METADATA_RETRY_SECONDS = 30.0  #: a failed /api/show is not asked again for this long
 REFRESH_DEBOUNCE_SECONDS = 0.5  #: after a model request, wait this long before reading /api/ps
@@ -3677,6 +3785,15 @@ class App:
                 # h11 bounds only an *incomplete* head; one that arrived whole in a read is counted here.
                 await self._send_protocol_error(side, h11.RemoteProtocolError("request head too large", 431))
                 return
+            target, status, message = check_request_head(event)
+            if status:
+                await self._refuse_head(side, event, status, message)
+                if status != 200 or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    return
+                conn.start_next_cycle()
+                continue
+            if target is not event.target:
+                event = h11.Request(method=event.method, target=target, headers=event.headers, http_version=event.http_version, _parsed=True)
             await self._handle_request(side, event)
             if conn.our_state is h11.MUST_CLOSE or self._shutting_down:
                 return
@@ -3688,11 +3805,28 @@ class App:
                 return
 
     async def _send_protocol_error(self, side: ServerSide, exc: h11.RemoteProtocolError) -> None:
+        """A request h11 could not parse: 400 (431 for a head too large) and close.  The message is
+        h11's, which may quote a header line whole: secrets are cut out of it first."""
         status = exc.error_status_hint or 400
+        if status == 501:  # h11's answer to a Transfer-Encoding other than chunked: the client's error
+            status = 400
+        message = "request header fields too large" if status == 431 else "malformed HTTP request: %s" % redact_secrets(str(exc))
+        log.info("conn %d: %d %s", side.conn_id, status, message)
+        await self._answer_and_close(side, status, message)
+
+    async def _refuse_head(self, side: ServerSide, request: h11.Request, status: int, message: str) -> None:
+        """A head check_request_head refused (or ``OPTIONS *``, answered 200 and kept alive)."""
+        if status == 200:
+            headers = [(b"content-length", b"0"), (b"allow", b"GET, HEAD, POST, PUT, DELETE, OPTIONS"), (b"via", self.via)]
+            await side.send(h11.Response(status_code=200, headers=headers), h11.EndOfMessage())
+            return
+        log.info("conn %d: %s %s: %d %s", side.conn_id, request.method.decode("latin-1"), redact_secrets(request.target.decode("latin-1"))[:200],
+                 status, message)
+        await self._answer_and_close(side, status, message)
+
+    async def _answer_and_close(self, side: ServerSide, status: int, message: str) -> None:
         if side.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
-        message = "request header fields too large" if status == 431 else "malformed HTTP request: %s" % exc
-        log.info("conn %d: %d %s", side.conn_id, status, message)
         body = error_body(status, message, openai=False)
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), (b"connection", b"close"), (b"via", self.via)]
         try:
@@ -3717,6 +3851,7 @@ class App:
         )
         try:
             try:
+                self._check_access(ex)  # first, on the path as the client sent it (no prefix is read before)
                 if path.startswith("/proxy-context/"):
                     ex.forced_ctx, ex.target = parse_context_url(ex.target)
                     ex.path = ex.route = split_target(ex.target)[0]
@@ -3726,7 +3861,6 @@ class App:
                     name, ex.target = parse_backend_url(ex.target)
                     ex.path = ex.route = split_target(ex.target)[0]
                     ex.openai = is_openai_path(ex.path)
-                self._check_access(ex)
                 if name is not None:
                     ex.pinned = self._backend_named(name)
                 task = asyncio.current_task()
@@ -3750,6 +3884,10 @@ class App:
                     await self._forward(side, ex, upload=False)
                 finally:
                     side.unwatch()
+            except RecursionError:
+                # A body that json could read but that is nested too deeply for the proxy's own walk
+                # over it (modifiers, translation, re-encoding): the client's error, never a crash.
+                await self._send_error(side, ex, BadRequest("invalid JSON body: nested too deeply for this proxy to read"))
             except ProxyError as err:
                 if ex.body is None and not isinstance(err, BodyTooLarge):
                     await self._discard_body(side, ex)
@@ -3803,7 +3941,7 @@ class App:
                     if not timing:
                         side.timer.start(self.config.header_timeout)
                         timing = True
-                    event = await side.next_event()
+                    event = await side.next_event(MAX_JSON_BODY - size)
                 kind = type(event)
                 if kind is h11.Data:
                     size += len(event.data)
@@ -3946,7 +4084,7 @@ class App:
             raise
         pool.release(upconn)
         try:
-            return response.status_code, json.loads(raw) if raw else None
+            return response.status_code, parse_json(raw) if raw else None
         except ValueError:
             return response.status_code, None
 
@@ -4109,12 +4247,12 @@ class App:
         side.timer.start(self.config.header_timeout)
         try:
             while conn.their_state is h11.SEND_BODY and size <= limit:
-                event = await side.next_event()
+                event = await side.next_event(limit - size)
                 if type(event) is h11.Data:
                     size += len(event.data)
                 elif type(event) is not h11.EndOfMessage:
                     return
-        except h11.RemoteProtocolError:
+        except (h11.RemoteProtocolError, ProxyError):
             return
         finally:
             side.timer.stop()
@@ -4124,7 +4262,7 @@ class App:
         if ex.path not in MODEL_PATHS or not ex.body:
             return
         try:
-            obj = json.loads(ex.body)
+            obj = parse_json(ex.body)
         except ValueError as exc:
             raise BadRequest("invalid JSON body: %s" % exc) from None
         ex.json = obj
@@ -4730,7 +4868,7 @@ class App:
                     await self._send_json(side, ex, status, error_object(status, message, ex.openai))
                 return
             try:
-                native = json.loads(raw)
+                native = parse_json(raw)
             except ValueError:
                 raise BadGateway("backend %s answered with invalid JSON" % backend.name) from None
             if ex.chunks is not None:
@@ -4753,20 +4891,24 @@ class App:
             translator = CompletionStreamTranslator(ex.client_model, ex.request_id, ex.include_usage)
         conn = side.h11
         out = b""
+        ex.line_framed = True
         if not ex.response_started:
+            # The head goes out before the first upstream read: whatever that read brings (a close,
+            # a bad chunk, silence), the client then has a 200 head and gets the error in-band.
             headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"via", self.via),
                        (b"x-ollama-proxy-backend", backend.name.encode("utf-8"))]
             if ex.num_ctx_changed:
                 headers.append((b"x-ollama-proxy-num-ctx", b"%d" % ex.num_ctx))
             ex.status = 200
-            out = conn.send(h11.Response(status_code=200, headers=headers))
             ex.response_started = True
-        ex.line_framed = True
+            await side.send(h11.Response(status_code=200, headers=headers))
         held = b""
         while True:
             data, done = await upconn.receive_body()
             lines = (held + data).split(b"\n")
             held = lines.pop()
+            if len(held) > MAX_LINE_BYTES:
+                raise BadGateway("backend %s sent a line longer than %d bytes" % (backend.name, MAX_LINE_BYTES))
             if done and held.strip():
                 lines.append(held)
             events = []
@@ -4775,7 +4917,7 @@ class App:
                     continue
                 ex.tail = line
                 try:
-                    obj = json.loads(line)
+                    obj = parse_json(line)
                 except ValueError:
                     ex.error = "backend %s sent a line that is not JSON" % backend.name
                     events.append(translator.fail(ex.error))
@@ -4873,7 +5015,7 @@ class App:
         side.timer.start(self.config.header_timeout)
         try:
             while True:
-                event = await side.next_event()
+                event = await side.next_event(UPLOAD_CHUNK_LIMIT)
                 side.timer.touch()
                 kind = type(event)
                 if kind is h11.Data:
@@ -4950,6 +5092,9 @@ class App:
             head = conn.send(h11.Response(status_code=response.status_code, headers=headers, reason=response.reason, _parsed=True))
             ex.response_started = True
             chunked = header_value(headers, b"content-length") is None
+            ctype = header_value(upstream_headers, b"content-type") or b""
+            # Decided before the first read, so that a failure in it can still end the body in-band.
+            ex.line_framed = chunked and ctype.startswith((b"text/event-stream", b"application/x-ndjson"))
             # The head goes out with the first body bytes when they are already here (one
             # write for a whole small answer); otherwise at once, before waiting for them.
             try:
@@ -4988,6 +5133,8 @@ class App:
                     data, held = data[:cut], data[cut:]
                 if done and held:
                     data, held = data + held, b""
+                elif len(held) > MAX_LINE_BYTES:
+                    raise BadGateway("backend %s sent a line longer than %d bytes" % (backend.name, MAX_LINE_BYTES))
             out, pending = pending, b""
             if data:
                 if rename is not None:
@@ -5267,7 +5414,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         config = build_config(argv, os.environ)
     except ConfigError as exc:
-        print("ollama-proxy: error: %s" % exc, file=sys.stderr)
+        print("ollama-proxy: error: %s" % redact_secrets(str(exc)), file=sys.stderr)
         return 2
     setup_logging(config)
     if config.check:
