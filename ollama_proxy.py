@@ -383,6 +383,20 @@ def normalize_model(name: str) -> str:
     return name
 
 
+def display_model(name: str) -> str:
+    """A model name as Ollama's ``Name.DisplayShortest`` prints it in errors: case kept, the default
+    registry and namespace left out, and the tag always there (``foo`` -> ``foo:latest``)."""
+    name = name.strip()
+    lowered = name.lower()
+    for prefix in ("registry.ollama.ai/library/", "registry.ollama.ai/", "library/"):
+        if lowered.startswith(prefix):
+            name = name[len(prefix) :]
+            break
+    if name and ":" not in name.rsplit("/", 1)[-1]:
+        name += ":latest"
+    return name
+
+
 def parse_duration(text: str) -> Any:
     """A --keep-alive value: a bare integer is seconds (sent as a JSON number, -1 = for ever),
     anything else must be a Go duration (``10m``, ``1h30m``, ``-1m``) and is sent as a string."""
@@ -1845,6 +1859,8 @@ MIN_CHARS_PER_TOKEN, MAX_CHARS_PER_TOKEN = 1.0, 8.0
 CALIBRATION_WEIGHT = 0.3  #: weight of each new observation in the moving average
 #: Prompts shorter than this do not calibrate: the chat template's own tokens would dominate the count.
 MIN_CALIBRATION_CHARS = 1000
+DEFAULT_NUM_KEEP = 4  #: Ollama's num_keep: the first tokens its truncation keeps
+TRUNCATION_MARGIN = 16  #: a prompt_eval_count this close to the context (or to what truncation keeps) bears its mark
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -1976,12 +1992,44 @@ def next_smaller_size(current: int, sizes: Sequence[int]) -> int:
     return max(smaller) if smaller else 0
 
 
-def calibrate(old: float, prompt_chars: int, prompt_eval_count: int) -> float:
-    """A new characters-per-token estimate from Ollama's own count (bounded, smoothed)."""
-    if prompt_chars < MIN_CALIBRATION_CHARS or prompt_eval_count <= 0:
-        return old
+def truncation_keeps(num_ctx: int, num_keep: int = DEFAULT_NUM_KEEP) -> int:
+    """The tokens Ollama's runner keeps of a prompt longer than ``num_ctx`` (ollama-api.md §7.5,
+    ``contextShiftPromptLimit``): num_ctx - max((num_ctx - num_keep) / 2, 1), about half."""
+    keep = max(0, min(num_keep, num_ctx - 1))
+    return num_ctx - max((num_ctx - keep) // 2, 1)
+
+
+def bears_truncation_mark(prompt_eval_count: int, num_ctx: int, num_keep: int = DEFAULT_NUM_KEEP) -> bool:
+    """Does Ollama's count say it truncated the prompt?  A count within a few tokens of the
+    context, or of the part of it that the runner's truncation keeps, means the prompt had more
+    tokens than the context (a false alarm only makes the estimate denser)."""
+    if num_ctx <= 0 or prompt_eval_count <= 0:
+        return False
+    return prompt_eval_count >= num_ctx - TRUNCATION_MARGIN or abs(prompt_eval_count - truncation_keeps(num_ctx, num_keep)) <= TRUNCATION_MARGIN
+
+
+def calibrate(old: float, prompt_chars: int, prompt_eval_count: int, num_ctx: int = 0, num_keep: int = DEFAULT_NUM_KEEP) -> Tuple[float, bool]:
+    """(new characters-per-token estimate, whether the count bears truncation's mark) from Ollama's
+    own count of a prompt of ``prompt_chars`` characters that ran with ``num_ctx`` (0: unknown).
+
+    Ollama counts the prompt after truncating it, so the count is a lower bound on its tokens and
+    chars / count an upper bound on the ratio (SPEC §5): an observation may always make the ratio
+    denser, at once; sparser only when the count is below half the context (so nothing was cut),
+    smoothed; a count with truncation's mark caps the ratio at chars / context.  So an estimate
+    that was too small corrects itself within a request or two, even when every request is cut."""
+    if prompt_eval_count <= 0 or prompt_chars <= 0:
+        return old, False
+    truncated = bears_truncation_mark(prompt_eval_count, num_ctx, num_keep)
+    if prompt_chars < MIN_CALIBRATION_CHARS:
+        return old, truncated  # the template's own tokens would dominate the count
+    if truncated:
+        return max(MIN_CHARS_PER_TOKEN, min(old, prompt_chars / num_ctx)), True
     observed = min(MAX_CHARS_PER_TOKEN, max(MIN_CHARS_PER_TOKEN, prompt_chars / prompt_eval_count))
-    return old + CALIBRATION_WEIGHT * (observed - old)
+    if observed <= old:
+        return observed, False
+    if not num_ctx or 2 * prompt_eval_count >= num_ctx:
+        return old, False  # sparser, from a count that may have been cut: not evidence
+    return old + CALIBRATION_WEIGHT * (observed - old), False
 
 
 # ---------------------------------------------------------------------------
@@ -2003,9 +2051,10 @@ class Change:
     new: Any
     reason: str
 
-    def describe(self) -> str:
+    def describe(self, model: str) -> str:
+        """``num_ctx 131072 -> 8192 (nomic-embed-text:latest: trained 8192)``: what, and why, for which model."""
         old = "unset" if self.old is None else self.old
-        return "%s %s -> %s (%s)" % (self.what, old, self.new, self.reason)
+        return "%s %s -> %s (%s: %s)" % (self.what, old, self.new, model, self.reason)
 
 
 @dataclass
@@ -2063,7 +2112,7 @@ class ContextModifier(Modifier):
         cap = context_cap(info.context_length, config.max_context)
         if ctx.ceiling and (not cap or ctx.ceiling < cap):
             cap = ctx.ceiling  # a larger size ran out of memory on this backend
-        cap_text = "%s trained %d" % (ctx.model, info.context_length) if info.context_length and (not config.max_context or info.context_length <= config.max_context) else "--max-context %d" % config.max_context
+        cap_text = "trained %d" % info.context_length if info.context_length and (not config.max_context or info.context_length <= config.max_context) else "--max-context %d" % config.max_context
         fixed = lookup_model_value(config.num_ctx, ctx.model)
         mode = config.context_mode
         value: Optional[int]
@@ -2073,7 +2122,7 @@ class ContextModifier(Modifier):
             value, why = None, ""
             mode = "auto"
         elif fixed is not None:
-            value, why = fixed, "--num-ctx %s=%d" % (ctx.model, fixed)
+            value, why = fixed, "--num-ctx %d" % fixed
         elif client is not None:
             value, why = client, ""
         elif mode == "off":
@@ -2697,9 +2746,9 @@ def _think_from_reasoning(body: Mapping[str, Any]) -> Any:
     if not isinstance(effort, str) or not effort:
         return None
     if effort not in _EFFORT_TO_THINK:
-        raise BadRequest(
-            "invalid reasoning value: '%s' (must be \"none\", \"minimal\", \"low\", \"medium\", \"high\", \"xhigh\", \"max\", or \"ultra\")" % effort
-        )
+        # Word for word openai.thinkFromReasoningEffort (Go's %q quotes the value).
+        raise BadRequest('invalid reasoning value: %s (must be "minimal", "low", "medium", "high", "xhigh", "ultra", "max", or "none")'
+                         % json.dumps(effort, ensure_ascii=False))
     return _EFFORT_TO_THINK[effort]
 
 
@@ -2854,9 +2903,12 @@ def _tool_calls_to_openai(tool_calls: Any) -> List[Dict[str, Any]]:
     return out
 
 
+GO_ZERO_TIME_UNIX = -62135596800  #: Unix seconds of Go's zero time.Time (0001-01-01T00:00:00Z), which Ollama reads as "now"
+
+
 def _created(native: Mapping[str, Any], now: Optional[float]) -> int:
     created = rfc3339_to_unix(native.get("created_at"))
-    if created is None:
+    if created is None or created == GO_ZERO_TIME_UNIX:
         created = int(time.time() if now is None else now)
     return created
 
@@ -2952,7 +3004,7 @@ def model_to_openai(entry: Mapping[str, Any], requested_name: str) -> Dict[str, 
 def models_to_openai(tags: Mapping[str, Any]) -> Dict[str, Any]:
     """/v1/models from an /api/tags answer; ``data`` is null when there are no models, as in Ollama."""
     models = tags.get("models") if isinstance(tags.get("models"), list) else []
-    data = [model_to_openai(m, m.get("name") or m.get("model") or "") for m in models if isinstance(m, dict)]
+    data = [model_to_openai(m, m.get("model") or m.get("name") or "") for m in models if isinstance(m, dict)]  # ToListCompletion
     return {"object": "list", "data": data or None}
 
 
@@ -3032,9 +3084,11 @@ class ChatStreamTranslator(StreamTranslator):
         done = native.get("done") is True
         out: List[bytes] = []
         if thinking and (content or calls):
-            # Split in two: the reasoning alone (no content key), then the content or tool calls.
-            out.append(sse_event(self._chunk(dict(self._delta(), reasoning=thinking))))
+            # Split in two (openai.ToStreamChunks): the reasoning alone (no content key) with the
+            # logprobs, then the content or tool calls without them.
+            out.append(sse_event(self._chunk(dict(self._delta(), reasoning=thinking), logprobs=logprobs)))
             thinking = ""
+            logprobs = None
         if content or thinking or calls or logprobs or not done or not self.role_sent:
             delta = self._delta()
             delta["content"] = content
@@ -3336,6 +3390,7 @@ class Metrics:
         self.tokens_generated: Dict[str, int] = {}  #: model -> eval_count total
         self.tokens_per_s: Dict[str, float] = {}  #: model -> tokens/s of its last answer with final stats
         self.events: Dict[str, int] = {}  #: event name -> count
+        self.truncated: Dict[str, int] = {}  #: model -> prompts Ollama truncated (SPEC §5)
 
     def observe_request(
         self,
@@ -3370,6 +3425,9 @@ class Metrics:
     def count(self, event: str, n: int = 1) -> None:
         """Add ``n`` to the named event counter (``modified_num_ctx``, ``chunk_pieces``, ...)."""
         self.events[event] = self.events.get(event, 0) + n
+
+    def count_truncated(self, model: str) -> None:
+        self.truncated[model] = self.truncated.get(model, 0) + 1
 
     def render(self, in_flight: Dict[str, int], healthy: Dict[str, bool], queue_depth: int) -> str:
         """Every metric family in Prometheus text format 0.0.4, ending with a newline."""
@@ -3417,6 +3475,12 @@ class Metrics:
             "gauge",
             "Generation speed of the last answer with final stats, by model.",
             [("", [("model", m)], float(v)) for m, v in sorted(self.tokens_per_s.items())],
+        )
+        family(
+            "truncated_prompts_total",
+            "counter",
+            "Prompts (and embedding inputs) that Ollama truncated to the context they ran with, by model.",
+            [("", [("model", m)], n) for m, n in sorted(self.truncated.items())],
         )
         modified = sorted((e[len(_MODIFIED_PREFIX) :], n) for e, n in self.events.items() if e.startswith(_MODIFIED_PREFIX))
         family(
@@ -3494,10 +3558,17 @@ class Exchange:
     encoding_format: str = "float"
     chunks: Optional[Tuple[List[str], List[Tuple[int, int]]]] = None  #: embedding pieces and, per input, their span
     route: str = ""  #: the path the client asked for (before /proxy-context/ and translation), for metrics
+    client_path: str = ""  #: the path exactly as the client sent it, for every log line
     pinned: Any = None  #: the Backend named by /proxy-backend/<NAME>/
     rename: Optional[Tuple[bytes, bytes]] = None  #: an alias: (model sent upstream, name the client used) for the answer
     sticky_key: Optional[str] = None  #: the conversation's key, when sticky
     need_ctx: int = -1  #: the context the request needs (auto mode), for the choice; -1: not computed yet
+    repair_tags: bool = False  #: one backend's /api/tags: relayed as it is unless an entry needs repair
+
+    def label(self) -> str:
+        """How each log line of this request starts: ``conn 7: POST /v1/chat/completions model=llama3.2``."""
+        text = "conn %d: %s %s" % (self.conn_id, self.method.decode("latin-1"), self.client_path)
+        return text + " model=" + self.model if self.model else text
 
 
 @dataclass
@@ -3516,7 +3587,6 @@ class Waiter:
 
 _EVAL_COUNT_RE = re.compile(rb'"eval_count"\s*:\s*(\d+)')
 _PROMPT_EVAL_RE = re.compile(rb'"prompt_eval_count"\s*:\s*(\d+)')
-TRUNCATION_MARGIN = 16  #: a prompt_eval_count this close to the context means Ollama truncated the prompt
 MAX_TRANSLATED_BODY = 1024 * 1024 * 1024  #: a native answer the proxy translates is read whole, up to this
 MAX_LINE_BYTES = MAX_JSON_BODY  #: a streamed NDJSON line or SSE event longer than this ends the stream in-band
 METADATA_TIMEOUT = 10.0  #: seconds for the proxy's own /api/show, /api/tags, /api/ps calls
@@ -3571,13 +3641,17 @@ TRANSLATED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/em
 DEFAULT_EMBED_CHARS = 2000  #: the chunk limit when it cannot be derived (no /api/show data)
 #: Native endpoints whose requests the modifiers adjust.
 MODIFIED_PATHS = frozenset({"/api/chat", "/api/generate", "/api/embed", "/api/embeddings"})
-#: Words in a backend's error that mean the model could not be loaded for lack of memory.
-LOAD_FAILURE_MARKERS = ("out of memory", "failed to allocate", "unable to allocate", "requires more system memory",
-                        "insufficient memory", "llama-server process has terminated", "cudamalloc")
+#: Words in a backend's error that mean the load ran out of memory: Ollama's own list
+#: (llm/status.go ``outOfMemorySubstrings``, which its scheduler checks before it lowers an automatic
+#: context, ollama-api.md §7.2), plus the wording of Ollama before v0.30 for the same failure.
+#: "llama-server process has terminated" alone is any crash: not a reason to retry smaller.
+LOAD_FAILURE_MARKERS = ("out of memory", "out of device memory", "cudamalloc failed", "hipmalloc failed", "failed to allocate",
+                        "allocation failed", "not enough memory", "insufficient memory", "vk_error_out_of_device_memory",
+                        "erroroutofmemory", "requires more system memory")
 
 
 def is_load_failure(status: int, message: str) -> bool:
-    """Does this error look like a model load that ran out of memory (ollama-api.md §5)?"""
+    """Did a model load run out of memory (so that a smaller context may fit)?"""
     text = message.lower()
     return status >= 500 and any(marker in text for marker in LOAD_FAILURE_MARKERS)
 
@@ -3848,6 +3922,7 @@ class App:
             started=time.monotonic(),
             openai=is_openai_path(path),
             route=path,
+            client_path=path,
         )
         try:
             try:
@@ -3899,7 +3974,7 @@ class App:
                 raise
             ex.error = "client closed the connection"
             ex.status = ex.status or 499
-            log.info("conn %d: client left during %s %s: upstream connection closed", ex.conn_id, ex.method.decode(), ex.path)
+            log.info("%s: the client left: upstream connection closed", ex.label())
             raise ClientGone("client left") from None
         except ClientGone:
             ex.error = ex.error or "client closed the connection"
@@ -4003,7 +4078,7 @@ class App:
             self.count("modified_" + change.modifier)
             if change.modifier == "num_ctx":
                 ex.num_ctx_changed = True
-            log.info("conn %d: %s", ex.conn_id, change.describe(), extra={"fields": {
+            log.info("conn %d: %s %s: %s", ex.conn_id, ex.method.decode("latin-1"), ex.client_path, change.describe(model), extra={"fields": {
                 "event": "modification", "conn": ex.conn_id, "model": model, "modifier": change.modifier,
                 "old": change.old, "new": change.new, "reason": change.reason}})
 
@@ -4018,14 +4093,35 @@ class App:
             self._scanner.wake()  # a new load may have evicted another model: read /api/ps soon
         if ex.num_ctx:
             backend.loaded[model] = min(ex.num_ctx, trained) if trained else ex.num_ctx
-        if ex.prompt_chars and ex.tail and ex.chunks is None:
-            match = _PROMPT_EVAL_RE.search(ex.tail)
-            window = min(c for c in (ex.num_ctx, trained, 1 << 30) if c)
-            if match and int(match.group(1)) >= window - TRUNCATION_MARGIN:
-                match = None  # Ollama truncated the prompt to the context: the count says nothing of the text
-            if match:
-                old = self.chars_per_token.get(model, DEFAULT_CHARS_PER_TOKEN)
-                self.chars_per_token[model] = calibrate(old, ex.prompt_chars, int(match.group(1)))
+        match = _PROMPT_EVAL_RE.search(ex.tail) if ex.prompt_chars and ex.tail else None
+        if match is None:
+            return
+        count = int(match.group(1))
+        ran_with = ex.num_ctx or backend.loaded.get(model, 0)  # the context it ran with (0: unknown)
+        window = min(ran_with, trained) if ran_with and trained else ran_with
+        options = ex.json.get("options") if isinstance(ex.json, dict) else None
+        num_keep = options.get("num_keep") if isinstance(options, dict) else None
+        num_keep = num_keep if isinstance(num_keep, int) and not isinstance(num_keep, bool) else DEFAULT_NUM_KEEP
+        if ex.path == "/api/embed":
+            # /api/embed counts the tokens of all its inputs, each cut to the context less BOS and EOS:
+            # only the count of a single input can bear truncation's mark.
+            inputs = ex.json.get("input") if isinstance(ex.json, dict) else None
+            single = isinstance(inputs, str) or (isinstance(inputs, list) and len(inputs) == 1)
+            window = window - 2 if single and window > 2 else 0
+        old = self.chars_per_token.get(model, DEFAULT_CHARS_PER_TOKEN)
+        ratio, marked = calibrate(old, ex.prompt_chars, count, window, num_keep)
+        self.chars_per_token[model] = ratio
+        estimate = estimate_tokens(ex.prompt_chars, 0, ratio)
+        if window and (marked or estimate > window):
+            # Ollama cut the prompt without an error (SPEC §5): say so; the denser ratio gives the
+            # conversation's next request (auto mode) a size that holds it.
+            self.metrics.count_truncated(model)
+            log.warning("%s: Ollama truncated the prompt: about %d tokens in a context of %d (it evaluated %d)%s",
+                        ex.label(), estimate, window, count,
+                        "; the next request gets a larger context" if self.config.context_mode == "auto" or ex.forced_ctx == "auto"
+                        else "; raise --max-context or use --num-ctx %s=N" % model, extra={"fields": {
+                            "event": "truncated", "conn": ex.conn_id, "model": model, "num_ctx": window, "estimate": estimate,
+                            "prompt_eval_count": count}})
 
     async def _model_info(self, backend: Backend, model: str) -> Optional[ModelInfo]:
         """/api/show for the model on this backend: cached, fetched once for concurrent requests."""
@@ -4344,15 +4440,15 @@ class App:
                         upconn = None
                         self._backend_failed(backend, err.message)
                         if not upload and self._may_retry(ex, tried, backend):
-                            log.warning("conn %d: %s %s model=%s: %s: trying another backend", ex.conn_id, ex.method.decode(), ex.path, ex.model, err.message)
+                            log.warning("%s: %s: trying another backend", ex.label(), err.message)
                             continue
                         raise
                     if response.status_code >= 500 and not upload and self._may_retry(ex, tried, backend):
                         body = await upconn.receive_whole_body()
                         self._release_connection(backend, upconn)
                         upconn = None
-                        log.warning("conn %d: %s %s model=%s: backend %s answered %d (%s): trying another backend", ex.conn_id, ex.method.decode(),
-                                    ex.path, ex.model, backend.name, response.status_code, error_message_from_body(body))
+                        log.warning("%s: backend %s answered %d (%s): trying another backend", ex.label(), backend.name, response.status_code,
+                                    error_message_from_body(body))
                         continue
                     if heartbeat is not None:
                         await self._stop_heartbeat(heartbeat)
@@ -4518,8 +4614,7 @@ class App:
         future: asyncio.Future[Backend] = asyncio.get_running_loop().create_future()
         waiter = Waiter(ex, model, embed, tuple(tried), future)
         self._queue.append(waiter)
-        log.info("conn %d: %s %s model=%s: all backends busy (--max-concurrent %d): queued, %d waiting", ex.conn_id, ex.method.decode(),
-                 ex.path, ex.model, self.config.max_concurrent, len(self._queue))
+        log.info("%s: all backends busy (--max-concurrent %d): queued, %d waiting", ex.label(), self.config.max_concurrent, len(self._queue))
         granted = False
         try:
             await asyncio.wait({future}, timeout=self.config.queue_timeout)
@@ -4656,9 +4751,10 @@ class App:
             raise BadRequest(chunk_limit_error(longest, limit))
         pieces, spans = plan_chunks(inputs, limit)
         ex.chunks = (pieces, spans)
+        ex.prompt_chars = sum(len(p) for p in pieces)  # what goes up, and what Ollama counts
         for index, (start, end) in enumerate(spans):
             if end - start > 1:
-                log.info("conn %d: %s embedding input %d: %d characters -> %d pieces of at most %d", ex.conn_id, model, index, len(inputs[index]), end - start, limit)
+                log.info("%s: embedding input %d: %d characters -> %d pieces of at most %d", ex.label(), index, len(inputs[index]), end - start, limit)
         self.count("chunked_inputs", sum(1 for s, e in spans if e - s > 1))
         self.count("chunk_pieces", len(pieces))
         if not legacy:
@@ -4699,7 +4795,9 @@ class App:
         elif path == "/__proxy/backends":
             await self._send_json(side, ex, 200, {"backends": [self._backend_report(b) for b in self.backends], "queue_depth": len(self._queue)})
         elif path in MERGED_PATHS and not self._merging:
-            return False  # one backend: its own answer, byte for byte
+            # One backend: its own answer, byte for byte; a tag list with broken entries repaired.
+            ex.repair_tags = path == "/api/tags" and ex.method == b"GET"
+            return False
         elif path == "/api/tags":
             await self._send_json(side, ex, 200, {"models": await self._merged_tags()})
         elif path == "/api/ps":
@@ -4772,10 +4870,14 @@ class App:
             if normalize_model(str(entry.get("name") or "")) == normalize_model(wanted):
                 await self._send_json(side, ex, 200, model_to_openai(entry, wanted))
                 return
-        raise ProxyError("model '%s' not found" % wanted, 404)
+        raise ProxyError("model '%s' not found" % display_model(wanted), 404)  # ShowHandler names it DisplayShortest()
+
+    def _is_healthy(self, backend: Backend) -> bool:
+        """Healthy as the reports say it (SPEC §6): with probes on, only once a probe answered 200."""
+        return backend.healthy is True if self.probing else backend.healthy is not False
 
     def _health(self) -> Tuple[int, Dict[str, Any]]:
-        healthy = sum(1 for b in self.backends if b.healthy is not False)
+        healthy = sum(1 for b in self.backends if self._is_healthy(b))
         status = "down" if not healthy else "ok" if healthy == len(self.backends) else "degraded"
         return (503 if not healthy else 200), {"status": status, "healthy_backends": healthy}
 
@@ -4810,7 +4912,7 @@ class App:
         return {
             "name": backend.name,
             "url": backend.spec.url,
-            "healthy": backend.healthy is not False,
+            "healthy": self._is_healthy(backend),
             "probed": backend.healthy is not None,
             "discovered": backend.discovered,
             "in_flight": backend.in_flight,
@@ -4824,7 +4926,7 @@ class App:
     async def _serve_metrics(self, side: ServerSide, ex: Exchange) -> None:
         """GET /__proxy/metrics: Prometheus text format (SPEC §8)."""
         in_flight = {b.name: b.in_flight for b in self.backends}
-        healthy = {b.name: b.healthy is not False for b in self.backends}
+        healthy = {b.name: self._is_healthy(b) for b in self.backends}
         body = self.metrics.render(in_flight, healthy, len(self._queue)).encode("utf-8")
         await self._send_body(side, ex, 200, body, b"text/plain; version=0.0.4; charset=utf-8")
 
@@ -4956,7 +5058,7 @@ class App:
             return upconn, response
         assert backend.pool is not None
         backend.pool.release(upconn)
-        log.warning("num_ctx %d -> %d (%s: the backend %s could not load it: %s)", ex.chosen_ctx, smaller, ex.model, backend.name, message)
+        log.warning("%s: num_ctx %d -> %d (%s: the backend %s could not load it: %s)", ex.label(), ex.chosen_ctx, smaller, ex.model, backend.name, message)
         self.count("oom_fallback")
         backend.ceiling[normalize_model(ex.model or "")] = smaller  # do not ask for the failing size again
         obj = ex.json
@@ -5050,23 +5152,43 @@ class App:
         ex.response_started = True  # before the await: h11 is in its body state from the send on
         await side.send(h11.Response(status_code=200, headers=headers))
         ex.line_framed = True  # chunked NDJSON or SSE from here on
-        log.info("conn %d: %s %s model=%s: %s for %.0fs: response head sent", ex.conn_id, ex.method.decode(), ex.path, ex.model,
+        log.info("%s: %s for %.0fs: response head sent", ex.label(),
                  "backend %s silent (loading the model?)" % ex.backend if ex.backend else "waiting in the queue", interval)
         while sse:
             await side.write(side.h11.send(h11.Data(data=b": waiting for the model\n\n")))
             await asyncio.sleep(interval)
+
+    def _repaired_tags(self, body: bytes, status: int) -> bytes:
+        """One backend's /api/tags answer, byte for byte, unless an entry lacks what strict clients
+        need: then the list repaired (or without that entry), warned once."""
+        try:
+            obj = parse_json(body) if status == 200 else None
+        except ValueError:
+            return body
+        if not isinstance(obj, dict) or not isinstance(obj.get("models"), list):
+            return body
+        models, warnings = merge_tags([obj["models"]])
+        if not warnings:
+            return body
+        for warning in warnings:
+            if warning not in self._warned:
+                self._warned.add(warning)
+                log.warning("%s (answering /api/tags)", warning)
+        return json.dumps(dict(obj, models=models), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
     async def _relay_response(self, side: ServerSide, ex: Exchange, backend: Backend, upconn: UpstreamConnection, response: h11.Response) -> None:
         """Copy the response body, one client write per upstream read."""
         conn = side.h11
         upstream_headers = list(response.headers)
         rename = ex.rename
-        if rename is not None and not ex.response_started:
+        if (rename is not None or ex.repair_tags) and not ex.response_started:
             ctype = header_value(upstream_headers, b"content-type") or b""
             lines_type = ctype.startswith((b"application/x-ndjson", b"text/event-stream"))
             if not lines_type or header_value(upstream_headers, b"content-length") is not None:
-                # A whole JSON answer naming the real model: renamed, with its new length.
-                body = rename_model(await upconn.receive_whole_body(MAX_TRANSLATED_BODY), *rename)
+                # A whole JSON answer naming the real model: renamed, with its new length (or a
+                # tag list with its broken entries repaired).
+                body = await upconn.receive_whole_body(MAX_TRANSLATED_BODY)
+                body = rename_model(body, *rename) if rename is not None else self._repaired_tags(body, response.status_code)
                 ex.tail = body[-2048:]
                 headers = [(n, v) for n, v in self._response_headers(ex, backend, upstream_headers) if n not in (b"content-length", b"transfer-encoding")]
                 headers.append((b"content-length", b"%d" % len(body)))
@@ -5146,7 +5268,7 @@ class App:
                 tail = (prev + last)[-2048:]
                 if must_finish and not has_final_line(tail):
                     ex.error = "backend %s ended the stream without a final done message" % backend.name
-                    log.warning("conn %d: %s %s model=%s: %s", ex.conn_id, ex.method.decode(), ex.path, ex.model, ex.error)
+                    log.warning("%s: %s", ex.label(), ex.error)
                     out += conn.send(h11.Data(data=error_line(502, ex.error, openai=False)))
                 out += conn.send(h11.EndOfMessage()) or b""
                 ex.tail = tail
@@ -5161,7 +5283,7 @@ class App:
     async def _end_with_inband_error(self, side: ServerSide, ex: Exchange, message: str, status: int = 502) -> None:
         """The response head is out: end the body with one error line (NDJSON) or event (SSE)."""
         ex.error = message
-        log.warning("conn %d: %s %s model=%s backend=%s: stream ended with an error: %s", ex.conn_id, ex.method.decode(), ex.path, ex.model, ex.backend, message)
+        log.warning("%s backend=%s: stream ended with an error: %s", ex.label(), ex.backend, message)
         conn = side.h11
         if conn.our_state is not h11.SEND_BODY:
             return
@@ -5214,13 +5336,16 @@ class App:
             "event": "request",
             "conn": ex.conn_id,
             "method": ex.method.decode("latin-1"),
-            "path": ex.path,
+            "path": ex.client_path,
             "model": ex.model,
             "backend": ex.backend,
             "status": ex.status,
             "duration_s": round(duration, 4),
         }
-        text = "%s %s" % (fields["method"], ex.path)
+        text = "conn %d: %s %s" % (ex.conn_id, fields["method"], ex.client_path)
+        if ex.path != ex.client_path:
+            fields["upstream_path"] = ex.path
+            text += " -> %s" % ex.path
         if ex.model:
             text += " model=%s" % ex.model
         text += " backend=%s status=%s %.3fs" % (ex.backend or "-", ex.status or "-", duration)

@@ -109,6 +109,12 @@ Embeddings count each input alone as ``max(1, ceil(len / chars_per_token))`` (no
 summed over inputs; inputs longer than num_ctx - 2 tokens are cut to that many tokens
 (``int(tokens x chars_per_token)`` characters) or rejected with ``truncate: false``.
 So with the defaults "Hello there!" in one chat message gives 3 + 10 = 13.
+A chat prompt longer than the runner's num_ctx first loses whole messages from the front (system
+messages and the last message stay; chatPrompt in server/prompt.go), unless ``truncate`` is false.
+A chat or generate prompt still longer than num_ctx - 1 tokens is truncated as Ollama's
+runner truncates it (``truncated_prompt_tokens``, ollama-api.md §7.5): the count then reported is
+num_ctx - max((num_ctx - num_keep) / 2, 1) (num_keep 4 unless the request sets it), with no
+error; with context shift off the request gets 400 instead; a prompt with images is never cut.
 
 Per-request control headers (they pass through a proxy; honoured in normal and fast mode)
 -----------------------------------------------------------------------------------------
@@ -161,7 +167,7 @@ usage chunk), embedding lists (base64 = little-endian float32). Errors from the 
 come in OpenAI shape with ``application/json`` and a trailing newline (as json.Encoder writes
 every /v1 writer body); the middleware's own 400s with gin's ``application/json;
 charset=utf-8`` and no newline. /v1/models lists /api/tags (``data`` null when empty);
-/v1/models/{model} answers the id as given, or 404 ``model 'x' not found``.
+/v1/models/{model} answers the id as given, or 404 ``model 'x:latest' not found`` (ShowHandler's DisplayShortest).
 
 Faults (``Fault`` dataclass)
 ----------------------------
@@ -647,6 +653,27 @@ def prompt_token_count(model: FakeModel, chars: int, *, template: bool = True) -
     if template:
         tokens += model.template_tokens
     return max(1, tokens)
+
+
+PROMPT_TOO_LONG = ("the prompt is longer than the context length currently available to the model; shorten the "
+                   "prompt, adjust the context length in settings, or use a model with a longer context length")
+
+
+def truncated_prompt_tokens(tokens: int, num_ctx: int, num_keep: Optional[int], shift: bool = True) -> int:
+    """What the runner keeps of a prompt of ``tokens`` tokens at ``num_ctx`` (ollama-api.md §7.5;
+    llm/llama_server.go ``completionPromptForRequest`` and ``contextShiftPromptLimit``): a prompt
+    that fits in num_ctx - 1 is kept whole; a longer one keeps its first ``num_keep`` (default 4)
+    tokens and its end, num_ctx - max((num_ctx - keep) / 2, 1) tokens in all, with no error (a
+    ~50k-token prompt at 32768 reports 16386).  With context shift off it is refused (400)."""
+    if num_ctx <= 1 or tokens <= num_ctx - 1:
+        return tokens
+    if not shift:
+        raise HTTPError(400, PROMPT_TOO_LONG)
+    keep = 4 if num_keep is None else num_keep
+    if keep < 0:
+        keep = tokens
+    keep = max(0, min(keep, num_ctx - 1))
+    return num_ctx - max((num_ctx - keep) // 2, 1)
 
 
 def _go_quote_char(ch: str) -> str:
@@ -1485,9 +1512,9 @@ def openai_think(body: dict) -> Any:
     if not effort:
         return None
     if effort not in _REASONING_EFFORTS:
-        raise _middleware_error("invalid reasoning value: '%s' (must be \"minimal\", \"low\", "
-                                "\"medium\", \"high\", \"xhigh\", \"max\", or \"none\")"
-                                % effort)
+        raise _middleware_error("invalid reasoning value: %s (must be \"minimal\", \"low\", "
+                                "\"medium\", \"high\", \"xhigh\", \"ultra\", \"max\", or \"none\")"
+                                % json.dumps(effort, ensure_ascii=False))
     return _REASONING_EFFORTS[effort]
 
 
@@ -2162,16 +2189,38 @@ class FakeOllamaApp:
         runner, loaded = self.schedule(model, options, keep_alive, rec.path, body.get("shift"))
         if loaded:
             ctx.load_ns += LOAD_NS
-        chars = sum(len(m.get("content") or "") for m in messages)
         tools = body.get("tools")
-        if tools:
-            chars += len(json.dumps(tools, separators=(",", ":")))
-        gen = make_generation(model_sent, prompt_token_count(model, chars), ctx,
+        tool_chars = len(json.dumps(tools, separators=(",", ":"))) if tools else 0
+
+        def chars_from(first: int) -> int:  # the system messages before ``first``, then every message from it
+            kept = [m for m in messages[:first] if m.get("role") == "system"] + messages[first:]
+            return sum(len(m.get("content") or "") for m in kept) + tool_chars
+
+        first = 0
+        if body.get("truncate") is not False:
+            # chatPrompt (server/prompt.go): drop whole messages from the front, system messages
+            # kept, until the prompt fits in num_ctx; the last message always stays.
+            while first < len(messages) - 1 and prompt_token_count(model, chars_from(first)) > runner.options.num_ctx:
+                first += 1
+        media = any(m.get("images") for m in messages[first:])
+        tokens = self._kept_tokens(runner, prompt_token_count(model, chars_from(first)), options, media)
+        gen = make_generation(model_sent, tokens, ctx,
                               thinking=self._thinking_on(model, body),
                               num_predict=option_int(options, "num_predict"),
                               tool_call=make_tool_call(model_sent, messages, tools)
                               if tools else None)
         return Run(gen=gen, on_done=self._release_after(runner))
+
+    def _kept_tokens(self, runner: "Runner", tokens: int, options: dict, media: bool) -> int:
+        """The prompt tokens the runner evaluates (and reports): truncated to its context, as
+        Ollama truncates without an error; a prompt with images is never truncated."""
+        if media:
+            return tokens
+        try:
+            return truncated_prompt_tokens(tokens, runner.options.num_ctx, option_int(options, "num_keep"), runner.options.shift)
+        except HTTPError:
+            self.release(runner)
+            raise
 
     def api_generate(self, rec: Received, ctx: RequestContext) -> Reply:
         body = bind_json(rec.body, "GenerateRequest", _GENERATE_FIELDS)
@@ -2212,8 +2261,9 @@ class FakeOllamaApp:
         raw = bool(body.get("raw"))
         previous = body.get("context") or []
         chars = len(prompt) + len(body.get("system") or "")
-        gen = make_generation(model_sent,
-                              prompt_token_count(model, chars, template=not raw) + len(previous),
+        tokens = self._kept_tokens(runner, prompt_token_count(model, chars, template=not raw) + len(previous), options,
+                                   bool(body.get("images")))
+        gen = make_generation(model_sent, tokens,
                               ctx, thinking=self._thinking_on(model, body),
                               num_predict=option_int(options, "num_predict"))
         return Run(gen=gen, on_done=self._release_after(runner),
@@ -2514,8 +2564,8 @@ class FakeOllamaApp:
 
     def v1_model(self, rec: Received, ctx: RequestContext, param: str) -> Reply:
         model = self.find(param)
-        if model is None:
-            raise HTTPError(404, "model '%s' not found" % param)
+        if model is None:  # RetrieveMiddleware -> ShowHandler, which names it DisplayShortest()
+            raise HTTPError(404, "model '%s' not found" % display_name(param))
         return Reply(200, CT_OPENAI, writer_body({
             "id": param, "object": "model", "created": int(model.modified_at),
             "owned_by": name_namespace(param)}))

@@ -152,7 +152,8 @@ def http():
 
 
 def request_lines(proc: ProxyProcess, text: str) -> List[str]:
-    return [line for line in proc.lines if text in line]
+    """The access-log lines (one per request: they carry the status) that contain ``text``."""
+    return [line for line in proc.lines if text in line and " status=" in line]
 
 
 # -- start-up and serving --------------------------------------------------------------------
@@ -192,7 +193,7 @@ def test_text_access_log_error_status(fake, run_proxy, http):
     """A backend's 404 is logged with status=404 and the requested model."""
     proc = run_proxy("--port", "0", "--backend", fake.url)
     assert http.post(proc.url + "/api/chat", json=dict(CHAT, model="no-such-model")).status_code == 404
-    line = proc.wait_line(lambda t: "POST /api/chat" in t)
+    line = proc.wait_line(lambda t: "POST /api/chat" in t and " status=" in t)
     assert "model=no-such-model" in line and "status=404" in line
 
 

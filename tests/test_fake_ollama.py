@@ -828,8 +828,8 @@ def test_v1_middleware_errors(fake):
          "invalid tool call arguments"),
         (chat([{"role": "user", "content": [{"type": "audio"}]}]), "invalid message format"),
         (chat([{"role": "user", "content": "x"}], reasoning_effort="extreme"),
-         "invalid reasoning value: 'extreme' (must be \"minimal\", \"low\", \"medium\", "
-         "\"high\", \"xhigh\", \"max\", or \"none\")"),
+         "invalid reasoning value: \"extreme\" (must be \"minimal\", \"low\", \"medium\", "
+         "\"high\", \"xhigh\", \"ultra\", \"max\", or \"none\")"),
         (chat([]), "[] is too short - 'messages'"),
         (request(fake, "POST", "/v1/completions", {"model": "llama3.2", "prompt": "x",
                                                    "stop": ["a", 1]}),

@@ -155,6 +155,7 @@ EXPECTED_TYPES = {
     "ollama_proxy_upstream_seconds": "histogram",
     "ollama_proxy_tokens_generated_total": "counter",
     "ollama_proxy_tokens_per_second": "gauge",
+    "ollama_proxy_truncated_prompts_total": "counter",
     "ollama_proxy_modifications_total": "counter",
     "ollama_proxy_oom_fallbacks_total": "counter",
     "ollama_proxy_chunked_inputs_total": "counter",

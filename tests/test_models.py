@@ -140,49 +140,56 @@ def test_context_cap_and_next_smaller():
     assert op.next_smaller_size(16384, (2048, 4096, 8192, 16384)) == 8192 and op.next_smaller_size(2048, (2048,)) == 0
 
 
-def test_calibrate_is_bounded_and_smoothed():
-    """Characters per token move 30% toward Ollama's count, within 1 to 8; short prompts (template-dominated) do not count."""
-    assert op.calibrate(4.0, 3000, 1000) == pytest.approx(4.0 + 0.3 * (3.0 - 4.0))
-    assert op.calibrate(4.0, 100000, 10) == pytest.approx(4.0 + 0.3 * 4.0)
-    assert op.calibrate(4.0, 0, 10) == 4.0
-    assert op.calibrate(4.0, 25, 16) == 4.0
-
-
-# -- the modifiers, one by one ---------------------------------------------------------------------
-
 @pytest.mark.parametrize(
-    "kw, body_options, expected, changed",
+    "old, chars, count, num_ctx, expected, marked",
     [
-        ({}, {}, 16384, True),                                                   # model mode: min(131072, 16384)
-        ({"info": NOMIC, "model": "nomic-embed-text:latest", "path": "/api/embed"}, {"num_ctx": 131072}, 2048, True),  # client capped
-        ({}, {"num_ctx": 8192}, 8192, False),                                    # the client's own value, within the cap
-        ({"forced_ctx": 4096}, {"num_ctx": 8192}, 4096, True),                   # URL beats the client
-        ({"forced_ctx": 999999}, {}, 16384, True),                               # URL still capped
-        ({"config": config(num_ctx=(("llama3.2:latest", 6000),))}, {"num_ctx": 8192}, 6000, True),  # --num-ctx beats the client
-        ({"config": config(context_mode="off")}, {}, None, False),               # off: untouched
-        ({"config": config(context_mode="auto")}, {}, 2048, True),               # auto: a short prompt
-        ({"forced_ctx": "auto"}, {}, 2048, True),                                # URL forces auto
-        ({"config": config(context_mode="auto"), "loaded_ctx": 8192}, {}, 8192, True),  # reload-aware
-        ({"config": config(max_context=0)}, {}, 131072, True),                   # no cap: the training context
+        # denser: the count is a lower bound, so chars / count is an upper bound on the ratio: taken at once
+        (4.0, 3000, 1000, 8192, 3.0, False),
+        (4.0, 3000, 1000, 0, 3.0, False),  # even when the context is unknown
+        (4.0, 3000, 6000, 8192, 1.0, False),  # bounded below
+        # sparser: smoothed, and only when the count is under half the context (nothing was cut)
+        (2.0, 3000, 1000, 8192, 2.0 + 0.3 * (3.0 - 2.0), False),
+        (2.0, 30000, 5000, 8192, 2.0, False),  # 5000 >= 8192 / 2: the count may have been cut
+        (2.0, 30000, 1000, 0, 2.0, False),  # context unknown: never sparser
+        (4.0, 100000, 10, 8192, 4.0 + 0.3 * 4.0, False),  # bounded above at 8
+        # truncation's mark: at most chars / context, at once
+        (4.0, 12000, 2051, 4096, 12000 / 4096, True),  # what Ollama keeps of 4096 with num_keep 4: 4096 - 2046 = 2050
+        (4.0, 12000, 4090, 4096, 12000 / 4096, True),  # within a few tokens of the context (old runner)
+        (2.0, 12000, 2050, 4096, 2.0, True),  # already denser than chars / context: kept
+        (4.0, 60000, 16386, 32768, 60000 / 32768, True),  # little-coder#128: ~50k tokens at 32768 reported 16386
+        # nothing to learn
+        (4.0, 0, 10, 4096, 4.0, False),
+        (4.0, 25, 16, 4096, 4.0, False),  # template-dominated
+        (4.0, 3000, 0, 4096, 4.0, False),
     ],
 )
-def test_context_modifier_precedence(kw, body_options, expected, changed):
-    """URL, then --num-ctx, then the client's num_ctx, then --context-mode; capped at min(training, --max-context)."""
-    path = kw.pop("path", "/api/chat")
-    c = ctx(path=path, **kw)
-    c.body["options"] = dict(body_options)
-    changes = op.ContextModifier().modify(c)
-    assert c.body["options"].get("num_ctx") == expected
-    assert bool(changes) is changed
-    if changed:
-        assert c.chosen_ctx == expected and changes[0].new == expected
+def test_calibrate(old, chars, count, num_ctx, expected, marked):
+    """SPEC §5: a count is a lower bound; denser always, sparser only under half the context, the mark caps the ratio."""
+    ratio, truncated = op.calibrate(old, chars, count, num_ctx)
+    assert ratio == pytest.approx(expected) and truncated is marked
+
+
+@pytest.mark.parametrize(
+    "count, num_ctx, num_keep, marked",
+    [(2050, 4096, 4, True), (2051, 4096, 5, True), (2040, 4096, 4, True), (2000, 4096, 4, False), (4096, 4096, 4, True),
+     (4079, 4096, 4, False), (16386, 32768, 4, True), (3000, 4096, 4, False), (100, 0, 4, False), (1030, 2048, 4, True),
+     (2050, 4096, 1000, False), (2548, 4096, 1000, True)],
+)
+def test_truncation_mark(count, num_ctx, num_keep, marked):
+    assert op.bears_truncation_mark(count, num_ctx, num_keep) is marked
+
+
+def test_truncation_keeps_matches_ollama():
+    """contextShiftPromptLimit: num_ctx - max((num_ctx - keep) / 2, 1)."""
+    assert op.truncation_keeps(4096) == 2050 and op.truncation_keeps(32768) == 16386 and op.truncation_keeps(4096, 5) == 2051
+    assert op.truncation_keeps(2, 4) == 1 and op.truncation_keeps(8, 0) == 4
 
 
 def test_context_modifier_log_line():
-    """The change reads like: num_ctx 131072 -> 2048 (nomic-embed-text:latest trained 2048)."""
+    """The change reads like: num_ctx 131072 -> 2048 (nomic-embed-text:latest: trained 2048)."""
     c = ctx(path="/api/embed", info=NOMIC, model="nomic-embed-text:latest", body={"model": "nomic-embed-text", "input": "x", "options": {"num_ctx": 131072}})
     (change,) = op.ContextModifier().modify(c)
-    assert change.describe() == "num_ctx 131072 -> 2048 (nomic-embed-text:latest trained 2048)"
+    assert change.describe("nomic-embed-text:latest") == "num_ctx 131072 -> 2048 (nomic-embed-text:latest: trained 2048)"
 
 
 @pytest.mark.parametrize(
@@ -231,10 +238,23 @@ def test_embeddings_get_no_num_predict():
 @pytest.mark.parametrize(
     "status, message, failure",
     [(500, "llama-server process has terminated: error:failed to allocate buffer", True), (500, "model requires more system memory (10 GiB)", True),
-     (500, "an error was encountered while running the model", False), (404, "out of memory", False)],
+     (500, "an error was encountered while running the model", False), (404, "out of memory", False),
+     # Ollama's outOfMemorySubstrings (llm/status.go), case-insensitive
+     (500, "llama-server process has terminated: exit status 1: ggml_vulkan: vk::Queue::submit: ErrorOutOfMemory", True),
+     (500, "llama-server process has terminated: exit status 2: CUDA error: out of memory", True),
+     (500, "llama-server process has terminated: error: cudaMalloc failed: out of memory", True),
+     (500, "llama-server reported out-of-memory during startup: hipMalloc failed", True),
+     (500, "llama-server process has terminated: exit status 1: ggml_metal: not enough memory", True),
+     (500, "llama-server process has terminated: error: allocation failed", True),
+     (500, "llama-server process has terminated: VK_ERROR_OUT_OF_DEVICE_MEMORY", True),
+     # a crash that is not out of memory: no smaller retry
+     (500, "llama-server process has terminated: exit status 2", False),
+     (500, "llama-server process has terminated: signal: segmentation fault", False),
+     (500, "llama-server process has terminated: exit status 1: error loading model: unable to allocate backend", False),
+     (500, "timed out waiting for llama-server to start - ", False)],
 )
 def test_is_load_failure(status, message, failure):
-    """Only a 5xx that speaks of memory or a dead runner counts as a failed load."""
+    """Only a 5xx that ran out of memory, as Ollama's IsOutOfMemoryMessage reads it, counts as a failed load."""
     assert op.is_load_failure(status, message) is failure
 
 
