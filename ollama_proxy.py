@@ -1027,6 +1027,66 @@ class IdleTimer:
             self._handle = self._loop.call_at(deadline, self._fire)
 
 
+class LineTooLong(Exception):
+    """A streamed line grew past the splitter's limit without its boundary."""
+
+
+class LineSplitter:
+    """Cuts a streamed body after its last complete line (NDJSON ``\n``, SSE ``\n\n``) and holds
+    the incomplete rest, so that whatever is sent, and an in-band error after it, ends on a line
+    boundary.  The held part is bounded (``LineTooLong`` past ``limit``) and grows by appending,
+    never by copying it again on each read, so a line that never ends costs linear time."""
+
+    __slots__ = ("boundary", "limit", "_held")
+
+    def __init__(self, boundary: bytes, limit: int) -> None:
+        self.boundary = boundary
+        self.limit = limit
+        self._held = bytearray()
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def feed(self, data: bytes) -> bytes:
+        """The complete lines that ``data`` finishes (b"" when none); the rest is held."""
+        boundary = self.boundary
+        held = self._held
+        if not held:
+            if data.endswith(boundary):
+                return data
+            cut = data.rfind(boundary)
+            if cut < 0:
+                held += data
+                self._check()
+                return b""
+            cut += len(boundary)
+            held += data[cut:]
+            return data[:cut]
+        k = len(boundary) - 1  # a boundary may begin in the held bytes and end in the new ones
+        window = bytes(held[len(held) - k :]) + data if k else data
+        cut = window.rfind(boundary)
+        if cut < 0:
+            held += data
+            self._check()
+            return b""
+        cut += len(boundary) - k  # the offset in ``data`` just after the boundary
+        out = bytes(held) + data[:cut]
+        self._held = bytearray(data[cut:])
+        return out
+
+    def flush(self) -> bytes:
+        """What is held (the body ended without a final boundary)."""
+        out = bytes(self._held)
+        self._held = bytearray()
+        return out
+
+    def _check(self) -> None:
+        if len(self._held) > self.limit:
+            self._held = bytearray()
+            raise LineTooLong("a line longer than %d bytes" % self.limit)
+
+
 async def _read_to_eof(reader: asyncio.StreamReader) -> None:
     while await reader.read(READ_SIZE):
         pass
@@ -2050,7 +2110,7 @@ class Change:
     old: Any
     new: Any
     reason: str
-
+    warn: bool = False  #: logged as a warning: the request will not fit what it gets
     def describe(self, model: str) -> str:
         """``num_ctx 131072 -> 8192 (nomic-embed-text:latest: trained 8192)``: what, and why, for which model."""
         old = "unset" if self.old is None else self.old
@@ -2115,6 +2175,7 @@ class ContextModifier(Modifier):
         cap_text = "trained %d" % info.context_length if info.context_length and (not config.max_context or info.context_length <= config.max_context) else "--max-context %d" % config.max_context
         fixed = lookup_model_value(config.num_ctx, ctx.model)
         mode = config.context_mode
+        short = False
         value: Optional[int]
         if isinstance(ctx.forced_ctx, int):
             value, why = ctx.forced_ctx, "URL /proxy-context/%d" % ctx.forced_ctx
@@ -2137,6 +2198,7 @@ class ContextModifier(Modifier):
                 needed = needed_context(estimate_tokens(chars, images, ctx.chars_per_token), response_budget(ctx.path, ctx.body))
                 value, why = choose_auto_size(needed, config.context_sizes, cap, ctx.loaded_ctx)
                 why = "auto: " + why
+                short = value < needed  # no size holds it: the cap, which Ollama will truncate to
             else:
                 if not cap:
                     return []
@@ -2148,7 +2210,7 @@ class ContextModifier(Modifier):
             return []
         _options(ctx.body)["num_ctx"] = value
         ctx.chosen_ctx = value
-        return [Change(self.name, "num_ctx", client, value, why or cap_text)]
+        return [Change(self.name, "num_ctx", client, value, why or cap_text, warn=short)]
 
 
 class NumPredictModifier(Modifier):
@@ -4078,7 +4140,8 @@ class App:
             self.count("modified_" + change.modifier)
             if change.modifier == "num_ctx":
                 ex.num_ctx_changed = True
-            log.info("conn %d: %s %s: %s", ex.conn_id, ex.method.decode("latin-1"), ex.client_path, change.describe(model), extra={"fields": {
+            log.log(logging.WARNING if change.warn else logging.INFO, "conn %d: %s %s: %s", ex.conn_id, ex.method.decode("latin-1"), ex.client_path,
+                    change.describe(model), extra={"fields": {
                 "event": "modification", "conn": ex.conn_id, "model": model, "modifier": change.modifier,
                 "old": change.old, "new": change.new, "reason": change.reason}})
 
@@ -4117,11 +4180,19 @@ class App:
             # conversation's next request (auto mode) a size that holds it.
             self.metrics.count_truncated(model)
             log.warning("%s: Ollama truncated the prompt: about %d tokens in a context of %d (it evaluated %d)%s",
-                        ex.label(), estimate, window, count,
-                        "; the next request gets a larger context" if self.config.context_mode == "auto" or ex.forced_ctx == "auto"
-                        else "; raise --max-context or use --num-ctx %s=N" % model, extra={"fields": {
+                        ex.label(), estimate, window, count, self._truncation_advice(ex, model, window, trained), extra={"fields": {
                             "event": "truncated", "conn": ex.conn_id, "model": model, "num_ctx": window, "estimate": estimate,
                             "prompt_eval_count": count}})
+
+    def _truncation_advice(self, ex: Exchange, model: str, window: int, trained: int) -> str:
+        """What follows from a truncated prompt: auto mode grows by itself below the cap; else a setting."""
+        cap = context_cap(trained, self.config.max_context)
+        auto = ex.forced_ctx == "auto" or (ex.forced_ctx is None and self.config.context_mode == "auto")
+        if auto and (not cap or window < cap):
+            return "; the next request gets a larger context"
+        if trained and window >= trained:
+            return "; the model's training context (%d) is full" % trained
+        return "; raise --max-context or use --num-ctx %s=N" % model
 
     async def _model_info(self, backend: Backend, model: str) -> Optional[ModelInfo]:
         """/api/show for the model on this backend: cached, fetched once for concurrent requests."""
@@ -5004,15 +5075,16 @@ class App:
             ex.status = 200
             ex.response_started = True
             await side.send(h11.Response(status_code=200, headers=headers))
-        held = b""
+        splitter = LineSplitter(b"\n", MAX_LINE_BYTES)
         while True:
             data, done = await upconn.receive_body()
-            lines = (held + data).split(b"\n")
-            held = lines.pop()
-            if len(held) > MAX_LINE_BYTES:
-                raise BadGateway("backend %s sent a line longer than %d bytes" % (backend.name, MAX_LINE_BYTES))
-            if done and held.strip():
-                lines.append(held)
+            try:
+                complete = splitter.feed(data)
+            except LineTooLong as exc:
+                raise BadGateway("backend %s sent %s" % (backend.name, exc)) from None
+            if done:
+                complete += splitter.flush()
+            lines = complete.split(b"\n")
             events = []
             for line in lines:
                 if not line.strip():
@@ -5234,8 +5306,7 @@ class App:
         lines = chunked and (sse or ctype.startswith(b"application/x-ndjson"))
         ex.line_framed = ex.line_framed or lines
         must_finish = lines and not sse and response.status_code == 200 and ex.path in ("/api/chat", "/api/generate")
-        boundary = b"\n\n" if sse else b"\n"
-        held = b""  # an incomplete line is held back, so that an in-band error lands on a line boundary
+        splitter = LineSplitter(b"\n\n" if sse else b"\n", MAX_LINE_BYTES) if lines else None
         prev = last = b""  # the last two pieces sent: the final stats object is at their end
         writer = side.writer
         while True:
@@ -5245,18 +5316,14 @@ class App:
                     data, done = await upconn.receive_body()
             else:
                 data, done = await upconn.receive_body()
-            if lines:
-                if held:
-                    data, held = held + data, b""
-                cut = data.rfind(boundary) + len(boundary)
-                if cut < len(boundary):
-                    data, held = b"", data
-                elif cut < len(data):
-                    data, held = data[:cut], data[cut:]
-                if done and held:
-                    data, held = data + held, b""
-                elif len(held) > MAX_LINE_BYTES:
-                    raise BadGateway("backend %s sent a line longer than %d bytes" % (backend.name, MAX_LINE_BYTES))
+            if splitter is not None:
+                # An incomplete line is held back, so that an in-band error lands on a line boundary.
+                try:
+                    data = splitter.feed(data)
+                except LineTooLong as exc:
+                    raise BadGateway("backend %s sent %s" % (backend.name, exc)) from None
+                if done and splitter.held:
+                    data += splitter.flush()
             out, pending = pending, b""
             if data:
                 if rename is not None:

@@ -435,3 +435,54 @@ def test_python39_serves_and_stops(fake, run_proxy, py39_env, http):
     proc.signal(signal.SIGTERM)
     assert proc.wait() == 0
     assert "Traceback" not in proc.finish()
+
+
+# -- logs that can be followed (issue 11) --------------------------------------------------------
+
+
+def test_text_log_follows_a_v1_request(fake, run_proxy, http):
+    """Every line of a /v1 request names the path the client used, its conn and its model; a refused one too."""
+    proc = run_proxy("--port", "0", "--backend", fake.url)
+    body = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}
+    assert http.post(proc.url + "/v1/chat/completions", json=body).status_code == 200
+    assert http.post(proc.url + "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
+    proc.wait_line(lambda t: "status=400" in t)
+    (served,) = request_lines(proc, "status=200")
+    assert re.search(r"INFO conn (\d+): POST /v1/chat/completions -> /api/chat model=llama3.2 backend=\S+ status=200 ", served), served
+    conn = re.search(r"conn (\d+):", served).group(1)
+    changes = [line for line in proc.lines if "-> " in line and "status=" not in line and "conn %s:" % conn in line]
+    assert len(changes) == 2, proc.stderr()
+    assert all("POST /v1/chat/completions: " in line and "(llama3.2:latest: " in line for line in changes), changes
+    assert any("num_ctx unset -> 16384 (llama3.2:latest: --max-context 16384)" in line for line in changes)
+    assert any("num_predict unset -> 4096 (llama3.2:latest: --num-predict default)" in line for line in changes)
+    (refused,) = request_lines(proc, "status=400")
+    assert re.search(r"conn \d+: POST /v1/chat/completions backend=- status=400 ", refused), refused
+
+
+def test_json_log_follows_a_v1_request(fake, run_proxy, http):
+    proc = run_proxy("--port", "0", "--backend", fake.url, "--log-format", "json")
+    body = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}
+    assert http.post(proc.url + "/v1/chat/completions", json=body).status_code == 200
+    proc.wait_line(lambda t: '"event": "request"' in t)
+    objs = [json.loads(line) for line in proc.lines]
+    (req,) = [o for o in objs if o.get("event") == "request"]
+    assert req["path"] == "/v1/chat/completions" and req["upstream_path"] == "/api/chat" and req["model"] == "llama3.2"
+    mods = [o for o in objs if o.get("event") == "modification"]
+    assert {m["modifier"] for m in mods} == {"num_ctx", "num_predict"}
+    assert all(m["conn"] == req["conn"] and m["model"] == "llama3.2:latest" for m in mods)
+    assert all("POST /v1/chat/completions" in m["message"] for m in mods)
+
+
+def test_no_size_holds_the_request_is_a_warning(fake, run_proxy, http):
+    """Auto mode: when no --context-sizes entry holds the request, the cap is used, with a WARNING line."""
+    proc = run_proxy("--port", "0", "--backend", fake.url, "--context-mode", "auto", "--context-sizes", "2048,4096", "--max-context", "4096")
+    body = {"model": "llama3.2", "stream": False, "messages": [{"role": "user", "content": "word " * 8000}]}
+    assert http.post(proc.url + "/api/chat", json=body).status_code == 200
+    line = proc.wait_line(lambda t: "num_ctx unset ->" in t)
+    assert " WARNING conn " in line and "more than any size allows: capped" in line and "llama3.2:latest" in line, line
+    small = {"model": "llama3.2", "stream": False, "messages": [{"role": "user", "content": "hi"}]}
+    assert http.post(proc.url + "/api/chat", json=small).status_code == 200
+    line = proc.wait_line(lambda t: "loaded with 4096" in t)
+    assert " INFO conn " in line
+    truncated = proc.wait_line(lambda t: "Ollama truncated the prompt" in t)
+    assert "context of 4096" in truncated and "raise --max-context" in truncated, truncated

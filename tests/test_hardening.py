@@ -443,3 +443,95 @@ def test_h11_state_is_not_reached_by_any_of_these(fake, proxy):
     assert c.response()[0].status_code == 200
     c.close()
     assert h11  # imported for the Client
+
+
+# -- the pure pieces, table-tested alone ----------------------------------------------------------
+
+import ollama_proxy as op  # noqa: E402
+
+
+def _req(method: bytes = b"GET", target: bytes = b"/", version: bytes = b"1.1", headers=((b"host", b"x"),)) -> h11.Request:
+    headers = list(headers)
+    if not any(n == b"host" for n, _ in headers):
+        headers.insert(0, (b"host", b"x"))
+    return h11.Request(method=method, target=target, http_version=version, headers=headers, _parsed=True)
+
+
+@pytest.mark.parametrize(
+    "request_, expected",
+    [
+        (_req(), (b"/", 0, "")),
+        (_req(version=b"1.0"), (b"/", 0, "")),
+        (_req(version=b"1.2"), (b"/", 0, "")),  # Go: any HTTP/1.x
+        (_req(version=b"2.0"), (b"", 505, "unsupported protocol version")),
+        (_req(version=b"9.9"), (b"", 505, "unsupported protocol version")),
+        (_req(version=b"0.9"), (b"", 505, "unsupported protocol version")),
+        (_req(b"PRI", b"*", b"2.0"), (b"", 400, "HTTP/2 is not served here: this proxy speaks HTTP/1.1")),
+        (_req(b"CONNECT", b"example.com:443"), (b"", 405, "CONNECT is not supported: this is not a tunnelling proxy")),
+        (_req(b"POST", b"/api/chat", headers=[(b"content-length", b"5"), (b"transfer-encoding", b"chunked")]),
+         (b"", 400, "a request with both Transfer-Encoding and Content-Length is refused (RFC 9112 §6.1)")),
+        (_req(b"POST", b"/api/chat", headers=[(b"transfer-encoding", b"chunked")]), (b"/api/chat", 0, "")),
+        (_req(target=b"http://host:1/api/chat?x=1"), (b"/api/chat?x=1", 0, "")),
+        (_req(target=b"HTTPS://host"), (b"/", 0, "")),
+        (_req(target=b"http://host?q"), (b"/?q", 0, "")),
+        (_req(b"OPTIONS", b"*"), (b"", 200, "")),
+        (_req(target=b"*"), (b"", 400, "the target * is only for OPTIONS")),
+        (_req(target=b"api/chat"), (b"", 400, "the request target must be a path starting with /")),
+        (_req(target=b"ftp://x/api/chat"), (b"", 400, "the request target must be a path starting with /")),
+    ],
+)
+def test_check_request_head(request_, expected):
+    assert op.check_request_head(request_) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("illegal header line: bytearray(b'Authorization: Bearer S3cr3t\\x00')", "illegal header line: bytearray(b'Authorization: <redacted>')"),
+        ("bytearray(b'x-api-key:k3y')", "bytearray(b'x-api-key:<redacted>')"),
+        ("Proxy-Authorization: Basic abc", "Proxy-Authorization: <redacted>"),
+        ("backend 'http://me:pw@host:1/x': no", "backend 'http://me:<redacted>@host:1/x': no"),
+        ("http://me@host:1/x", "http://me@host:1/x"),  # no password: nothing to hide
+        ("nothing secret here", "nothing secret here"),
+    ],
+)
+def test_redact_secrets(text, expected):
+    assert op.redact_secrets(text) == expected
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [(b'{"a": 1}', {"a": 1}), (b"\xef\xbb\xbf[1]", [1]), ('{"x": "\u00e9"}'.encode("utf-16"), {"x": "\u00e9"}), ("[2]", [2])],
+)
+def test_parse_json(data, expected):
+    assert op.parse_json(data) == expected
+
+
+@pytest.mark.parametrize("data", [b"NaN", b"[Infinity]", b'{"a": -Infinity}', b"[" * 200000 + b"]" * 200000, b"\xff", b"{"])
+def test_parse_json_refuses_with_value_error(data):
+    with pytest.raises(ValueError):
+        op.parse_json(data)
+
+
+def _chunked(data: bytes) -> h11.Connection:
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + data)
+    while conn.next_event() is not h11.NEED_DATA:
+        pass
+    return conn
+
+
+@pytest.mark.parametrize(
+    "data, have, limit, problem",
+    [
+        (b"5\r\nab", 0, 100, None),
+        (b"fffffff\r\nab", 0, 100, 413),
+        (b"5\r\nab", 98, 100, 413),
+        (b"2\n{}", 0, 100, 400),
+        (b"2\r\n{}\r\n", 0, 100, None),
+        (b"2\r\n{}\r\n0\r\nX-Trailer: a\n", 0, 100, None),  # trailers may end in a bare LF (h11 takes them)
+    ],
+)
+def test_chunk_framing_problem(data, have, limit, problem):
+    found = op.chunk_framing_problem(_chunked(data), have, limit)
+    assert (found.status if found is not None else None) == problem

@@ -153,7 +153,11 @@ class ScriptedUpstream:
                     if not self._wait(piece, sock):
                         return
                     continue
-                sock.sendall(piece)
+                try:
+                    sock.sendall(piece)
+                except OSError:  # the proxy closed it (e.g. gave up on an endless line)
+                    self.closed.set()
+                    return
             sock.settimeout(10)
             try:
                 while sock.recv(65536):
