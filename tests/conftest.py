@@ -96,6 +96,23 @@ def make_config(backend_url, *args: str, **overrides) -> ollama_proxy.Config:
 
 
 @pytest.fixture
+def scripted():
+    """scripted([raw byte pieces]) -> a ScriptedUpstream (test_protocol.py) answering every request so, stopped at teardown."""
+    from test_protocol import ScriptedUpstream
+
+    made: list = []
+
+    def make(script):
+        upstream = ScriptedUpstream(script)
+        made.append(upstream)
+        return upstream
+
+    yield make
+    for upstream in made:
+        upstream.stop()
+
+
+@pytest.fixture
 def fake():
     server = FakeOllama().start()
     yield server

@@ -110,7 +110,8 @@ summed over inputs; inputs longer than num_ctx - 2 tokens are cut to that many t
 (``int(tokens x chars_per_token)`` characters) or rejected with ``truncate: false``.
 So with the defaults "Hello there!" in one chat message gives 3 + 10 = 13.
 A chat prompt longer than the runner's num_ctx first loses whole messages from the front (system
-messages and the last message stay; chatPrompt in server/prompt.go), unless ``truncate`` is false.
+messages and the last message stay; chatPrompt in server/prompt.go), unless ``truncate`` is false
+(then a prompt over the context gets 400, llama-server's refusal; that mapping is unverified).
 A chat or generate prompt still longer than num_ctx - 1 tokens is truncated as Ollama's
 runner truncates it (``truncated_prompt_tokens``, ollama-api.md §7.5): the count then reported is
 num_ctx - max((num_ctx - num_keep) / 2, 1) (num_keep 4 unless the request sets it), with no
@@ -2203,7 +2204,7 @@ class FakeOllamaApp:
             while first < len(messages) - 1 and prompt_token_count(model, chars_from(first)) > runner.options.num_ctx:
                 first += 1
         media = any(m.get("images") for m in messages[first:])
-        tokens = self._kept_tokens(runner, prompt_token_count(model, chars_from(first)), options, media)
+        tokens = self._kept_tokens(runner, prompt_token_count(model, chars_from(first)), options, media, body.get("truncate") is not False)
         gen = make_generation(model_sent, tokens, ctx,
                               thinking=self._thinking_on(model, body),
                               num_predict=option_int(options, "num_predict"),
@@ -2211,11 +2212,17 @@ class FakeOllamaApp:
                               if tools else None)
         return Run(gen=gen, on_done=self._release_after(runner))
 
-    def _kept_tokens(self, runner: "Runner", tokens: int, options: dict, media: bool) -> int:
+    def _kept_tokens(self, runner: "Runner", tokens: int, options: dict, media: bool, truncate: bool = True) -> int:
         """The prompt tokens the runner evaluates (and reports): truncated to its context, as
-        Ollama truncates without an error; a prompt with images is never truncated."""
+        Ollama truncates without an error; a prompt with images is never truncated.  With
+        ``truncate: false`` a prompt over the context is refused by llama-server (400; the
+        wording is llama-server's, and how Ollama maps it is not verified)."""
         if media:
             return tokens
+        if not truncate and tokens > runner.options.num_ctx - 1:
+            self.release(runner)
+            raise HTTPError(400, "request (%d tokens) exceeds the available context size (%d tokens), try increasing it"
+                            % (tokens, runner.options.num_ctx))
         try:
             return truncated_prompt_tokens(tokens, runner.options.num_ctx, option_int(options, "num_keep"), runner.options.shift)
         except HTTPError:
@@ -2262,7 +2269,7 @@ class FakeOllamaApp:
         previous = body.get("context") or []
         chars = len(prompt) + len(body.get("system") or "")
         tokens = self._kept_tokens(runner, prompt_token_count(model, chars, template=not raw) + len(previous), options,
-                                   bool(body.get("images")))
+                                   bool(body.get("images")), body.get("truncate") is not False)
         gen = make_generation(model_sent, tokens,
                               ctx, thinking=self._thinking_on(model, body),
                               num_predict=option_int(options, "num_predict"))

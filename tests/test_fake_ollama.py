@@ -1149,3 +1149,58 @@ def test_go_duration_and_decoder_messages():
     with pytest.raises(json.JSONDecodeError) as info:
         json.loads('{"a":')
     assert go_decode_message(info.value) == "unexpected EOF"
+
+
+# -- truncation as Ollama truncates (ollama-api.md §7.5) ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "tokens, num_ctx, num_keep, kept",
+    [(100, 4096, None, 100), (4095, 4096, None, 4095), (4096, 4096, None, 2050), (50000, 32768, None, 16386),
+     (9000, 4096, 5, 2051), (9000, 4096, -1, 4095), (9000, 2, None, 1)],
+)
+def test_truncated_prompt_tokens(tokens, num_ctx, num_keep, kept):
+    """contextShiftPromptLimit: num_ctx - max((num_ctx - keep) / 2, 1); a prompt of num_ctx - 1 fits."""
+    from fake_ollama import truncated_prompt_tokens
+
+    assert truncated_prompt_tokens(tokens, num_ctx, num_keep) == kept
+
+
+def test_truncation_without_context_shift_is_400():
+    from fake_ollama import PROMPT_TOO_LONG, HTTPError, truncated_prompt_tokens
+
+    with pytest.raises(HTTPError) as info:
+        truncated_prompt_tokens(5000, 4096, None, shift=False)
+    assert info.value.status == 400 and info.value.message == PROMPT_TOO_LONG
+
+
+def _chat_count(fake, messages, **extra):
+    body = dict({"model": "llama3.2", "stream": False, "messages": messages, "options": {"num_ctx": 4096}}, **extra)
+    status, _, data = request(fake, "POST", "/api/chat", body)
+    assert status == 200, data
+    return json.loads(data)["prompt_eval_count"]
+
+
+def test_long_single_prompt_is_cut_to_half_the_context(fake):
+    """One message of 20,000 characters (5000 tokens + 10) at 4096: Ollama keeps 2050 tokens, no error."""
+    assert _chat_count(fake, [{"role": "user", "content": "x" * 20000}]) == 2050
+    generate = {"model": "llama3.2", "stream": False, "prompt": "x" * 20000, "options": {"num_ctx": 4096}}
+    assert json.loads(request(fake, "POST", "/api/generate", generate)[2])["prompt_eval_count"] == 2050
+
+
+def test_chat_drops_old_messages_first_keeping_system_ones(fake):
+    """chatPrompt: whole messages go from the front until the prompt fits; system messages stay."""
+    system = {"role": "system", "content": "s" * 400}  # 100 tokens
+    old = [{"role": "user", "content": "u" * 8000}, {"role": "assistant", "content": "a" * 8000}]  # 2000 tokens each
+    last = {"role": "user", "content": "q" * 4000}  # 1000 tokens
+    # all: 100 + 4000 + 1000 + 10 = 5110 > 4096; without the first user turn: 3110 fits
+    assert _chat_count(fake, [system] + old + [last]) == 100 + 2000 + 1000 + 10
+    # truncate false: nothing dropped, and llama-server refuses the prompt
+    body = {"model": "llama3.2", "stream": False, "messages": [system] + old + [last], "options": {"num_ctx": 4096}, "truncate": False}
+    status, _, data = request(fake, "POST", "/api/chat", body)
+    assert status == 400 and b"exceeds the available context size" in data
+
+
+def test_images_are_never_truncated(fake):
+    image = base64.b64encode(b"\x89PNG fake").decode()
+    assert _chat_count(fake, [{"role": "user", "content": "x" * 20000, "images": [image]}]) == 5010

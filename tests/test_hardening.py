@@ -16,23 +16,9 @@ import time
 
 import h11
 import pytest
-from test_protocol import Client, ScriptedUpstream, chunk, hdr, ndjson_head
+from test_protocol import Client, chunk, hdr, ndjson_head
 
 CHAT = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}
-
-
-@pytest.fixture
-def scripted():
-    made: list = []
-
-    def make(script) -> ScriptedUpstream:
-        upstream = ScriptedUpstream(script)
-        made.append(upstream)
-        return upstream
-
-    yield make
-    for upstream in made:
-        upstream.stop()
 
 
 def exchange(port: int, data: bytes, quiet: float = 1.0, limit: float = 10.0):

@@ -20,21 +20,7 @@ import ollama_proxy as op
 import pytest
 from fake_ollama import Fault
 from test_hardening import exchange, status_of
-from test_protocol import Client, ScriptedUpstream, ndjson_head
-
-
-@pytest.fixture
-def scripted():
-    made: list = []
-
-    def make(script) -> ScriptedUpstream:
-        upstream = ScriptedUpstream(script)
-        made.append(upstream)
-        return upstream
-
-    yield make
-    for upstream in made:
-        upstream.stop()
+from test_protocol import Client, ndjson_head
 
 
 def get_json(url: str):

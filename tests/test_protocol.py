@@ -185,20 +185,6 @@ class ScriptedUpstream:
         self.listener.close()
 
 
-@pytest.fixture
-def scripted():
-    made: list = []
-
-    def make(script) -> ScriptedUpstream:
-        upstream = ScriptedUpstream(script)
-        made.append(upstream)
-        return upstream
-
-    yield make
-    for upstream in made:
-        upstream.stop()
-
-
 def ndjson_head() -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
 
