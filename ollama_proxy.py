@@ -4156,7 +4156,9 @@ class App:
             self._scanner.wake()  # a new load may have evicted another model: read /api/ps soon
         if ex.num_ctx:
             backend.loaded[model] = min(ex.num_ctx, trained) if trained else ex.num_ctx
-        match = _PROMPT_EVAL_RE.search(ex.tail) if ex.prompt_chars and ex.tail else None
+        if not ex.tail or (ex.prompt_chars < MIN_CALIBRATION_CHARS and ex.prompt_chars * 2 < (ex.num_ctx or 2048)):
+            return  # too short to teach anything or to have been truncated (at least a character a token)
+        match = _PROMPT_EVAL_RE.search(ex.tail)
         if match is None:
             return
         count = int(match.group(1))

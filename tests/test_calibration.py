@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import urllib.request
 
 import pytest
@@ -32,6 +33,17 @@ def post(url: str, path: str, body: dict) -> dict:
 def dense_model(chars_per_token: float, name: str = "dense:latest", capabilities=None, context_length: int = 131072) -> FakeModel:
     return FakeModel(name=name, arch="llama", context_length=context_length, capabilities=capabilities or ["completion"],
                      embedding_length=64 if capabilities == ["embedding"] else 3072, chars_per_token=chars_per_token)
+
+
+def truncation_warnings(caplog, timeout: float = 5.0) -> list:
+    """The truncation warnings logged so far, once there is one: the proxy learns from an answer after
+    the client has it, so the line may come a moment after the response."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "truncated" in r.getMessage()]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -99,7 +111,7 @@ def test_truncation_is_warned_counted_and_the_next_request_holds_it(fake_with, s
     logging.getLogger("ollama_proxy").setLevel(logging.INFO)
     with caplog.at_level(logging.INFO, logger="ollama_proxy"):
         rows = run_session(fake, proxy, model, 2)
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "truncated" in r.getMessage()]
+    warnings = truncation_warnings(caplog)
     assert len(warnings) == 1, warnings
     assert "model=dense" in warnings[0] and "POST /api/chat" in warnings[0] and "context of 4096" in warnings[0]
     assert "next request gets a larger context" in warnings[0]
@@ -116,7 +128,7 @@ def test_model_mode_cap_truncating_is_warned(fake_with, start_proxy, caplog):
     logging.getLogger("ollama_proxy").setLevel(logging.INFO)
     with caplog.at_level(logging.WARNING, logger="ollama_proxy"):
         post(proxy.url, "/api/chat", {"model": "dense", "stream": False, "messages": [{"role": "user", "content": words(30000)}]})
-    (warning,) = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
+    (warning,) = truncation_warnings(caplog)
     assert "context of 4096" in warning and "about 7500 tokens" in warning and "--max-context" in warning
 
 
@@ -162,4 +174,7 @@ def test_embeddings_calibrate_without_chunks(fake_with, start_proxy):
     fake = fake_with(model)
     proxy = start_proxy(fake.url)
     post(proxy.url, "/api/embed", {"model": "dense-embed", "input": [words(1500), words(1800, seed=3)]})
+    deadline = time.monotonic() + 5  # learned just after the answer went out
+    while proxy.call(lambda: proxy.app.chars_per_token.get("dense-embed:latest")) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert proxy.call(lambda: proxy.app.chars_per_token["dense-embed:latest"]) == pytest.approx(2.0, rel=0.01)
