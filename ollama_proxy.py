@@ -2026,6 +2026,32 @@ def context_cap(training: int, max_context: int) -> int:
     return min(caps) if caps else 0
 
 
+def client_num_ctx(body: Mapping[str, Any]) -> Optional[int]:
+    """The request's own ``options.num_ctx``, when it is a positive integer."""
+    options = body.get("options")
+    value = options.get("num_ctx") if isinstance(options, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def context_source(config: "Config", model: str, client: Optional[int], forced: Any) -> Tuple[str, Optional[int]]:
+    """SPEC §5's precedence, decided here and nowhere else: where a request's num_ctx comes from.
+
+    ``("url", N)`` /proxy-context/N/; ``("auto", None)`` /proxy-context/auto/ or --context-mode auto;
+    ``("fixed", N)`` --num-ctx for the model; ``("client", N)`` the request's own; ``("model", None)``
+    the cap; ``("off", None)`` untouched.  The modifier, the choice of a backend, preload and the
+    doctor all ask this one function (the value is capped later, by whoever sends it)."""
+    if isinstance(forced, int):
+        return "url", forced
+    if forced == "auto":
+        return "auto", None
+    fixed = lookup_model_value(config.num_ctx, model)
+    if fixed is not None:
+        return "fixed", fixed
+    if client is not None:
+        return "client", client
+    return config.context_mode, None
+
+
 def choose_auto_size(needed: int, sizes: Sequence[int], cap: int, loaded: int = 0) -> Tuple[int, str]:
     """Auto mode: (num_ctx, why) for a request that needs ``needed`` tokens.
 
@@ -2165,33 +2191,18 @@ class ContextModifier(Modifier):
         config = ctx.config
         info = ctx.info
         assert info is not None
-        options = ctx.body.get("options") if isinstance(ctx.body.get("options"), dict) else {}
-        client = options.get("num_ctx")
-        if isinstance(client, bool) or not isinstance(client, int) or client <= 0:
-            client = None
+        client = client_num_ctx(ctx.body)
+        source, value = context_source(config, ctx.model, client, ctx.forced_ctx)
+        if source == "off":
+            return []
         cap = context_cap(info.context_length, config.max_context)
         if ctx.ceiling and (not cap or ctx.ceiling < cap):
             cap = ctx.ceiling  # a larger size ran out of memory on this backend
         cap_text = "trained %d" % info.context_length if info.context_length and (not config.max_context or info.context_length <= config.max_context) else "--max-context %d" % config.max_context
-        fixed = lookup_model_value(config.num_ctx, ctx.model)
-        mode = config.context_mode
         short = False
-        value: Optional[int]
-        if isinstance(ctx.forced_ctx, int):
-            value, why = ctx.forced_ctx, "URL /proxy-context/%d" % ctx.forced_ctx
-        elif ctx.forced_ctx == "auto":
-            value, why = None, ""
-            mode = "auto"
-        elif fixed is not None:
-            value, why = fixed, "--num-ctx %d" % fixed
-        elif client is not None:
-            value, why = client, ""
-        elif mode == "off":
-            return []
-        else:
-            value, why = None, ""
+        why = {"url": "URL /proxy-context/%s" % value, "fixed": "--num-ctx %s" % value}.get(source, "")
         if value is None:
-            if mode == "auto":
+            if source == "auto":
                 chars, images = ctx.prompt if ctx.prompt is not None else prompt_size(ctx.path, ctx.body)
                 if ctx.embed_limit and ctx.path in ("/api/embed", "/api/embeddings"):
                     chars = min(chars, ctx.embed_limit)  # long inputs go up in pieces of at most this
@@ -4105,13 +4116,9 @@ class App:
         body: Dict[str, Any] = ex.json
         options = body.get("options")
         info = None
-        if (
-            self.config.context_mode != "off"
-            or ex.forced_ctx is not None
-            or (isinstance(options, dict) and options.get("num_ctx") is not None)
-            or lookup_model_value(self.config.num_ctx, model) is not None
-        ):
-            info = await self._model_info(backend, model)  # only when num_ctx may be set or capped
+        # /api/show only when num_ctx may be set or capped (a client's value is capped even with mode off).
+        if context_source(self.config, model, None, ex.forced_ctx)[0] != "off" or (isinstance(options, dict) and options.get("num_ctx") is not None):
+            info = await self._model_info(backend, model)
         prompt = prompt_size(ex.path, body) if ex.path in ("/api/chat", "/api/generate") else None
         ctx = ModifyContext(
             path=ex.path,
@@ -4375,7 +4382,7 @@ class App:
         so that the first request does not pay for the load, nor for a reload."""
         for model in models:
             body: Dict[str, Any] = {"model": model}
-            wanted = self.config.context_mode != "off" or lookup_model_value(self.config.num_ctx, model) is not None
+            wanted = context_source(self.config, model, None, None)[0] != "off"
             info = await self._model_info(backend, model) if wanted else None  # as _modify asks for it
             ctx = ModifyContext(path="/api/generate", body=body, model=model, config=self.config, info=info,
                                 loaded_ctx=backend.loaded.get(model, 0), ceiling=backend.ceiling.get(model, 0))
@@ -4664,16 +4671,10 @@ class App:
         """The num_ctx this request will be sent with, as far as the choice needs it: an explicit
         one, or (auto mode) the size its prompt needs; 0 when any loaded context will do."""
         body = ex.json if isinstance(ex.json, dict) else {}
-        options = body.get("options")
-        client = options.get("num_ctx") if isinstance(options, dict) else None
-        if isinstance(ex.forced_ctx, int):
-            return ex.forced_ctx
-        fixed = lookup_model_value(self.config.num_ctx, model)
-        if fixed is not None:
-            return fixed
-        if isinstance(client, int) and not isinstance(client, bool) and client > 0:
-            return client
-        if (self.config.context_mode == "auto" or ex.forced_ctx == "auto") and ex.path in ("/api/chat", "/api/generate"):
+        source, value = context_source(self.config, model, client_num_ctx(body), ex.forced_ctx)
+        if value is not None:
+            return value
+        if source == "auto" and ex.path in ("/api/chat", "/api/generate"):
             chars, images = prompt_size(ex.path, body)
             # A loaded context at least this large holds the request: auto mode keeps it (no reload).
             return needed_context(estimate_tokens(chars, images, self.chars_per_token.get(model, DEFAULT_CHARS_PER_TOKEN)), response_budget(ex.path, body))
@@ -5493,12 +5494,12 @@ def flash_attention_check(config: Config, environ: Mapping[str, str]) -> List[st
 
 def _would_send(config: Config, model: str, info: ModelInfo) -> str:
     cap = context_cap(info.context_length, config.max_context)
-    fixed = lookup_model_value(config.num_ctx, model)
+    source, fixed = context_source(config, model, None, None)
     if fixed is not None:
         return str(min(fixed, cap) if cap else fixed)
-    if config.context_mode == "model":
+    if source == "model":
         return str(cap) if cap else "unchanged"
-    if config.context_mode == "auto":
+    if source == "auto":
         low = min(config.context_sizes)
         return "auto %d..%d" % (min(low, cap) if cap else low, cap) if cap else "auto"
     return "the client's (at most %d)" % cap if cap else "the client's"

@@ -288,3 +288,33 @@ def test_ceiling_after_out_of_memory_caps_the_context():
     c = ctx(ceiling=8192)
     op.ContextModifier().modify(c)
     assert c.body["options"]["num_ctx"] == 8192
+
+
+@pytest.mark.parametrize(
+    "argv, client, forced, expected",
+    [
+        ([], None, None, ("model", None)),
+        ([], 4096, None, ("client", 4096)),
+        (["--num-ctx", "llama3.2=8192"], 4096, None, ("fixed", 8192)),
+        (["--num-ctx", "llama3*=8192"], None, None, ("fixed", 8192)),
+        (["--num-ctx", "qwen*=8192"], None, None, ("model", None)),
+        (["--num-ctx", "llama3.2=8192"], 4096, 2048, ("url", 2048)),
+        (["--num-ctx", "llama3.2=8192"], 4096, "auto", ("auto", None)),
+        (["--context-mode", "auto"], None, None, ("auto", None)),
+        (["--context-mode", "auto"], 1024, None, ("client", 1024)),
+        (["--context-mode", "off"], None, None, ("off", None)),
+        (["--context-mode", "off"], 2048, None, ("client", 2048)),
+        (["--context-mode", "off"], None, 4096, ("url", 4096)),
+    ],
+)
+def test_context_source_is_the_one_precedence(argv, client, forced, expected):
+    """SPEC §5: the URL, then --num-ctx, then the client's num_ctx, then --context-mode."""
+    config = op.build_config(argv, {})
+    assert op.context_source(config, "llama3.2:latest", client, forced) == expected
+
+
+@pytest.mark.parametrize("options, expected", [(None, None), ({}, None), ({"num_ctx": 8192}, 8192), ({"num_ctx": 0}, None), ({"num_ctx": True}, None),
+                                               ({"num_ctx": "8192"}, None), ({"num_ctx": -1}, None), ([1], None)])
+def test_client_num_ctx(options, expected):
+    body = {"model": "m"} if options is None else {"model": "m", "options": options}
+    assert op.client_num_ctx(body) == expected
