@@ -3964,7 +3964,7 @@ class App:
     async def _refuse_head(self, side: ServerSide, request: h11.Request, status: int, message: str) -> None:
         """A head check_request_head refused (or ``OPTIONS *``, answered 200 and kept alive)."""
         if status == 200:
-            headers = [(b"content-length", b"0"), (b"allow", b"GET, HEAD, POST, PUT, DELETE, OPTIONS"), (b"via", self.via)]
+            headers = self._head_headers(None, [(b"content-length", b"0"), (b"allow", b"GET, HEAD, POST, PUT, DELETE, OPTIONS")])
             await side.send(h11.Response(status_code=200, headers=headers), h11.EndOfMessage())
             return
         log.info("conn %d: %s %s: %d %s", side.conn_id, request.method.decode("latin-1"), redact_secrets(request.target.decode("latin-1"))[:200],
@@ -3975,7 +3975,7 @@ class App:
         if side.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
         body = error_body(status, message, openai=False)
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), (b"connection", b"close"), (b"via", self.via)]
+        headers = self._head_headers(None, [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))], close=True)
         try:
             await side.send(h11.Response(status_code=status, headers=headers), h11.Data(data=body), h11.EndOfMessage())
         except (ClientGone, h11.LocalProtocolError):
@@ -4475,15 +4475,23 @@ class App:
             headers.append((b"authorization", spec.auth.encode("latin-1")))
         return headers
 
-    def _response_headers(self, ex: Exchange, backend: Backend, upstream: Headers) -> Headers:
-        headers = strip_hop_by_hop(upstream, frozenset({b"via"}))
-        headers.append((b"via", join_via(all_values(upstream, b"via"), self.via)))
-        headers.append((b"x-ollama-proxy-backend", backend.name.encode("utf-8")))
-        if ex.num_ctx_changed:
-            headers.append((b"x-ollama-proxy-num-ctx", b"%d" % ex.num_ctx))
-        if self._shutting_down:
+    def _head_headers(self, ex: Optional[Exchange], headers: Headers, via: Optional[bytes] = None, close: bool = False) -> Headers:
+        """Every response head the proxy sends is finished here: ``headers`` plus Via (after the
+        backend's own ``via``, if any), the diagnostic headers (SPEC §4: the backend, and num_ctx
+        when the proxy set it), and ``Connection: close`` when asked or while shutting down."""
+        headers.append((b"via", join_via(via, self.via)))
+        if ex is not None:
+            if ex.backend:
+                headers.append((b"x-ollama-proxy-backend", ex.backend.encode("utf-8")))
+            if ex.num_ctx_changed:
+                headers.append((b"x-ollama-proxy-num-ctx", b"%d" % ex.num_ctx))
+        if close or self._shutting_down:
             headers.append((b"connection", b"close"))
         return headers
+
+    def _response_headers(self, ex: Exchange, upstream: Headers) -> Headers:
+        """A backend's response head as the client gets it: hop-by-hop headers dropped, ours added."""
+        return self._head_headers(ex, strip_hop_by_hop(upstream, frozenset({b"via"})), all_values(upstream, b"via"))
 
     async def _forward(self, side: ServerSide, ex: Exchange, upload: bool) -> None:
         """Choose a backend (waiting in the queue if all are busy), prepare the request for it,
@@ -5013,15 +5021,10 @@ class App:
                          retry_after: int = 0) -> None:
         """A whole answer from the proxy itself: Via, the diagnostic headers, no body on HEAD."""
         ex.status = status
-        headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body)), (b"via", self.via)]
+        headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
         if retry_after:
             headers.append((b"retry-after", b"%d" % retry_after))
-        if ex.backend:
-            headers.append((b"x-ollama-proxy-backend", ex.backend.encode("utf-8")))
-        if ex.num_ctx_changed:
-            headers.append((b"x-ollama-proxy-num-ctx", b"%d" % ex.num_ctx))
-        if close:
-            headers.append((b"connection", b"close"))
+        self._head_headers(ex, headers, close=close)
         events: List[Any] = [h11.Response(status_code=status, headers=headers)]
         if ex.method != b"HEAD":
             events.append(h11.Data(data=body))
@@ -5071,10 +5074,7 @@ class App:
         if not ex.response_started:
             # The head goes out before the first upstream read: whatever that read brings (a close,
             # a bad chunk, silence), the client then has a 200 head and gets the error in-band.
-            headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"via", self.via),
-                       (b"x-ollama-proxy-backend", backend.name.encode("utf-8"))]
-            if ex.num_ctx_changed:
-                headers.append((b"x-ollama-proxy-num-ctx", b"%d" % ex.num_ctx))
+            headers = self._head_headers(ex, [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")])
             ex.status = 200
             ex.response_started = True
             await side.send(h11.Response(status_code=200, headers=headers))
@@ -5218,11 +5218,7 @@ class App:
         headers = [(b"content-type", b"text/event-stream" if sse else b"application/x-ndjson")]
         if sse:
             headers.append((b"cache-control", b"no-cache"))
-        headers.append((b"via", self.via))
-        if ex.backend:
-            headers.append((b"x-ollama-proxy-backend", ex.backend.encode("utf-8")))
-        if ex.num_ctx_changed:
-            headers.append((b"x-ollama-proxy-num-ctx", b"%d" % ex.num_ctx))
+        self._head_headers(ex, headers)
         ex.status = 200
         ex.response_started = True  # before the await: h11 is in its body state from the send on
         await side.send(h11.Response(status_code=200, headers=headers))
@@ -5265,7 +5261,7 @@ class App:
                 body = await upconn.receive_whole_body(MAX_TRANSLATED_BODY)
                 body = rename_model(body, *rename) if rename is not None else self._repaired_tags(body, response.status_code)
                 ex.tail = body[-2048:]
-                headers = [(n, v) for n, v in self._response_headers(ex, backend, upstream_headers) if n not in (b"content-length", b"transfer-encoding")]
+                headers = [(n, v) for n, v in self._response_headers(ex, upstream_headers) if n not in (b"content-length", b"transfer-encoding")]
                 headers.append((b"content-length", b"%d" % len(body)))
                 ex.status = response.status_code
                 events: List[Any] = [h11.Response(status_code=response.status_code, headers=headers, reason=response.reason)]
@@ -5284,7 +5280,7 @@ class App:
                 return
             chunked = True
         else:
-            headers = self._response_headers(ex, backend, upstream_headers)
+            headers = self._response_headers(ex, upstream_headers)
             ex.status = response.status_code
             head = conn.send(h11.Response(status_code=response.status_code, headers=headers, reason=response.reason, _parsed=True))
             ex.response_started = True

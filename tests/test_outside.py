@@ -274,3 +274,26 @@ def test_nothing_left_running(fake, proxy):
         time.sleep(0.05)
     assert proxy.call(lambda: proxy.app.backends[0].in_flight) == 0
     assert threading.active_count() > 0
+
+
+def test_own_answer_during_shutdown_says_connection_close(start_proxy):
+    """Every head is built in one place, so the proxy's own answers (here a merged /api/tags that was
+    waiting on a slow backend when SIGTERM came) carry ``Connection: close`` while shutting down, as
+    relayed answers already did."""
+    from fake_ollama import FakeOllama
+
+    a, b = FakeOllama().start(), FakeOllama().start()
+    try:
+        b.add_fault(Fault(path="/api/tags", delay_before_headers=1.0))
+        proxy = start_proxy([a.url, b.url], shutdown_grace=5.0)
+        c = Client(proxy.port)
+        c.request("GET", "/api/tags")
+        time.sleep(0.3)
+        proxy.loop.call_soon_threadsafe(proxy.app.request_shutdown)
+        head, body = c.response()
+        c.close()
+        assert head.status_code == 200 and json.loads(body)["models"]
+        assert (b"connection", b"close") in list(head.headers)
+    finally:
+        a.stop()
+        b.stop()
