@@ -58,7 +58,7 @@ import time
 import uuid
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlsplit
 
 import h11
@@ -1492,6 +1492,32 @@ class Pool:
             conn.abort()
         self.idle.clear()
 
+    async def request_json(self, method: bytes, path: str, body: Any, via: bytes, timeout: float) -> Tuple[int, Any]:
+        """One small JSON exchange of the proxy's own with this backend (/api/show, merged lists,
+        preload, the doctor): (status, parsed body or None); the socket is pooled like any other."""
+        backend = self.backend
+        spec = backend.spec
+        data = json.dumps(body).encode("utf-8") if body is not None else b""
+        headers: Headers = [(b"host", backend.host_header), (b"accept", b"application/json"), (b"via", via)]
+        if body is not None:
+            headers += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
+        if spec.auth is not None:
+            headers.append((b"authorization", spec.auth.encode("latin-1")))
+        upconn = self.take_idle() or await self.connect()
+        try:
+            upconn.timer.start(timeout)
+            await upconn.send_request(method, (spec.path_prefix + path).encode("latin-1"), headers, data)
+            response = await upconn.receive_response()
+            raw = await upconn.receive_whole_body()
+        except BaseException:
+            upconn.abort()
+            raise
+        self.release(upconn)
+        try:
+            return response.status_code, parse_json(raw) if raw else None
+        except ValueError:
+            return response.status_code, None
+
 
 # ---------------------------------------------------------------------------
 # 5. Backends (health, scanner, choice)
@@ -1522,13 +1548,8 @@ class Backend:
     last_error: Optional[str] = None
     pool: Optional[Pool] = field(default=None, repr=False)
     host_header: bytes = field(default=b"", repr=False)  #: the Host value sent upstream, encoded once
-    #: model -> what /api/show said (cached until the digest in /api/tags changes)
-    info: Dict[str, Any] = field(default_factory=dict, repr=False)
-    info_pending: Dict[str, "asyncio.Future[Any]"] = field(default_factory=dict, repr=False)
-    info_failed: Dict[str, float] = field(default_factory=dict, repr=False)  #: model -> when /api/show last failed
     digests: Dict[str, str] = field(default_factory=dict, repr=False)  #: model -> digest, from /api/tags
     loaded: Dict[str, int] = field(default_factory=dict, repr=False)  #: model -> context it is loaded with
-    ceiling: Dict[str, int] = field(default_factory=dict, repr=False)  #: model -> largest size known to load (after an OOM)
     healthy: Optional[bool] = None  #: the last probe answered 200 (None: not probed, or probes are off)
     discovered: bool = False  #: found by --scan (forgotten again when it stays away)
     tags: List[Dict[str, Any]] = field(default_factory=list, repr=False)  #: /api/tags entries of the last probe
@@ -2116,6 +2137,125 @@ def calibrate(old: float, prompt_chars: int, prompt_eval_count: int, num_ctx: in
     if not num_ctx or 2 * prompt_eval_count >= num_ctx:
         return old, False  # sparser, from a count that may have been cut: not evidence
     return old + CALIBRATION_WEIGHT * (observed - old), False
+
+
+METADATA_TIMEOUT = 10.0  #: seconds for the proxy's own /api/show, /api/tags, /api/ps calls
+METADATA_RETRY_SECONDS = 30.0  #: a failed /api/show is not asked again for this long
+
+
+@dataclass(frozen=True)
+class Learned:
+    """What one answer taught about its model (``Models.learn``)."""
+
+    ratio: float  #: characters per token from now on
+    estimate: int  #: the prompt's tokens at that ratio
+    truncated: bool  #: Ollama cut the prompt to the context it ran with
+
+
+class Models:
+    """What the proxy knows of the models: the one owner of that state and its decisions.
+
+    Per backend and model, what ``/api/show`` said (cached until the model's digest in
+    ``/api/tags`` changes, fetched once however many requests want it, not asked again for
+    ``METADATA_RETRY_SECONDS`` after a failure) and the largest context known to load after one
+    ran out of memory; per model, the characters per token learned from Ollama's own counts.
+    ``show(backend, model)`` is the one I/O it needs, given by the application.
+    """
+
+    def __init__(self, show: Callable[[Backend, str], Awaitable[Tuple[int, Any]]], count: Callable[[str], None]) -> None:
+        self._show = show
+        self._count = count
+        self._info: Dict[Tuple[str, str], ModelInfo] = {}
+        self._pending: Dict[Tuple[str, str], "asyncio.Future[Optional[ModelInfo]]"] = {}
+        self._failed: Dict[Tuple[str, str], float] = {}  #: when /api/show last failed
+        self._ceiling: Dict[Tuple[str, str], int] = {}
+        self.chars_per_token: Dict[str, float] = {}  #: model -> learned characters per token
+
+    def cached(self, backend: Backend, model: str) -> Optional[ModelInfo]:
+        return self._info.get((backend.name, model))
+
+    def trained(self, backend: Backend, model: str) -> int:
+        """The model's training context on this backend (0 when unknown)."""
+        info = self._info.get((backend.name, model))
+        return info.context_length if info is not None else 0
+
+    def ratio(self, model: str) -> float:
+        return self.chars_per_token.get(model, DEFAULT_CHARS_PER_TOKEN)
+
+    def ceiling(self, backend: Backend, model: str) -> int:
+        """A size below one that ran out of memory on this backend (0: none known)."""
+        return self._ceiling.get((backend.name, model), 0)
+
+    def record_oom(self, backend: Backend, model: str, smaller: int) -> None:
+        self._ceiling[(backend.name, model)] = smaller
+
+    async def info(self, backend: Backend, model: str) -> Optional[ModelInfo]:
+        """/api/show for the model on this backend: cached, fetched once for concurrent requests;
+        None when it failed (the modifiers that need it are then skipped)."""
+        key = (backend.name, model)
+        info = self._info.get(key)
+        if info is not None:
+            self._count("metadata_hit")
+            return info
+        failed = self._failed.get(key)
+        if failed is not None and time.monotonic() - failed < METADATA_RETRY_SECONDS:
+            return None
+        pending = self._pending.get(key)
+        if pending is None:
+            self._count("metadata_fetch")
+            pending = asyncio.ensure_future(self._fetch(backend, model))
+            self._pending[key] = pending
+            pending.add_done_callback(lambda _: self._pending.pop(key, None))
+        else:
+            self._count("metadata_shared")
+        return await asyncio.shield(pending)
+
+    async def _fetch(self, backend: Backend, model: str) -> Optional[ModelInfo]:
+        try:
+            status, obj = await self._show(backend, model)
+        except (ProxyError, OSError) as exc:
+            status, obj = 0, {"error": str(exc)}
+        key = (backend.name, model)
+        if status == 200 and isinstance(obj, dict):
+            info = model_info_from_show(model, obj, backend.digests.get(model, ""))
+            self._info[key] = info
+            self._failed.pop(key, None)
+            log.debug("model %s on %s: %s, trained context %d", model, backend.name, info.architecture or "?", info.context_length)
+            return info
+        self._failed[key] = time.monotonic()
+        reason = obj.get("error") if isinstance(obj, dict) else None
+        log.warning("model %s on %s: /api/show failed (%s): num_ctx is left as the client sent it", model, backend.name, reason or "status %d" % status)
+        return None
+
+    def digests_changed(self, backend: Backend, digests: Mapping[str, str]) -> None:
+        """A backend's new model list: what is known of a model that changed or went is dropped."""
+        for (name, model), info in list(self._info.items()):
+            if name != backend.name:
+                continue
+            if model not in digests or (info.digest and digests[model] != info.digest):
+                log.info("model %s changed on %s: its metadata will be read again", model, backend.name)
+                del self._info[(name, model)]
+                self._ceiling.pop((name, model), None)
+            elif not info.digest:
+                self._info[(name, model)] = dataclasses.replace(info, digest=digests[model])
+
+    def forget(self, backend: Backend) -> None:
+        for table in (self._info, self._failed, self._ceiling):
+            for key in [k for k in table if k[0] == backend.name]:
+                del table[key]
+
+    def pending(self) -> List["asyncio.Future[Optional[ModelInfo]]"]:
+        """The /api/show fetches in flight (cancelled at shutdown)."""
+        return list(self._pending.values())
+
+    def learn(self, model: str, prompt_chars: int, prompt_eval_count: int, window: int, num_keep: int = DEFAULT_NUM_KEEP) -> Learned:
+        """Ollama counted ``prompt_eval_count`` tokens of a prompt of ``prompt_chars`` characters that
+        ran with ``window`` tokens of context (0: unknown): calibrate (SPEC §5) and say whether the
+        prompt was truncated (the count's mark, or an estimate at the learned ratio over the window)."""
+        ratio, marked = calibrate(self.ratio(model), prompt_chars, prompt_eval_count, window, num_keep)
+        self.chars_per_token[model] = ratio
+        estimate = estimate_tokens(prompt_chars, 0, ratio)
+        return Learned(ratio, estimate, bool(window) and (marked or estimate > window))
 
 
 # ---------------------------------------------------------------------------
@@ -3662,8 +3802,6 @@ _EVAL_COUNT_RE = re.compile(rb'"eval_count"\s*:\s*(\d+)')
 _PROMPT_EVAL_RE = re.compile(rb'"prompt_eval_count"\s*:\s*(\d+)')
 MAX_TRANSLATED_BODY = 1024 * 1024 * 1024  #: a native answer the proxy translates is read whole, up to this
 MAX_LINE_BYTES = MAX_JSON_BODY  #: a streamed NDJSON line or SSE event longer than this ends the stream in-band
-METADATA_TIMEOUT = 10.0  #: seconds for the proxy's own /api/show, /api/tags, /api/ps calls
-METADATA_RETRY_SECONDS = 30.0  #: a failed /api/show is not asked again for this long
 REFRESH_DEBOUNCE_SECONDS = 0.5  #: after a model request, wait this long before reading /api/ps
 _EVAL_DURATION_RE = re.compile(rb'"eval_duration"\s*:\s*(\d+)')
 #: Requests that change a backend's models: done once, where they went, never replayed elsewhere.
@@ -3777,9 +3915,9 @@ class App:
         self._stopped: Optional[asyncio.Event] = None
         self._api_key = config.api_key.encode("utf-8") if config.api_key else None
         self._bearer = b"Bearer " + self._api_key if self._api_key else None
-        self.chars_per_token: Dict[str, float] = {}  #: model -> calibrated characters per token
         self._rng = random.Random()
         self.metrics = Metrics(time.time())
+        self.models = Models(self._show, self.metrics.count)
         self.probing = config.scan_interval > 0  #: health is tracked (else every backend counts as healthy)
         self._scanner: Optional[Scanner] = None
         self._first_round: Optional[asyncio.Event] = None  #: set once the first probe round is in
@@ -3856,7 +3994,7 @@ class App:
             if pending:
                 log.warning("shutdown grace over: %d response(s) cut off", len(pending))
                 await asyncio.wait(pending, timeout=LINGER_SECONDS + 1.0)
-        background = [t for b in self.backends for t in b.info_pending.values()] + list(self._background)
+        background = self.models.pending() + list(self._background)
         for task in background:
             task.cancel()
         if background:
@@ -4118,7 +4256,7 @@ class App:
         info = None
         # /api/show only when num_ctx may be set or capped (a client's value is capped even with mode off).
         if context_source(self.config, model, None, ex.forced_ctx)[0] != "off" or (isinstance(options, dict) and options.get("num_ctx") is not None):
-            info = await self._model_info(backend, model)
+            info = await self.models.info(backend, model)
         prompt = prompt_size(ex.path, body) if ex.path in ("/api/chat", "/api/generate") else None
         ctx = ModifyContext(
             path=ex.path,
@@ -4128,8 +4266,8 @@ class App:
             info=info,
             forced_ctx=ex.forced_ctx,
             loaded_ctx=backend.loaded.get(model, 0),
-            chars_per_token=self.chars_per_token.get(model, DEFAULT_CHARS_PER_TOKEN),
-            ceiling=backend.ceiling.get(model, 0),
+            chars_per_token=self.models.ratio(model),
+            ceiling=self.models.ceiling(backend, model),
             embed_limit=self.config.max_embed_chars if self.config.chunking else 0,
             prompt=prompt,
         )
@@ -4157,8 +4295,7 @@ class App:
         if ex.status != 200 or ex.model is None or ex.error is not None:
             return  # an answer that ended in an error (e.g. a failed load after the heartbeat) teaches nothing
         model = normalize_model(ex.model)
-        info = backend.info.get(model)
-        trained = info.context_length if isinstance(info, ModelInfo) else 0
+        trained = self.models.trained(backend, model)
         if self._scanner is not None and model not in backend.loaded:
             self._scanner.wake()  # a new load may have evicted another model: read /api/ps soon
         if ex.num_ctx:
@@ -4180,11 +4317,9 @@ class App:
             inputs = ex.json.get("input") if isinstance(ex.json, dict) else None
             single = isinstance(inputs, str) or (isinstance(inputs, list) and len(inputs) == 1)
             window = window - 2 if single and window > 2 else 0
-        old = self.chars_per_token.get(model, DEFAULT_CHARS_PER_TOKEN)
-        ratio, marked = calibrate(old, ex.prompt_chars, count, window, num_keep)
-        self.chars_per_token[model] = ratio
-        estimate = estimate_tokens(ex.prompt_chars, 0, ratio)
-        if window and (marked or estimate > window):
+        learned = self.models.learn(model, ex.prompt_chars, count, window, num_keep)
+        estimate = learned.estimate
+        if learned.truncated:
             # Ollama cut the prompt without an error (SPEC §5): say so; the denser ratio gives the
             # conversation's next request (auto mode) a size that holds it.
             self.metrics.count_truncated(model)
@@ -4203,66 +4338,12 @@ class App:
             return "; the model's training context (%d) is full" % trained
         return "; raise --max-context or use --num-ctx %s=N" % model
 
-    async def _model_info(self, backend: Backend, model: str) -> Optional[ModelInfo]:
-        """/api/show for the model on this backend: cached, fetched once for concurrent requests."""
-        info = backend.info.get(model)
-        if info is not None:
-            self.count("metadata_hit")
-            return info
-        failed = backend.info_failed.get(model)
-        if failed is not None and time.monotonic() - failed < METADATA_RETRY_SECONDS:
-            return None
-        pending = backend.info_pending.get(model)
-        if pending is None:
-            self.count("metadata_fetch")
-            pending = asyncio.ensure_future(self._fetch_model_info(backend, model))
-            backend.info_pending[model] = pending
-            pending.add_done_callback(lambda _: backend.info_pending.pop(model, None))
-        else:
-            self.count("metadata_shared")
-        return await asyncio.shield(pending)
-
-    async def _fetch_model_info(self, backend: Backend, model: str) -> Optional[ModelInfo]:
-        try:
-            status, obj = await self._backend_json(backend, b"POST", "/api/show", {"model": model})
-        except (ProxyError, OSError) as exc:
-            status, obj = 0, {"error": str(exc)}
-        if status == 200 and isinstance(obj, dict):
-            info = model_info_from_show(model, obj, backend.digests.get(model, ""))
-            backend.info[model] = info
-            backend.info_failed.pop(model, None)
-            log.debug("model %s on %s: %s, trained context %d", model, backend.name, info.architecture or "?", info.context_length)
-            return info
-        backend.info_failed[model] = time.monotonic()
-        reason = obj.get("error") if isinstance(obj, dict) else None
-        log.warning("model %s on %s: /api/show failed (%s): num_ctx is left as the client sent it", model, backend.name, reason or "status %d" % status)
-        return None
+    async def _show(self, backend: Backend, model: str) -> Tuple[int, Any]:
+        return await self._backend_json(backend, b"POST", "/api/show", {"model": model})
 
     async def _backend_json(self, backend: Backend, method: bytes, path: str, body: Any = None, timeout: float = METADATA_TIMEOUT) -> Tuple[int, Any]:
-        """One small JSON exchange of the proxy's own with a backend: (status, parsed body or None)."""
-        pool = backend.pool
-        assert pool is not None
-        data = json.dumps(body).encode("utf-8") if body is not None else b""
-        headers: Headers = [(b"host", backend.host_header), (b"accept", b"application/json"), (b"via", self.via)]
-        if body is not None:
-            headers += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
-        if backend.spec.auth is not None:
-            headers.append((b"authorization", backend.spec.auth.encode("latin-1")))
-        target = (backend.spec.path_prefix + path).encode("latin-1")
-        upconn = pool.take_idle() or await pool.connect()
-        try:
-            upconn.timer.start(timeout)
-            await upconn.send_request(method, target, headers, data)
-            response = await upconn.receive_response()
-            raw = await upconn.receive_whole_body()
-        except BaseException:
-            upconn.abort()
-            raise
-        pool.release(upconn)
-        try:
-            return response.status_code, parse_json(raw) if raw else None
-        except ValueError:
-            return response.status_code, None
+        assert backend.pool is not None
+        return await backend.pool.request_json(method, path, body, self.via, timeout)
 
     # -- probes, health, preload ---------------------------------------------------
 
@@ -4322,13 +4403,7 @@ class App:
         backend.tags = tags
         digests = {normalize_model(str(m.get("name") or m.get("model") or "")): str(m.get("digest") or "") for m in tags}
         backend.digests = digests
-        for model, info in list(backend.info.items()):
-            if model not in digests or (info.digest and digests[model] != info.digest):
-                log.info("model %s changed on %s: its metadata will be read again", model, backend.name)
-                del backend.info[model]
-                backend.ceiling.pop(model, None)
-            elif not info.digest:
-                backend.info[model] = dataclasses.replace(info, digest=digests[model])
+        self.models.digests_changed(backend, digests)
 
     def _set_health(self, backend: Backend, healthy: bool, reason: Optional[str]) -> None:
         """A health change, logged once; a backend that comes back gets its --preload models."""
@@ -4365,6 +4440,7 @@ class App:
         self.backends.remove(backend)
         self._generation += 1
         self.sticky.forget_backend(backend.name)
+        self.models.forget(backend)
         if backend.pool is not None:
             backend.pool.close()
         self._fail_stranded_waiters()
@@ -4383,9 +4459,9 @@ class App:
         for model in models:
             body: Dict[str, Any] = {"model": model}
             wanted = context_source(self.config, model, None, None)[0] != "off"
-            info = await self._model_info(backend, model) if wanted else None  # as _modify asks for it
+            info = await self.models.info(backend, model) if wanted else None  # as _modify asks for it
             ctx = ModifyContext(path="/api/generate", body=body, model=model, config=self.config, info=info,
-                                loaded_ctx=backend.loaded.get(model, 0), ceiling=backend.ceiling.get(model, 0))
+                                loaded_ctx=backend.loaded.get(model, 0), ceiling=self.models.ceiling(backend, model))
             apply_modifiers(ctx)
             options = body.get("options") if isinstance(body.get("options"), dict) else {}
             request: Dict[str, Any] = {"model": model}
@@ -4685,7 +4761,7 @@ class App:
         if source == "auto" and ex.path in ("/api/chat", "/api/generate"):
             chars, images = prompt_size(ex.path, body)
             # A loaded context at least this large holds the request: auto mode keeps it (no reload).
-            return needed_context(estimate_tokens(chars, images, self.chars_per_token.get(model, DEFAULT_CHARS_PER_TOKEN)), response_budget(ex.path, body))
+            return needed_context(estimate_tokens(chars, images, self.models.ratio(model)), response_budget(ex.path, body))
         return 0
 
     async def _wait_in_queue(self, ex: Exchange, model: Optional[str], embed: bool, tried: List[str]) -> Backend:
@@ -4808,12 +4884,11 @@ class App:
         """--max-embed-chars, or (0) what the model's runner batch holds in characters (SPEC §7)."""
         if self.config.max_embed_chars > 0:
             return self.config.max_embed_chars
-        info = backend.info.get(model)
-        training = info.context_length if isinstance(info, ModelInfo) else 0
+        training = self.models.trained(backend, model)
         if not training:
             return DEFAULT_EMBED_CHARS
         batch = runner_batch_tokens(ex.num_ctx or training, training)
-        return derive_embed_limit(batch, self.chars_per_token.get(model, DEFAULT_CHARS_PER_TOKEN))
+        return derive_embed_limit(batch, self.models.ratio(model))
 
     def _plan_embedding(self, ex: Exchange, backend: Backend) -> None:
         """Split inputs over the limit into pieces (or refuse them with chunking off)."""
@@ -5135,7 +5210,7 @@ class App:
         backend.pool.release(upconn)
         log.warning("%s: num_ctx %d -> %d (%s: the backend %s could not load it: %s)", ex.label(), ex.chosen_ctx, smaller, ex.model, backend.name, message)
         self.count("oom_fallback")
-        backend.ceiling[normalize_model(ex.model or "")] = smaller  # do not ask for the failing size again
+        self.models.record_oom(backend, normalize_model(ex.model or ""), smaller)  # do not ask for the failing size again
         obj = ex.json
         obj["options"]["num_ctx"] = smaller
         ex.body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -5504,26 +5579,27 @@ def _would_send(config: Config, model: str, info: ModelInfo) -> str:
 async def run_doctor(config: Config, environ: Mapping[str, str]) -> int:
     """--check: each backend, its version and models, the num_ctx the proxy would send, the
     Ollama settings and, on macOS, the GPU memory; advice.  0 when every backend answered."""
-    app = App(config)
+    via = ("1.1 ollama-proxy-" + uuid.uuid4().hex[:12]).encode("ascii")
+    backends = [Backend(spec) for spec in config.backends]
     sections: List[Tuple[str, List[str]]] = []
     answered = True
     largest_kv = 0
     if config.scan is not None:
         host, first, last = config.scan
         scanned = [t for t in scan_targets(config, config.port) if t not in config.backends]
-        found = [r.spec for r in await probe_all(scanned, config.probe_timeout, app.via) if r.ok]
+        found = [r.spec for r in await probe_all(scanned, config.probe_timeout, via) if r.ok]
         sections.append(("scan %s ports %d-%d" % (host, first, last),
                          ["found %d Ollama server(s)%s" % (len(found), ": " + ", ".join(s.name for s in found) if found else " (none answering now)")]))
-        app.backends.extend(Backend(spec, discovered=True) for spec in found)
-    for backend in app.backends:
-        backend.pool = Pool(backend, config.connect_timeout)
+        backends.extend(Backend(spec, discovered=True) for spec in found)
+    for backend in backends:
+        pool = backend.pool = Pool(backend, config.connect_timeout)
         lines: List[str] = []
         title = "backend %s (%s)" % (backend.name, backend.spec.url)
         try:
-            status, version = await app._backend_json(backend, b"GET", "/api/version")
+            status, version = await pool.request_json(b"GET", "/api/version", None, via, METADATA_TIMEOUT)
             if status != 200 or not isinstance(version, dict) or not isinstance(version.get("version"), str):
                 raise BadGateway("/api/version answered %d without a version (is this Ollama? check the URL and its path)" % status)
-            status, tags = await app._backend_json(backend, b"GET", "/api/tags")
+            status, tags = await pool.request_json(b"GET", "/api/tags", None, via, METADATA_TIMEOUT)
         except (ProxyError, OSError) as exc:
             answered = False
             sections.append((title, ["NOT REACHABLE: %s" % exc]))
@@ -5536,7 +5612,7 @@ async def run_doctor(config: Config, environ: Mapping[str, str]) -> int:
             lines.append("no models installed")
         for name in names:
             try:
-                status, show = await app._backend_json(backend, b"POST", "/api/show", {"model": name})
+                status, show = await pool.request_json(b"POST", "/api/show", {"model": name}, via, METADATA_TIMEOUT)
             except (ProxyError, OSError) as exc:
                 lines.append("%s: /api/show failed: %s" % (name, exc))
                 continue

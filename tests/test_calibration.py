@@ -101,7 +101,7 @@ def test_auto_sizing_stuck_case_of_the_report(fake_with, start_proxy):
     rows = run_session(fake, proxy, model, 40)
     assert rows[0][0] == 4096 and rows[0][1] < rows[0][2]  # truncated, about half the context kept, no error
     assert all(evaluated == full for _, evaluated, full in rows[1:]), rows[:3]
-    assert proxy.call(lambda: proxy.app.chars_per_token["dense:latest"]) == pytest.approx(PROMPT_CHARS / rows[1][2], rel=0.01)
+    assert proxy.call(lambda: proxy.app.models.chars_per_token["dense:latest"]) == pytest.approx(PROMPT_CHARS / rows[1][2], rel=0.01)
 
 
 def test_truncation_is_warned_counted_and_the_next_request_holds_it(fake_with, start_proxy, caplog):
@@ -166,7 +166,7 @@ def test_dense_embeddings_are_cut_shorter_after_calibration(fake_with, start_pro
     second = max(len(p) for p in fake.received[-1].json["input"])
     assert first <= int(2048 * 4.0 * 0.9)  # the batch (2048 tokens) at the starting 4 characters a token, less 10 %
     assert second <= int(2048 * 1.5 * 0.9) + 1 < first  # at the learned 1.5: each piece fits the batch
-    assert proxy.call(lambda: proxy.app.chars_per_token["dense-embed:latest"]) == pytest.approx(1.5, rel=0.02)
+    assert proxy.call(lambda: proxy.app.models.chars_per_token["dense-embed:latest"]) == pytest.approx(1.5, rel=0.02)
 
 
 def test_embeddings_calibrate_without_chunks(fake_with, start_proxy):
@@ -175,6 +175,6 @@ def test_embeddings_calibrate_without_chunks(fake_with, start_proxy):
     proxy = start_proxy(fake.url)
     post(proxy.url, "/api/embed", {"model": "dense-embed", "input": [words(1500), words(1800, seed=3)]})
     deadline = time.monotonic() + 5  # learned just after the answer went out
-    while proxy.call(lambda: proxy.app.chars_per_token.get("dense-embed:latest")) is None and time.monotonic() < deadline:
+    while proxy.call(lambda: proxy.app.models.chars_per_token.get("dense-embed:latest")) is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert proxy.call(lambda: proxy.app.chars_per_token["dense-embed:latest"]) == pytest.approx(2.0, rel=0.01)
+    assert proxy.call(lambda: proxy.app.models.chars_per_token["dense-embed:latest"]) == pytest.approx(2.0, rel=0.01)

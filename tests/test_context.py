@@ -160,7 +160,7 @@ def test_out_of_memory_without_a_smaller_size_is_reported(fake, start_proxy):
 def test_calibration_learns_characters_per_token(fake, proxy):
     """The proxy's characters-per-token for a model moves toward what Ollama's prompt_eval_count says."""
     post(proxy.port, "/api/chat", dict(CHAT, messages=[{"role": "user", "content": "word " * 400}]))  # 2000 characters
-    ratio = proxy.call(lambda: proxy.app.chars_per_token.get("llama3.2:latest"))
+    ratio = proxy.call(lambda: proxy.app.models.chars_per_token.get("llama3.2:latest"))
     assert ratio is not None and ratio != 4.0
 
 
@@ -173,7 +173,7 @@ def test_digest_change_refreshes_metadata(fake, start_proxy):
     model.digest = "f" * 64
     deadline = threading.Event()
     for _ in range(50):
-        if proxy.call(lambda: "llama3.2:latest" not in proxy.app.backends[0].info):
+        if proxy.call(lambda: proxy.app.models.cached(proxy.app.backends[0], "llama3.2:latest") is None):
             break
         deadline.wait(0.1)
     post(proxy.port, "/api/chat", CHAT)
