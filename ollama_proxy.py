@@ -810,7 +810,7 @@ def error_object(status: int, message: str, openai: bool) -> Dict[str, Any]:
 
 def error_body(status: int, message: str, openai: bool) -> bytes:
     """The JSON error body in Ollama's shape, or OpenAI's on ``/v1/*``."""
-    return json.dumps(error_object(status, message, openai)).encode("utf-8")
+    return json.dumps(error_object(status, message, openai)).encode("ascii")  # ensure_ascii: escapes all
 
 
 def error_line(status: int, message: str, openai: bool) -> bytes:
@@ -838,6 +838,17 @@ def parse_json(data: Any) -> Any:
         return _JSON_DECODER.decode(data)
     except RecursionError:
         raise ValueError("nested too deeply for this proxy to read") from None
+
+
+def json_bytes(obj: Any) -> bytes:
+    """Compact JSON in UTF-8, as the proxy sends every body it writes.  A lone surrogate (JSON's
+    ``\\ud800`` escape can carry one, and so can invalid UTF-8 read with surrogatepass) cannot be
+    UTF-8: then the whole body is written ASCII-escaped, which Go's decoder reads as U+FFFD."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(obj, separators=(",", ":")).encode("ascii")
 
 
 def error_message_from_body(body: bytes) -> str:
@@ -1789,7 +1800,7 @@ def conversation_key(model: str, body: Mapping[str, Any]) -> Optional[str]:
         if isinstance(message, dict) and message.get("role") == "user":
             break
     text = json.dumps([model, head], sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 class StickyTable:
@@ -2732,7 +2743,7 @@ def openai_include_usage(body: Mapping[str, Any]) -> bool:
 
 def sse_event(obj: Any) -> bytes:
     """One SSE event, ``data: <compact json>\\n\\n``, as Ollama writes them."""
-    return b"data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n\n"
+    return b"data: " + json_bytes(obj) + b"\n\n"
 
 
 # -- Requests: OpenAI -> native ---------------------------------------------------------
@@ -3841,10 +3852,15 @@ def wants_stream(path: str, obj: Any) -> bool:
     return False
 
 
+_DONE_RE = re.compile(rb'"done"\s*:\s*true')
+
+
 def has_final_line(tail: bytes) -> bool:
-    """Does the last NDJSON line of a native stream close it (``"done": true``) or report an error?"""
+    """Does the last NDJSON line of a native stream close it (``"done": true``) or report an error?
+    ``tail`` must hold that whole line: a generate answer's last line carries its ``context``
+    array between ``done`` and the stats, kilobytes long."""
     last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
-    return b'"done":true' in last.replace(b" ", b"") or b'"error"' in last
+    return _DONE_RE.search(last) is not None or b'"error"' in last
 
 
 #: /v1 endpoints translated to the native API.
@@ -4068,7 +4084,7 @@ class App:
             first = False
             if side.fed - len(conn.trailing_data[0]) > MAX_HEAD_BYTES:
                 # h11 bounds only an *incomplete* head; one that arrived whole in a read is counted here.
-                await self._send_protocol_error(side, h11.RemoteProtocolError("request head too large", 431))
+                await self._send_protocol_error(side, h11.RemoteProtocolError("request head too large", 431), event.method == b"HEAD")
                 return
             target, status, message = check_request_head(event)
             if status:
@@ -4089,7 +4105,7 @@ class App:
             except h11.LocalProtocolError:
                 return
 
-    async def _send_protocol_error(self, side: ServerSide, exc: h11.RemoteProtocolError) -> None:
+    async def _send_protocol_error(self, side: ServerSide, exc: h11.RemoteProtocolError, head: bool = False) -> None:
         """A request h11 could not parse: 400 (431 for a head too large) and close.  The message is
         h11's, which may quote a header line whole: secrets are cut out of it first."""
         status = exc.error_status_hint or 400
@@ -4097,25 +4113,33 @@ class App:
             status = 400
         message = "request header fields too large" if status == 431 else "malformed HTTP request: %s" % redact_secrets(str(exc))
         log.info("conn %d: %d %s", side.conn_id, status, message)
-        await self._answer_and_close(side, status, message)
+        await self._answer_and_close(side, status, message, head)
 
     async def _refuse_head(self, side: ServerSide, request: h11.Request, status: int, message: str) -> None:
         """A head check_request_head refused (or ``OPTIONS *``, answered 200 and kept alive)."""
         if status == 200:
+            conn = side.h11
+            while conn.their_state is h11.SEND_BODY:  # its (empty) body is read, so the connection stays usable
+                if type(conn.next_event()) not in (h11.Data, h11.EndOfMessage):
+                    break
             headers = self._head_headers(None, [(b"content-length", b"0"), (b"allow", b"GET, HEAD, POST, PUT, DELETE, OPTIONS")])
             await side.send(h11.Response(status_code=200, headers=headers), h11.EndOfMessage())
             return
         log.info("conn %d: %s %s: %d %s", side.conn_id, request.method.decode("latin-1"), redact_secrets(request.target.decode("latin-1"))[:200],
                  status, message)
-        await self._answer_and_close(side, status, message)
+        await self._answer_and_close(side, status, message, request.method == b"HEAD")
 
-    async def _answer_and_close(self, side: ServerSide, status: int, message: str) -> None:
+    async def _answer_and_close(self, side: ServerSide, status: int, message: str, head: bool = False) -> None:
+        """An error answer to a request that cannot be served, then close (no body to a HEAD)."""
         if side.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
         body = error_body(status, message, openai=False)
         headers = self._head_headers(None, [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))], close=True)
+        events: List[Any] = [h11.Response(status_code=status, headers=headers)]
+        if not head:
+            events.append(h11.Data(data=body))
         try:
-            await side.send(h11.Response(status_code=status, headers=headers), h11.Data(data=body), h11.EndOfMessage())
+            await side.send(*events, h11.EndOfMessage())
         except (ClientGone, h11.LocalProtocolError):
             pass
 
@@ -4679,7 +4703,7 @@ class App:
         if post and ex.path in ("/api/embed", "/api/embeddings") and isinstance(ex.json, dict):
             self._plan_embedding(ex, backend)
         if ex.dirty:
-            ex.body = json.dumps(ex.json, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            ex.body = json_bytes(ex.json)
         if ex.path == "/api/embeddings" and ex.chunks is not None:
             await self._embed_legacy_chunked(side, ex, backend)
             return True
@@ -5089,7 +5113,7 @@ class App:
 
     async def _send_json(self, side: ServerSide, ex: Exchange, status: int, obj: Any) -> None:
         """An answer the proxy composed itself (translated or merged)."""
-        body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        body = json_bytes(obj)
         await self._send_body(side, ex, status, body, b"application/json; charset=utf-8")
 
     async def _send_body(self, side: ServerSide, ex: Exchange, status: int, body: bytes, content_type: bytes, close: bool = False,
@@ -5213,7 +5237,7 @@ class App:
         self.models.record_oom(backend, normalize_model(ex.model or ""), smaller)  # do not ask for the failing size again
         obj = ex.json
         obj["options"]["num_ctx"] = smaller
-        ex.body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        ex.body = json_bytes(obj)
         ex.num_ctx = smaller
         ex.chosen_ctx = 0  # once only
         return await self._open_exchange(side, ex, backend, False)
@@ -5320,7 +5344,7 @@ class App:
             if warning not in self._warned:
                 self._warned.add(warning)
                 log.warning("%s (answering /api/tags)", warning)
-        return json.dumps(dict(obj, models=models), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return json_bytes(dict(obj, models=models))
 
     async def _relay_response(self, side: ServerSide, ex: Exchange, backend: Backend, upconn: UpstreamConnection, response: h11.Response) -> None:
         """Copy the response body, one client write per upstream read."""
@@ -5407,7 +5431,7 @@ class App:
                 out += conn.send(h11.Data(data=data))
             if done:
                 tail = (prev + last)[-2048:]
-                if must_finish and not has_final_line(tail):
+                if must_finish and not has_final_line(last or prev):  # the relay writes whole lines: ``last`` ends with the final one
                     ex.error = "backend %s ended the stream without a final done message" % backend.name
                     log.warning("%s: %s", ex.label(), ex.error)
                     out += conn.send(h11.Data(data=error_line(502, ex.error, openai=False)))

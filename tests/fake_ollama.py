@@ -615,7 +615,12 @@ def go_json(obj: Any) -> bytes:
     if "<" in text or ">" in text or "&" in text or "\u2028" in text or "\u2029" in text:
         text = (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
                 .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+    if _SURROGATE_RE.search(text):  # a Go string has none: its decoder made each one U+FFFD
+        text = _SURROGATE_RE.sub("\ufffd", text)
     return text.encode("utf-8")
+
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 def ndjson_line(obj: Any) -> bytes:
@@ -784,7 +789,7 @@ def bind_json(body: bytes, struct: str, fields: dict, *, empty_message: str =
         got = json_kind(item)
         ok = {"string": got == "string", "bool": got == "bool", "array": got == "array",
               "object": got == "object", "number": got == "number",
-              "int": got == "number" and float(item).is_integer()}[kind]
+              "int": got == "number" and _is_go_int(item)}[kind]
         if not ok:
             shown = "number %s" % item if kind == "int" and got == "number" else got
             raise HTTPError(400, "json: cannot unmarshal %s into Go struct field %s.%s of type %s"
@@ -860,13 +865,20 @@ _FLOAT_OPTIONS = frozenset(["temperature", "top_p", "min_p", "typical_p", "repea
 _BOOL_OPTIONS = frozenset(["use_mmap", "numa"])
 
 
+def _is_go_int(value: Any) -> bool:
+    """Would Go decode this JSON number into an int (a whole number within 64 bits)?"""
+    if isinstance(value, int):
+        return -(1 << 63) <= value < (1 << 63)
+    return isinstance(value, float) and value.is_integer() and abs(value) < 2.0 ** 63
+
+
 def _number(value: Any) -> Optional[int]:
     """An option value as an int: numbers and numeric strings; None otherwise."""
     if isinstance(value, bool) or value is None:
         return None
     try:
         return int(float(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 

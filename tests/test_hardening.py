@@ -521,3 +521,51 @@ def _chunked(data: bytes) -> h11.Connection:
 def test_chunk_framing_problem(data, have, limit, problem):
     found = op.chunk_framing_problem(_chunked(data), have, limit)
     assert (found.status if found is not None else None) == problem
+
+
+# -- found by the fuzz test (tests/test_fuzz.py) ---------------------------------------------------
+
+@pytest.mark.parametrize(
+    "data, status",
+    [
+        (b"HEAD / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+        (b"HEAD * HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+        (b"HEAD /api/tags HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        (b"HEAD /api/tags HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"a" * 8000 + b"\r\n" * 1 + (b"X-More: " + b"b" * 8000 + b"\r\n") * 8 + b"\r\n", 431),
+    ],
+)
+def test_head_refusals_get_their_status_without_a_body(fake, proxy, data, status):
+    """A refused HEAD gets its status line and headers (no body, as HEAD wants), never a silent close."""
+    raw, closed = exchange(proxy.port, data)
+    assert status_of(raw) == status and closed
+    assert body_of(raw) == b""
+
+
+@pytest.mark.parametrize("body", [b'{"model":"llama3.2","prompt":"hi","stream":false,"context":["\\ud800",2,3]}',
+                                  b'{"model":"llama3.2","prompt":"hi \xed\xa0\x80","stream":false}'])
+def test_lone_surrogate_in_a_rewritten_body_is_sent_escaped(fake, proxy, body):
+    """A body the proxy re-encodes that carries a lone surrogate goes up ASCII-escaped (Go reads U+FFFD)."""
+    c = Client(proxy.port)
+    c.request("POST", "/api/generate", body)
+    head, answer = c.response()
+    c.close()
+    assert head.status_code in (200, 400), answer
+    sent = fake.received[-1]
+    assert sent.path == "/api/generate" and b"\\ud800" in sent.body and sent.body.isascii()
+
+
+def test_options_asterisk_keeps_the_connection_for_a_pipelined_request(fake, proxy):
+    raw, closed = exchange(proxy.port, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\nGET /api/version HTTP/1.1\r\nHost: x\r\n\r\n", quiet=0.5)
+    assert raw.count(b"HTTP/1.1 200 ") == 2 and b'"version"' in raw
+
+
+def test_generate_stream_with_a_long_context_array_is_not_called_broken(fake, proxy):
+    """The final line of /api/generate carries ``context`` between ``done`` and the stats: kilobytes
+    for a long prompt, so ``"done": true`` is far from the end of the body; no false error line."""
+    c = Client(proxy.port)
+    c.request("POST", "/api/generate", json.dumps({"model": "llama3.2", "prompt": "word " * 3000}).encode())
+    head, body = c.response()
+    c.close()
+    got = [json.loads(x) for x in body.splitlines() if x.strip()]
+    assert head.status_code == 200 and got[-1]["done"] is True and len(json.dumps(got[-1]["context"])) > 4096
+    assert not any("error" in line for line in got)
