@@ -969,17 +969,17 @@ def check_request_head(request: h11.Request) -> Tuple[bytes, int, str]:
     return (rest if rest[:1] == b"/" else b"/" + rest), 0, ""
 
 
-def chunk_framing_problem(conn: h11.Connection, have: int, limit: int) -> Optional[ProxyError]:
-    """While a chunked request body waits for more data: a chunk that announced more than ``limit``
-    bytes in all (413 at once, not after --header-timeout), or a chunk line ended by a bare LF
+def chunk_framing_problem(conn: h11.Connection, budget: int) -> Optional[ProxyError]:
+    """While a chunked request body waits for more data: a chunk that announced more than the
+    ``budget`` of bytes the body may still have (413 at once, not after --header-timeout), or a chunk line ended by a bare LF
     (400 at once: h11 would wait for a CRLF that never comes).  h11 has no public view of its
     chunk reader, so this looks at its private ``_reader`` and tolerates any shape of it."""
     reader = getattr(conn, "_reader", None)
     pending = getattr(reader, "_bytes_in_chunk", None)
     if not isinstance(pending, int):
         return None
-    if have + pending > limit:
-        return BodyTooLarge("request body too large (a chunk of %d bytes; the limit is %d)" % (pending, limit))
+    if pending > budget:
+        return BodyTooLarge("request body too large (a chunk of %d bytes; the limit is %d)" % (pending, MAX_JSON_BODY))
     if pending == 0 and not getattr(reader, "_bytes_to_discard", 0) and not getattr(reader, "_reading_trailer", False):
         if b"\n" in conn.trailing_data[0]:
             return BadRequest("malformed request body: a chunk size line ends without CRLF")
@@ -1194,7 +1194,7 @@ class ServerSide:
             if event is not h11.NEED_DATA:
                 return event
             if body_budget is not None:
-                problem = chunk_framing_problem(conn, 0, body_budget)
+                problem = chunk_framing_problem(conn, body_budget)
                 if problem is not None:
                     raise problem
             if conn.they_are_waiting_for_100_continue:
