@@ -1547,6 +1547,13 @@ MAX_OVERTAKES = 3  #: a queued request is overtaken by a loaded-model request at
 FORGET_ROUNDS = 3  #: a discovered backend that failed this many probe rounds in a row is forgotten
 PROBE_CONCURRENCY = 256  #: probes in flight at once within a round
 SCAN_DEBOUNCE_SECONDS = 0.5  #: a round asked for after a request waits this long (a burst finishes first)
+METADATA_TIMEOUT = 10.0  #: seconds for the proxy's own /api/show, /api/tags, /api/ps calls
+MERGE_TIMEOUT = 3.0  #: at least this long for each backend's part of a merged list
+RETRY_AFTER_SECONDS = 5  #: the Retry-After of a 503 (no healthy backend, queue full or wait over)
+#: Requests that change a backend's models: done once, where they went, never replayed elsewhere.
+NOT_RETRIED_PATHS = frozenset({"/api/create", "/api/delete", "/api/copy", "/api/push"})
+#: Requests that may use the extra slot per backend (they never wait behind long generations).
+EMBED_PATHS = frozenset({"/api/embed", "/api/embeddings", "/v1/embeddings"})
 
 
 @dataclass
@@ -1925,6 +1932,429 @@ def lowest_version(versions: Sequence[str]) -> Optional[str]:
     return min(versions, key=version_key) if versions else None
 
 
+class Fleet:
+    """The backends, their health and what each one has (SPEC §6): the one owner of ``backends``.
+
+    Health comes from the probe rounds (``apply_probes``, delivered by the scanner thread) and
+    from forwarded requests that failed in transport (``mark_failed``).  What follows from a
+    change is the caller's: ``on_up(backend)`` when one becomes healthy, ``on_down()`` when one
+    goes or is forgotten, ``on_round()`` after each probe round.
+    """
+
+    def __init__(self, config: Config, models: Models, via: bytes) -> None:
+        self.config = config
+        self.models = models
+        self.via = via
+        self.backends = [Backend(spec) for spec in config.backends]
+        self.probing = config.scan_interval > 0  #: health is tracked (else every backend counts as healthy)
+        self.generation = 0  #: bumped whenever health or inventories change (waiters re-check where they may go)
+        self.sticky = StickyTable()  #: which backend holds which conversation
+        self.on_up: Callable[[Backend], None] = lambda backend: None
+        self.on_down: Callable[[], None] = lambda: None
+        self.on_round: Callable[[], None] = lambda: None
+        self.scanner: Optional[Scanner] = None
+        self._first_round: Optional[asyncio.Event] = None  #: set once the first probe round is in
+        self._closed = False
+
+    def start(self, loop: asyncio.AbstractEventLoop, own_port: int) -> None:
+        """Open the pools; with probes on, start the scanner (requests wait for its first round)."""
+        for backend in self.backends:
+            backend.pool = Pool(backend, self.config.connect_timeout)
+        if self.probing:
+            self._first_round = asyncio.Event()
+            self.scanner = Scanner(scan_targets(self.config, own_port), self.config.scan_interval, self.config.probe_timeout,
+                                   self.via, loop, self.apply_probes)
+            self.scanner.start()
+
+    def stop(self) -> None:
+        """No more probe rounds; later results are ignored."""
+        self._closed = True
+        if self.scanner is not None:
+            self.scanner.stop()
+
+    def close(self) -> None:
+        for backend in self.backends:
+            if backend.pool is not None:
+                backend.pool.close()
+
+    async def ready(self) -> None:
+        """Wait (a bounded time) for the first probe round, so that the first requests know who is up."""
+        if self._first_round is not None and not self._first_round.is_set():
+            try:
+                await asyncio.wait_for(self._first_round.wait(), self.config.probe_timeout + 5.0)
+            except asyncio.TimeoutError:
+                pass
+
+    @property
+    def first_round_done(self) -> bool:
+        return self._first_round is None or self._first_round.is_set()
+
+    def wake(self) -> None:
+        """Ask for a probe round soon (a new load may have evicted another model)."""
+        if self.scanner is not None:
+            self.scanner.wake()
+
+    def several(self) -> bool:
+        """Is there a choice to make (else every request goes to the one backend)?"""
+        return len(self.backends) > 1 or self.config.scan is not None
+
+    def named(self, name: str) -> Backend:
+        for backend in self.backends:
+            if backend.name == name:
+                return backend
+        raise ProxyError("/proxy-backend/%s/: no backend is named %r (backends: %s)" % (name, name, ", ".join(b.name for b in self.backends) or "none"), 404)
+
+    def has_model(self, model: str) -> bool:
+        return any(model in b.digests for b in self.backends)
+
+    def eligible(self, model: Optional[str], exclude: Sequence[str] = ()) -> List[Backend]:
+        return eligible_backends(self.backends, model, self.config.routes, exclude)
+
+    async def request_json(self, backend: Backend, method: bytes, path: str, body: Any = None,
+                           timeout: float = METADATA_TIMEOUT) -> Tuple[int, Any]:
+        """The proxy's own small JSON request to one backend (metadata, preload, merged lists)."""
+        assert backend.pool is not None
+        return await backend.pool.request_json(method, path, body, self.via, timeout)
+
+    # -- health and inventory -------------------------------------------------
+
+    def apply_probes(self, results: List[ProbeResult]) -> None:
+        """A probe round's results (called on this loop by the scanner thread)."""
+        if self._closed:
+            return
+        self.generation += 1
+        by_address = {(b.spec.host.lower(), b.spec.port): b for b in self.backends}
+        discovered = False
+        for result in results:
+            backend = by_address.get((result.spec.host.lower(), result.spec.port))
+            if backend is None:
+                if not result.ok:
+                    continue
+                backend = Backend(result.spec, discovered=True)
+                backend.pool = Pool(backend, self.config.connect_timeout)
+                self.backends.append(backend)
+                discovered = True
+                log.info("backend %s discovered on the scan range (%d models)", backend.name, len(result.tags))
+            backend.last_probe = result.at
+            if result.ok and result.at < backend.failed_at:
+                continue  # this probe started before a request failed there: it proves nothing now
+            if result.ok:
+                backend.failed_rounds = 0
+                self._apply_inventory(backend, result.tags, result.ps)
+                if backend.healthy is not True:
+                    self._set_health(backend, True, None)
+            else:
+                backend.failed_rounds += 1
+                backend.last_error = result.error
+                if backend.healthy is not False:
+                    self._set_health(backend, False, result.error)
+                if backend.discovered and backend.failed_rounds >= FORGET_ROUNDS:
+                    self._forget(backend)
+        if discovered:
+            configured = [b for b in self.backends if not b.discovered]
+            found = sorted((b for b in self.backends if b.discovered), key=lambda b: b.spec.port)
+            self.backends[:] = configured + found
+        if self._first_round is not None:
+            self._first_round.set()
+        self.on_round()
+
+    def _apply_inventory(self, backend: Backend, tags: List[Dict[str, Any]], ps: List[Dict[str, Any]]) -> None:
+        """What a backend has (/api/tags) and has loaded (/api/ps)."""
+        self.apply_tags(backend, tags)
+        loaded = {}
+        for m in ps:
+            ctx = m.get("context_length")  # since Ollama 0.10; before, loaded with a context not known (0)
+            loaded[normalize_model(str(m.get("name") or m.get("model") or ""))] = ctx if isinstance(ctx, int) and not isinstance(ctx, bool) else 0
+        backend.loaded = loaded
+
+    def apply_tags(self, backend: Backend, tags: List[Dict[str, Any]]) -> None:
+        """A backend's model list; the metadata of a model that changed or went is dropped."""
+        self.generation += 1
+        backend.tags = tags
+        digests = {normalize_model(str(m.get("name") or m.get("model") or "")): str(m.get("digest") or "") for m in tags}
+        backend.digests = digests
+        self.models.digests_changed(backend, digests)
+
+    def _set_health(self, backend: Backend, healthy: bool, reason: Optional[str]) -> None:
+        """A health change, logged once."""
+        before = backend.healthy
+        backend.healthy = healthy
+        self.generation += 1
+        if healthy:
+            if before is False:
+                log.info("backend %s is healthy again (%d models)", backend.name, len(backend.digests))
+            else:
+                log.info("backend %s is healthy (%d models%s)", backend.name, len(backend.digests),
+                         ", loaded: " + ", ".join(sorted(backend.loaded)) if backend.loaded else "")
+            self.on_up(backend)
+            return
+        gone = self.sticky.forget_backend(backend.name)
+        log.warning("backend %s is unhealthy: %s%s", backend.name, reason or "no answer",
+                    "; %d sticky conversation(s) will move" % gone if gone else "")
+        self.on_down()
+
+    def _forget(self, backend: Backend) -> None:
+        """A discovered backend that stayed away: out of the set (requests on it finish)."""
+        log.info("backend %s forgotten: no answer for %d probe rounds", backend.name, backend.failed_rounds)
+        self.backends.remove(backend)
+        self.generation += 1
+        self.sticky.forget_backend(backend.name)
+        self.models.forget(backend)
+        if backend.pool is not None:
+            backend.pool.close()
+        self.on_down()
+
+    def mark_failed(self, backend: Backend, reason: str) -> None:
+        """A transport failure of a forwarded request: unhealthy until a good probe (SPEC §6)."""
+        backend.last_error = reason
+        backend.failed_at = time.time()
+        if self.probing and backend.healthy is not False:
+            self._set_health(backend, False, reason)
+
+    # -- what the reports say -------------------------------------------------
+
+    def is_healthy(self, backend: Backend) -> bool:
+        """Healthy as the reports say it (SPEC §6): with probes on, only once a probe answered 200."""
+        return backend.healthy is True if self.probing else backend.healthy is not False
+
+    def health(self) -> Tuple[int, Dict[str, Any]]:
+        healthy = sum(1 for b in self.backends if self.is_healthy(b))
+        status = "down" if not healthy else "ok" if healthy == len(self.backends) else "degraded"
+        return (503 if not healthy else 200), {"status": status, "healthy_backends": healthy}
+
+    def no_backend_message(self, model: Optional[str]) -> str:
+        names = route_for(model, self.config.routes) if model else None
+        if names is not None:
+            return "no healthy backend for model '%s' (routed to %s)" % (model, ", ".join(names))
+        if not self.backends:
+            return "no healthy backend: none found yet on the --scan range"
+        return "no healthy backend (%s)" % "; ".join("%s: %s" % (b.name, b.last_error or "not answering") for b in self.backends[:5])
+
+    def report(self, backend: Backend) -> Dict[str, Any]:
+        return {
+            "name": backend.name,
+            "url": backend.spec.url,
+            "healthy": self.is_healthy(backend),
+            "probed": backend.healthy is not None,
+            "discovered": backend.discovered,
+            "in_flight": backend.in_flight,
+            "requests": backend.requests,
+            "models": sorted(backend.digests),
+            "loaded": [{"model": m, "context_length": c} for m, c in sorted(backend.loaded.items())],
+            "last_error": backend.last_error,
+            "last_probe": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(backend.last_probe)) if backend.last_probe else None,
+        }
+
+    async def ask_all(self, path: str) -> List[Tuple[Backend, Dict[str, Any]]]:
+        """GET ``path`` on every healthy backend at once: the JSON objects of those that answered 200."""
+        await self.ready()
+        backends = [b for b in self.backends if b.healthy is not False]
+        if not backends:
+            raise ServiceUnavailable(self.no_backend_message(None), RETRY_AFTER_SECONDS)
+        # A list is asked often (UIs poll /api/tags): a backend that hangs costs one short wait, then
+        # it is unhealthy until a probe says otherwise.
+        timeout = max(2.0 * self.config.probe_timeout, MERGE_TIMEOUT)
+        answers = await asyncio.gather(*(self.request_json(b, b"GET", path, timeout=timeout) for b in backends), return_exceptions=True)
+        out = []
+        for backend, answer in zip(backends, answers):
+            if isinstance(answer, BaseException):
+                if not isinstance(answer, (ProxyError, OSError)):
+                    raise answer
+                log.warning("backend %s left out of the merged %s: %s", backend.name, path, getattr(answer, "message", answer))
+                if isinstance(answer, (BadGateway, UpstreamTimeout, OSError)):
+                    self.mark_failed(backend, getattr(answer, "message", str(answer)))
+                continue
+            status, obj = answer
+            if status == 200 and isinstance(obj, dict):
+                out.append((backend, obj))
+            else:
+                log.warning("backend %s left out of the merged %s: it answered %d", backend.name, path, status)
+        if not out:
+            raise BadGateway("no backend answered %s (%s)" % (path, ", ".join(b.name for b in backends)))
+        return out
+
+
+@dataclass
+class Want:
+    """What one request asks of the choice (SPEC §6), built once before its first attempt."""
+
+    label: str  #: how its log lines start
+    path: str
+    model: Optional[str]  #: the normalized model name (None: a model-less request)
+    pinned: Optional[Backend] = None  #: named by /proxy-backend/<NAME>/
+    create_from: Optional[str] = None  #: /api/create: the normalized base model ("from")
+    sticky_key: Optional[str] = None  #: the conversation's key, when sticky
+    need: Callable[[], int] = lambda: 0  #: the context it needs, asked only where the model is loaded
+    need_ctx: int = -1  #: ``need()``'s answer once asked
+
+    @property
+    def embed(self) -> bool:
+        return self.path in EMBED_PATHS
+
+
+@dataclass
+class Waiter:
+    """A request waiting in the queue for a free slot."""
+
+    want: Want
+    model: Optional[str]  #: where it may go, as the choice resolved it
+    tried: Tuple[str, ...]
+    future: "asyncio.Future[Backend]"
+    overtaken: int = 0
+    eligible: Any = None  #: ids of the backends it may use, as of ``generation``
+    generation: int = -1
+
+
+def assign(queue: Sequence[Waiter], backend: Backend, cap: int, may_use: Callable[[Waiter], bool]) -> Tuple[Optional[Waiter], List[Waiter]]:
+    """Who gets one free slot of ``backend``, and whom that request passes (each is then overtaken
+    once more): among the waiters that may use it, in arrival order, the first, unless a later
+    one's model is loaded there (``pick_waiter``).  Decides only; no I/O, nothing changed."""
+    usable: List[Waiter] = []
+    entries: List[Tuple[bool, int]] = []
+    for waiter in queue:
+        if waiter.future.done() or not has_free_slot(backend, cap, waiter.want.embed) or not may_use(waiter):
+            continue
+        loaded = bool(waiter.model) and waiter.model in backend.loaded
+        usable.append(waiter)
+        entries.append((loaded, waiter.overtaken))
+        if loaded or waiter.overtaken >= MAX_OVERTAKES:
+            break  # pick_waiter's answer cannot change past this one
+    if not usable:
+        return None, []
+    index = pick_waiter(entries)
+    return usable[index], usable[:index]
+
+
+class Scheduler:
+    """The choice of a backend, the slots (--max-concurrent) and the queue (SPEC §6).
+
+    ``acquire`` returns a backend with a slot taken, at once or after a FIFO wait;
+    ``release`` gives it back and hands it to a waiter that can use it.  The fleet's changes
+    arrive as ``dispatch_all`` (a probe round), ``dispatch(backend)`` (back up) and
+    ``fail_stranded`` (one went away).
+    """
+
+    def __init__(self, config: Config, fleet: Fleet, count: Callable[[str], None]) -> None:
+        self.config = config
+        self.fleet = fleet
+        self.count = count
+        self.queue: List[Waiter] = []
+        self._closed = False
+
+    @property
+    def depth(self) -> int:
+        return len(self.queue)
+
+    async def acquire(self, want: Want, tried: List[str]) -> Backend:
+        """A backend for the request with its slot taken (given back by ``release``)."""
+        fleet = self.fleet
+        await fleet.ready()
+        model = want.model
+        if want.path == "/api/create" and model and not fleet.has_model(model):
+            # A new model is made where its base model is, else where the model-less /api/blobs uploads went.
+            model = want.create_from if want.create_from and fleet.has_model(want.create_from) else None
+        candidates = [want.pinned] if want.pinned is not None else fleet.eligible(model, tried)
+        if not candidates:
+            if tried:
+                raise ServiceUnavailable("no other backend left to try for %s (tried %s)" % (model or want.path, ", ".join(tried)), RETRY_AFTER_SECONDS)
+            raise ServiceUnavailable(fleet.no_backend_message(model), RETRY_AFTER_SECONDS)
+        sticky = fleet.sticky.get(want.sticky_key, time.monotonic()) if want.sticky_key is not None else None
+        if model and want.need_ctx < 0 and len(candidates) > 1 and any(model in b.loaded for b in candidates):
+            want.need_ctx = want.need()  # only matters where the model is loaded
+        backend = choose_backend(candidates, model, sticky, max(want.need_ctx, 0), self.config.max_concurrent, want.embed)
+        if backend is not None:
+            backend.in_flight += 1
+            return backend
+        return await self._wait(want, model, tried)
+
+    async def _wait(self, want: Want, model: Optional[str], tried: List[str]) -> Backend:
+        """FIFO wait for a slot, up to --queue-timeout; a client that leaves leaves the queue."""
+        if len(self.queue) >= self.config.max_queue:
+            self.count("queue_full")
+            raise ServiceUnavailable("all backends are busy and the queue is full (%d waiting)" % len(self.queue), RETRY_AFTER_SECONDS)
+        future: asyncio.Future[Backend] = asyncio.get_running_loop().create_future()
+        waiter = Waiter(want, model, tuple(tried), future)
+        self.queue.append(waiter)
+        log.info("%s: all backends busy (--max-concurrent %d): queued, %d waiting", want.label, self.config.max_concurrent, len(self.queue))
+        granted = False
+        try:
+            await asyncio.wait({future}, timeout=self.config.queue_timeout)
+            if future.done() and not future.cancelled():
+                granted = True
+                return future.result()
+            self.count("queue_timeout")
+            raise ServiceUnavailable("all backends stayed busy for %gs (--queue-timeout)" % self.config.queue_timeout, RETRY_AFTER_SECONDS)
+        finally:
+            if waiter in self.queue:
+                self.queue.remove(waiter)
+            if not granted:
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    self.release(future.result())  # granted just as the wait ended: pass the slot on
+                else:
+                    future.cancel()
+
+    def release(self, backend: Backend) -> None:
+        """Give the slot back; a waiting request that can use it gets it."""
+        backend.in_flight -= 1
+        if self.queue:
+            self.dispatch(backend)
+
+    def may_retry(self, want: Want, tried: List[str], backend: Backend) -> bool:
+        """Note the failed attempt; is there another backend to try within --max-retries?"""
+        tried.append(backend.name)
+        if len(tried) > self.config.max_retries or want.pinned is not None or want.path in NOT_RETRIED_PATHS:
+            return False
+        if not self.fleet.eligible(want.model, tried):
+            return False
+        self.count("retry")
+        return True
+
+    def _may_use(self, waiter: Waiter, backend: Backend) -> bool:
+        """May the waiter go to ``backend``?  Its eligible set is worked out once per fleet change."""
+        generation = self.fleet.generation
+        if waiter.generation != generation:
+            waiter.generation = generation
+            pinned = waiter.want.pinned
+            waiter.eligible = {id(pinned)} if pinned is not None else {id(b) for b in self.fleet.eligible(waiter.model, waiter.tried)}
+        return id(backend) in waiter.eligible and (backend.healthy is not False or waiter.want.pinned is not None)
+
+    def dispatch(self, backend: Backend) -> None:
+        """Hand free slots of ``backend`` to queued requests, as ``assign`` decides."""
+        cap = self.config.max_concurrent
+        while self.queue and not self._closed and not (backend.pool is not None and backend.pool.closed):
+            chosen, passed = assign(self.queue, backend, cap, lambda waiter: self._may_use(waiter, backend))
+            if chosen is None:
+                return
+            for waiter in passed:
+                waiter.overtaken += 1
+            self.queue.remove(chosen)
+            backend.in_flight += 1
+            chosen.future.set_result(backend)
+
+    def dispatch_all(self) -> None:
+        for backend in list(self.fleet.backends):
+            if not self.queue:
+                return
+            self.dispatch(backend)
+
+    def fail_stranded(self) -> None:
+        """Queued requests that no healthy backend may serve any more get their 503 now."""
+        for waiter in list(self.queue):
+            if waiter.want.pinned is not None or waiter.future.done():
+                continue
+            if not self.fleet.eligible(waiter.model, waiter.tried):
+                self.queue.remove(waiter)
+                waiter.future.set_exception(ServiceUnavailable(self.fleet.no_backend_message(waiter.model), RETRY_AFTER_SECONDS))
+
+    def close(self) -> None:
+        """Shutting down: every waiter gets its 503 and nobody new is dispatched."""
+        self._closed = True
+        for waiter in self.queue:
+            if not waiter.future.done():
+                waiter.future.set_exception(ServiceUnavailable("the proxy is shutting down", RETRY_AFTER_SECONDS))
+        self.queue.clear()
+
+
 # ---------------------------------------------------------------------------
 # 6. Models and context sizing
 # ---------------------------------------------------------------------------
@@ -2150,7 +2580,6 @@ def calibrate(old: float, prompt_chars: int, prompt_eval_count: int, num_ctx: in
     return old + CALIBRATION_WEIGHT * (observed - old), False
 
 
-METADATA_TIMEOUT = 10.0  #: seconds for the proxy's own /api/show, /api/tags, /api/ps calls
 METADATA_RETRY_SECONDS = 30.0  #: a failed /api/show is not asked again for this long
 
 
@@ -3783,10 +4212,8 @@ class Exchange:
     chunks: Optional[Tuple[List[str], List[Tuple[int, int]]]] = None  #: embedding pieces and, per input, their span
     route: str = ""  #: the path the client asked for (before /proxy-context/ and translation), for metrics
     client_path: str = ""  #: the path exactly as the client sent it, for every log line
-    pinned: Any = None  #: the Backend named by /proxy-backend/<NAME>/
+    pinned: Optional[Backend] = None  #: named by /proxy-backend/<NAME>/
     rename: Optional[Tuple[bytes, bytes]] = None  #: an alias: (model sent upstream, name the client used) for the answer
-    sticky_key: Optional[str] = None  #: the conversation's key, when sticky
-    need_ctx: int = -1  #: the context the request needs (auto mode), for the choice; -1: not computed yet
     repair_tags: bool = False  #: one backend's /api/tags: relayed as it is unless an entry needs repair
 
     def label(self) -> str:
@@ -3795,33 +4222,13 @@ class Exchange:
         return text + " model=" + self.model if self.model else text
 
 
-@dataclass
-class Waiter:
-    """A request waiting in the queue for a free slot."""
-
-    ex: Exchange
-    model: Optional[str]
-    embed: bool
-    tried: Tuple[str, ...]
-    future: "asyncio.Future[Backend]"
-    overtaken: int = 0
-    eligible: Any = None  #: the backends it may use (a set), as of ``generation``
-    generation: int = -1
-
-
 _EVAL_COUNT_RE = re.compile(rb'"eval_count"\s*:\s*(\d+)')
 _PROMPT_EVAL_RE = re.compile(rb'"prompt_eval_count"\s*:\s*(\d+)')
 MAX_TRANSLATED_BODY = 1024 * 1024 * 1024  #: a native answer the proxy translates is read whole, up to this
 MAX_LINE_BYTES = MAX_JSON_BODY  #: a streamed NDJSON line or SSE event longer than this ends the stream in-band
 REFRESH_DEBOUNCE_SECONDS = 0.5  #: after a model request, wait this long before reading /api/ps
 _EVAL_DURATION_RE = re.compile(rb'"eval_duration"\s*:\s*(\d+)')
-#: Requests that change a backend's models: done once, where they went, never replayed elsewhere.
-NOT_RETRIED_PATHS = frozenset({"/api/create", "/api/delete", "/api/copy", "/api/push"})
-MERGE_TIMEOUT = 3.0  #: at least this long for each backend's part of a merged list
 MERGED_PATHS = frozenset({"/api/tags", "/api/ps", "/api/version"})  #: answered from all healthy backends
-RETRY_AFTER_SECONDS = 5  #: the Retry-After of a 503 (no healthy backend, queue full or wait over)
-#: Requests that may use the extra slot per backend (they never wait behind long generations).
-EMBED_PATHS = frozenset({"/api/embed", "/api/embeddings", "/v1/embeddings"})
 
 
 def tokens_per_second(tail: bytes) -> Optional[Tuple[int, float]]:
@@ -3921,7 +4328,6 @@ class App:
         self.config = config
         self.token = uuid.uuid4().hex[:12]
         self.via = ("1.1 ollama-proxy-" + self.token).encode("ascii")
-        self.backends = [Backend(spec) for spec in config.backends]
         self.server: Optional[asyncio.AbstractServer] = None
         self.port = 0
         self._conn_ids = itertools.count(1)
@@ -3934,12 +4340,11 @@ class App:
         self._rng = random.Random()
         self.metrics = Metrics(time.time())
         self.models = Models(self._show, self.metrics.count)
-        self.probing = config.scan_interval > 0  #: health is tracked (else every backend counts as healthy)
-        self._scanner: Optional[Scanner] = None
-        self._first_round: Optional[asyncio.Event] = None  #: set once the first probe round is in
-        self._queue: List[Waiter] = []
-        self._generation = 0  #: bumped whenever health or inventories change (waiters re-check where they may go)
-        self.sticky = StickyTable()
+        self.fleet = Fleet(config, self.models, self.via)
+        self.scheduler = Scheduler(config, self.fleet, self.metrics.count)
+        self.fleet.on_up = self._backend_up
+        self.fleet.on_down = self.scheduler.fail_stranded
+        self.fleet.on_round = self.scheduler.dispatch_all
         self._aliases = dict(config.aliases)
         self._background: set = set()  #: preload tasks
         self._warned: set = set()  #: warnings given once
@@ -3953,8 +4358,6 @@ class App:
 
     async def start(self) -> None:
         """Bind and start serving (port 0 picks a free port, read back into ``self.port``)."""
-        for backend in self.backends:
-            backend.pool = Pool(backend, self.config.connect_timeout)
         self._stopped = asyncio.Event()
         loop = asyncio.get_running_loop()
 
@@ -3963,20 +4366,21 @@ class App:
 
         self.server = await loop.create_server(make_protocol, self.config.host, self.config.port, backlog=1024)
         self.port = self.server.sockets[0].getsockname()[1]
-        where = ", ".join("%s (%s)" % (b.name, b.spec.url) for b in self.backends)
+        where = ", ".join("%s (%s)" % (b.name, b.spec.url) for b in self.fleet.backends)
         if self.config.scan is not None:
             host, first, last = self.config.scan
             where = (where + " and " if where else "") + "the Ollama servers found on %s ports %d-%d" % (host, first, last)
         log.info("listening on http://%s:%d, forwarding to %s",
                  self.config.host if ":" not in self.config.host else "[%s]" % self.config.host, self.port, where)
-        if self.probing:
-            self._first_round = asyncio.Event()
-            self._scanner = Scanner(scan_targets(self.config, self.port), self.config.scan_interval, self.config.probe_timeout,
-                                    self.via, loop, self._apply_probes)
-            self._scanner.start()
-        elif self.config.preload:
-            for backend in self.backends:
+        self.fleet.start(loop, self.port)
+        if not self.fleet.probing and self.config.preload:
+            for backend in self.fleet.backends:
                 self._start_preload(backend)
+
+    def _backend_up(self, backend: Backend) -> None:
+        """A backend became healthy: it gets its --preload models, and waiting requests."""
+        self._start_preload(backend)
+        self.scheduler.dispatch(backend)
 
     async def serve_until_stopped(self) -> None:
         assert self._stopped is not None
@@ -3994,12 +4398,8 @@ class App:
         log.info("shutting down: %d connection(s) open, waiting up to %gs for in-flight responses", len(self._conn_tasks), self.config.shutdown_grace)
         if self.server is not None:
             self.server.close()
-        if self._scanner is not None:
-            self._scanner.stop()
-        for waiter in self._queue:
-            if not waiter.future.done():
-                waiter.future.set_exception(ServiceUnavailable("the proxy is shutting down", RETRY_AFTER_SECONDS))
-        self._queue.clear()
+        self.fleet.stop()
+        self.scheduler.close()
         for side in list(self._idle_conns.values()):
             side.writer.transport.abort()
         tasks = [t for t in self._conn_tasks.values() if not t.done()]
@@ -4015,9 +4415,7 @@ class App:
             task.cancel()
         if background:
             await asyncio.wait(background)
-        for backend in self.backends:
-            if backend.pool is not None:
-                backend.pool.close()
+        self.fleet.close()
         if self.server is not None:
             try:
                 await asyncio.wait_for(self.server.wait_closed(), 1.0)
@@ -4172,7 +4570,7 @@ class App:
                     ex.path = ex.route = split_target(ex.target)[0]
                     ex.openai = is_openai_path(ex.path)
                 if name is not None:
-                    ex.pinned = self._backend_named(name)
+                    ex.pinned = self.fleet.named(name)
                 task = asyncio.current_task()
                 assert task is not None
                 if ex.method == b"POST" and ex.path.startswith(STREAMED_UPLOAD_PREFIXES):
@@ -4320,8 +4718,8 @@ class App:
             return  # an answer that ended in an error (e.g. a failed load after the heartbeat) teaches nothing
         model = normalize_model(ex.model)
         trained = self.models.trained(backend, model)
-        if self._scanner is not None and model not in backend.loaded:
-            self._scanner.wake()  # a new load may have evicted another model: read /api/ps soon
+        if model not in backend.loaded:
+            self.fleet.wake()  # a new load may have evicted another model: read /api/ps soon
         if ex.num_ctx:
             backend.loaded[model] = min(ex.num_ctx, trained) if trained else ex.num_ctx
         if not ex.tail or (ex.prompt_chars < MIN_CALIBRATION_CHARS and ex.prompt_chars * 2 < (ex.num_ctx or 2048)):
@@ -4363,114 +4761,12 @@ class App:
         return "; raise --max-context or use --num-ctx %s=N" % model
 
     async def _show(self, backend: Backend, model: str) -> Tuple[int, Any]:
-        return await self._backend_json(backend, b"POST", "/api/show", {"model": model})
-
-    async def _backend_json(self, backend: Backend, method: bytes, path: str, body: Any = None, timeout: float = METADATA_TIMEOUT) -> Tuple[int, Any]:
-        assert backend.pool is not None
-        return await backend.pool.request_json(method, path, body, self.via, timeout)
+        return await self.fleet.request_json(backend, b"POST", "/api/show", {"model": model})
 
     # -- probes, health, preload ---------------------------------------------------
 
-    def _apply_probes(self, results: List[ProbeResult]) -> None:
-        """A probe round's results (called on this loop by the scanner thread)."""
-        if self._shutting_down:
-            return
-        self._generation += 1
-        by_address = {(b.spec.host.lower(), b.spec.port): b for b in self.backends}
-        discovered = False
-        for result in results:
-            backend = by_address.get((result.spec.host.lower(), result.spec.port))
-            if backend is None:
-                if not result.ok:
-                    continue
-                backend = Backend(result.spec, discovered=True)
-                backend.pool = Pool(backend, self.config.connect_timeout)
-                self.backends.append(backend)
-                discovered = True
-                log.info("backend %s discovered on the scan range (%d models)", backend.name, len(result.tags))
-            backend.last_probe = result.at
-            if result.ok and result.at < backend.failed_at:
-                continue  # this probe started before a request failed there: it proves nothing now
-            if result.ok:
-                backend.failed_rounds = 0
-                self._apply_inventory(backend, result.tags, result.ps)
-                if backend.healthy is not True:
-                    self._set_health(backend, True, None)
-            else:
-                backend.failed_rounds += 1
-                backend.last_error = result.error
-                if backend.healthy is not False:
-                    self._set_health(backend, False, result.error)
-                if backend.discovered and backend.failed_rounds >= FORGET_ROUNDS:
-                    self._forget(backend)
-        if discovered:
-            configured = [b for b in self.backends if not b.discovered]
-            found = sorted((b for b in self.backends if b.discovered), key=lambda b: b.spec.port)
-            self.backends[:] = configured + found
-        if self._first_round is not None:
-            self._first_round.set()
-        if self._queue:
-            self._dispatch_all()
-
-    def _apply_inventory(self, backend: Backend, tags: List[Dict[str, Any]], ps: List[Dict[str, Any]]) -> None:
-        """What a backend has (/api/tags) and has loaded (/api/ps)."""
-        self._apply_tags(backend, tags)
-        loaded = {}
-        for m in ps:
-            ctx = m.get("context_length")  # since Ollama 0.10; before, loaded with a context not known (0)
-            loaded[normalize_model(str(m.get("name") or m.get("model") or ""))] = ctx if isinstance(ctx, int) and not isinstance(ctx, bool) else 0
-        backend.loaded = loaded
-
-    def _apply_tags(self, backend: Backend, tags: List[Dict[str, Any]]) -> None:
-        """A backend's model list; the metadata of a model that changed or went is dropped."""
-        self._generation += 1
-        backend.tags = tags
-        digests = {normalize_model(str(m.get("name") or m.get("model") or "")): str(m.get("digest") or "") for m in tags}
-        backend.digests = digests
-        self.models.digests_changed(backend, digests)
-
-    def _set_health(self, backend: Backend, healthy: bool, reason: Optional[str]) -> None:
-        """A health change, logged once; a backend that comes back gets its --preload models."""
-        before = backend.healthy
-        backend.healthy = healthy
-        self._generation += 1
-        if healthy:
-            if before is False:
-                log.info("backend %s is healthy again (%d models)", backend.name, len(backend.digests))
-            else:
-                log.info("backend %s is healthy (%d models%s)", backend.name, len(backend.digests),
-                         ", loaded: " + ", ".join(sorted(backend.loaded)) if backend.loaded else "")
-            self._start_preload(backend)
-            if self._queue:
-                self._dispatch(backend)
-            return
-        gone = self.sticky.forget_backend(backend.name)
-        log.warning("backend %s is unhealthy: %s%s", backend.name, reason or "no answer",
-                    "; %d sticky conversation(s) will move" % gone if gone else "")
-        self._fail_stranded_waiters()
-
-    def _fail_stranded_waiters(self) -> None:
-        """Queued requests that no healthy backend may serve any more get their 503 now."""
-        for waiter in list(self._queue):
-            if waiter.ex.pinned is not None or waiter.future.done():
-                continue
-            if not eligible_backends(self.backends, waiter.model, self.config.routes, waiter.tried):
-                self._queue.remove(waiter)
-                waiter.future.set_exception(ServiceUnavailable(self._no_backend_message(waiter.model), RETRY_AFTER_SECONDS))
-
-    def _forget(self, backend: Backend) -> None:
-        """A discovered backend that stayed away: out of the set (requests on it finish)."""
-        log.info("backend %s forgotten: no answer for %d probe rounds", backend.name, backend.failed_rounds)
-        self.backends.remove(backend)
-        self._generation += 1
-        self.sticky.forget_backend(backend.name)
-        self.models.forget(backend)
-        if backend.pool is not None:
-            backend.pool.close()
-        self._fail_stranded_waiters()
-
     def _start_preload(self, backend: Backend) -> None:
-        models = [m for m in self.config.preload if m in backend.digests or not self.probing]
+        models = [m for m in self.config.preload if m in backend.digests or not self.fleet.probing]
         if not models:
             return
         task = asyncio.ensure_future(self._preload(backend, models))
@@ -4496,7 +4792,7 @@ class App:
                 request["options"] = {"num_ctx": num_ctx}
             started = time.monotonic()
             try:
-                status, obj = await self._backend_json(backend, b"POST", "/api/generate", request, timeout=self.config.request_timeout)
+                status, obj = await self.fleet.request_json(backend, b"POST", "/api/generate", request, timeout=self.config.request_timeout)
             except (ProxyError, OSError) as exc:
                 status, obj = 0, {"error": str(exc)}
             if status == 200:
@@ -4607,12 +4903,14 @@ class App:
         if isinstance(ex.json, dict):
             options = ex.json.get("options")
             pristine = (dict(ex.json), dict(options) if isinstance(options, dict) else None, ex.body, ex.dirty)
+        want = self._want(ex)
+        scheduler = self.scheduler
         try:
             while True:
                 backend: Optional[Backend] = None
                 upconn: Optional[UpstreamConnection] = None
                 try:
-                    backend = await self._acquire(ex, tried)  # may fail after the heartbeat's head: in-band below
+                    backend = await scheduler.acquire(want, tried)  # may fail after the heartbeat's head: in-band below
                     ex.backend = backend.name
                     backend.requests += 1
                     if not upload:
@@ -4626,12 +4924,12 @@ class App:
                             upconn, response = await self._retry_smaller_context(side, ex, backend, upconn, response)
                     except (BadGateway, UpstreamTimeout) as err:
                         upconn = None
-                        self._backend_failed(backend, err.message)
-                        if not upload and self._may_retry(ex, tried, backend):
+                        self.fleet.mark_failed(backend, err.message)
+                        if not upload and scheduler.may_retry(want, tried, backend):
                             log.warning("%s: %s: trying another backend", ex.label(), err.message)
                             continue
                         raise
-                    if response.status_code >= 500 and not upload and self._may_retry(ex, tried, backend):
+                    if response.status_code >= 500 and not upload and scheduler.may_retry(want, tried, backend):
                         body = await upconn.receive_whole_body()
                         self._release_connection(backend, upconn)
                         upconn = None
@@ -4645,8 +4943,8 @@ class App:
                         await self._relay_response(side, ex, backend, upconn, response)
                     else:
                         await self._relay_transformed(side, ex, backend, upconn, response)
-                    if ex.sticky_key is not None and ex.status == 200 and ex.error is None:
-                        self.sticky.put(ex.sticky_key, backend.name, time.monotonic())
+                    if want.sticky_key is not None and ex.status == 200 and ex.error is None:
+                        self.fleet.sticky.put(want.sticky_key, backend.name, time.monotonic())
                     if ex.path in MODIFIED_PATHS and ex.model:
                         self._learn_from_response(ex, backend)
                     return
@@ -4667,7 +4965,7 @@ class App:
                     if backend is not None:
                         if upconn is not None:
                             self._release_connection(backend, upconn)
-                        self._release(backend)
+                        scheduler.release(backend)
         finally:
             if heartbeat is not None:
                 await self._stop_heartbeat(heartbeat)
@@ -4709,71 +5007,19 @@ class App:
             return True
         return False
 
-    def _may_retry(self, ex: Exchange, tried: List[str], backend: Backend) -> bool:
-        """Note the failed attempt; is there another backend to try within --max-retries?"""
-        tried.append(backend.name)
-        if len(tried) > self.config.max_retries or ex.pinned is not None or ex.path in NOT_RETRIED_PATHS:
-            return False
-        model = normalize_model(ex.model) if ex.model else None
-        if not eligible_backends(self.backends, model, self.config.routes, tried):
-            return False
-        self.count("retry")
-        return True
-
-    def _backend_failed(self, backend: Backend, reason: str) -> None:
-        """A transport failure of a forwarded request: unhealthy until a good probe (SPEC §6)."""
-        backend.last_error = reason
-        backend.failed_at = time.time()
-        if self.probing and backend.healthy is not False:
-            self._set_health(backend, False, reason)
-
     # -- choosing a backend, the queue ---------------------------------------------
 
-    async def _acquire(self, ex: Exchange, tried: List[str]) -> Backend:
-        """A backend for the exchange with its slot taken (released by ``_release``)."""
-        if self._first_round is not None and not self._first_round.is_set():
-            try:
-                await asyncio.wait_for(self._first_round.wait(), self.config.probe_timeout + 5.0)
-            except asyncio.TimeoutError:
-                pass
+    def _want(self, ex: Exchange) -> Want:
+        """What the request asks of the choice: its model, a pinned backend, its conversation."""
         model = normalize_model(ex.model) if ex.model else None
-        if ex.path == "/api/create" and model and not any(model in b.digests for b in self.backends):
-            base = ex.json.get("from") if isinstance(ex.json, dict) else None
-            base = normalize_model(base) if isinstance(base, str) and base else None
-            # A new model is made where its base model is, else where the model-less /api/blobs uploads went.
-            model = base if base and any(base in b.digests for b in self.backends) else None
-        embed = ex.path in EMBED_PATHS
-        cap = self.config.max_concurrent
-        if ex.pinned is not None:
-            candidates = [ex.pinned]
-        else:
-            candidates = eligible_backends(self.backends, model, self.config.routes, tried)
-        if not candidates:
-            if tried:
-                raise ServiceUnavailable("no other backend left to try for %s (tried %s)" % (model or ex.path, ", ".join(tried)), RETRY_AFTER_SECONDS)
-            raise ServiceUnavailable(self._no_backend_message(model), RETRY_AFTER_SECONDS)
-        sticky = None
-        several = len(self.backends) > 1 or self.config.scan is not None  # else there is nothing to choose
-        if several and self.config.sticky and model and ex.path == "/api/chat" and isinstance(ex.json, dict):
-            if ex.sticky_key is None:
-                ex.sticky_key = conversation_key(model, ex.json)
-            if ex.sticky_key is not None:
-                sticky = self.sticky.get(ex.sticky_key, time.monotonic())
-        if model and ex.need_ctx < 0 and len(candidates) > 1 and any(model in b.loaded for b in candidates):
-            ex.need_ctx = self._context_need(ex, model)  # only matters where the model is loaded
-        backend = choose_backend(candidates, model, sticky, max(ex.need_ctx, 0), cap, embed)
-        if backend is not None:
-            backend.in_flight += 1
-            return backend
-        return await self._wait_in_queue(ex, model, embed, tried)
-
-    def _no_backend_message(self, model: Optional[str]) -> str:
-        names = route_for(model, self.config.routes) if model else None
-        if names is not None:
-            return "no healthy backend for model '%s' (routed to %s)" % (model, ", ".join(names))
-        if not self.backends:
-            return "no healthy backend: none found yet on the --scan range"
-        return "no healthy backend (%s)" % "; ".join("%s: %s" % (b.name, b.last_error or "not answering") for b in self.backends[:5])
+        body = ex.json if isinstance(ex.json, dict) else None
+        want = Want(ex.label(), ex.path, model, ex.pinned, need=lambda: self._context_need(ex, model or ""))
+        if ex.path == "/api/create" and body is not None:
+            base = body.get("from")
+            want.create_from = normalize_model(base) if isinstance(base, str) and base else None
+        if self.config.sticky and model and ex.path == "/api/chat" and body is not None and self.fleet.several():
+            want.sticky_key = conversation_key(model, body)
+        return want
 
     def _context_need(self, ex: Exchange, model: str) -> int:
         """The num_ctx this request will be sent with, as far as the choice needs it: an explicit
@@ -4787,83 +5033,6 @@ class App:
             # A loaded context at least this large holds the request: auto mode keeps it (no reload).
             return needed_context(estimate_tokens(chars, images, self.models.ratio(model)), response_budget(ex.path, body))
         return 0
-
-    async def _wait_in_queue(self, ex: Exchange, model: Optional[str], embed: bool, tried: List[str]) -> Backend:
-        """FIFO wait for a slot, up to --queue-timeout; a client that leaves leaves the queue."""
-        if len(self._queue) >= self.config.max_queue:
-            self.count("queue_full")
-            raise ServiceUnavailable("all backends are busy and the queue is full (%d waiting)" % len(self._queue), RETRY_AFTER_SECONDS)
-        future: asyncio.Future[Backend] = asyncio.get_running_loop().create_future()
-        waiter = Waiter(ex, model, embed, tuple(tried), future)
-        self._queue.append(waiter)
-        log.info("%s: all backends busy (--max-concurrent %d): queued, %d waiting", ex.label(), self.config.max_concurrent, len(self._queue))
-        granted = False
-        try:
-            await asyncio.wait({future}, timeout=self.config.queue_timeout)
-            if future.done() and not future.cancelled():
-                granted = True
-                return future.result()
-            self.count("queue_timeout")
-            raise ServiceUnavailable("all backends stayed busy for %gs (--queue-timeout)" % self.config.queue_timeout, RETRY_AFTER_SECONDS)
-        finally:
-            if waiter in self._queue:
-                self._queue.remove(waiter)
-            if not granted:
-                if future.done() and not future.cancelled() and future.exception() is None:
-                    self._release(future.result())  # granted just as the wait ended: pass the slot on
-                else:
-                    future.cancel()
-
-    def _release(self, backend: Backend) -> None:
-        """Give the slot back; a waiting request that can use it gets it."""
-        backend.in_flight -= 1
-        if self._queue:
-            self._dispatch(backend)
-
-    def _dispatch(self, backend: Backend) -> None:
-        """Hand free slots of ``backend`` to queued requests: FIFO, except that a request for a
-        model loaded there may go first, passing nobody more than MAX_OVERTAKES times."""
-        cap = self.config.max_concurrent
-        while self._queue and not self._shutting_down and not (backend.pool is not None and backend.pool.closed):
-            usable: List[Waiter] = []
-            entries: List[Tuple[bool, int]] = []
-            for waiter in self._queue:
-                if waiter.future.done() or not has_free_slot(backend, cap, waiter.embed):
-                    continue
-                if waiter.generation != self._generation:
-                    waiter.generation = self._generation
-                    if waiter.ex.pinned is not None:
-                        waiter.eligible = {id(waiter.ex.pinned)}
-                    else:
-                        waiter.eligible = {id(b) for b in eligible_backends(self.backends, waiter.model, self.config.routes, waiter.tried)}
-                if id(backend) not in waiter.eligible or (backend.healthy is False and waiter.ex.pinned is None):
-                    continue
-                loaded = bool(waiter.model) and waiter.model in backend.loaded
-                usable.append(waiter)
-                entries.append((loaded, waiter.overtaken))
-                if loaded or waiter.overtaken >= MAX_OVERTAKES:
-                    break  # pick_waiter's answer cannot change past this one
-            if not usable:
-                return
-            index = pick_waiter(entries)
-            for passed in usable[:index]:
-                passed.overtaken += 1
-            chosen = usable[index]
-            self._queue.remove(chosen)
-            backend.in_flight += 1
-            chosen.future.set_result(backend)
-
-    def _dispatch_all(self) -> None:
-        for backend in list(self.backends):
-            if not self._queue:
-                return
-            self._dispatch(backend)
-
-    def _backend_named(self, name: str) -> Backend:
-        for backend in self.backends:
-            if backend.name == name:
-                return backend
-        raise ProxyError("/proxy-backend/%s/: no backend is named %r (backends: %s)" % (name, name, ", ".join(b.name for b in self.backends) or "none"), 404)
 
     def _resolve_alias(self, ex: Exchange) -> None:
         """An alias in the request: the real model goes upstream, the answer names the alias."""
@@ -4954,7 +5123,7 @@ class App:
 
     async def _legacy_embedding(self, backend: Backend, ex: Exchange, piece: str) -> List[float]:
         """One piece through the legacy endpoint; its error, if any, becomes the request's."""
-        status, obj = await self._backend_json(backend, b"POST", "/api/embeddings", dict(ex.json, prompt=piece), timeout=self.config.request_timeout)
+        status, obj = await self.fleet.request_json(backend, b"POST", "/api/embeddings", dict(ex.json, prompt=piece), timeout=self.config.request_timeout)
         if status != 200 or not isinstance(obj, dict) or not isinstance(obj.get("embedding"), list):
             message = obj.get("error") if isinstance(obj, dict) and isinstance(obj.get("error"), str) else "backend answered %d" % status
             raise ProxyError(message, status if status >= 400 else 502)
@@ -4974,7 +5143,7 @@ class App:
         elif path in ("/__proxy/health", "/health"):
             await self._serve_health(side, ex, full=path == "/health")
         elif path == "/__proxy/backends":
-            await self._send_json(side, ex, 200, {"backends": [self._backend_report(b) for b in self.backends], "queue_depth": len(self._queue)})
+            await self._send_json(side, ex, 200, {"backends": [self.fleet.report(b) for b in self.fleet.backends], "queue_depth": self.scheduler.depth})
         elif path in MERGED_PATHS and not self._merging:
             # One backend: its own answer, byte for byte; a tag list with broken entries repaired.
             ex.repair_tags = path == "/api/tags" and ex.method == b"GET"
@@ -4982,10 +5151,10 @@ class App:
         elif path == "/api/tags":
             await self._send_json(side, ex, 200, {"models": await self._merged_tags()})
         elif path == "/api/ps":
-            lists = [obj.get("models") or [] for _, obj in await self._ask_all("/api/ps") if isinstance(obj.get("models"), list)]
+            lists = [obj.get("models") or [] for _, obj in await self.fleet.ask_all("/api/ps") if isinstance(obj.get("models"), list)]
             await self._send_json(side, ex, 200, {"models": merge_ps(lists)})
         elif path == "/api/version":
-            versions = [obj["version"] for _, obj in await self._ask_all("/api/version") if isinstance(obj.get("version"), str)]
+            versions = [obj["version"] for _, obj in await self.fleet.ask_all("/api/version") if isinstance(obj.get("version"), str)]
             if not versions:
                 raise BadGateway("no backend answered /api/version")
             await self._send_json(side, ex, 200, {"version": lowest_version(versions)})
@@ -4995,43 +5164,11 @@ class App:
             return False
         return True
 
-    async def _ask_all(self, path: str) -> List[Tuple[Backend, Dict[str, Any]]]:
-        """GET ``path`` on every healthy backend at once: the JSON objects of those that answered 200."""
-        if self._first_round is not None and not self._first_round.is_set():
-            try:
-                await asyncio.wait_for(self._first_round.wait(), self.config.probe_timeout + 5.0)
-            except asyncio.TimeoutError:
-                pass
-        backends = [b for b in self.backends if b.healthy is not False]
-        if not backends:
-            raise ServiceUnavailable(self._no_backend_message(None), RETRY_AFTER_SECONDS)
-        # A list is asked often (UIs poll /api/tags): a backend that hangs costs one short wait, then
-        # it is unhealthy until a probe says otherwise.
-        timeout = max(2.0 * self.config.probe_timeout, MERGE_TIMEOUT)
-        answers = await asyncio.gather(*(self._backend_json(b, b"GET", path, timeout=timeout) for b in backends), return_exceptions=True)
-        out = []
-        for backend, answer in zip(backends, answers):
-            if isinstance(answer, BaseException):
-                if not isinstance(answer, (ProxyError, OSError)):
-                    raise answer
-                log.warning("backend %s left out of the merged %s: %s", backend.name, path, getattr(answer, "message", answer))
-                if isinstance(answer, (BadGateway, UpstreamTimeout, OSError)):
-                    self._backend_failed(backend, getattr(answer, "message", str(answer)))
-                continue
-            status, obj = answer
-            if status == 200 and isinstance(obj, dict):
-                out.append((backend, obj))
-            else:
-                log.warning("backend %s left out of the merged %s: it answered %d", backend.name, path, status)
-        if not out:
-            raise BadGateway("no backend answered %s (%s)" % (path, ", ".join(b.name for b in backends)))
-        return out
-
     async def _merged_tags(self) -> List[Dict[str, Any]]:
-        answers = await self._ask_all("/api/tags")
+        answers = await self.fleet.ask_all("/api/tags")
         for backend, obj in answers:
             if isinstance(obj.get("models"), list):
-                self._apply_tags(backend, [m for m in obj["models"] if isinstance(m, dict)])
+                self.fleet.apply_tags(backend, [m for m in obj["models"] if isinstance(m, dict)])
         models, warnings = merge_tags([obj.get("models") if isinstance(obj.get("models"), list) else [] for _, obj in answers],
                                       self.config.routes, self.config.aliases, self.config.list_aliases, [b.name for b, _ in answers])
         for warning in warnings:
@@ -5053,20 +5190,11 @@ class App:
                 return
         raise ProxyError("model '%s' not found" % display_model(wanted), 404)  # ShowHandler names it DisplayShortest()
 
-    def _is_healthy(self, backend: Backend) -> bool:
-        """Healthy as the reports say it (SPEC §6): with probes on, only once a probe answered 200."""
-        return backend.healthy is True if self.probing else backend.healthy is not False
-
-    def _health(self) -> Tuple[int, Dict[str, Any]]:
-        healthy = sum(1 for b in self.backends if self._is_healthy(b))
-        status = "down" if not healthy else "ok" if healthy == len(self.backends) else "degraded"
-        return (503 if not healthy else 200), {"status": status, "healthy_backends": healthy}
-
     async def _serve_health(self, side: ServerSide, ex: Exchange, full: bool) -> None:
         """/__proxy/health (and /health, with the context sizes and the effective settings)."""
-        status, obj = self._health()
+        status, obj = self.fleet.health()
         if full:
-            obj["backends"] = len(self.backends)
+            obj["backends"] = len(self.fleet.backends)
             obj["context_sizes"] = list(self.config.context_sizes)
             obj["settings"] = self._settings()
         await self._send_json(side, ex, status, obj)
@@ -5089,26 +5217,12 @@ class App:
             settings[item.name] = value
         return settings
 
-    def _backend_report(self, backend: Backend) -> Dict[str, Any]:
-        return {
-            "name": backend.name,
-            "url": backend.spec.url,
-            "healthy": self._is_healthy(backend),
-            "probed": backend.healthy is not None,
-            "discovered": backend.discovered,
-            "in_flight": backend.in_flight,
-            "requests": backend.requests,
-            "models": sorted(backend.digests),
-            "loaded": [{"model": m, "context_length": c} for m, c in sorted(backend.loaded.items())],
-            "last_error": backend.last_error,
-            "last_probe": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(backend.last_probe)) if backend.last_probe else None,
-        }
-
     async def _serve_metrics(self, side: ServerSide, ex: Exchange) -> None:
         """GET /__proxy/metrics: Prometheus text format (SPEC §8)."""
-        in_flight = {b.name: b.in_flight for b in self.backends}
-        healthy = {b.name: self._is_healthy(b) for b in self.backends}
-        body = self.metrics.render(in_flight, healthy, len(self._queue)).encode("utf-8")
+        backends = self.fleet.backends
+        in_flight = {b.name: b.in_flight for b in backends}
+        healthy = {b.name: self.fleet.is_healthy(b) for b in backends}
+        body = self.metrics.render(in_flight, healthy, self.scheduler.depth).encode("utf-8")
         await self._send_body(side, ex, 200, body, b"text/plain; version=0.0.4; charset=utf-8")
 
     async def _send_json(self, side: ServerSide, ex: Exchange, status: int, obj: Any) -> None:

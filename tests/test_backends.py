@@ -567,16 +567,81 @@ def test_max_overtakes_is_three():
     assert op.MAX_OVERTAKES == 3
 
 
+class _DoneFuture:
+    """Just what ``assign`` reads of a waiter's future: whether it is done."""
+
+    def __init__(self, done: bool = False) -> None:
+        self._done = done
+
+    def done(self) -> bool:
+        return self._done
+
+
+def waiter(model: Optional[str], path: str = "/api/chat", overtaken: int = 0, done: bool = False) -> op.Waiter:
+    want = op.Want("test", path, model)
+    return op.Waiter(want, model, (), _DoneFuture(done), overtaken=overtaken)  # type: ignore[arg-type]
+
+
 def _run_queue(queue: List[Dict[str, Any]], arrivals: List[Dict[str, Any]]) -> List[str]:
-    """Free one slot per arrival, as App._dispatch does: pick, +1 for every waiter passed, remove."""
+    """Free one slot per arrival through ``assign``, then do what Scheduler.dispatch does with its answer."""
+    backend = mk("a", 1, loaded={"hot:latest": 0})
+    waiters = [(w, waiter("hot:latest" if w["loaded"] else "cold:latest", overtaken=w["overtaken"])) for w in queue]
     served = []
     for arrival in arrivals:
-        queue.append(arrival)
-        index = op.pick_waiter([(w["loaded"], w["overtaken"]) for w in queue])
-        for passed in queue[:index]:
-            passed["overtaken"] += 1
-        served.append(queue.pop(index)["id"])
+        waiters.append((arrival, waiter("hot:latest" if arrival["loaded"] else "cold:latest", overtaken=arrival["overtaken"])))
+        chosen, passed = op.assign([w for _, w in waiters], backend, 0, lambda w: True)
+        assert chosen is not None
+        for w in passed:
+            w.overtaken += 1
+        index = next(i for i, (_, w) in enumerate(waiters) if w is chosen)
+        entry, _ = waiters.pop(index)
+        served.append(entry["id"])
+        for d, w in waiters:
+            d["overtaken"] = w.overtaken
+        entry["overtaken"] = chosen.overtaken
     return served
+
+
+@pytest.mark.parametrize(
+    "queue, cap, in_flight, refused, expected, passed",
+    [
+        ([], 0, 0, (), None, []),
+        # FIFO among the waiters that may use the backend
+        ([("cold", 0), ("cold", 0)], 0, 0, (), 0, []),
+        # a loaded model goes first, passing the ones before it
+        ([("cold", 0), ("cold", 0), ("hot", 0)], 0, 0, (), 2, [0, 1]),
+        # unless someone it would pass has been overtaken MAX_OVERTAKES times
+        ([("cold", 3), ("hot", 0)], 0, 0, (), 0, []),
+        ([("cold", 2), ("hot", 0)], 0, 0, (), 1, [0]),
+        # a waiter that may not use this backend is skipped, neither chosen nor passed
+        ([("cold", 0), ("hot", 0)], 0, 0, (0,), 1, []),
+        ([("cold", 0)], 0, 0, (0,), None, []),
+        # a done future (granted or cancelled) is skipped
+        ([("done", 0), ("cold", 0)], 0, 0, (), 1, []),
+        # no free slot: only embeddings may take the extra one
+        ([("cold", 0), ("embed", 0)], 1, 1, (), 1, []),
+        ([("cold", 0)], 1, 1, (), None, []),
+        ([("embed", 0)], 1, 2, (), None, []),
+        # model-less waiters are never "loaded"
+        ([(None, 0), ("hot", 0)], 0, 0, (), 1, [0]),
+    ],
+)
+def test_assign(queue, cap, in_flight, refused, expected, passed):
+    """Scheduler.dispatch's pick, alone: who gets one free slot of a backend and whom it passes."""
+    backend = mk("a", 1, loaded={"hot:latest": 4096}, in_flight=in_flight)
+    waiters = []
+    for kind, overtaken in queue:
+        if kind == "embed":
+            waiters.append(waiter("cold:latest", path="/api/embed", overtaken=overtaken))
+        elif kind == "done":
+            waiters.append(waiter("hot:latest", overtaken=overtaken, done=True))
+        else:
+            waiters.append(waiter(kind + ":latest" if kind else None, overtaken=overtaken))
+    refused_ids = {id(waiters[i]) for i in refused}
+    chosen, passed_waiters = op.assign(waiters, backend, cap, lambda w: id(w) not in refused_ids)
+    assert (None if chosen is None else waiters.index(chosen)) == expected
+    assert [waiters.index(w) for w in passed_waiters] == passed
+    assert [w.overtaken for w in waiters] == [o for _, o in queue]  # assign decides; it changes nothing
 
 
 def test_old_waiter_is_passed_at_most_three_times():

@@ -275,4 +275,4 @@ def test_response_headers_name_proxy_and_backend(fake, proxy, method, path, body
     vias = [v for k, v in headers if k.lower() == "via"]
     assert len(vias) == 1 and proxy.app.token in vias[0]
     backends = [v for k, v in headers if k.lower() == "x-ollama-proxy-backend"]
-    assert backends == [proxy.app.backends[0].name] == ["127.0.0.1:%d" % fake.port]
+    assert backends == [proxy.app.fleet.backends[0].name] == ["127.0.0.1:%d" % fake.port]

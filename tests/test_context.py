@@ -173,7 +173,7 @@ def test_digest_change_refreshes_metadata(fake, start_proxy):
     model.digest = "f" * 64
     deadline = threading.Event()
     for _ in range(50):
-        if proxy.call(lambda: proxy.app.models.cached(proxy.app.backends[0], "llama3.2:latest") is None):
+        if proxy.call(lambda: proxy.app.models.cached(proxy.app.fleet.backends[0], "llama3.2:latest") is None):
             break
         deadline.wait(0.1)
     post(proxy.port, "/api/chat", CHAT)
@@ -185,7 +185,7 @@ def test_loaded_context_from_ps_is_reused(fake, start_proxy):
     post(fake.port, "/api/chat", dict(CHAT, options={"num_ctx": 8192}))  # straight to the fake
     proxy = start_proxy(fake.url, scan_interval=0.2, context_mode="auto")
     for _ in range(50):
-        if proxy.call(lambda: proxy.app.backends[0].loaded.get("llama3.2:latest")):
+        if proxy.call(lambda: proxy.app.fleet.backends[0].loaded.get("llama3.2:latest")):
             break
         threading.Event().wait(0.1)
     post(proxy.port, "/api/chat", CHAT)

@@ -529,7 +529,7 @@ def check_run(run: Run, minimum: int, name: str, proxy, caplog) -> None:
         in_flight: Any = None
         for _ in range(60):
             try:
-                in_flight = proxy.call(lambda: [b.in_flight for b in proxy.app.backends])
+                in_flight = proxy.call(lambda: [b.in_flight for b in proxy.app.fleet.backends])
             except IndexError:  # ProxyThread.call gave up waiting: the event loop does not run
                 in_flight = "the proxy's event loop does not answer"
                 break
@@ -828,7 +828,7 @@ def mutate_bytes(rng: random.Random, head: bytes) -> bytes:
 
 def test_fuzz_request_heads(fake, fuzz_proxy, caplog):
     proxy = fuzz_proxy
-    backend = proxy.app.backends[0].name.encode()
+    backend = proxy.app.fleet.backends[0].name.encode()
 
     def make(index: int) -> Tuple[bytes, Optional[bool], Optional[frozenset]]:
         return gen_head_case(random.Random("heads-%d-%d" % (SEED, index)), backend), None, None
@@ -1041,7 +1041,7 @@ def body_request(rng: random.Random, path: str, body: bytes, backend: bytes) -> 
 
 def test_fuzz_json_bodies(fake, fuzz_proxy, caplog):
     proxy = fuzz_proxy
-    backend = proxy.app.backends[0].name.encode()
+    backend = proxy.app.fleet.backends[0].name.encode()
 
     def make(index: int) -> Tuple[bytes, Optional[bool], Optional[frozenset]]:
         rng = random.Random("bodies-%d-%d" % (SEED, index))

@@ -118,7 +118,7 @@ def test_chunked_upload_with_content_length_is_refused_and_backend_stays_healthy
                            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
     assert status_of(raw) == 400 and closed
     assert [r for r in fake.received[before:] if r.path.startswith("/api/blobs")] == []
-    assert proxy.call(lambda: proxy.app.backends[0].healthy) is True
+    assert proxy.call(lambda: proxy.app.fleet.backends[0].healthy) is True
     c = Client(proxy.port)
     c.request("GET", "/api/tags")
     assert c.response()[0].status_code == 200
@@ -134,7 +134,7 @@ def test_upload_body_shorter_than_declared_is_the_clients_fault(fake, start_prox
     time.sleep(0.2)
     sock.close()
     time.sleep(0.3)
-    assert proxy.call(lambda: proxy.app.backends[0].healthy) is True
+    assert proxy.call(lambda: proxy.app.fleet.backends[0].healthy) is True
 
 
 # -- 3. request smuggling and chunked framing -----------------------------------------------------
@@ -295,7 +295,7 @@ def test_config_error_does_not_echo_a_password(capsys):
 def test_api_key_checked_before_any_prefix(fake, start_proxy, request_line):
     proxy = start_proxy(fake.url, "--api-key", "k3y")
     if b"%s" in request_line:
-        request_line = request_line % proxy.app.backends[0].name.encode()
+        request_line = request_line % proxy.app.fleet.backends[0].name.encode()
     before = len(fake.received)
     raw, _ = exchange(proxy.port, request_line + b"\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
     assert status_of(raw) == 401

@@ -108,7 +108,7 @@ def wait_for(predicate, timeout: float = 10.0, what: str = "condition"):
 
 def health_of(proxy) -> dict:
     """Backend name -> its healthy flag, read on the proxy's loop."""
-    return proxy.call(lambda: {b.name: b.healthy for b in proxy.app.backends})
+    return proxy.call(lambda: {b.name: b.healthy for b in proxy.app.fleet.backends})
 
 
 def wait_healthy(proxy, n: int, timeout: float = 10.0) -> None:
@@ -117,12 +117,12 @@ def wait_healthy(proxy, n: int, timeout: float = 10.0) -> None:
 
 
 def queue_depth(proxy) -> int:
-    return proxy.call(lambda: len(proxy.app._queue))
+    return proxy.call(lambda: len(proxy.app.scheduler.queue))
 
 
 def backend_state(proxy, backend_name: str, attr: str):
     def read():
-        for b in proxy.app.backends:
+        for b in proxy.app.fleet.backends:
             if b.name == backend_name:
                 value = getattr(b, attr)
                 return dict(value) if isinstance(value, dict) else value
@@ -377,7 +377,7 @@ def test_sticky_conversation_stays_on_its_backend(make_fake, start_proxy):
     assert turns[0] in ("a", "b")
     assert other != turns[0]  # least in flight sends a new conversation to the idle backend ...
     assert turns == [turns[0]] * 3  # ... but the conversation stays where it started
-    assert list(proxy.call(lambda: [v[0] for v in proxy.app.sticky.entries.values()])).count(turns[0]) >= 1
+    assert list(proxy.call(lambda: [v[0] for v in proxy.app.fleet.sticky.entries.values()])).count(turns[0]) >= 1
     sticky_fake = {"a": a, "b": b}[turns[0]]
     texts = chat_texts(sticky_fake)
     assert texts.count("sticky question one") == 1 and "sticky question two" in texts and "sticky question three" in texts
@@ -389,7 +389,7 @@ def test_no_sticky_does_not_pin_conversations(make_fake, start_proxy):
     proxy = start_proxy(["a=" + a.url, "b=" + b.url], "--context-mode", "off", "--no-sticky")
     assert proxy.config.sticky is False
     turns, other = _conversation_with_other_traffic(proxy, {"a": a, "b": b})
-    assert proxy.call(lambda: dict(proxy.app.sticky.entries)) == {}
+    assert proxy.call(lambda: dict(proxy.app.fleet.sticky.entries)) == {}
     assert turns[1] == other != turns[0]  # the first backend is busy: turn 2 went to the idle one
 
 
@@ -404,13 +404,13 @@ def test_sticky_conversation_moves_when_its_backend_dies(make_fake, start_proxy)
     assert answer.status == 200, answer
     first = answer.backend
     history = [{"role": "user", "content": "moving question one"}, answer.json()["message"]]
-    assert list(proxy.call(lambda: [v[0] for v in proxy.app.sticky.entries.values()])) == [first]
+    assert list(proxy.call(lambda: [v[0] for v in proxy.app.fleet.sticky.entries.values()])) == [first]
     stop_fake(by_name[first])
     wait_for(lambda: health_of(proxy)[first] is False, what="the sticky backend unhealthy")
-    assert proxy.call(lambda: dict(proxy.app.sticky.entries)) == {}
+    assert proxy.call(lambda: dict(proxy.app.fleet.sticky.entries)) == {}
     answer = call(proxy.port, "POST", "/api/chat", chat("moving question two", history=history))
     assert answer.status == 200 and answer.backend != first, answer
-    assert list(proxy.call(lambda: [v[0] for v in proxy.app.sticky.entries.values()])) == [answer.backend]
+    assert list(proxy.call(lambda: [v[0] for v in proxy.app.fleet.sticky.entries.values()])) == [answer.backend]
 
 
 def test_model_less_requests_go_to_first_healthy_backend(make_fake, start_proxy):
@@ -600,7 +600,7 @@ def test_client_leaving_the_queue_frees_its_place(make_fake, start_proxy):
     assert answer.status == 200, answer
     assert all(h.result().status == 200 for h in held)
     assert all("the leaver" not in chat_texts(f) for f in fakes)
-    assert proxy.call(lambda: [b.in_flight for b in proxy.app.backends]) == [0, 0]
+    assert proxy.call(lambda: [b.in_flight for b in proxy.app.fleet.backends]) == [0, 0]
 
 
 def test_queue_timeout_gives_503_with_retry_after(make_fake, start_proxy):
@@ -1097,8 +1097,8 @@ def test_scanner_survives_a_port_answering_deeply_nested_json(make_fake, start_p
     try:
         proxy = start_proxy([a.url], "--scan", "127.0.0.1:%d-%d" % (bad.port, bad.port), "--scan-interval", "0.2",
                             "--probe-timeout", "1")
-        scanner = proxy.app._scanner.thread
-        wait_for(lambda: proxy.call(lambda: proxy.app._first_round.is_set()) or not scanner.is_alive(),
+        scanner = proxy.app.fleet.scanner.thread
+        wait_for(lambda: proxy.call(lambda: proxy.app.fleet.first_round_done) or not scanner.is_alive(),
                  what="the first probe round delivered")
         gc.collect()  # the probes of a dead scanner are finalised here, not while pytest renders the failure
         assert scanner.is_alive(), "the scanner thread died: health is no longer probed"

@@ -270,9 +270,9 @@ def test_nothing_left_running(fake, proxy):
     sock.sendall(b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: 60\r\n\r\n")
     sock.close()
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and proxy.call(lambda: proxy.app.backends[0].in_flight):
+    while time.monotonic() < deadline and proxy.call(lambda: proxy.app.fleet.backends[0].in_flight):
         time.sleep(0.05)
-    assert proxy.call(lambda: proxy.app.backends[0].in_flight) == 0
+    assert proxy.call(lambda: proxy.app.fleet.backends[0].in_flight) == 0
     assert threading.active_count() > 0
 
 

@@ -472,7 +472,7 @@ def test_proxy_pointing_at_itself_cannot_loop(fake, start_proxy):
     proxy = start_proxy(fake.url)
     # Point the running proxy's backend at its own port, as a misconfigured tunnel would.
     spec = ollama_proxy.parse_backend("self=http://localhost:%d" % proxy.port)
-    backend = proxy.app.backends[0]
+    backend = proxy.app.fleet.backends[0]
     proxy.call(lambda: (setattr(backend, "spec", spec), setattr(backend, "pool", ollama_proxy.Pool(backend, 2.0))))
     c = Client(proxy.port)
     c.request("GET", "/api/tags")
@@ -853,7 +853,7 @@ def test_client_leaving_after_blob_upload_closes_upstream(scripted, start_proxy)
     c.close()
     assert upstream.closed.wait(5)
     hold.set()
-    assert proxy.call(lambda: proxy.app.backends[0].in_flight) == 0
+    assert proxy.call(lambda: proxy.app.fleet.backends[0].in_flight) == 0
 
 
 def test_backend_that_stops_reading_gives_504(start_proxy):
@@ -886,10 +886,10 @@ def test_client_that_stops_reading_is_dropped(fake, start_proxy):
     chat = [r for r in fake.received if r.path == "/api/chat"][0]
     assert fake.wait_closed(chat.conn_id, timeout=10)
     for _ in range(100):
-        if proxy.call(lambda: proxy.app.backends[0].in_flight) == 0:
+        if proxy.call(lambda: proxy.app.fleet.backends[0].in_flight) == 0:
             break
         threading.Event().wait(0.05)
-    assert proxy.call(lambda: proxy.app.backends[0].in_flight) == 0
+    assert proxy.call(lambda: proxy.app.fleet.backends[0].in_flight) == 0
     sock.close()
 
 
@@ -957,4 +957,4 @@ def test_idle_pool_is_bounded(fake, proxy, monkeypatch):
         t.start()
     for t in threads:
         t.join(30)
-    assert 0 < proxy.call(lambda: len(proxy.app.backends[0].pool.idle)) <= ollama_proxy.POOL_MAX_IDLE
+    assert 0 < proxy.call(lambda: len(proxy.app.fleet.backends[0].pool.idle)) <= ollama_proxy.POOL_MAX_IDLE
