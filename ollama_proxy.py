@@ -4184,7 +4184,6 @@ class Exchange:
     target: bytes
     path: str
     headers: Headers
-    http_version: bytes
     started: float
     body: Optional[bytes] = None
     json: Any = None
@@ -4195,21 +4194,17 @@ class Exchange:
     backend: Optional[str] = None
     response_started: bool = False  #: the response head reached the client
     line_framed: bool = False  #: the body is NDJSON or SSE with chunked/close framing: an error line can end it
-    sent_bytes: int = 0
     tail: bytes = b""  #: the last bytes of the response body (for the final stats)
     error: Optional[str] = None
     forced_ctx: Any = None  #: from /proxy-context/<N|auto>/
-    num_ctx: int = 0  #: the num_ctx sent upstream (0: none)
-    num_ctx_changed: bool = False  #: the proxy set or changed num_ctx (X-Ollama-Proxy-Num-Ctx)
-    chosen_ctx: int = 0  #: a num_ctx the proxy chose: eligible for the out-of-memory fallback
-    prompt_chars: int = 0  #: prompt characters, to calibrate characters per token
-    dirty: bool = False  #: ex.json changed: re-encode it once before sending
+    num_ctx: int = 0  #: the num_ctx of the attempt that went up (0: none)
+    num_ctx_changed: bool = False  #: the proxy set or changed it (X-Ollama-Proxy-Num-Ctx)
+    dirty: bool = False  #: ``json`` no longer matches ``body`` (translated, alias resolved): re-encoded for each attempt
     kind: Optional[str] = None  #: a translated /v1 request: "chat", "completion" or "embeddings"
     client_model: str = ""  #: the model name as the client sent it (answers repeat it)
     request_id: str = ""
     include_usage: bool = False
     encoding_format: str = "float"
-    chunks: Optional[Tuple[List[str], List[Tuple[int, int]]]] = None  #: embedding pieces and, per input, their span
     route: str = ""  #: the path the client asked for (before /proxy-context/ and translation), for metrics
     client_path: str = ""  #: the path exactly as the client sent it, for every log line
     pinned: Optional[Backend] = None  #: named by /proxy-backend/<NAME>/
@@ -4273,6 +4268,8 @@ def has_final_line(tail: bytes) -> bool:
 #: /v1 endpoints translated to the native API.
 TRANSLATED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
 DEFAULT_EMBED_CHARS = 2000  #: the chunk limit when it cannot be derived (no /api/show data)
+GENERATION_PATHS = frozenset({"/api/chat", "/api/generate"})  #: native endpoints with a prompt and an answer
+EMBED_NATIVE_PATHS = frozenset({"/api/embed", "/api/embeddings"})  #: native endpoints whose inputs may be chunked
 #: Native endpoints whose requests the modifiers adjust.
 MODIFIED_PATHS = frozenset({"/api/chat", "/api/generate", "/api/embed", "/api/embeddings"})
 #: Words in a backend's error that mean the load ran out of memory: Ollama's own list
@@ -4321,6 +4318,272 @@ def split_target(target: bytes) -> Tuple[str, str]:
     return path, query
 
 
+@dataclass
+class Attempt:
+    """One try of a request on one backend, built afresh from the request by ``Planner.prepare``:
+    a retry elsewhere starts from the request again, so there is nothing to undo."""
+
+    backend: Backend
+    body: Optional[Dict[str, Any]]  #: the JSON body as it goes up (None: not a JSON object)
+    data: bytes  #: the bytes that go up
+    num_ctx: int = 0  #: the num_ctx sent (0: none)
+    num_ctx_changed: bool = False  #: the proxy set or changed num_ctx (X-Ollama-Proxy-Num-Ctx)
+    chosen_ctx: int = 0  #: a num_ctx the proxy chose: eligible for the out-of-memory fallback
+    prompt_chars: int = 0  #: prompt characters, to calibrate characters per token
+    chunks: Optional[Tuple[List[str], List[Tuple[int, int]]]] = None  #: embedding pieces and, per input, their span
+
+
+def attempt_body(body: Dict[str, Any]) -> Dict[str, Any]:
+    """A copy of a request body that the modifiers and the chunking may change: they set top-level
+    keys and keys of "options", and replace (never edit) "input"; nothing else is touched."""
+    copy = dict(body)
+    options = body.get("options")
+    if isinstance(options, dict):
+        copy["options"] = dict(options)
+    return copy
+
+
+class Planner:
+    """What goes up for a request on a given backend, and what its answer teaches (SPEC §4, §5, §7).
+
+    ``prepare`` builds an ``Attempt``: the modifiers, then the embedding plan; ``smaller`` the one
+    retry with a smaller context after an out-of-memory load; ``learn`` reads the answer's token
+    count; ``need`` is the context a request needs, for the choice; ``preload`` loads the
+    --preload models with what their requests will get.
+    """
+
+    def __init__(self, config: Config, models: Models, fleet: Fleet, metrics: Metrics) -> None:
+        self.config = config
+        self.models = models
+        self.fleet = fleet
+        self.metrics = metrics
+        self._preloads: set = set()  #: preload tasks in progress
+
+    async def prepare(self, ex: Exchange, backend: Backend) -> Attempt:
+        """The request as it goes to ``backend``; the body is re-encoded only if something changed."""
+        body = attempt_body(ex.json) if isinstance(ex.json, dict) else None
+        attempt = Attempt(backend, body, ex.body or b"")
+        changed = ex.dirty
+        if ex.method == b"POST" and body is not None:
+            if ex.path in MODIFIED_PATHS and ex.model:
+                changed = await self._modify(ex, attempt, body) or changed
+            if ex.path in EMBED_NATIVE_PATHS:
+                changed = self._plan_embedding(ex, attempt, body) or changed
+        if changed and body is not None:
+            attempt.data = json_bytes(body)
+        return attempt
+
+    async def _modify(self, ex: Exchange, attempt: Attempt, body: Dict[str, Any]) -> bool:
+        """Run the request modifiers on ``body``; True if one of them changed it."""
+        assert ex.model is not None
+        backend = attempt.backend
+        model = normalize_model(ex.model)
+        options = body.get("options")
+        info = None
+        # /api/show only when num_ctx may be set or capped (a client's value is capped even with mode off).
+        if context_source(self.config, model, None, ex.forced_ctx)[0] != "off" or (isinstance(options, dict) and options.get("num_ctx") is not None):
+            info = await self.models.info(backend, model)
+        prompt = prompt_size(ex.path, body) if ex.path in GENERATION_PATHS else None
+        ctx = ModifyContext(
+            path=ex.path,
+            body=body,
+            model=model,
+            config=self.config,
+            info=info,
+            forced_ctx=ex.forced_ctx,
+            loaded_ctx=backend.loaded.get(model, 0),
+            chars_per_token=self.models.ratio(model),
+            ceiling=self.models.ceiling(backend, model),
+            embed_limit=self.config.max_embed_chars if self.config.chunking else 0,
+            prompt=prompt,
+        )
+        changes = apply_modifiers(ctx)
+        if prompt is not None:
+            attempt.prompt_chars = prompt[0]  # for the calibration against Ollama's prompt_eval_count
+        options = body.get("options")
+        num_ctx = options.get("num_ctx") if isinstance(options, dict) else None
+        attempt.num_ctx = num_ctx if isinstance(num_ctx, int) and not isinstance(num_ctx, bool) else 0
+        if not changes:
+            return False
+        attempt.chosen_ctx = ctx.chosen_ctx
+        for change in changes:
+            self.metrics.count("modified_" + change.modifier)
+            if change.modifier == "num_ctx":
+                attempt.num_ctx_changed = True
+            log.log(logging.WARNING if change.warn else logging.INFO, "conn %d: %s %s: %s", ex.conn_id, ex.method.decode("latin-1"), ex.client_path,
+                    change.describe(model), extra={"fields": {
+                "event": "modification", "conn": ex.conn_id, "model": model, "modifier": change.modifier,
+                "old": change.old, "new": change.new, "reason": change.reason}})
+        return True
+
+    def _embed_limit(self, model: str, attempt: Attempt) -> int:
+        """--max-embed-chars, or (0) what the model's runner batch holds in characters (SPEC §7)."""
+        if self.config.max_embed_chars > 0:
+            return self.config.max_embed_chars
+        training = self.models.trained(attempt.backend, model)
+        if not training:
+            return DEFAULT_EMBED_CHARS
+        batch = runner_batch_tokens(attempt.num_ctx or training, training)
+        return derive_embed_limit(batch, self.models.ratio(model))
+
+    def _plan_embedding(self, ex: Exchange, attempt: Attempt, body: Dict[str, Any]) -> bool:
+        """Split inputs over the limit into pieces (or refuse them with chunking off); True if
+        ``body`` changed."""
+        legacy = ex.path == "/api/embeddings"
+        raw = body.get("prompt") if legacy else body.get("input")
+        inputs = [raw] if isinstance(raw, str) else raw
+        if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
+            return False  # Ollama answers what it makes of it
+        model = normalize_model(ex.model or "")
+        limit = self._embed_limit(model, attempt)
+        longest = max(len(i) for i in inputs)
+        attempt.prompt_chars = sum(len(i) for i in inputs)
+        if longest <= limit:
+            return False
+        if not self.config.chunking:
+            raise BadRequest(chunk_limit_error(longest, limit))
+        pieces, spans = plan_chunks(inputs, limit)
+        attempt.chunks = (pieces, spans)
+        attempt.prompt_chars = sum(len(p) for p in pieces)  # what goes up, and what Ollama counts
+        for index, (start, end) in enumerate(spans):
+            if end - start > 1:
+                log.info("%s: embedding input %d: %d characters -> %d pieces of at most %d", ex.label(), index, len(inputs[index]), end - start, limit)
+        self.metrics.count("chunked_inputs", sum(1 for s, e in spans if e - s > 1))
+        self.metrics.count("chunk_pieces", len(pieces))
+        if legacy:
+            return False  # its pieces go one by one (App._embed_legacy_chunked)
+        body["input"] = pieces
+        return True
+
+    def smaller(self, ex: Exchange, attempt: Attempt, status: int, message: str) -> Optional[Attempt]:
+        """A num_ctx the proxy chose is explicit to Ollama, which then does not fall back on its own
+        when the load runs out of memory (ollama-api.md §7.2): the attempt again with the next
+        smaller size, once; None when the error is another or there is no smaller size."""
+        smaller = next_smaller_size(attempt.chosen_ctx, self.config.context_sizes)
+        if not attempt.chosen_ctx or attempt.body is None or not is_load_failure(status, message) or not smaller:
+            return None
+        backend = attempt.backend
+        log.warning("%s: num_ctx %d -> %d (%s: the backend %s could not load it: %s)", ex.label(), attempt.chosen_ctx, smaller, ex.model,
+                    backend.name, message)
+        self.metrics.count("oom_fallback")
+        self.models.record_oom(backend, normalize_model(ex.model or ""), smaller)  # do not ask for the failing size again
+        body = dict(attempt.body)
+        body["options"] = dict(body["options"], num_ctx=smaller)
+        return dataclasses.replace(attempt, body=body, data=json_bytes(body), num_ctx=smaller, chosen_ctx=0)
+
+    def need(self, ex: Exchange, model: str) -> int:
+        """The num_ctx this request will be sent with, as far as the choice needs it: an explicit
+        one, or (auto mode) the size its prompt needs; 0 when any loaded context will do."""
+        body = ex.json if isinstance(ex.json, dict) else {}
+        source, value = context_source(self.config, model, client_num_ctx(body), ex.forced_ctx)
+        if value is not None:
+            return value
+        if source == "auto" and ex.path in GENERATION_PATHS:
+            chars, images = prompt_size(ex.path, body)
+            # A loaded context at least this large holds the request: auto mode keeps it (no reload).
+            return needed_context(estimate_tokens(chars, images, self.models.ratio(model)), response_budget(ex.path, body))
+        return 0
+
+    # -- after the answer --------------------------------------------------------
+
+    def learn(self, ex: Exchange, attempt: Attempt) -> None:
+        """After an answer: what the model is now loaded with, and Ollama's own token count."""
+        if ex.status != 200 or ex.model is None or ex.error is not None:
+            return  # an answer that ended in an error (e.g. a failed load after the heartbeat) teaches nothing
+        backend = attempt.backend
+        model = normalize_model(ex.model)
+        trained = self.models.trained(backend, model)
+        if model not in backend.loaded:
+            self.fleet.wake()  # a new load may have evicted another model: read /api/ps soon
+        num_ctx = attempt.num_ctx
+        if num_ctx:
+            backend.loaded[model] = min(num_ctx, trained) if trained else num_ctx
+        chars = attempt.prompt_chars
+        if not ex.tail or (chars < MIN_CALIBRATION_CHARS and chars * 2 < (num_ctx or 2048)):
+            return  # too short to teach anything or to have been truncated (at least a character a token)
+        match = _PROMPT_EVAL_RE.search(ex.tail)
+        if match is None:
+            return
+        count = int(match.group(1))
+        ran_with = num_ctx or backend.loaded.get(model, 0)  # the context it ran with (0: unknown)
+        window = min(ran_with, trained) if ran_with and trained else ran_with
+        body = attempt.body or {}
+        options = body.get("options")
+        num_keep = options.get("num_keep") if isinstance(options, dict) else None
+        num_keep = num_keep if isinstance(num_keep, int) and not isinstance(num_keep, bool) else DEFAULT_NUM_KEEP
+        if ex.path == "/api/embed":
+            # /api/embed counts the tokens of all its inputs, each cut to the context less BOS and EOS:
+            # only the count of a single input can bear truncation's mark.
+            inputs = body.get("input")
+            single = isinstance(inputs, str) or (isinstance(inputs, list) and len(inputs) == 1)
+            window = window - 2 if single and window > 2 else 0
+        learned = self.models.learn(model, chars, count, window, num_keep)
+        estimate = learned.estimate
+        if learned.truncated:
+            # Ollama cut the prompt without an error (SPEC §5): say so; the denser ratio gives the
+            # conversation's next request (auto mode) a size that holds it.
+            self.metrics.count_truncated(model)
+            log.warning("%s: Ollama truncated the prompt: about %d tokens in a context of %d (it evaluated %d)%s",
+                        ex.label(), estimate, window, count, self._truncation_advice(ex, model, window, trained), extra={"fields": {
+                            "event": "truncated", "conn": ex.conn_id, "model": model, "num_ctx": window, "estimate": estimate,
+                            "prompt_eval_count": count}})
+
+    def _truncation_advice(self, ex: Exchange, model: str, window: int, trained: int) -> str:
+        """What follows from a truncated prompt: auto mode grows by itself below the cap; else a setting."""
+        cap = context_cap(trained, self.config.max_context)
+        auto = ex.forced_ctx == "auto" or (ex.forced_ctx is None and self.config.context_mode == "auto")
+        if auto and (not cap or window < cap):
+            return "; the next request gets a larger context"
+        if trained and window >= trained:
+            return "; the model's training context (%d) is full" % trained
+        return "; raise --max-context or use --num-ctx %s=N" % model
+
+    # -- --preload ---------------------------------------------------------------
+
+    def preload(self, backend: Backend) -> None:
+        """Load the --preload models that ``backend`` has, in the background."""
+        models = [m for m in self.config.preload if m in backend.digests or not self.fleet.probing]
+        if not models:
+            return
+        task = asyncio.ensure_future(self._preload(backend, models))
+        self._preloads.add(task)
+        task.add_done_callback(self._preloads.discard)
+
+    def pending(self) -> List[asyncio.Task]:
+        return list(self._preloads)
+
+    async def _preload(self, backend: Backend, models: List[str]) -> None:
+        """Load each model with the num_ctx and keep_alive its requests will get (an empty generate),
+        so that the first request does not pay for the load, nor for a reload."""
+        for model in models:
+            body: Dict[str, Any] = {"model": model}
+            wanted = context_source(self.config, model, None, None)[0] != "off"
+            info = await self.models.info(backend, model) if wanted else None  # as _modify asks for it
+            ctx = ModifyContext(path="/api/generate", body=body, model=model, config=self.config, info=info,
+                                loaded_ctx=backend.loaded.get(model, 0), ceiling=self.models.ceiling(backend, model))
+            apply_modifiers(ctx)
+            options = body.get("options") if isinstance(body.get("options"), dict) else {}
+            request: Dict[str, Any] = {"model": model}
+            if "keep_alive" in body:
+                request["keep_alive"] = body["keep_alive"]
+            num_ctx = options.get("num_ctx")
+            if isinstance(num_ctx, int):
+                request["options"] = {"num_ctx": num_ctx}
+            started = time.monotonic()
+            try:
+                status, obj = await self.fleet.request_json(backend, b"POST", "/api/generate", request, timeout=self.config.request_timeout)
+            except (ProxyError, OSError) as exc:
+                status, obj = 0, {"error": str(exc)}
+            if status == 200:
+                if isinstance(num_ctx, int):
+                    backend.loaded[model] = num_ctx
+                log.info("preloaded %s on %s in %.1fs%s", model, backend.name, time.monotonic() - started,
+                         " (num_ctx %d)" % num_ctx if isinstance(num_ctx, int) else "")
+            else:
+                reason = obj.get("error") if isinstance(obj, dict) else None
+                log.warning("preload of %s on %s failed: %s", model, backend.name, reason or "status %d" % status)
+
+
 class App:
     """The one stateful object: configuration, backends, the server and its connections."""
 
@@ -4342,11 +4605,11 @@ class App:
         self.models = Models(self._show, self.metrics.count)
         self.fleet = Fleet(config, self.models, self.via)
         self.scheduler = Scheduler(config, self.fleet, self.metrics.count)
+        self.planner = Planner(config, self.models, self.fleet, self.metrics)
         self.fleet.on_up = self._backend_up
         self.fleet.on_down = self.scheduler.fail_stranded
         self.fleet.on_round = self.scheduler.dispatch_all
         self._aliases = dict(config.aliases)
-        self._background: set = set()  #: preload tasks
         self._warned: set = set()  #: warnings given once
         #: /api/tags, /api/ps, /api/version are composed from several answers (else passed through)
         self._merging = len(config.backends) > 1 or config.scan is not None or bool(config.routes) or (config.list_aliases and bool(config.aliases))
@@ -4375,11 +4638,11 @@ class App:
         self.fleet.start(loop, self.port)
         if not self.fleet.probing and self.config.preload:
             for backend in self.fleet.backends:
-                self._start_preload(backend)
+                self.planner.preload(backend)
 
     def _backend_up(self, backend: Backend) -> None:
         """A backend became healthy: it gets its --preload models, and waiting requests."""
-        self._start_preload(backend)
+        self.planner.preload(backend)
         self.scheduler.dispatch(backend)
 
     async def serve_until_stopped(self) -> None:
@@ -4410,7 +4673,7 @@ class App:
             if pending:
                 log.warning("shutdown grace over: %d response(s) cut off", len(pending))
                 await asyncio.wait(pending, timeout=LINGER_SECONDS + 1.0)
-        background = self.models.pending() + list(self._background)
+        background = self.models.pending() + self.planner.pending()
         for task in background:
             task.cancel()
         if background:
@@ -4551,7 +4814,6 @@ class App:
             target=request.target,
             path=path,
             headers=list(request.headers),
-            http_version=request.http_version,
             started=time.monotonic(),
             openai=is_openai_path(path),
             route=path,
@@ -4669,140 +4931,10 @@ class App:
 
     # -- models: metadata, modifiers, what the backend has loaded -------------
 
-    async def _modify(self, ex: Exchange, backend: Backend) -> None:
-        """Run the request modifiers; re-encode the body only when one of them changed it."""
-        assert ex.model is not None
-        model = normalize_model(ex.model)
-        body: Dict[str, Any] = ex.json
-        options = body.get("options")
-        info = None
-        # /api/show only when num_ctx may be set or capped (a client's value is capped even with mode off).
-        if context_source(self.config, model, None, ex.forced_ctx)[0] != "off" or (isinstance(options, dict) and options.get("num_ctx") is not None):
-            info = await self.models.info(backend, model)
-        prompt = prompt_size(ex.path, body) if ex.path in ("/api/chat", "/api/generate") else None
-        ctx = ModifyContext(
-            path=ex.path,
-            body=body,
-            model=model,
-            config=self.config,
-            info=info,
-            forced_ctx=ex.forced_ctx,
-            loaded_ctx=backend.loaded.get(model, 0),
-            chars_per_token=self.models.ratio(model),
-            ceiling=self.models.ceiling(backend, model),
-            embed_limit=self.config.max_embed_chars if self.config.chunking else 0,
-            prompt=prompt,
-        )
-        changes = apply_modifiers(ctx)
-        if prompt is not None:
-            ex.prompt_chars = prompt[0]  # for the calibration against Ollama's prompt_eval_count
-        options = body.get("options")
-        num_ctx = options.get("num_ctx") if isinstance(options, dict) else None
-        ex.num_ctx = num_ctx if isinstance(num_ctx, int) and not isinstance(num_ctx, bool) else 0
-        if not changes:
-            return
-        ex.dirty = True
-        ex.chosen_ctx = ctx.chosen_ctx
-        for change in changes:
-            self.count("modified_" + change.modifier)
-            if change.modifier == "num_ctx":
-                ex.num_ctx_changed = True
-            log.log(logging.WARNING if change.warn else logging.INFO, "conn %d: %s %s: %s", ex.conn_id, ex.method.decode("latin-1"), ex.client_path,
-                    change.describe(model), extra={"fields": {
-                "event": "modification", "conn": ex.conn_id, "model": model, "modifier": change.modifier,
-                "old": change.old, "new": change.new, "reason": change.reason}})
-
-    def _learn_from_response(self, ex: Exchange, backend: Backend) -> None:
-        """After an answer: what the model is now loaded with, and Ollama's own token count."""
-        if ex.status != 200 or ex.model is None or ex.error is not None:
-            return  # an answer that ended in an error (e.g. a failed load after the heartbeat) teaches nothing
-        model = normalize_model(ex.model)
-        trained = self.models.trained(backend, model)
-        if model not in backend.loaded:
-            self.fleet.wake()  # a new load may have evicted another model: read /api/ps soon
-        if ex.num_ctx:
-            backend.loaded[model] = min(ex.num_ctx, trained) if trained else ex.num_ctx
-        if not ex.tail or (ex.prompt_chars < MIN_CALIBRATION_CHARS and ex.prompt_chars * 2 < (ex.num_ctx or 2048)):
-            return  # too short to teach anything or to have been truncated (at least a character a token)
-        match = _PROMPT_EVAL_RE.search(ex.tail)
-        if match is None:
-            return
-        count = int(match.group(1))
-        ran_with = ex.num_ctx or backend.loaded.get(model, 0)  # the context it ran with (0: unknown)
-        window = min(ran_with, trained) if ran_with and trained else ran_with
-        options = ex.json.get("options") if isinstance(ex.json, dict) else None
-        num_keep = options.get("num_keep") if isinstance(options, dict) else None
-        num_keep = num_keep if isinstance(num_keep, int) and not isinstance(num_keep, bool) else DEFAULT_NUM_KEEP
-        if ex.path == "/api/embed":
-            # /api/embed counts the tokens of all its inputs, each cut to the context less BOS and EOS:
-            # only the count of a single input can bear truncation's mark.
-            inputs = ex.json.get("input") if isinstance(ex.json, dict) else None
-            single = isinstance(inputs, str) or (isinstance(inputs, list) and len(inputs) == 1)
-            window = window - 2 if single and window > 2 else 0
-        learned = self.models.learn(model, ex.prompt_chars, count, window, num_keep)
-        estimate = learned.estimate
-        if learned.truncated:
-            # Ollama cut the prompt without an error (SPEC §5): say so; the denser ratio gives the
-            # conversation's next request (auto mode) a size that holds it.
-            self.metrics.count_truncated(model)
-            log.warning("%s: Ollama truncated the prompt: about %d tokens in a context of %d (it evaluated %d)%s",
-                        ex.label(), estimate, window, count, self._truncation_advice(ex, model, window, trained), extra={"fields": {
-                            "event": "truncated", "conn": ex.conn_id, "model": model, "num_ctx": window, "estimate": estimate,
-                            "prompt_eval_count": count}})
-
-    def _truncation_advice(self, ex: Exchange, model: str, window: int, trained: int) -> str:
-        """What follows from a truncated prompt: auto mode grows by itself below the cap; else a setting."""
-        cap = context_cap(trained, self.config.max_context)
-        auto = ex.forced_ctx == "auto" or (ex.forced_ctx is None and self.config.context_mode == "auto")
-        if auto and (not cap or window < cap):
-            return "; the next request gets a larger context"
-        if trained and window >= trained:
-            return "; the model's training context (%d) is full" % trained
-        return "; raise --max-context or use --num-ctx %s=N" % model
-
     async def _show(self, backend: Backend, model: str) -> Tuple[int, Any]:
         return await self.fleet.request_json(backend, b"POST", "/api/show", {"model": model})
 
     # -- probes, health, preload ---------------------------------------------------
-
-    def _start_preload(self, backend: Backend) -> None:
-        models = [m for m in self.config.preload if m in backend.digests or not self.fleet.probing]
-        if not models:
-            return
-        task = asyncio.ensure_future(self._preload(backend, models))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _preload(self, backend: Backend, models: List[str]) -> None:
-        """Load each model with the num_ctx and keep_alive its requests will get (an empty generate),
-        so that the first request does not pay for the load, nor for a reload."""
-        for model in models:
-            body: Dict[str, Any] = {"model": model}
-            wanted = context_source(self.config, model, None, None)[0] != "off"
-            info = await self.models.info(backend, model) if wanted else None  # as _modify asks for it
-            ctx = ModifyContext(path="/api/generate", body=body, model=model, config=self.config, info=info,
-                                loaded_ctx=backend.loaded.get(model, 0), ceiling=self.models.ceiling(backend, model))
-            apply_modifiers(ctx)
-            options = body.get("options") if isinstance(body.get("options"), dict) else {}
-            request: Dict[str, Any] = {"model": model}
-            if "keep_alive" in body:
-                request["keep_alive"] = body["keep_alive"]
-            num_ctx = options.get("num_ctx")
-            if isinstance(num_ctx, int):
-                request["options"] = {"num_ctx": num_ctx}
-            started = time.monotonic()
-            try:
-                status, obj = await self.fleet.request_json(backend, b"POST", "/api/generate", request, timeout=self.config.request_timeout)
-            except (ProxyError, OSError) as exc:
-                status, obj = 0, {"error": str(exc)}
-            if status == 200:
-                if isinstance(num_ctx, int):
-                    backend.loaded[model] = num_ctx
-                log.info("preloaded %s on %s in %.1fs%s", model, backend.name, time.monotonic() - started,
-                         " (num_ctx %d)" % num_ctx if isinstance(num_ctx, int) else "")
-            else:
-                reason = obj.get("error") if isinstance(obj, dict) else None
-                log.warning("preload of %s on %s failed: %s", model, backend.name, reason or "status %d" % status)
 
     async def _discard_body(self, side: ServerSide, ex: Exchange, limit: int = 1024 * 1024) -> None:
         """Read and drop what is left of a small request body, so the connection can be kept.
@@ -4897,12 +5029,6 @@ class App:
         heartbeat: Optional[asyncio.Task] = None
         if ex.streaming and self.config.heartbeat > 0:
             heartbeat = asyncio.ensure_future(self._heartbeat(side, ex))
-        # The request as it came (translated, alias resolved), so that each attempt is prepared
-        # for its own backend: the modifiers touch only top-level keys, "options" and "input".
-        pristine = None
-        if isinstance(ex.json, dict):
-            options = ex.json.get("options")
-            pristine = (dict(ex.json), dict(options) if isinstance(options, dict) else None, ex.body, ex.dirty)
         want = self._want(ex)
         scheduler = self.scheduler
         try:
@@ -4913,15 +5039,24 @@ class App:
                     backend = await scheduler.acquire(want, tried)  # may fail after the heartbeat's head: in-band below
                     ex.backend = backend.name
                     backend.requests += 1
-                    if not upload:
-                        if tried and pristine is not None:
-                            self._restore(ex, pristine)
-                        if await self._prepare(side, ex, backend):
-                            return  # answered already (the legacy embeddings endpoint with pieces)
+                    # Each attempt is built afresh from the request, for its own backend.
+                    attempt = Attempt(backend, None, b"") if upload else await self.planner.prepare(ex, backend)
+                    ex.num_ctx, ex.num_ctx_changed = attempt.num_ctx, attempt.num_ctx_changed
+                    if attempt.chunks is not None and ex.path == "/api/embeddings":
+                        await self._embed_legacy_chunked(side, ex, attempt)
+                        return
                     try:
-                        upconn, response = await self._open_exchange(side, ex, backend, upload)
-                        if ex.chosen_ctx and response.status_code >= 500:
-                            upconn, response = await self._retry_smaller_context(side, ex, backend, upconn, response)
+                        upconn, response = await self._open_exchange(side, ex, attempt, upload)
+                        if attempt.chosen_ctx and response.status_code >= 500:
+                            body = await upconn.receive_whole_body()
+                            smaller = self.planner.smaller(ex, attempt, response.status_code, error_message_from_body(body))
+                            if smaller is None:
+                                upconn.replay = body  # the error goes to the client as it came
+                            else:
+                                self._release_connection(backend, upconn)
+                                upconn, attempt = None, smaller
+                                ex.num_ctx = attempt.num_ctx
+                                upconn, response = await self._open_exchange(side, ex, attempt, False)
                     except (BadGateway, UpstreamTimeout) as err:
                         upconn = None
                         self.fleet.mark_failed(backend, err.message)
@@ -4939,14 +5074,14 @@ class App:
                     if heartbeat is not None:
                         await self._stop_heartbeat(heartbeat)
                         heartbeat = None
-                    if ex.kind is None and ex.chunks is None:
+                    if ex.kind is None and attempt.chunks is None:
                         await self._relay_response(side, ex, backend, upconn, response)
                     else:
-                        await self._relay_transformed(side, ex, backend, upconn, response)
+                        await self._relay_transformed(side, ex, attempt, upconn, response)
                     if want.sticky_key is not None and ex.status == 200 and ex.error is None:
                         self.fleet.sticky.put(want.sticky_key, backend.name, time.monotonic())
                     if ex.path in MODIFIED_PATHS and ex.model:
-                        self._learn_from_response(ex, backend)
+                        self.planner.learn(ex, attempt)
                     return
                 except ProxyError as err:
                     if backend is not None and isinstance(err, (BadGateway, UpstreamTimeout)):
@@ -4982,57 +5117,19 @@ class App:
         assert backend.pool is not None
         backend.pool.release(upconn)
 
-    @staticmethod
-    def _restore(ex: Exchange, pristine: Tuple[Dict[str, Any], Optional[Dict[str, Any]], Optional[bytes], bool]) -> None:
-        """Undo what the modifiers did for a backend that failed, before preparing for the next."""
-        body, options, ex.body, ex.dirty = pristine
-        ex.json = dict(body)
-        if options is not None:
-            ex.json["options"] = dict(options)
-        ex.chunks = None
-        ex.num_ctx = ex.chosen_ctx = 0
-        ex.num_ctx_changed = False
-
-    async def _prepare(self, side: ServerSide, ex: Exchange, backend: Backend) -> bool:
-        """The modifiers and the embedding plan, for the chosen backend; True if already answered."""
-        post = ex.method == b"POST"
-        if post and ex.path in MODIFIED_PATHS and ex.model and isinstance(ex.json, dict):
-            await self._modify(ex, backend)
-        if post and ex.path in ("/api/embed", "/api/embeddings") and isinstance(ex.json, dict):
-            self._plan_embedding(ex, backend)
-        if ex.dirty:
-            ex.body = json_bytes(ex.json)
-        if ex.path == "/api/embeddings" and ex.chunks is not None:
-            await self._embed_legacy_chunked(side, ex, backend)
-            return True
-        return False
-
     # -- choosing a backend, the queue ---------------------------------------------
 
     def _want(self, ex: Exchange) -> Want:
         """What the request asks of the choice: its model, a pinned backend, its conversation."""
         model = normalize_model(ex.model) if ex.model else None
         body = ex.json if isinstance(ex.json, dict) else None
-        want = Want(ex.label(), ex.path, model, ex.pinned, need=lambda: self._context_need(ex, model or ""))
+        want = Want(ex.label(), ex.path, model, ex.pinned, need=lambda: self.planner.need(ex, model or ""))
         if ex.path == "/api/create" and body is not None:
             base = body.get("from")
             want.create_from = normalize_model(base) if isinstance(base, str) and base else None
         if self.config.sticky and model and ex.path == "/api/chat" and body is not None and self.fleet.several():
             want.sticky_key = conversation_key(model, body)
         return want
-
-    def _context_need(self, ex: Exchange, model: str) -> int:
-        """The num_ctx this request will be sent with, as far as the choice needs it: an explicit
-        one, or (auto mode) the size its prompt needs; 0 when any loaded context will do."""
-        body = ex.json if isinstance(ex.json, dict) else {}
-        source, value = context_source(self.config, model, client_num_ctx(body), ex.forced_ctx)
-        if value is not None:
-            return value
-        if source == "auto" and ex.path in ("/api/chat", "/api/generate"):
-            chars, images = prompt_size(ex.path, body)
-            # A loaded context at least this large holds the request: auto mode keeps it (no reload).
-            return needed_context(estimate_tokens(chars, images, self.models.ratio(model)), response_budget(ex.path, body))
-        return 0
 
     def _resolve_alias(self, ex: Exchange) -> None:
         """An alias in the request: the real model goes upstream, the answer names the alias."""
@@ -5073,57 +5170,19 @@ class App:
         ex.target = native_path.encode("ascii") + (b"?" + query if query else b"")
         ex.path = native_path
 
-    def _embed_limit(self, model: str, ex: Exchange, backend: Backend) -> int:
-        """--max-embed-chars, or (0) what the model's runner batch holds in characters (SPEC §7)."""
-        if self.config.max_embed_chars > 0:
-            return self.config.max_embed_chars
-        training = self.models.trained(backend, model)
-        if not training:
-            return DEFAULT_EMBED_CHARS
-        batch = runner_batch_tokens(ex.num_ctx or training, training)
-        return derive_embed_limit(batch, self.models.ratio(model))
-
-    def _plan_embedding(self, ex: Exchange, backend: Backend) -> None:
-        """Split inputs over the limit into pieces (or refuse them with chunking off)."""
-        body: Dict[str, Any] = ex.json
-        legacy = ex.path == "/api/embeddings"
-        raw = body.get("prompt") if legacy else body.get("input")
-        inputs = [raw] if isinstance(raw, str) else raw
-        if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
-            return  # Ollama answers what it makes of it
-        model = normalize_model(ex.model or "")
-        limit = self._embed_limit(model, ex, backend)
-        longest = max(len(i) for i in inputs)
-        ex.prompt_chars = sum(len(i) for i in inputs)
-        if longest <= limit:
-            return
-        if not self.config.chunking:
-            raise BadRequest(chunk_limit_error(longest, limit))
-        pieces, spans = plan_chunks(inputs, limit)
-        ex.chunks = (pieces, spans)
-        ex.prompt_chars = sum(len(p) for p in pieces)  # what goes up, and what Ollama counts
-        for index, (start, end) in enumerate(spans):
-            if end - start > 1:
-                log.info("%s: embedding input %d: %d characters -> %d pieces of at most %d", ex.label(), index, len(inputs[index]), end - start, limit)
-        self.count("chunked_inputs", sum(1 for s, e in spans if e - s > 1))
-        self.count("chunk_pieces", len(pieces))
-        if not legacy:
-            body["input"] = pieces
-            ex.dirty = True
-
-    async def _embed_legacy_chunked(self, side: ServerSide, ex: Exchange, backend: Backend) -> None:
+    async def _embed_legacy_chunked(self, side: ServerSide, ex: Exchange, attempt: Attempt) -> None:
         """/api/embeddings takes one prompt: its pieces go one by one; the answer is their plain weighted mean."""
-        assert ex.chunks is not None
-        pieces, spans = ex.chunks
+        assert attempt.chunks is not None and attempt.body is not None
+        pieces, spans = attempt.chunks
         vectors = []
         for piece in pieces:
-            vectors.append(await self._legacy_embedding(backend, ex, piece))
+            vectors.append(await self._legacy_embedding(attempt.backend, dict(attempt.body, prompt=piece)))
         (vector,) = combine_embeddings(vectors, pieces, spans, normalize=False)
         await self._send_json(side, ex, 200, {"embedding": vector})
 
-    async def _legacy_embedding(self, backend: Backend, ex: Exchange, piece: str) -> List[float]:
+    async def _legacy_embedding(self, backend: Backend, body: Dict[str, Any]) -> List[float]:
         """One piece through the legacy endpoint; its error, if any, becomes the request's."""
-        status, obj = await self.fleet.request_json(backend, b"POST", "/api/embeddings", dict(ex.json, prompt=piece), timeout=self.config.request_timeout)
+        status, obj = await self.fleet.request_json(backend, b"POST", "/api/embeddings", body, timeout=self.config.request_timeout)
         if status != 200 or not isinstance(obj, dict) or not isinstance(obj.get("embedding"), list):
             message = obj.get("error") if isinstance(obj, dict) and isinstance(obj.get("error"), str) else "backend answered %d" % status
             raise ProxyError(message, status if status >= 400 else 502)
@@ -5245,8 +5304,9 @@ class App:
         ex.response_started = True
         await side.send(*events)
 
-    async def _relay_transformed(self, side: ServerSide, ex: Exchange, backend: Backend, upconn: UpstreamConnection, response: h11.Response) -> None:
+    async def _relay_transformed(self, side: ServerSide, ex: Exchange, attempt: Attempt, upconn: UpstreamConnection, response: h11.Response) -> None:
         """The native answer to a translated or chunked request, turned into what the client asked for."""
+        backend = attempt.backend
         status = response.status_code
         if status != 200 or not ex.streaming:
             raw = await upconn.receive_whole_body(MAX_TRANSLATED_BODY)
@@ -5263,8 +5323,8 @@ class App:
                 native = parse_json(raw)
             except ValueError:
                 raise BadGateway("backend %s answered with invalid JSON" % backend.name) from None
-            if ex.chunks is not None:
-                pieces, spans = ex.chunks
+            if attempt.chunks is not None:
+                pieces, spans = attempt.chunks
                 native["embeddings"] = combine_embeddings(native.get("embeddings") or [], pieces, spans, normalize=True)
             if ex.kind == "chat":
                 out = native_chat_to_openai(native, ex.client_model, ex.request_id)
@@ -5333,35 +5393,13 @@ class App:
             if done:
                 return
 
-    async def _retry_smaller_context(
-        self, side: ServerSide, ex: Exchange, backend: Backend, upconn: UpstreamConnection, response: h11.Response
-    ) -> Tuple[UpstreamConnection, h11.Response]:
-        """A num_ctx the proxy chose is explicit to Ollama, which then does not fall back on its own
-        when the load runs out of memory (ollama-api.md §7.2): retry once with the next smaller size."""
-        body = await upconn.receive_whole_body()
-        message = error_message_from_body(body)
-        smaller = next_smaller_size(ex.chosen_ctx, self.config.context_sizes)
-        if not is_load_failure(response.status_code, message) or not smaller:
-            upconn.replay = body  # the error goes to the client as it came
-            return upconn, response
-        assert backend.pool is not None
-        backend.pool.release(upconn)
-        log.warning("%s: num_ctx %d -> %d (%s: the backend %s could not load it: %s)", ex.label(), ex.chosen_ctx, smaller, ex.model, backend.name, message)
-        self.count("oom_fallback")
-        self.models.record_oom(backend, normalize_model(ex.model or ""), smaller)  # do not ask for the failing size again
-        obj = ex.json
-        obj["options"]["num_ctx"] = smaller
-        ex.body = json_bytes(obj)
-        ex.num_ctx = smaller
-        ex.chosen_ctx = 0  # once only
-        return await self._open_exchange(side, ex, backend, False)
-
-    async def _open_exchange(self, side: ServerSide, ex: Exchange, backend: Backend, upload: bool) -> Tuple[UpstreamConnection, h11.Response]:
+    async def _open_exchange(self, side: ServerSide, ex: Exchange, attempt: Attempt, upload: bool) -> Tuple[UpstreamConnection, h11.Response]:
         """Connect (or reuse), send the request, and read the response head.
 
         A pooled socket that the backend closed meanwhile fails before any response byte;
         such a failure is retried once on a fresh connection (the body is still in hand).
         """
+        backend = attempt.backend
         pool = backend.pool
         assert pool is not None
         spec = backend.spec
@@ -5381,7 +5419,7 @@ class App:
             except BaseException:
                 upconn.abort()
                 raise
-        body = ex.body or b""
+        body = attempt.data
         has_framing = header_value(ex.headers, b"content-length") is not None or header_value(ex.headers, b"transfer-encoding") is not None
         headers = self._upstream_headers(ex, backend, len(body) if body or has_framing else NO_BODY)
         upconn = pool.take_idle() or await pool.connect()
@@ -5540,7 +5578,6 @@ class App:
             if data:
                 if rename is not None:
                     data = rename_model(data, *rename)
-                ex.sent_bytes += len(data)
                 prev, last = last, data
                 out += conn.send(h11.Data(data=data))
             if done:

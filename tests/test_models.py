@@ -318,3 +318,33 @@ def test_context_source_is_the_one_precedence(argv, client, forced, expected):
 def test_client_num_ctx(options, expected):
     body = {"model": "m"} if options is None else {"model": "m", "options": options}
     assert op.client_num_ctx(body) == expected
+
+
+# -- an attempt's body: the modifiers never reach the request's own ------------------------------------
+
+@pytest.mark.parametrize(
+    "path, body, overrides",
+    [
+        ("/api/chat", {"model": "llama3.2", "messages": [{"role": "user", "content": "x" * 9000}], "options": {"temperature": 0.2}},
+         {"context_mode": "auto", "num_predict": 500, "keep_alive": (("*", "10m"),)}),
+        ("/api/generate", {"model": "llama3.2", "prompt": "hi", "options": {"num_ctx": 500000, "num_predict": -1}}, {"num_predict": 200}),
+        ("/api/embed", {"model": "nomic-embed-text", "input": ["a" * 50, "b"], "truncate": True}, {"max_embed_chars": 10}),
+        ("/api/chat", {"model": "llama3.2", "messages": [], "options": None}, {}),
+    ],
+)
+def test_attempt_body_leaves_the_request_untouched(path, body, overrides):
+    """Each attempt starts from ``attempt_body(request)``: whatever the modifiers set (num_ctx,
+    num_predict, keep_alive, in options or at the top), the request a retry starts from again is
+    unchanged, so there is nothing to restore."""
+    import copy
+    import json
+
+    before = json.dumps(body, sort_keys=True)
+    original = copy.deepcopy(body)
+    attempt = op.attempt_body(body)
+    info = NOMIC if "embed" in path else LLAMA
+    changes = op.apply_modifiers(ctx(path=path, body=attempt, model=op.normalize_model(body["model"]), info=info,
+                                     config=config(**overrides), prompt=op.prompt_size(path, attempt) if path != "/api/embed" else None))
+    if overrides:
+        assert changes  # the case does exercise the modifiers
+    assert json.dumps(body, sort_keys=True) == before and body == original
