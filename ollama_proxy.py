@@ -4223,7 +4223,6 @@ MAX_TRANSLATED_BODY = 1024 * 1024 * 1024  #: a native answer the proxy translate
 MAX_LINE_BYTES = MAX_JSON_BODY  #: a streamed NDJSON line or SSE event longer than this ends the stream in-band
 REFRESH_DEBOUNCE_SECONDS = 0.5  #: after a model request, wait this long before reading /api/ps
 _EVAL_DURATION_RE = re.compile(rb'"eval_duration"\s*:\s*(\d+)')
-MERGED_PATHS = frozenset({"/api/tags", "/api/ps", "/api/version"})  #: answered from all healthy backends
 
 
 def tokens_per_second(tail: bytes) -> Optional[Tuple[int, float]]:
@@ -4584,6 +4583,479 @@ class Planner:
                 log.warning("preload of %s on %s failed: %s", model, backend.name, reason or "status %d" % status)
 
 
+class WarnOnce:
+    """Warnings given once per process (a list asked every few seconds must not repeat them)."""
+
+    def __init__(self) -> None:
+        self.given: set = set()
+
+    def __call__(self, text: str) -> None:
+        if text not in self.given:
+            self.given.add(text)
+            log.warning("%s", text)
+
+
+class Relay:
+    """Every answer the client gets, and how (SPEC §4, §6): the response heads (one builder), the
+    native answer copied one client write per upstream read, the translated or chunked answer
+    turned into what the client asked for, the proxy's own whole answers and errors, the
+    heartbeat of a stream that waits, and the in-band error that ends a started stream."""
+
+    def __init__(self, config: Config, via: bytes, warn_once: WarnOnce) -> None:
+        self.config = config
+        self.via = via
+        self.warn_once = warn_once
+        self.shutting_down = False  #: set by the server: every head then says Connection: close
+
+    def head(self, ex: Optional[Exchange], headers: Headers, via: Optional[bytes] = None, close: bool = False) -> Headers:
+        """Every response head the proxy sends is finished here: ``headers`` plus Via (after the
+        backend's own ``via``, if any), the diagnostic headers (SPEC §4: the backend, and num_ctx
+        when the proxy set it), and ``Connection: close`` when asked or while shutting down."""
+        headers.append((b"via", join_via(via, self.via)))
+        if ex is not None:
+            if ex.backend:
+                headers.append((b"x-ollama-proxy-backend", ex.backend.encode("utf-8")))
+            if ex.num_ctx_changed:
+                headers.append((b"x-ollama-proxy-num-ctx", b"%d" % ex.num_ctx))
+        if close or self.shutting_down:
+            headers.append((b"connection", b"close"))
+        return headers
+
+    def response_headers(self, ex: Exchange, upstream: Headers) -> Headers:
+        """A backend's response head as the client gets it: hop-by-hop headers dropped, ours added."""
+        return self.head(ex, strip_hop_by_hop(upstream, frozenset({b"via"})), all_values(upstream, b"via"))
+
+    async def send_body(self, side: ServerSide, ex: Exchange, status: int, body: bytes, content_type: bytes, close: bool = False,
+                         retry_after: int = 0) -> None:
+        """A whole answer from the proxy itself: Via, the diagnostic headers, no body on HEAD."""
+        ex.status = status
+        headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
+        if retry_after:
+            headers.append((b"retry-after", b"%d" % retry_after))
+        self.head(ex, headers, close=close)
+        events: List[Any] = [h11.Response(status_code=status, headers=headers)]
+        if ex.method != b"HEAD":
+            events.append(h11.Data(data=body))
+        events.append(h11.EndOfMessage())
+        ex.response_started = True
+        await side.send(*events)
+
+    async def send_json(self, side: ServerSide, ex: Exchange, status: int, obj: Any) -> None:
+        """An answer the proxy composed itself (translated or merged)."""
+        body = json_bytes(obj)
+        await self.send_body(side, ex, status, body, b"application/json; charset=utf-8")
+
+    async def send_error(self, side: ServerSide, ex: Exchange, err: ProxyError) -> None:
+        """Answer an error the proxy decided itself, in Ollama's or OpenAI's shape."""
+        ex.status = err.status
+        ex.error = err.message
+        conn = side.h11
+        if conn.our_state is not h11.SEND_RESPONSE:
+            return
+        close = conn.their_state is not h11.DONE or self.shutting_down
+        body = error_body(err.status, err.message, ex.openai)
+        retry_after = getattr(err, "retry_after", 0)
+        await self.send_body(side, ex, err.status, body, b"application/json; charset=utf-8", close, retry_after)
+
+    async def answer_and_close(self, side: ServerSide, status: int, message: str, head: bool = False) -> None:
+        """An error answer to a request that cannot be served, then close (no body to a HEAD)."""
+        if side.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            return
+        body = error_body(status, message, openai=False)
+        headers = self.head(None, [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))], close=True)
+        events: List[Any] = [h11.Response(status_code=status, headers=headers)]
+        if not head:
+            events.append(h11.Data(data=body))
+        try:
+            await side.send(*events, h11.EndOfMessage())
+        except (ClientGone, h11.LocalProtocolError):
+            pass
+
+    async def heartbeat(self, side: ServerSide, ex: Exchange) -> None:
+        """While a stream waits for its first byte: send the head after S seconds, then SSE comments.
+
+        NDJSON gets no filler bytes: the official clients parse every line as JSON.
+        """
+        interval = self.config.heartbeat
+        await asyncio.sleep(interval)
+        sse = ex.openai
+        headers = [(b"content-type", b"text/event-stream" if sse else b"application/x-ndjson")]
+        if sse:
+            headers.append((b"cache-control", b"no-cache"))
+        self.head(ex, headers)
+        ex.status = 200
+        ex.response_started = True  # before the await: h11 is in its body state from the send on
+        await side.send(h11.Response(status_code=200, headers=headers))
+        ex.line_framed = True  # chunked NDJSON or SSE from here on
+        log.info("%s: %s for %.0fs: response head sent", ex.label(),
+                 "backend %s silent (loading the model?)" % ex.backend if ex.backend else "waiting in the queue", interval)
+        while sse:
+            await side.write(side.h11.send(h11.Data(data=b": waiting for the model\n\n")))
+            await asyncio.sleep(interval)
+
+    async def stop_heartbeat(self, heartbeat: asyncio.Task) -> None:
+        heartbeat.cancel()
+        # asyncio.wait, not "await heartbeat": a cancellation aimed at this task
+        # (client gone, shutdown) must not be swallowed with the heartbeat's.
+        await asyncio.wait({heartbeat})
+        if not heartbeat.cancelled() and heartbeat.exception() is not None:
+            raise heartbeat.exception()  # type: ignore[misc]
+
+    async def native(self, side: ServerSide, ex: Exchange, backend: Backend, upconn: UpstreamConnection, response: h11.Response) -> None:
+        """Copy the response body, one client write per upstream read."""
+        conn = side.h11
+        upstream_headers = list(response.headers)
+        rename = ex.rename
+        if (rename is not None or ex.repair_tags) and not ex.response_started:
+            ctype = header_value(upstream_headers, b"content-type") or b""
+            lines_type = ctype.startswith((b"application/x-ndjson", b"text/event-stream"))
+            if not lines_type or header_value(upstream_headers, b"content-length") is not None:
+                # A whole JSON answer naming the real model: renamed, with its new length (or a
+                # tag list with its broken entries repaired).
+                body = await upconn.receive_whole_body(MAX_TRANSLATED_BODY)
+                body = rename_model(body, *rename) if rename is not None else self.repaired_tags(body, response.status_code)
+                ex.tail = body[-2048:]
+                headers = [(n, v) for n, v in self.response_headers(ex, upstream_headers) if n not in (b"content-length", b"transfer-encoding")]
+                headers.append((b"content-length", b"%d" % len(body)))
+                ex.status = response.status_code
+                events: List[Any] = [h11.Response(status_code=response.status_code, headers=headers, reason=response.reason)]
+                if ex.method != b"HEAD":
+                    events.append(h11.Data(data=body))
+                ex.response_started = True
+                await side.send(*events, h11.EndOfMessage())
+                return
+        first: Optional[Tuple[bytes, bool]] = None
+        pending = b""
+        if ex.response_started:
+            # The heartbeat already sent a 200 head: an error status can only go in-band.
+            if response.status_code != 200:
+                body = await upconn.receive_whole_body()
+                await self.end_in_band(side, ex, error_message_from_body(body), response.status_code)
+                return
+            chunked = True
+        else:
+            headers = self.response_headers(ex, upstream_headers)
+            ex.status = response.status_code
+            head = conn.send(h11.Response(status_code=response.status_code, headers=headers, reason=response.reason, _parsed=True))
+            ex.response_started = True
+            chunked = header_value(headers, b"content-length") is None
+            ctype = header_value(upstream_headers, b"content-type") or b""
+            # Decided before the first read, so that a failure in it can still end the body in-band.
+            ex.line_framed = chunked and ctype.startswith((b"text/event-stream", b"application/x-ndjson"))
+            # The head goes out with the first body bytes when they are already here (one
+            # write for a whole small answer); otherwise at once, before waiting for them.
+            try:
+                first = upconn.take_buffered() if upconn.replay is None else (upconn.replay, True)
+                upconn.replay = None
+            except ProxyError:
+                await side.write(head)
+                raise
+            if first[0] or first[1]:
+                pending = head
+            else:
+                await side.write(head)
+        ctype = header_value(upstream_headers, b"content-type") or b""
+        sse = ctype.startswith(b"text/event-stream")
+        lines = chunked and (sse or ctype.startswith(b"application/x-ndjson"))
+        ex.line_framed = ex.line_framed or lines
+        must_finish = lines and not sse and response.status_code == 200 and ex.path in ("/api/chat", "/api/generate")
+        splitter = LineSplitter(b"\n\n" if sse else b"\n", MAX_LINE_BYTES) if lines else None
+        prev = last = b""  # the last two pieces sent: the final stats object is at their end
+        writer = side.writer
+        while True:
+            if first is not None:
+                (data, done), first = first, None
+                if not (data or done):
+                    data, done = await upconn.receive_body()
+            else:
+                data, done = await upconn.receive_body()
+            if splitter is not None:
+                # An incomplete line is held back, so that an in-band error lands on a line boundary.
+                try:
+                    data = splitter.feed(data)
+                except LineTooLong as exc:
+                    raise BadGateway("backend %s sent %s" % (backend.name, exc)) from None
+                if done and splitter.held:
+                    data += splitter.flush()
+            out, pending = pending, b""
+            if data:
+                if rename is not None:
+                    data = rename_model(data, *rename)
+                prev, last = last, data
+                out += conn.send(h11.Data(data=data))
+            if done:
+                tail = (prev + last)[-2048:]
+                if must_finish and not has_final_line(last or prev):  # the relay writes whole lines: ``last`` ends with the final one
+                    ex.error = "backend %s ended the stream without a final done message" % backend.name
+                    log.warning("%s: %s", ex.label(), ex.error)
+                    out += conn.send(h11.Data(data=error_line(502, ex.error, openai=False)))
+                out += conn.send(h11.EndOfMessage()) or b""
+                ex.tail = tail
+            if out:
+                if writer.transport.is_closing() or writer.transport.get_write_buffer_size():
+                    await side.write(out)  # the slow path: drain, stalled-client timeout, errors
+                else:
+                    writer.write(out)
+            if done:
+                break
+
+    async def transformed(self, side: ServerSide, ex: Exchange, attempt: Attempt, upconn: UpstreamConnection, response: h11.Response) -> None:
+        """The native answer to a translated or chunked request, turned into what the client asked for."""
+        backend = attempt.backend
+        status = response.status_code
+        if status != 200 or not ex.streaming:
+            raw = await upconn.receive_whole_body(MAX_TRANSLATED_BODY)
+            ex.tail = raw[-2048:]
+            if status != 200:
+                message = error_message_from_body(raw)
+                if ex.response_started:
+                    await self.end_in_band(side, ex, message, status)
+                else:
+                    ex.error = message
+                    await self.send_json(side, ex, status, error_object(status, message, ex.openai))
+                return
+            try:
+                native = parse_json(raw)
+            except ValueError:
+                raise BadGateway("backend %s answered with invalid JSON" % backend.name) from None
+            if attempt.chunks is not None:
+                pieces, spans = attempt.chunks
+                native["embeddings"] = combine_embeddings(native.get("embeddings") or [], pieces, spans, normalize=True)
+            if ex.kind == "chat":
+                out = native_chat_to_openai(native, ex.client_model, ex.request_id)
+            elif ex.kind == "completion":
+                out = native_generate_to_openai(native, ex.client_model, ex.request_id)
+            elif ex.kind == "embeddings":
+                out = native_embed_to_openai(native, ex.client_model, ex.encoding_format)
+            else:
+                out = native
+            await self.send_json(side, ex, 200, out)
+            return
+        # A streamed /v1 answer: native NDJSON lines in, SSE events out, one write per read.
+        if ex.kind == "chat":
+            translator: Any = ChatStreamTranslator(ex.client_model, ex.request_id, ex.include_usage)
+        else:
+            translator = CompletionStreamTranslator(ex.client_model, ex.request_id, ex.include_usage)
+        conn = side.h11
+        out = b""
+        ex.line_framed = True
+        if not ex.response_started:
+            # The head goes out before the first upstream read: whatever that read brings (a close,
+            # a bad chunk, silence), the client then has a 200 head and gets the error in-band.
+            headers = self.head(ex, [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")])
+            ex.status = 200
+            ex.response_started = True
+            await side.send(h11.Response(status_code=200, headers=headers))
+        splitter = LineSplitter(b"\n", MAX_LINE_BYTES)
+        while True:
+            data, done = await upconn.receive_body()
+            try:
+                complete = splitter.feed(data)
+            except LineTooLong as exc:
+                raise BadGateway("backend %s sent %s" % (backend.name, exc)) from None
+            if done:
+                complete += splitter.flush()
+            lines = complete.split(b"\n")
+            events = []
+            for line in lines:
+                if not line.strip():
+                    continue
+                ex.tail = line
+                try:
+                    obj = parse_json(line)
+                except ValueError:
+                    ex.error = "backend %s sent a line that is not JSON" % backend.name
+                    events.append(translator.fail(ex.error))
+                    upconn.abort()  # nothing more from it can be trusted; stop it generating
+                    done = True
+                    break
+                if isinstance(obj, dict) and obj.get("error") is not None:
+                    ex.error = str(obj["error"])
+                    events.append(translator.fail(ex.error))
+                elif isinstance(obj, dict):
+                    events.append(translator.feed(obj))
+            if done and not translator.finished and ex.error is None:
+                ex.error = "backend %s ended the stream without a final done message" % backend.name
+                events.append(translator.fail(ex.error))
+            payload = b"".join(events)
+            if payload:
+                out += conn.send(h11.Data(data=payload))
+            if done:
+                out += conn.send(h11.EndOfMessage()) or b""
+            if out:
+                await side.write(out)
+                out = b""
+            if done:
+                return
+
+    async def end_in_band(self, side: ServerSide, ex: Exchange, message: str, status: int = 502) -> None:
+        """The response head is out: end the body with one error line (NDJSON) or event (SSE)."""
+        ex.error = message
+        log.warning("%s backend=%s: stream ended with an error: %s", ex.label(), ex.backend, message)
+        conn = side.h11
+        if conn.our_state is not h11.SEND_BODY:
+            return
+        if not ex.line_framed:
+            # A JSON (or other) body cut short cannot carry an error line: appending one would
+            # turn broken JSON into a complete-looking 200.  Cut the connection instead.
+            side.writer.transport.abort()
+            raise ClientGone("response cut short")
+        try:
+            out = conn.send(h11.Data(data=error_line(status, message, ex.openai))) + (conn.send(h11.EndOfMessage()) or b"")
+        except h11.LocalProtocolError:
+            # Content-Length framing: nothing more can be said in-band; the client sees a short body.
+            side.writer.transport.abort()
+            raise ClientGone("response cut short") from None
+        await side.write(out)
+
+    def write_final_error(self, side: ServerSide, ex: Exchange, message: str) -> None:
+        """Best effort, without waiting: end a started stream with one error line (used when cancelled)."""
+        conn = side.h11
+        if not ex.response_started or conn.our_state is not h11.SEND_BODY or side.writer.is_closing():
+            return
+        try:
+            side.writer.write(conn.send(h11.Data(data=error_line(503, message, ex.openai))) + (conn.send(h11.EndOfMessage()) or b""))
+        except (h11.LocalProtocolError, OSError, RuntimeError):
+            pass
+
+    def repaired_tags(self, body: bytes, status: int) -> bytes:
+        """One backend's /api/tags answer, byte for byte, unless an entry lacks what strict clients
+        need: then the list repaired (or without that entry), warned once."""
+        try:
+            obj = parse_json(body) if status == 200 else None
+        except ValueError:
+            return body
+        if not isinstance(obj, dict) or not isinstance(obj.get("models"), list):
+            return body
+        models, warnings = merge_tags([obj["models"]])
+        if not warnings:
+            return body
+        for warning in warnings:
+            self.warn_once("%s (answering /api/tags)" % warning)
+        return json_bytes(dict(obj, models=models))
+
+
+class OwnEndpoints:
+    """What the proxy answers itself (SPEC §6, §8): a path -> handler table.
+
+    The lists (/api/tags, /api/ps, /api/version) are composed from every healthy backend when
+    there is more than one to ask (or routes or listed aliases change what a list says); with
+    one backend they are its own answer, relayed.
+    """
+
+    def __init__(self, config: Config, fleet: Fleet, scheduler: Scheduler, metrics: Metrics, relay: Relay, warn_once: WarnOnce) -> None:
+        self.config = config
+        self.fleet = fleet
+        self.scheduler = scheduler
+        self.metrics = metrics
+        self.relay = relay
+        self.warn_once = warn_once
+        #: /api/tags, /api/ps, /api/version are composed from several answers (else passed through)
+        self.merging = len(config.backends) > 1 or config.scan is not None or bool(config.routes) or (config.list_aliases and bool(config.aliases))
+        self.handlers: Dict[str, Callable[[ServerSide, Exchange], Awaitable[None]]] = {
+            "/": self._root,
+            "/__proxy/metrics": self._metrics,
+            "/__proxy/health": self._health,
+            "/health": self._health,
+            "/__proxy/backends": self._backends,
+        }
+        if self.merging:
+            self.handlers.update({"/api/tags": self._tags, "/api/ps": self._ps, "/api/version": self._version})
+        if config.translate:
+            self.handlers["/v1/models"] = self._models
+
+    def handler_for(self, ex: Exchange) -> Optional[Callable[[ServerSide, Exchange], Awaitable[None]]]:
+        """The handler of a GET or HEAD the proxy answers itself; None for anything to forward."""
+        if ex.method not in (b"GET", b"HEAD"):
+            return None
+        path = ex.path
+        if path.startswith("/v1/models/"):
+            path = "/v1/models"
+        handler = self.handlers.get(path)
+        if handler is None and path == "/v1/models" and ex.forced_ctx is not None:
+            return self._models  # /proxy-context/ turns translation on for the request
+        return handler
+
+    async def _root(self, side: ServerSide, ex: Exchange) -> None:
+        await self.relay.send_body(side, ex, 200, b"Ollama is running", b"text/plain; charset=utf-8")
+
+    async def _metrics(self, side: ServerSide, ex: Exchange) -> None:
+        """GET /__proxy/metrics: Prometheus text format (SPEC §8)."""
+        backends = self.fleet.backends
+        in_flight = {b.name: b.in_flight for b in backends}
+        healthy = {b.name: self.fleet.is_healthy(b) for b in backends}
+        body = self.metrics.render(in_flight, healthy, self.scheduler.depth).encode("utf-8")
+        await self.relay.send_body(side, ex, 200, body, b"text/plain; version=0.0.4; charset=utf-8")
+
+    async def _health(self, side: ServerSide, ex: Exchange) -> None:
+        """/__proxy/health (and /health, with the context sizes and the effective settings)."""
+        status, obj = self.fleet.health()
+        if ex.path == "/health":
+            obj["backends"] = len(self.fleet.backends)
+            obj["context_sizes"] = list(self.config.context_sizes)
+            obj["settings"] = self.settings()
+        await self.relay.send_json(side, ex, status, obj)
+
+    async def _backends(self, side: ServerSide, ex: Exchange) -> None:
+        report = {"backends": [self.fleet.report(b) for b in self.fleet.backends], "queue_depth": self.scheduler.depth}
+        await self.relay.send_json(side, ex, 200, report)
+
+    async def _tags(self, side: ServerSide, ex: Exchange) -> None:
+        await self.relay.send_json(side, ex, 200, {"models": await self.merged_tags()})
+
+    async def _ps(self, side: ServerSide, ex: Exchange) -> None:
+        lists = [obj.get("models") or [] for _, obj in await self.fleet.ask_all("/api/ps") if isinstance(obj.get("models"), list)]
+        await self.relay.send_json(side, ex, 200, {"models": merge_ps(lists)})
+
+    async def _version(self, side: ServerSide, ex: Exchange) -> None:
+        versions = [obj["version"] for _, obj in await self.fleet.ask_all("/api/version") if isinstance(obj.get("version"), str)]
+        if not versions:
+            raise BadGateway("no backend answered /api/version")
+        await self.relay.send_json(side, ex, 200, {"version": lowest_version(versions)})
+
+    async def _models(self, side: ServerSide, ex: Exchange) -> None:
+        """/v1/models and /v1/models/{model}, answered from the merged /api/tags."""
+        models = await self.merged_tags()
+        if ex.path.rstrip("/") == "/v1/models":
+            await self.relay.send_json(side, ex, 200, models_to_openai({"models": models}))
+            return
+        wanted = unquote(ex.path[len("/v1/models/") :])
+        for entry in models:
+            if normalize_model(str(entry.get("name") or "")) == normalize_model(wanted):
+                await self.relay.send_json(side, ex, 200, model_to_openai(entry, wanted))
+                return
+        raise ProxyError("model '%s' not found" % display_model(wanted), 404)  # ShowHandler names it DisplayShortest()
+
+    async def merged_tags(self) -> List[Dict[str, Any]]:
+        answers = await self.fleet.ask_all("/api/tags")
+        for backend, obj in answers:
+            if isinstance(obj.get("models"), list):
+                self.fleet.apply_tags(backend, [m for m in obj["models"] if isinstance(m, dict)])
+        models, warnings = merge_tags([obj.get("models") if isinstance(obj.get("models"), list) else [] for _, obj in answers],
+                                      self.config.routes, self.config.aliases, self.config.list_aliases, [b.name for b, _ in answers])
+        for warning in warnings:
+            self.warn_once("%s (answering /api/tags)" % warning)
+        return models
+
+    def settings(self) -> Dict[str, Any]:
+        """The effective configuration, without secrets (the API key, passwords in backend URLs)."""
+        settings: Dict[str, Any] = {}
+        for item in dataclasses.fields(self.config):
+            value = getattr(self.config, item.name)
+            if item.name == "api_key":
+                value = "set" if value else None
+            elif item.name == "backends":
+                value = [{"name": b.name, "url": b.url, "auth": b.auth is not None} for b in value]
+            elif item.name == "scan" and value is not None:
+                value = "%s:%d-%d" % value
+            elif item.name in ("num_ctx", "keep_alive", "routes", "aliases"):
+                value = {k: (list(v) if isinstance(v, tuple) else v) for k, v in value}
+            elif isinstance(value, tuple):
+                value = list(value)
+            settings[item.name] = value
+        return settings
+
+
 class App:
     """The one stateful object: configuration, backends, the server and its connections."""
 
@@ -4606,13 +5078,13 @@ class App:
         self.fleet = Fleet(config, self.models, self.via)
         self.scheduler = Scheduler(config, self.fleet, self.metrics.count)
         self.planner = Planner(config, self.models, self.fleet, self.metrics)
+        warn_once = WarnOnce()
+        self.relay = Relay(config, self.via, warn_once)
+        self.own = OwnEndpoints(config, self.fleet, self.scheduler, self.metrics, self.relay, warn_once)
         self.fleet.on_up = self._backend_up
         self.fleet.on_down = self.scheduler.fail_stranded
         self.fleet.on_round = self.scheduler.dispatch_all
         self._aliases = dict(config.aliases)
-        self._warned: set = set()  #: warnings given once
-        #: /api/tags, /api/ps, /api/version are composed from several answers (else passed through)
-        self._merging = len(config.backends) > 1 or config.scan is not None or bool(config.routes) or (config.list_aliases and bool(config.aliases))
 
     def count(self, event: str, n: int = 1) -> None:
         self.metrics.count(event, n)
@@ -4658,6 +5130,7 @@ class App:
         if self._shutting_down:
             return
         self._shutting_down = True
+        self.relay.shutting_down = True
         log.info("shutting down: %d connection(s) open, waiting up to %gs for in-flight responses", len(self._conn_tasks), self.config.shutdown_grace)
         if self.server is not None:
             self.server.close()
@@ -4774,7 +5247,7 @@ class App:
             status = 400
         message = "request header fields too large" if status == 431 else "malformed HTTP request: %s" % redact_secrets(str(exc))
         log.info("conn %d: %d %s", side.conn_id, status, message)
-        await self._answer_and_close(side, status, message, head)
+        await self.relay.answer_and_close(side, status, message, head)
 
     async def _refuse_head(self, side: ServerSide, request: h11.Request, status: int, message: str) -> None:
         """A head check_request_head refused (or ``OPTIONS *``, answered 200 and kept alive)."""
@@ -4783,26 +5256,12 @@ class App:
             while conn.their_state is h11.SEND_BODY:  # its (empty) body is read, so the connection stays usable
                 if type(conn.next_event()) not in (h11.Data, h11.EndOfMessage):
                     break
-            headers = self._head_headers(None, [(b"content-length", b"0"), (b"allow", b"GET, HEAD, POST, PUT, DELETE, OPTIONS")])
+            headers = self.relay.head(None, [(b"content-length", b"0"), (b"allow", b"GET, HEAD, POST, PUT, DELETE, OPTIONS")])
             await side.send(h11.Response(status_code=200, headers=headers), h11.EndOfMessage())
             return
         log.info("conn %d: %s %s: %d %s", side.conn_id, request.method.decode("latin-1"), redact_secrets(request.target.decode("latin-1"))[:200],
                  status, message)
-        await self._answer_and_close(side, status, message, request.method == b"HEAD")
-
-    async def _answer_and_close(self, side: ServerSide, status: int, message: str, head: bool = False) -> None:
-        """An error answer to a request that cannot be served, then close (no body to a HEAD)."""
-        if side.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-            return
-        body = error_body(status, message, openai=False)
-        headers = self._head_headers(None, [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))], close=True)
-        events: List[Any] = [h11.Response(status_code=status, headers=headers)]
-        if not head:
-            events.append(h11.Data(data=body))
-        try:
-            await side.send(*events, h11.EndOfMessage())
-        except (ClientGone, h11.LocalProtocolError):
-            pass
+        await self.relay.answer_and_close(side, status, message, request.method == b"HEAD")
 
     # -- one request ------------------------------------------------------
 
@@ -4843,8 +5302,12 @@ class App:
                     return
                 await self._read_body(side, ex)
                 self._inspect_body(ex)
-                if ex.pinned is None and await self._serve_own(side, ex):
+                handler = self.own.handler_for(ex) if ex.pinned is None else None
+                if handler is not None:
+                    await handler(side, ex)
                     return
+                # One backend's /api/tags is relayed as it is, unless an entry needs repair.
+                ex.repair_tags = ex.pinned is None and ex.path == "/api/tags" and ex.method == b"GET" and not self.own.merging
                 if ex.path in TRANSLATED_PATHS and ex.method == b"POST" and isinstance(ex.json, dict) and (self.config.translate or ex.forced_ctx is not None):
                     self._translate_request(ex)
                 if self._aliases and ex.model:
@@ -4857,15 +5320,15 @@ class App:
             except RecursionError:
                 # A body that json could read but that is nested too deeply for the proxy's own walk
                 # over it (modifiers, translation, re-encoding): the client's error, never a crash.
-                await self._send_error(side, ex, BadRequest("invalid JSON body: nested too deeply for this proxy to read"))
+                await self.relay.send_error(side, ex, BadRequest("invalid JSON body: nested too deeply for this proxy to read"))
             except ProxyError as err:
                 if ex.body is None and not isinstance(err, BodyTooLarge):
                     await self._discard_body(side, ex)
-                await self._send_error(side, ex, err)
+                await self.relay.send_error(side, ex, err)
         except asyncio.CancelledError:
             if not side.client_gone:
                 ex.error = "cut off: the proxy is shutting down" if self._shutting_down else "cancelled"
-                self._write_final_error(side, ex, ex.error)
+                self.relay.write_final_error(side, ex, ex.error)
                 raise
             ex.error = "client closed the connection"
             ex.status = ex.status or 499
@@ -5003,24 +5466,6 @@ class App:
             headers.append((b"authorization", spec.auth.encode("latin-1")))
         return headers
 
-    def _head_headers(self, ex: Optional[Exchange], headers: Headers, via: Optional[bytes] = None, close: bool = False) -> Headers:
-        """Every response head the proxy sends is finished here: ``headers`` plus Via (after the
-        backend's own ``via``, if any), the diagnostic headers (SPEC §4: the backend, and num_ctx
-        when the proxy set it), and ``Connection: close`` when asked or while shutting down."""
-        headers.append((b"via", join_via(via, self.via)))
-        if ex is not None:
-            if ex.backend:
-                headers.append((b"x-ollama-proxy-backend", ex.backend.encode("utf-8")))
-            if ex.num_ctx_changed:
-                headers.append((b"x-ollama-proxy-num-ctx", b"%d" % ex.num_ctx))
-        if close or self._shutting_down:
-            headers.append((b"connection", b"close"))
-        return headers
-
-    def _response_headers(self, ex: Exchange, upstream: Headers) -> Headers:
-        """A backend's response head as the client gets it: hop-by-hop headers dropped, ours added."""
-        return self._head_headers(ex, strip_hop_by_hop(upstream, frozenset({b"via"})), all_values(upstream, b"via"))
-
     async def _forward(self, side: ServerSide, ex: Exchange, upload: bool) -> None:
         """Choose a backend (waiting in the queue if all are busy), prepare the request for it,
         send it, and relay the answer.  A failure before the answer started goes to another
@@ -5028,7 +5473,7 @@ class App:
         tried: List[str] = []
         heartbeat: Optional[asyncio.Task] = None
         if ex.streaming and self.config.heartbeat > 0:
-            heartbeat = asyncio.ensure_future(self._heartbeat(side, ex))
+            heartbeat = asyncio.ensure_future(self.relay.heartbeat(side, ex))
         want = self._want(ex)
         scheduler = self.scheduler
         try:
@@ -5072,12 +5517,12 @@ class App:
                                     error_message_from_body(body))
                         continue
                     if heartbeat is not None:
-                        await self._stop_heartbeat(heartbeat)
+                        await self.relay.stop_heartbeat(heartbeat)
                         heartbeat = None
                     if ex.kind is None and attempt.chunks is None:
-                        await self._relay_response(side, ex, backend, upconn, response)
+                        await self.relay.native(side, ex, backend, upconn, response)
                     else:
-                        await self._relay_transformed(side, ex, attempt, upconn, response)
+                        await self.relay.transformed(side, ex, attempt, upconn, response)
                     if want.sticky_key is not None and ex.status == 200 and ex.error is None:
                         self.fleet.sticky.put(want.sticky_key, backend.name, time.monotonic())
                     if ex.path in MODIFIED_PATHS and ex.model:
@@ -5090,11 +5535,11 @@ class App:
                         upconn.abort()
                         upconn = None
                     if heartbeat is not None:  # stopped first: it may be sending the head right now
-                        await self._stop_heartbeat(heartbeat)
+                        await self.relay.stop_heartbeat(heartbeat)
                         heartbeat = None
                     if not ex.response_started:
                         raise
-                    await self._end_with_inband_error(side, ex, err.message, err.status)
+                    await self.relay.end_in_band(side, ex, err.message, err.status)
                     return
                 finally:
                     if backend is not None:
@@ -5103,15 +5548,7 @@ class App:
                         scheduler.release(backend)
         finally:
             if heartbeat is not None:
-                await self._stop_heartbeat(heartbeat)
-
-    async def _stop_heartbeat(self, heartbeat: asyncio.Task) -> None:
-        heartbeat.cancel()
-        # asyncio.wait, not "await heartbeat": a cancellation aimed at this task
-        # (client gone, shutdown) must not be swallowed with the heartbeat's.
-        await asyncio.wait({heartbeat})
-        if not heartbeat.cancelled() and heartbeat.exception() is not None:
-            raise heartbeat.exception()  # type: ignore[misc]
+                await self.relay.stop_heartbeat(heartbeat)
 
     def _release_connection(self, backend: Backend, upconn: UpstreamConnection) -> None:
         assert backend.pool is not None
@@ -5178,7 +5615,7 @@ class App:
         for piece in pieces:
             vectors.append(await self._legacy_embedding(attempt.backend, dict(attempt.body, prompt=piece)))
         (vector,) = combine_embeddings(vectors, pieces, spans, normalize=False)
-        await self._send_json(side, ex, 200, {"embedding": vector})
+        await self.relay.send_json(side, ex, 200, {"embedding": vector})
 
     async def _legacy_embedding(self, backend: Backend, body: Dict[str, Any]) -> List[float]:
         """One piece through the legacy endpoint; its error, if any, becomes the request's."""
@@ -5189,209 +5626,6 @@ class App:
         return obj["embedding"]
 
     # -- answers of the proxy's own: merged lists, health -------------------------------
-
-    async def _serve_own(self, side: ServerSide, ex: Exchange) -> bool:
-        """Answer what the proxy answers itself (SPEC §6, §8); False for anything to forward."""
-        if ex.method not in (b"GET", b"HEAD"):
-            return False
-        path = ex.path
-        if path == "/":
-            await self._send_body(side, ex, 200, b"Ollama is running", b"text/plain; charset=utf-8")
-        elif path == "/__proxy/metrics":
-            await self._serve_metrics(side, ex)
-        elif path in ("/__proxy/health", "/health"):
-            await self._serve_health(side, ex, full=path == "/health")
-        elif path == "/__proxy/backends":
-            await self._send_json(side, ex, 200, {"backends": [self.fleet.report(b) for b in self.fleet.backends], "queue_depth": self.scheduler.depth})
-        elif path in MERGED_PATHS and not self._merging:
-            # One backend: its own answer, byte for byte; a tag list with broken entries repaired.
-            ex.repair_tags = path == "/api/tags" and ex.method == b"GET"
-            return False
-        elif path == "/api/tags":
-            await self._send_json(side, ex, 200, {"models": await self._merged_tags()})
-        elif path == "/api/ps":
-            lists = [obj.get("models") or [] for _, obj in await self.fleet.ask_all("/api/ps") if isinstance(obj.get("models"), list)]
-            await self._send_json(side, ex, 200, {"models": merge_ps(lists)})
-        elif path == "/api/version":
-            versions = [obj["version"] for _, obj in await self.fleet.ask_all("/api/version") if isinstance(obj.get("version"), str)]
-            if not versions:
-                raise BadGateway("no backend answered /api/version")
-            await self._send_json(side, ex, 200, {"version": lowest_version(versions)})
-        elif (path == "/v1/models" or path.startswith("/v1/models/")) and (self.config.translate or ex.forced_ctx is not None):
-            await self._serve_models(side, ex)
-        else:
-            return False
-        return True
-
-    async def _merged_tags(self) -> List[Dict[str, Any]]:
-        answers = await self.fleet.ask_all("/api/tags")
-        for backend, obj in answers:
-            if isinstance(obj.get("models"), list):
-                self.fleet.apply_tags(backend, [m for m in obj["models"] if isinstance(m, dict)])
-        models, warnings = merge_tags([obj.get("models") if isinstance(obj.get("models"), list) else [] for _, obj in answers],
-                                      self.config.routes, self.config.aliases, self.config.list_aliases, [b.name for b, _ in answers])
-        for warning in warnings:
-            if warning not in self._warned:  # once per process, not on every list
-                self._warned.add(warning)
-                log.warning("%s (answering /api/tags)", warning)
-        return models
-
-    async def _serve_models(self, side: ServerSide, ex: Exchange) -> None:
-        """/v1/models and /v1/models/{model}, answered from the merged /api/tags."""
-        models = await self._merged_tags()
-        if ex.path.rstrip("/") == "/v1/models":
-            await self._send_json(side, ex, 200, models_to_openai({"models": models}))
-            return
-        wanted = unquote(ex.path[len("/v1/models/") :])
-        for entry in models:
-            if normalize_model(str(entry.get("name") or "")) == normalize_model(wanted):
-                await self._send_json(side, ex, 200, model_to_openai(entry, wanted))
-                return
-        raise ProxyError("model '%s' not found" % display_model(wanted), 404)  # ShowHandler names it DisplayShortest()
-
-    async def _serve_health(self, side: ServerSide, ex: Exchange, full: bool) -> None:
-        """/__proxy/health (and /health, with the context sizes and the effective settings)."""
-        status, obj = self.fleet.health()
-        if full:
-            obj["backends"] = len(self.fleet.backends)
-            obj["context_sizes"] = list(self.config.context_sizes)
-            obj["settings"] = self._settings()
-        await self._send_json(side, ex, status, obj)
-
-    def _settings(self) -> Dict[str, Any]:
-        """The effective configuration, without secrets (the API key, passwords in backend URLs)."""
-        settings: Dict[str, Any] = {}
-        for item in dataclasses.fields(self.config):
-            value = getattr(self.config, item.name)
-            if item.name == "api_key":
-                value = "set" if value else None
-            elif item.name == "backends":
-                value = [{"name": b.name, "url": b.url, "auth": b.auth is not None} for b in value]
-            elif item.name == "scan" and value is not None:
-                value = "%s:%d-%d" % value
-            elif item.name in ("num_ctx", "keep_alive", "routes", "aliases"):
-                value = {k: (list(v) if isinstance(v, tuple) else v) for k, v in value}
-            elif isinstance(value, tuple):
-                value = list(value)
-            settings[item.name] = value
-        return settings
-
-    async def _serve_metrics(self, side: ServerSide, ex: Exchange) -> None:
-        """GET /__proxy/metrics: Prometheus text format (SPEC §8)."""
-        backends = self.fleet.backends
-        in_flight = {b.name: b.in_flight for b in backends}
-        healthy = {b.name: self.fleet.is_healthy(b) for b in backends}
-        body = self.metrics.render(in_flight, healthy, self.scheduler.depth).encode("utf-8")
-        await self._send_body(side, ex, 200, body, b"text/plain; version=0.0.4; charset=utf-8")
-
-    async def _send_json(self, side: ServerSide, ex: Exchange, status: int, obj: Any) -> None:
-        """An answer the proxy composed itself (translated or merged)."""
-        body = json_bytes(obj)
-        await self._send_body(side, ex, status, body, b"application/json; charset=utf-8")
-
-    async def _send_body(self, side: ServerSide, ex: Exchange, status: int, body: bytes, content_type: bytes, close: bool = False,
-                         retry_after: int = 0) -> None:
-        """A whole answer from the proxy itself: Via, the diagnostic headers, no body on HEAD."""
-        ex.status = status
-        headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
-        if retry_after:
-            headers.append((b"retry-after", b"%d" % retry_after))
-        self._head_headers(ex, headers, close=close)
-        events: List[Any] = [h11.Response(status_code=status, headers=headers)]
-        if ex.method != b"HEAD":
-            events.append(h11.Data(data=body))
-        events.append(h11.EndOfMessage())
-        ex.response_started = True
-        await side.send(*events)
-
-    async def _relay_transformed(self, side: ServerSide, ex: Exchange, attempt: Attempt, upconn: UpstreamConnection, response: h11.Response) -> None:
-        """The native answer to a translated or chunked request, turned into what the client asked for."""
-        backend = attempt.backend
-        status = response.status_code
-        if status != 200 or not ex.streaming:
-            raw = await upconn.receive_whole_body(MAX_TRANSLATED_BODY)
-            ex.tail = raw[-2048:]
-            if status != 200:
-                message = error_message_from_body(raw)
-                if ex.response_started:
-                    await self._end_with_inband_error(side, ex, message, status)
-                else:
-                    ex.error = message
-                    await self._send_json(side, ex, status, error_object(status, message, ex.openai))
-                return
-            try:
-                native = parse_json(raw)
-            except ValueError:
-                raise BadGateway("backend %s answered with invalid JSON" % backend.name) from None
-            if attempt.chunks is not None:
-                pieces, spans = attempt.chunks
-                native["embeddings"] = combine_embeddings(native.get("embeddings") or [], pieces, spans, normalize=True)
-            if ex.kind == "chat":
-                out = native_chat_to_openai(native, ex.client_model, ex.request_id)
-            elif ex.kind == "completion":
-                out = native_generate_to_openai(native, ex.client_model, ex.request_id)
-            elif ex.kind == "embeddings":
-                out = native_embed_to_openai(native, ex.client_model, ex.encoding_format)
-            else:
-                out = native
-            await self._send_json(side, ex, 200, out)
-            return
-        # A streamed /v1 answer: native NDJSON lines in, SSE events out, one write per read.
-        if ex.kind == "chat":
-            translator: Any = ChatStreamTranslator(ex.client_model, ex.request_id, ex.include_usage)
-        else:
-            translator = CompletionStreamTranslator(ex.client_model, ex.request_id, ex.include_usage)
-        conn = side.h11
-        out = b""
-        ex.line_framed = True
-        if not ex.response_started:
-            # The head goes out before the first upstream read: whatever that read brings (a close,
-            # a bad chunk, silence), the client then has a 200 head and gets the error in-band.
-            headers = self._head_headers(ex, [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")])
-            ex.status = 200
-            ex.response_started = True
-            await side.send(h11.Response(status_code=200, headers=headers))
-        splitter = LineSplitter(b"\n", MAX_LINE_BYTES)
-        while True:
-            data, done = await upconn.receive_body()
-            try:
-                complete = splitter.feed(data)
-            except LineTooLong as exc:
-                raise BadGateway("backend %s sent %s" % (backend.name, exc)) from None
-            if done:
-                complete += splitter.flush()
-            lines = complete.split(b"\n")
-            events = []
-            for line in lines:
-                if not line.strip():
-                    continue
-                ex.tail = line
-                try:
-                    obj = parse_json(line)
-                except ValueError:
-                    ex.error = "backend %s sent a line that is not JSON" % backend.name
-                    events.append(translator.fail(ex.error))
-                    upconn.abort()  # nothing more from it can be trusted; stop it generating
-                    done = True
-                    break
-                if isinstance(obj, dict) and obj.get("error") is not None:
-                    ex.error = str(obj["error"])
-                    events.append(translator.fail(ex.error))
-                elif isinstance(obj, dict):
-                    events.append(translator.feed(obj))
-            if done and not translator.finished and ex.error is None:
-                ex.error = "backend %s ended the stream without a final done message" % backend.name
-                events.append(translator.fail(ex.error))
-            payload = b"".join(events)
-            if payload:
-                out += conn.send(h11.Data(data=payload))
-            if done:
-                out += conn.send(h11.EndOfMessage()) or b""
-            if out:
-                await side.write(out)
-                out = b""
-            if done:
-                return
 
     async def _open_exchange(self, side: ServerSide, ex: Exchange, attempt: Attempt, upload: bool) -> Tuple[UpstreamConnection, h11.Response]:
         """Connect (or reuse), send the request, and read the response head.
@@ -5457,186 +5691,6 @@ class App:
             raise BadRequest("malformed request body: %s" % exc) from None
         finally:
             side.timer.stop()
-
-    async def _heartbeat(self, side: ServerSide, ex: Exchange) -> None:
-        """While a stream waits for its first byte: send the head after S seconds, then SSE comments.
-
-        NDJSON gets no filler bytes: the official clients parse every line as JSON.
-        """
-        interval = self.config.heartbeat
-        await asyncio.sleep(interval)
-        sse = ex.openai
-        headers = [(b"content-type", b"text/event-stream" if sse else b"application/x-ndjson")]
-        if sse:
-            headers.append((b"cache-control", b"no-cache"))
-        self._head_headers(ex, headers)
-        ex.status = 200
-        ex.response_started = True  # before the await: h11 is in its body state from the send on
-        await side.send(h11.Response(status_code=200, headers=headers))
-        ex.line_framed = True  # chunked NDJSON or SSE from here on
-        log.info("%s: %s for %.0fs: response head sent", ex.label(),
-                 "backend %s silent (loading the model?)" % ex.backend if ex.backend else "waiting in the queue", interval)
-        while sse:
-            await side.write(side.h11.send(h11.Data(data=b": waiting for the model\n\n")))
-            await asyncio.sleep(interval)
-
-    def _repaired_tags(self, body: bytes, status: int) -> bytes:
-        """One backend's /api/tags answer, byte for byte, unless an entry lacks what strict clients
-        need: then the list repaired (or without that entry), warned once."""
-        try:
-            obj = parse_json(body) if status == 200 else None
-        except ValueError:
-            return body
-        if not isinstance(obj, dict) or not isinstance(obj.get("models"), list):
-            return body
-        models, warnings = merge_tags([obj["models"]])
-        if not warnings:
-            return body
-        for warning in warnings:
-            if warning not in self._warned:
-                self._warned.add(warning)
-                log.warning("%s (answering /api/tags)", warning)
-        return json_bytes(dict(obj, models=models))
-
-    async def _relay_response(self, side: ServerSide, ex: Exchange, backend: Backend, upconn: UpstreamConnection, response: h11.Response) -> None:
-        """Copy the response body, one client write per upstream read."""
-        conn = side.h11
-        upstream_headers = list(response.headers)
-        rename = ex.rename
-        if (rename is not None or ex.repair_tags) and not ex.response_started:
-            ctype = header_value(upstream_headers, b"content-type") or b""
-            lines_type = ctype.startswith((b"application/x-ndjson", b"text/event-stream"))
-            if not lines_type or header_value(upstream_headers, b"content-length") is not None:
-                # A whole JSON answer naming the real model: renamed, with its new length (or a
-                # tag list with its broken entries repaired).
-                body = await upconn.receive_whole_body(MAX_TRANSLATED_BODY)
-                body = rename_model(body, *rename) if rename is not None else self._repaired_tags(body, response.status_code)
-                ex.tail = body[-2048:]
-                headers = [(n, v) for n, v in self._response_headers(ex, upstream_headers) if n not in (b"content-length", b"transfer-encoding")]
-                headers.append((b"content-length", b"%d" % len(body)))
-                ex.status = response.status_code
-                events: List[Any] = [h11.Response(status_code=response.status_code, headers=headers, reason=response.reason)]
-                if ex.method != b"HEAD":
-                    events.append(h11.Data(data=body))
-                ex.response_started = True
-                await side.send(*events, h11.EndOfMessage())
-                return
-        first: Optional[Tuple[bytes, bool]] = None
-        pending = b""
-        if ex.response_started:
-            # The heartbeat already sent a 200 head: an error status can only go in-band.
-            if response.status_code != 200:
-                body = await upconn.receive_whole_body()
-                await self._end_with_inband_error(side, ex, error_message_from_body(body), response.status_code)
-                return
-            chunked = True
-        else:
-            headers = self._response_headers(ex, upstream_headers)
-            ex.status = response.status_code
-            head = conn.send(h11.Response(status_code=response.status_code, headers=headers, reason=response.reason, _parsed=True))
-            ex.response_started = True
-            chunked = header_value(headers, b"content-length") is None
-            ctype = header_value(upstream_headers, b"content-type") or b""
-            # Decided before the first read, so that a failure in it can still end the body in-band.
-            ex.line_framed = chunked and ctype.startswith((b"text/event-stream", b"application/x-ndjson"))
-            # The head goes out with the first body bytes when they are already here (one
-            # write for a whole small answer); otherwise at once, before waiting for them.
-            try:
-                first = upconn.take_buffered() if upconn.replay is None else (upconn.replay, True)
-                upconn.replay = None
-            except ProxyError:
-                await side.write(head)
-                raise
-            if first[0] or first[1]:
-                pending = head
-            else:
-                await side.write(head)
-        ctype = header_value(upstream_headers, b"content-type") or b""
-        sse = ctype.startswith(b"text/event-stream")
-        lines = chunked and (sse or ctype.startswith(b"application/x-ndjson"))
-        ex.line_framed = ex.line_framed or lines
-        must_finish = lines and not sse and response.status_code == 200 and ex.path in ("/api/chat", "/api/generate")
-        splitter = LineSplitter(b"\n\n" if sse else b"\n", MAX_LINE_BYTES) if lines else None
-        prev = last = b""  # the last two pieces sent: the final stats object is at their end
-        writer = side.writer
-        while True:
-            if first is not None:
-                (data, done), first = first, None
-                if not (data or done):
-                    data, done = await upconn.receive_body()
-            else:
-                data, done = await upconn.receive_body()
-            if splitter is not None:
-                # An incomplete line is held back, so that an in-band error lands on a line boundary.
-                try:
-                    data = splitter.feed(data)
-                except LineTooLong as exc:
-                    raise BadGateway("backend %s sent %s" % (backend.name, exc)) from None
-                if done and splitter.held:
-                    data += splitter.flush()
-            out, pending = pending, b""
-            if data:
-                if rename is not None:
-                    data = rename_model(data, *rename)
-                prev, last = last, data
-                out += conn.send(h11.Data(data=data))
-            if done:
-                tail = (prev + last)[-2048:]
-                if must_finish and not has_final_line(last or prev):  # the relay writes whole lines: ``last`` ends with the final one
-                    ex.error = "backend %s ended the stream without a final done message" % backend.name
-                    log.warning("%s: %s", ex.label(), ex.error)
-                    out += conn.send(h11.Data(data=error_line(502, ex.error, openai=False)))
-                out += conn.send(h11.EndOfMessage()) or b""
-                ex.tail = tail
-            if out:
-                if writer.transport.is_closing() or writer.transport.get_write_buffer_size():
-                    await side.write(out)  # the slow path: drain, stalled-client timeout, errors
-                else:
-                    writer.write(out)
-            if done:
-                break
-
-    async def _end_with_inband_error(self, side: ServerSide, ex: Exchange, message: str, status: int = 502) -> None:
-        """The response head is out: end the body with one error line (NDJSON) or event (SSE)."""
-        ex.error = message
-        log.warning("%s backend=%s: stream ended with an error: %s", ex.label(), ex.backend, message)
-        conn = side.h11
-        if conn.our_state is not h11.SEND_BODY:
-            return
-        if not ex.line_framed:
-            # A JSON (or other) body cut short cannot carry an error line: appending one would
-            # turn broken JSON into a complete-looking 200.  Cut the connection instead.
-            side.writer.transport.abort()
-            raise ClientGone("response cut short")
-        try:
-            out = conn.send(h11.Data(data=error_line(status, message, ex.openai))) + (conn.send(h11.EndOfMessage()) or b"")
-        except h11.LocalProtocolError:
-            # Content-Length framing: nothing more can be said in-band; the client sees a short body.
-            side.writer.transport.abort()
-            raise ClientGone("response cut short") from None
-        await side.write(out)
-
-    def _write_final_error(self, side: ServerSide, ex: Exchange, message: str) -> None:
-        """Best effort, without waiting: end a started stream with one error line (used when cancelled)."""
-        conn = side.h11
-        if not ex.response_started or conn.our_state is not h11.SEND_BODY or side.writer.is_closing():
-            return
-        try:
-            side.writer.write(conn.send(h11.Data(data=error_line(503, message, ex.openai))) + (conn.send(h11.EndOfMessage()) or b""))
-        except (h11.LocalProtocolError, OSError, RuntimeError):
-            pass
-
-    async def _send_error(self, side: ServerSide, ex: Exchange, err: ProxyError) -> None:
-        """Answer an error the proxy decided itself, in Ollama's or OpenAI's shape."""
-        ex.status = err.status
-        ex.error = err.message
-        conn = side.h11
-        if conn.our_state is not h11.SEND_RESPONSE:
-            return
-        close = conn.their_state is not h11.DONE or self._shutting_down
-        body = error_body(err.status, err.message, ex.openai)
-        retry_after = getattr(err, "retry_after", 0)
-        await self._send_body(side, ex, err.status, body, b"application/json; charset=utf-8", close, retry_after)
 
     # -- logging ------------------------------------------------------------
 
