@@ -4583,6 +4583,44 @@ class Planner:
                 log.warning("preload of %s on %s failed: %s", model, backend.name, reason or "status %d" % status)
 
 
+def log_access(ex: Exchange, metrics: Metrics) -> None:
+    """A finished request: its metrics, and its access log line (method, path, model, backend, status, time, speed)."""
+    duration = time.monotonic() - ex.started
+    rate = tokens_per_second(ex.tail) if ex.tail else None
+    if ex.route != "/__proxy/metrics":
+        metrics.observe_request(metric_route(ex.route), ex.status, ex.backend or "-", duration if ex.backend else -1.0,
+                                     rate[0] if rate else 0, rate[1] if rate else 0.0, normalize_model(ex.model) if ex.model else "")
+    if not log.isEnabledFor(logging.INFO):
+        return
+    fields: Dict[str, Any] = {
+        "event": "request",
+        "conn": ex.conn_id,
+        "method": ex.method.decode("latin-1"),
+        "path": ex.client_path,
+        "model": ex.model,
+        "backend": ex.backend,
+        "status": ex.status,
+        "duration_s": round(duration, 4),
+    }
+    text = "conn %d: %s %s" % (ex.conn_id, fields["method"], ex.client_path)
+    if ex.path != ex.client_path:
+        fields["upstream_path"] = ex.path
+        text += " -> %s" % ex.path
+    if ex.model:
+        text += " model=%s" % ex.model
+    text += " backend=%s status=%s %.3fs" % (ex.backend or "-", ex.status or "-", duration)
+    if rate is not None:
+        fields["eval_count"] = rate[0]
+        fields["tokens_per_s"] = round(rate[1], 1)
+        text += " %d tokens %.1f tok/s" % rate
+    if ex.error:
+        fields["error"] = ex.error
+        text += " error=%r" % ex.error
+    log.info(text, extra={"fields": fields})
+    if log.isEnabledFor(logging.DEBUG) and ex.body:
+        log.debug("conn %d request body: %s", ex.conn_id, ex.body[:4096].decode("utf-8", "replace"))
+
+
 class WarnOnce:
     """Warnings given once per process (a list asked every few seconds must not repeat them)."""
 
@@ -5056,6 +5094,170 @@ class OwnEndpoints:
         return settings
 
 
+class RequestReader:
+    """A request as the proxy reads it, before any backend is chosen (SPEC §4, §6): the API key
+    and the loop check first, the URL prefixes, the body (bounded) and its JSON, the /v1
+    translation to the native twin, and aliases."""
+
+    def __init__(self, config: Config, token: str, fleet: Fleet) -> None:
+        self.config = config
+        self.token = token.encode("ascii")
+        self.fleet = fleet
+        self._api_key = config.api_key.encode("utf-8") if config.api_key else None
+        self._bearer = b"Bearer " + self._api_key if self._api_key else None
+        self._aliases = dict(config.aliases)
+        self._rng = random.Random()
+
+    def prefixes(self, ex: Exchange) -> None:
+        """``/proxy-context/<N|auto>/`` and then ``/proxy-backend/<NAME>/``, read off the target."""
+        if ex.path.startswith("/proxy-context/"):
+            ex.forced_ctx, ex.target = parse_context_url(ex.target)
+            ex.path = ex.route = split_target(ex.target)[0]
+            ex.openai = is_openai_path(ex.path)
+        if ex.path.startswith("/proxy-backend/"):
+            name, ex.target = parse_backend_url(ex.target)
+            ex.path = ex.route = split_target(ex.target)[0]
+            ex.openai = is_openai_path(ex.path)
+            ex.pinned = self.fleet.named(name)
+
+    def resolve(self, ex: Exchange) -> None:
+        """A /v1 request becomes its native twin (when translation is on); an alias its model."""
+        if ex.path in TRANSLATED_PATHS and ex.method == b"POST" and isinstance(ex.json, dict) and (self.config.translate or ex.forced_ctx is not None):
+            self.translate(ex)
+        if self._aliases and ex.model:
+            self.resolve_alias(ex)
+
+    def check_access(self, ex: Exchange) -> None:
+        via = all_values(ex.headers, b"via")
+        if via is not None and self.token in via:
+            raise LoopDetected("request loop: this request already passed through this proxy (Via %s)" % via.decode("latin-1"))
+        if self._api_key is None:
+            return
+        if ex.path == "/" and ex.method in (b"GET", b"HEAD"):
+            return
+        if ex.method == b"OPTIONS" and header_value(ex.headers, b"access-control-request-method") is not None:
+            return
+        auth = header_value(ex.headers, b"authorization")
+        key = header_value(ex.headers, b"x-api-key")
+        assert self._bearer is not None
+        if (auth is not None and hmac.compare_digest(auth, self._bearer)) or (key is not None and hmac.compare_digest(key, self._api_key)):
+            return
+        raise Unauthorized("missing or wrong API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
+
+    async def read_body(self, side: ServerSide, ex: Exchange) -> None:
+        """Read the whole request body (bounded), under --header-timeout between reads."""
+        declared = header_value(ex.headers, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_JSON_BODY:
+            raise BodyTooLarge("request body too large (%s bytes; the limit is %d)" % (declared.decode(), MAX_JSON_BODY))
+        parts: List[bytes] = []
+        size = 0
+        conn = side.h11
+        timing = False
+        try:
+            while True:
+                event = conn.next_event()  # a small body usually came with the head: no read needed
+                if event is h11.NEED_DATA:
+                    if not timing:
+                        side.timer.start(self.config.header_timeout)
+                        timing = True
+                    event = await side.next_event(MAX_JSON_BODY - size)
+                kind = type(event)
+                if kind is h11.Data:
+                    size += len(event.data)
+                    if size > MAX_JSON_BODY:
+                        raise BodyTooLarge("request body too large (over %d bytes)" % MAX_JSON_BODY)
+                    parts.append(event.data)
+                elif kind is h11.EndOfMessage:
+                    break
+                else:
+                    raise ClientGone("client closed the connection while sending the body")
+        except h11.RemoteProtocolError as exc:
+            raise BadRequest("malformed request body: %s" % exc) from None
+        finally:
+            if timing:
+                side.timer.stop()
+        ex.body = b"".join(parts)
+
+    async def discard_body(self, side: ServerSide, ex: Exchange, limit: int = 1024 * 1024) -> None:
+        """Read and drop what is left of a small request body, so the connection can be kept.
+
+        A larger one is left unread: the error response then closes the connection.
+        """
+        conn = side.h11
+        if conn.their_state is not h11.SEND_BODY or conn.they_are_waiting_for_100_continue:
+            return  # a client waiting for 100 Continue gets the final status instead (RFC 9110 §10.1.1)
+        declared = header_value(ex.headers, b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            return
+        size = 0
+        side.timer.start(self.config.header_timeout)
+        try:
+            while conn.their_state is h11.SEND_BODY and size <= limit:
+                event = await side.next_event(limit - size)
+                if type(event) is h11.Data:
+                    size += len(event.data)
+                elif type(event) is not h11.EndOfMessage:
+                    return
+        except (h11.RemoteProtocolError, ProxyError):
+            return
+        finally:
+            side.timer.stop()
+
+    def inspect_body(self, ex: Exchange) -> None:
+        """Parse the JSON body where the proxy needs it: the model name and whether it streams."""
+        if ex.path not in MODEL_PATHS or not ex.body:
+            return
+        try:
+            obj = parse_json(ex.body)
+        except ValueError as exc:
+            raise BadRequest("invalid JSON body: %s" % exc) from None
+        ex.json = obj
+        if isinstance(obj, dict):
+            model = obj.get("model") or obj.get("name") or (obj.get("source") if ex.path == "/api/copy" else None)
+            if isinstance(model, str):
+                ex.model = model
+        ex.streaming = wants_stream(ex.path, obj)
+        if ex.streaming and self.config.reject_streaming:
+            raise BadRequest("streaming is disabled on this proxy: send \"stream\": false")
+
+    def translate(self, ex: Exchange) -> None:
+        """Turn a /v1 request into its native twin (so that the modifiers apply to it)."""
+        body: Dict[str, Any] = ex.json
+        ex.client_model = str(body.get("model") or "")
+        if ex.path == "/v1/chat/completions":
+            native, native_path, ex.kind = openai_chat_to_native(body), "/api/chat", "chat"
+        elif ex.path == "/v1/completions":
+            native, native_path, ex.kind = openai_completion_to_native(body), "/api/generate", "completion"
+        else:
+            native, native_path, ex.kind = openai_embeddings_to_native(body), "/api/embed", "embeddings"
+            fmt = body.get("encoding_format")
+            ex.encoding_format = fmt.lower() if isinstance(fmt, str) and fmt else "float"
+        options = body.get("stream_options")
+        ex.include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
+        ex.request_id = new_request_id("cmpl" if ex.kind == "completion" else "chatcmpl", self._rng)
+        if ex.kind != "embeddings":
+            native["stream"] = bool(body.get("stream"))  # /v1 streams only when asked; native would by default
+        ex.json, ex.dirty = native, True
+        ex.streaming = bool(native.get("stream"))
+        query = ex.target.partition(b"?")[2]
+        ex.target = native_path.encode("ascii") + (b"?" + query if query else b"")
+        ex.path = native_path
+
+    def resolve_alias(self, ex: Exchange) -> None:
+        """An alias in the request: the real model goes upstream, the answer names the alias."""
+        assert ex.model is not None
+        target = self._aliases.get(normalize_model(ex.model))
+        if target is None or not isinstance(ex.json, dict):
+            return
+        key = next((k for k in ("model", "name", "source") if ex.json.get(k) == ex.model), "model")
+        ex.json[key] = target
+        ex.dirty = True
+        if ex.kind is None:
+            ex.rename = (target.encode("utf-8"), ex.model.encode("utf-8"))
+        log.debug("conn %d: alias %s -> %s", ex.conn_id, ex.model, target)
+        ex.model = target
+
+
 class App:
     """The one stateful object: configuration, backends, the server and its connections."""
 
@@ -5070,21 +5272,18 @@ class App:
         self._conn_tasks: Dict[int, asyncio.Task] = {}
         self._shutting_down = False
         self._stopped: Optional[asyncio.Event] = None
-        self._api_key = config.api_key.encode("utf-8") if config.api_key else None
-        self._bearer = b"Bearer " + self._api_key if self._api_key else None
-        self._rng = random.Random()
         self.metrics = Metrics(time.time())
         self.models = Models(self._show, self.metrics.count)
         self.fleet = Fleet(config, self.models, self.via)
         self.scheduler = Scheduler(config, self.fleet, self.metrics.count)
         self.planner = Planner(config, self.models, self.fleet, self.metrics)
+        self.reader = RequestReader(config, self.token, self.fleet)
         warn_once = WarnOnce()
         self.relay = Relay(config, self.via, warn_once)
         self.own = OwnEndpoints(config, self.fleet, self.scheduler, self.metrics, self.relay, warn_once)
         self.fleet.on_up = self._backend_up
         self.fleet.on_down = self.scheduler.fail_stranded
         self.fleet.on_round = self.scheduler.dispatch_all
-        self._aliases = dict(config.aliases)
 
     def count(self, event: str, n: int = 1) -> None:
         self.metrics.count(event, n)
@@ -5280,18 +5479,9 @@ class App:
         )
         try:
             try:
-                self._check_access(ex)  # first, on the path as the client sent it (no prefix is read before)
-                if path.startswith("/proxy-context/"):
-                    ex.forced_ctx, ex.target = parse_context_url(ex.target)
-                    ex.path = ex.route = split_target(ex.target)[0]
-                    ex.openai = is_openai_path(ex.path)
-                name = None
-                if ex.path.startswith("/proxy-backend/"):
-                    name, ex.target = parse_backend_url(ex.target)
-                    ex.path = ex.route = split_target(ex.target)[0]
-                    ex.openai = is_openai_path(ex.path)
-                if name is not None:
-                    ex.pinned = self.fleet.named(name)
+                reader = self.reader
+                reader.check_access(ex)  # first, on the path as the client sent it (no prefix is read before)
+                reader.prefixes(ex)
                 task = asyncio.current_task()
                 assert task is not None
                 if ex.method == b"POST" and ex.path.startswith(STREAMED_UPLOAD_PREFIXES):
@@ -5300,18 +5490,15 @@ class App:
                     finally:
                         side.unwatch()
                     return
-                await self._read_body(side, ex)
-                self._inspect_body(ex)
+                await reader.read_body(side, ex)
+                reader.inspect_body(ex)
                 handler = self.own.handler_for(ex) if ex.pinned is None else None
                 if handler is not None:
                     await handler(side, ex)
                     return
                 # One backend's /api/tags is relayed as it is, unless an entry needs repair.
                 ex.repair_tags = ex.pinned is None and ex.path == "/api/tags" and ex.method == b"GET" and not self.own.merging
-                if ex.path in TRANSLATED_PATHS and ex.method == b"POST" and isinstance(ex.json, dict) and (self.config.translate or ex.forced_ctx is not None):
-                    self._translate_request(ex)
-                if self._aliases and ex.model:
-                    self._resolve_alias(ex)
+                reader.resolve(ex)
                 side.watch_disconnect(task)
                 try:
                     await self._forward(side, ex, upload=False)
@@ -5323,7 +5510,7 @@ class App:
                 await self.relay.send_error(side, ex, BadRequest("invalid JSON body: nested too deeply for this proxy to read"))
             except ProxyError as err:
                 if ex.body is None and not isinstance(err, BodyTooLarge):
-                    await self._discard_body(side, ex)
+                    await self.reader.discard_body(side, ex)
                 await self.relay.send_error(side, ex, err)
         except asyncio.CancelledError:
             if not side.client_gone:
@@ -5339,58 +5526,7 @@ class App:
             ex.status = ex.status or 499
             raise
         finally:
-            self._log_access(ex)
-
-    def _check_access(self, ex: Exchange) -> None:
-        via = all_values(ex.headers, b"via")
-        if via is not None and self.token.encode("ascii") in via:
-            raise LoopDetected("request loop: this request already passed through this proxy (Via %s)" % via.decode("latin-1"))
-        if self._api_key is None:
-            return
-        if ex.path == "/" and ex.method in (b"GET", b"HEAD"):
-            return
-        if ex.method == b"OPTIONS" and header_value(ex.headers, b"access-control-request-method") is not None:
-            return
-        auth = header_value(ex.headers, b"authorization")
-        key = header_value(ex.headers, b"x-api-key")
-        assert self._bearer is not None
-        if (auth is not None and hmac.compare_digest(auth, self._bearer)) or (key is not None and hmac.compare_digest(key, self._api_key)):
-            return
-        raise Unauthorized("missing or wrong API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
-
-    async def _read_body(self, side: ServerSide, ex: Exchange) -> None:
-        """Read the whole request body (bounded), under --header-timeout between reads."""
-        declared = header_value(ex.headers, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_JSON_BODY:
-            raise BodyTooLarge("request body too large (%s bytes; the limit is %d)" % (declared.decode(), MAX_JSON_BODY))
-        parts: List[bytes] = []
-        size = 0
-        conn = side.h11
-        timing = False
-        try:
-            while True:
-                event = conn.next_event()  # a small body usually came with the head: no read needed
-                if event is h11.NEED_DATA:
-                    if not timing:
-                        side.timer.start(self.config.header_timeout)
-                        timing = True
-                    event = await side.next_event(MAX_JSON_BODY - size)
-                kind = type(event)
-                if kind is h11.Data:
-                    size += len(event.data)
-                    if size > MAX_JSON_BODY:
-                        raise BodyTooLarge("request body too large (over %d bytes)" % MAX_JSON_BODY)
-                    parts.append(event.data)
-                elif kind is h11.EndOfMessage:
-                    break
-                else:
-                    raise ClientGone("client closed the connection while sending the body")
-        except h11.RemoteProtocolError as exc:
-            raise BadRequest("malformed request body: %s" % exc) from None
-        finally:
-            if timing:
-                side.timer.stop()
-        ex.body = b"".join(parts)
+            log_access(ex, self.metrics)
 
     # -- models: metadata, modifiers, what the backend has loaded -------------
 
@@ -5398,48 +5534,6 @@ class App:
         return await self.fleet.request_json(backend, b"POST", "/api/show", {"model": model})
 
     # -- probes, health, preload ---------------------------------------------------
-
-    async def _discard_body(self, side: ServerSide, ex: Exchange, limit: int = 1024 * 1024) -> None:
-        """Read and drop what is left of a small request body, so the connection can be kept.
-
-        A larger one is left unread: the error response then closes the connection.
-        """
-        conn = side.h11
-        if conn.their_state is not h11.SEND_BODY or conn.they_are_waiting_for_100_continue:
-            return  # a client waiting for 100 Continue gets the final status instead (RFC 9110 §10.1.1)
-        declared = header_value(ex.headers, b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            return
-        size = 0
-        side.timer.start(self.config.header_timeout)
-        try:
-            while conn.their_state is h11.SEND_BODY and size <= limit:
-                event = await side.next_event(limit - size)
-                if type(event) is h11.Data:
-                    size += len(event.data)
-                elif type(event) is not h11.EndOfMessage:
-                    return
-        except (h11.RemoteProtocolError, ProxyError):
-            return
-        finally:
-            side.timer.stop()
-
-    def _inspect_body(self, ex: Exchange) -> None:
-        """Parse the JSON body where the proxy needs it: the model name and whether it streams."""
-        if ex.path not in MODEL_PATHS or not ex.body:
-            return
-        try:
-            obj = parse_json(ex.body)
-        except ValueError as exc:
-            raise BadRequest("invalid JSON body: %s" % exc) from None
-        ex.json = obj
-        if isinstance(obj, dict):
-            model = obj.get("model") or obj.get("name") or (obj.get("source") if ex.path == "/api/copy" else None)
-            if isinstance(model, str):
-                ex.model = model
-        ex.streaming = wants_stream(ex.path, obj)
-        if ex.streaming and self.config.reject_streaming:
-            raise BadRequest("streaming is disabled on this proxy: send \"stream\": false")
 
     # -- the relay --------------------------------------------------------
 
@@ -5450,7 +5544,7 @@ class App:
         sends neither (a GET without a body).
         """
         drop = {b"host", b"content-length", b"expect", b"via"}
-        if self._api_key is not None:
+        if self.config.api_key:
             drop.add(b"x-api-key")
             drop.add(b"authorization")
         headers = strip_hop_by_hop(ex.headers, frozenset(drop))
@@ -5568,44 +5662,7 @@ class App:
             want.sticky_key = conversation_key(model, body)
         return want
 
-    def _resolve_alias(self, ex: Exchange) -> None:
-        """An alias in the request: the real model goes upstream, the answer names the alias."""
-        assert ex.model is not None
-        target = self._aliases.get(normalize_model(ex.model))
-        if target is None or not isinstance(ex.json, dict):
-            return
-        key = next((k for k in ("model", "name", "source") if ex.json.get(k) == ex.model), "model")
-        ex.json[key] = target
-        ex.dirty = True
-        if ex.kind is None:
-            ex.rename = (target.encode("utf-8"), ex.model.encode("utf-8"))
-        log.debug("conn %d: alias %s -> %s", ex.conn_id, ex.model, target)
-        ex.model = target
-
     # -- /v1 translation and embedding chunking ----------------------------------
-
-    def _translate_request(self, ex: Exchange) -> None:
-        """Turn a /v1 request into its native twin (so that the modifiers apply to it)."""
-        body: Dict[str, Any] = ex.json
-        ex.client_model = str(body.get("model") or "")
-        if ex.path == "/v1/chat/completions":
-            native, native_path, ex.kind = openai_chat_to_native(body), "/api/chat", "chat"
-        elif ex.path == "/v1/completions":
-            native, native_path, ex.kind = openai_completion_to_native(body), "/api/generate", "completion"
-        else:
-            native, native_path, ex.kind = openai_embeddings_to_native(body), "/api/embed", "embeddings"
-            fmt = body.get("encoding_format")
-            ex.encoding_format = fmt.lower() if isinstance(fmt, str) and fmt else "float"
-        options = body.get("stream_options")
-        ex.include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
-        ex.request_id = new_request_id("cmpl" if ex.kind == "completion" else "chatcmpl", self._rng)
-        if ex.kind != "embeddings":
-            native["stream"] = bool(body.get("stream"))  # /v1 streams only when asked; native would by default
-        ex.json, ex.dirty = native, True
-        ex.streaming = bool(native.get("stream"))
-        query = ex.target.partition(b"?")[2]
-        ex.target = native_path.encode("ascii") + (b"?" + query if query else b"")
-        ex.path = native_path
 
     async def _embed_legacy_chunked(self, side: ServerSide, ex: Exchange, attempt: Attempt) -> None:
         """/api/embeddings takes one prompt: its pieces go one by one; the answer is their plain weighted mean."""
@@ -5693,42 +5750,6 @@ class App:
             side.timer.stop()
 
     # -- logging ------------------------------------------------------------
-
-    def _log_access(self, ex: Exchange) -> None:
-        duration = time.monotonic() - ex.started
-        rate = tokens_per_second(ex.tail) if ex.tail else None
-        if ex.route != "/__proxy/metrics":
-            self.metrics.observe_request(metric_route(ex.route), ex.status, ex.backend or "-", duration if ex.backend else -1.0,
-                                         rate[0] if rate else 0, rate[1] if rate else 0.0, normalize_model(ex.model) if ex.model else "")
-        if not log.isEnabledFor(logging.INFO):
-            return
-        fields: Dict[str, Any] = {
-            "event": "request",
-            "conn": ex.conn_id,
-            "method": ex.method.decode("latin-1"),
-            "path": ex.client_path,
-            "model": ex.model,
-            "backend": ex.backend,
-            "status": ex.status,
-            "duration_s": round(duration, 4),
-        }
-        text = "conn %d: %s %s" % (ex.conn_id, fields["method"], ex.client_path)
-        if ex.path != ex.client_path:
-            fields["upstream_path"] = ex.path
-            text += " -> %s" % ex.path
-        if ex.model:
-            text += " model=%s" % ex.model
-        text += " backend=%s status=%s %.3fs" % (ex.backend or "-", ex.status or "-", duration)
-        if rate is not None:
-            fields["eval_count"] = rate[0]
-            fields["tokens_per_s"] = round(rate[1], 1)
-            text += " %d tokens %.1f tok/s" % rate
-        if ex.error:
-            fields["error"] = ex.error
-            text += " error=%r" % ex.error
-        log.info(text, extra={"fields": fields})
-        if log.isEnabledFor(logging.DEBUG) and ex.body:
-            log.debug("conn %d request body: %s", ex.conn_id, ex.body[:4096].decode("utf-8", "replace"))
 
 
 # ---------------------------------------------------------------------------
