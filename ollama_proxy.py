@@ -9,26 +9,31 @@ Run it::
     python3 ollama_proxy.py --backend http://127.0.0.1:11434     # listens on 127.0.0.1:11435
     python3 ollama_proxy.py --help                                # every flag and its variable
 
-Section map (``grep -n '^# [0-9]*\\. '`` prints the same list):
+Section map (``grep -n '^# [0-9]*\\. ' `` prints the same list):
 
-    0. Header              constants, the logger
-    1. Configuration       Config, pure parsers, build_config(argv, environ)
-    2. Errors              ProxyError and its subclasses, error bodies (Ollama and OpenAI shape)
-    3. HTTP plumbing       header helpers, IdleTimer, the server-side h11 stream
-    4. Upstream client     UpstreamConnection (one h11 client socket) and the per-backend pool
-    5. Backends            Backend, the probes and the scanner thread, the choice, the queue pick, merged lists
-    6. Models              model names, /api/show metadata, prompt estimates, context sizes
-    7. Request modifiers   num_ctx, num_predict, keep_alive: one interface, one ordered list
-    8. OpenAI translation  /v1 requests to the native API and the answers back, streaming too
-    9. Embedding chunking  split long inputs, average the pieces' vectors
-    10. Server             App: the accept loop, the per-connection loop, the relay, the access log
-    11. CLI                argument parser, logging setup, main()
+    0. Header               constants, the logger
+    1. Configuration        Config, pure parsers, build_config(argv, environ)
+    2. Errors               ProxyError and its subclasses, error bodies (Ollama and OpenAI shape)
+    3. HTTP plumbing        header helpers, IdleTimer, LineSplitter, the server-side h11 stream
+    4. Upstream client      UpstreamConnection (one h11 client socket), the per-backend pool, its JSON client
+    5. Backends             Backend, the probes, the scanner thread, Fleet (health, inventories, reports)
+    6. Routing and queue    routes, the pure choice and queue pick, StickyTable, Scheduler (slots, queue)
+    7. Models               model names, /api/show metadata, prompt estimates, context sizes, Models
+    8. Request modifiers    num_ctx, num_predict, keep_alive: one interface, one ordered list
+    9. OpenAI translation   /v1 requests to the native API and the answers back, streaming too
+    10. Embedding chunking  split long inputs, average the pieces' vectors
+    11. Merged lists        /api/tags, /api/ps, /api/version from many backends; Metrics
+    12. Server              Exchange, Planner (each Attempt), Relay (every answer), OwnEndpoints,
+                            RequestReader, and App: accept loop, connection loop, the wiring
+    13. Doctor              --check and the flash-attention check: what Ollama sees, what the proxy sends
+    14. CLI                 argument parser, logging setup, main()
 
-Invariants: only sections 3, 4, 10 and the probes of 5 touch sockets and know h11
-(section 4 turns h11 exceptions into ours); everything else in sections 1, 2 and
-5 to 9 is pure data and functions, unit-tested alone.  The scanner thread hands
-its results to the event loop through call_soon_threadsafe, nothing else.
-All mutable state lives in the one ``App`` object built by ``main()``.
+Invariants: only sections 3, 4, 12, the probes of 5 and the doctor touch sockets and
+know h11 (section 4 turns h11 exceptions into ours); everything else is pure data and
+functions, unit-tested alone.  The scanner thread hands its results to the event loop
+through call_soon_threadsafe, nothing else.  Each piece of mutable state has one owner
+(Fleet the backends, Scheduler the queue, Models what is known of the models, Metrics
+the counters), and ``App``, built by ``main()``, composes them.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import argparse
 import asyncio
 import base64
 import calendar
+import dataclasses
 import fnmatch
 import hashlib
 import hmac
@@ -56,7 +62,6 @@ import sys
 import threading
 import time
 import uuid
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlsplit
@@ -1531,29 +1536,23 @@ class Pool:
 
 
 # ---------------------------------------------------------------------------
-# 5. Backends (health, scanner, choice)
+# 5. Backends and health
 # ---------------------------------------------------------------------------
 #
 # Theory.  Every --scan-interval a thread of its own probes each configured
 # backend and each port of the --scan range (GET /api/tags, GET /api/ps), all at
 # once on a private event loop, each probe bounded by --probe-timeout.  The
 # results go to the proxy's loop through call_soon_threadsafe and nothing else
-# crosses the thread boundary.  On the proxy's loop, the choice of a backend for
-# a request is a pure function of the backends' state (health, models, what is
-# loaded, requests in flight), the routes and the sticky table.
+# crosses the thread boundary.  On the proxy's loop, the Fleet owns the backends:
+# it applies each round, marks a backend that failed a forwarded request, and
+# answers for the health reports.
 
-STICKY_SECONDS = 600.0  #: a sticky conversation entry expires after this
-MAX_OVERTAKES = 3  #: a queued request is overtaken by a loaded-model request at most this often
 FORGET_ROUNDS = 3  #: a discovered backend that failed this many probe rounds in a row is forgotten
 PROBE_CONCURRENCY = 256  #: probes in flight at once within a round
 SCAN_DEBOUNCE_SECONDS = 0.5  #: a round asked for after a request waits this long (a burst finishes first)
 METADATA_TIMEOUT = 10.0  #: seconds for the proxy's own /api/show, /api/tags, /api/ps calls
 MERGE_TIMEOUT = 3.0  #: at least this long for each backend's part of a merged list
 RETRY_AFTER_SECONDS = 5  #: the Retry-After of a 503 (no healthy backend, queue full or wait over)
-#: Requests that change a backend's models: done once, where they went, never replayed elsewhere.
-NOT_RETRIED_PATHS = frozenset({"/api/create", "/api/delete", "/api/copy", "/api/push"})
-#: Requests that may use the extra slot per backend (they never wait behind long generations).
-EMBED_PATHS = frozenset({"/api/embed", "/api/embeddings", "/v1/embeddings"})
 
 
 @dataclass
@@ -1725,211 +1724,6 @@ class Scanner:
                 self._wake.clear()
         finally:
             loop.close()
-
-
-def route_for(model: str, routes: Sequence[Tuple[str, Tuple[str, ...]]]) -> Optional[Tuple[str, ...]]:
-    """The backend names of the first route whose pattern matches the (normalized) model."""
-    for pattern, names in routes:
-        if fnmatch.fnmatchcase(model, pattern):
-            return names
-    return None
-
-
-def eligible_backends(backends: Sequence[Backend], model: Optional[str], routes: Sequence[Tuple[str, Tuple[str, ...]]],
-                      exclude: Sequence[str] = ()) -> List[Backend]:
-    """Healthy backends that may serve a request for ``model``, minus ``exclude``: narrowed to the
-    model's route if it has one, else to those listing it when any does.  Model-less (None): the
-    first healthy one only."""
-    healthy = [b for b in backends if b.healthy is not False]
-    if model:
-        names = route_for(model, routes)
-        if names is not None:
-            wanted = set(names) if len(names) > 4 else names  # a long route: one hash lookup per backend
-            healthy = [b for b in healthy if b.name in wanted]
-        else:
-            having = [b for b in healthy if model in b.digests]
-            if having:
-                healthy = having
-    if exclude:
-        healthy = [b for b in healthy if b.name not in exclude]
-    return healthy if model else healthy[:1]  # model-less: the first healthy one (blobs and create meet there)
-
-
-def has_free_slot(backend: Backend, cap: int, embed: bool = False) -> bool:
-    """Can the backend take one more request under --max-concurrent (embeddings get one extra slot)?"""
-    return cap <= 0 or backend.in_flight < cap or (embed and backend.in_flight < cap + 1)
-
-
-def choose_backend(candidates: Sequence[Backend], model: Optional[str], sticky: Optional[str] = None, need_ctx: int = 0,
-                   cap: int = 0, embed: bool = False) -> Optional[Backend]:
-    """The backend for a request among ``candidates`` (in list order), or None when none has a free slot.
-
-    Model-less: the first with a free slot.  Otherwise: the sticky one; then where the model is
-    loaded with at least ``need_ctx``; then where it is loaded; then fewest in flight; then the
-    lower port; then the earlier in the list.
-    """
-    best: Optional[Backend] = None
-    best_key: Tuple[int, ...] = ()
-    for index, backend in enumerate(candidates):
-        if not has_free_slot(backend, cap, embed):
-            continue
-        if not model:
-            return backend
-        if sticky is not None and backend.spec.name == sticky:
-            return backend
-        loaded = backend.loaded.get(model)  # 0: loaded, context not known (Ollama before 0.10)
-        key = (0 if loaded is not None and loaded >= need_ctx else 1, 0 if loaded is not None else 1, backend.in_flight, backend.spec.port, index)
-        if best is None or key < best_key:
-            best, best_key = backend, key
-    return best
-
-
-def pick_waiter(entries: Sequence[Tuple[bool, int]]) -> int:
-    """Which queued request gets a freed slot: ``entries`` are the waiters that can use it, in
-    arrival order, as (model loaded on that backend, times overtaken).  The first one, unless a
-    later one's model is loaded there and nobody it would pass has been overtaken MAX_OVERTAKES times."""
-    for index, (loaded, _) in enumerate(entries):
-        if loaded:
-            return index
-        if entries[index][1] >= MAX_OVERTAKES:
-            return 0
-    return 0
-
-
-def conversation_key(model: str, body: Mapping[str, Any]) -> Optional[str]:
-    """The sticky key of a chat: the model and the messages up to the first user message."""
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return None
-    head = []
-    for message in messages:
-        head.append(message)
-        if isinstance(message, dict) and message.get("role") == "user":
-            break
-    text = json.dumps([model, head], sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
-
-
-class StickyTable:
-    """Conversation key -> the backend that served its last turn, for STICKY_SECONDS."""
-
-    def __init__(self, ttl: float = STICKY_SECONDS, limit: int = 100_000) -> None:
-        self.ttl = ttl
-        self.limit = limit
-        self.entries: Dict[str, Tuple[str, float]] = {}
-
-    def get(self, key: str, now: float) -> Optional[str]:
-        entry = self.entries.get(key)
-        if entry is None:
-            return None
-        if entry[1] <= now:
-            del self.entries[key]
-            return None
-        return entry[0]
-
-    def put(self, key: str, backend: str, now: float) -> None:
-        self.entries.pop(key, None)  # re-inserted last: the dict stays in expiry order
-        self.entries[key] = (backend, now + self.ttl)
-        while self.entries:
-            oldest = next(iter(self.entries))
-            if self.entries[oldest][1] > now and len(self.entries) <= self.limit:
-                break
-            del self.entries[oldest]
-
-    def forget_backend(self, backend: str) -> int:
-        gone = [k for k, (name, _) in self.entries.items() if name == backend]
-        for key in gone:
-            del self.entries[key]
-        return len(gone)
-
-
-#: Fields of an /api/tags entry that strict clients (the Go and Python clients' types) read.
-TAG_DEFAULTS: Dict[str, Any] = {"modified_at": "1970-01-01T00:00:00Z", "size": 0, "digest": ""}
-
-
-def repair_tag_entry(entry: Any) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
-    """An /api/tags entry with the fields strict clients need: (entry, what was repaired) or
-    (None, why it was dropped)."""
-    if not isinstance(entry, dict):
-        return None, "not an object"
-    name, model = entry.get("name"), entry.get("model")
-    if not isinstance(name, str) or not name.strip():
-        name = model
-    if not isinstance(name, str) or not name.strip():
-        return None, "no name"
-    fixed = dict(entry)
-    repaired = []
-    if fixed.get("name") != name:
-        fixed["name"] = name
-        repaired.append("name")
-    if not isinstance(fixed.get("model"), str) or not fixed["model"]:
-        fixed["model"] = name
-        repaired.append("model")
-    for key, default in TAG_DEFAULTS.items():
-        if not isinstance(fixed.get(key), type(default)) or isinstance(fixed.get(key), bool):
-            fixed[key] = default
-            repaired.append(key)
-    if not isinstance(fixed.get("details"), dict):
-        fixed["details"] = {}
-        repaired.append("details")
-    return fixed, ", ".join(repaired) or None
-
-
-def merge_tags(lists: Sequence[Sequence[Any]], routes: Sequence[Tuple[str, Tuple[str, ...]]] = (), aliases: Sequence[Tuple[str, str]] = (),
-               list_aliases: bool = False, sources: Sequence[str] = ()) -> Tuple[List[Dict[str, Any]], List[str]]:
-    """The merged /api/tags list of several backends' lists (first one wins on a duplicate name),
-    only routed models when routes exist (and, given the backends' names in ``sources``, only as
-    listed by a backend of the model's route), aliases appended when asked; plus warnings."""
-    merged: Dict[str, Dict[str, Any]] = {}
-    warnings = []
-    for position, entries in enumerate(lists):
-        source = sources[position] if position < len(sources) else None
-        for entry in entries:
-            fixed, note = repair_tag_entry(entry)
-            if fixed is None:
-                warnings.append("/api/tags entry %s dropped: %s" % (json.dumps(entry)[:80], note))
-                continue
-            if note:
-                warnings.append("/api/tags entry %s repaired: %s" % (fixed["name"], note))
-            key = normalize_model(fixed["name"])
-            if routes:
-                names = route_for(key, routes)
-                if names is None or (source is not None and source not in names):
-                    continue
-            merged.setdefault(key, fixed)
-    models = list(merged.values())
-    if list_aliases:
-        for alias, target in aliases:
-            entry = merged.get(normalize_model(target))
-            if entry is not None and alias not in merged:
-                shown = alias[: -len(":latest")] if alias.endswith(":latest") else alias
-                models.append(dict(entry, name=shown, model=shown))
-    return models, warnings
-
-
-def merge_ps(lists: Sequence[Sequence[Any]]) -> List[Dict[str, Any]]:
-    """The merged /api/ps list: every loaded model once (the first backend's entry)."""
-    merged: Dict[str, Dict[str, Any]] = {}
-    for entries in lists:
-        for entry in entries:
-            if isinstance(entry, dict) and isinstance(entry.get("name") or entry.get("model"), str):
-                merged.setdefault(normalize_model(entry.get("name") or entry.get("model")), entry)
-    return list(merged.values())
-
-
-def version_key(version: str) -> Tuple[Tuple[int, ...], int, Tuple[Tuple[int, Any], ...]]:
-    """Order of Ollama version strings: 0.12.3 < 0.12.10, 0.12 == 0.12.0; a pre-release
-    (0.13.0-rc9 < 0.13.0-rc10) before its release."""
-    core, _, pre = version.strip().lstrip("v").partition("-")
-    numbers = [int(p) if p.isdigit() else 0 for p in core.split(".")]
-    while len(numbers) > 1 and numbers[-1] == 0:
-        numbers.pop()
-    pre_key = tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.findall(r"\d+|\D+", pre))
-    return tuple(numbers), 0 if pre else 1, pre_key
-
-
-def lowest_version(versions: Sequence[str]) -> Optional[str]:
-    return min(versions, key=version_key) if versions else None
 
 
 class Fleet:
@@ -2174,6 +1968,143 @@ class Fleet:
         return out
 
 
+# ---------------------------------------------------------------------------
+# 6. Routing and the queue
+# ---------------------------------------------------------------------------
+#
+# Theory.  The choice of a backend for a request is a pure function of the
+# backends' state (health, models, what is loaded, requests in flight), the
+# routes and the sticky table (choose_backend); so is the pick of the queued
+# request that gets a freed slot (assign).  The Scheduler owns the slots and the
+# queue and does what those two decide.
+
+STICKY_SECONDS = 600.0  #: a sticky conversation entry expires after this
+MAX_OVERTAKES = 3  #: a queued request is overtaken by a loaded-model request at most this often
+#: Requests that change a backend's models: done once, where they went, never replayed elsewhere.
+NOT_RETRIED_PATHS = frozenset({"/api/create", "/api/delete", "/api/copy", "/api/push"})
+#: Requests that may use the extra slot per backend (they never wait behind long generations).
+EMBED_PATHS = frozenset({"/api/embed", "/api/embeddings", "/v1/embeddings"})
+
+
+def route_for(model: str, routes: Sequence[Tuple[str, Tuple[str, ...]]]) -> Optional[Tuple[str, ...]]:
+    """The backend names of the first route whose pattern matches the (normalized) model."""
+    for pattern, names in routes:
+        if fnmatch.fnmatchcase(model, pattern):
+            return names
+    return None
+
+
+def eligible_backends(backends: Sequence[Backend], model: Optional[str], routes: Sequence[Tuple[str, Tuple[str, ...]]],
+                      exclude: Sequence[str] = ()) -> List[Backend]:
+    """Healthy backends that may serve a request for ``model``, minus ``exclude``: narrowed to the
+    model's route if it has one, else to those listing it when any does.  Model-less (None): the
+    first healthy one only."""
+    healthy = [b for b in backends if b.healthy is not False]
+    if model:
+        names = route_for(model, routes)
+        if names is not None:
+            wanted = set(names) if len(names) > 4 else names  # a long route: one hash lookup per backend
+            healthy = [b for b in healthy if b.name in wanted]
+        else:
+            having = [b for b in healthy if model in b.digests]
+            if having:
+                healthy = having
+    if exclude:
+        healthy = [b for b in healthy if b.name not in exclude]
+    return healthy if model else healthy[:1]  # model-less: the first healthy one (blobs and create meet there)
+
+
+def has_free_slot(backend: Backend, cap: int, embed: bool = False) -> bool:
+    """Can the backend take one more request under --max-concurrent (embeddings get one extra slot)?"""
+    return cap <= 0 or backend.in_flight < cap or (embed and backend.in_flight < cap + 1)
+
+
+def choose_backend(candidates: Sequence[Backend], model: Optional[str], sticky: Optional[str] = None, need_ctx: int = 0,
+                   cap: int = 0, embed: bool = False) -> Optional[Backend]:
+    """The backend for a request among ``candidates`` (in list order), or None when none has a free slot.
+
+    Model-less: the first with a free slot.  Otherwise: the sticky one; then where the model is
+    loaded with at least ``need_ctx``; then where it is loaded; then fewest in flight; then the
+    lower port; then the earlier in the list.
+    """
+    best: Optional[Backend] = None
+    best_key: Tuple[int, ...] = ()
+    for index, backend in enumerate(candidates):
+        if not has_free_slot(backend, cap, embed):
+            continue
+        if not model:
+            return backend
+        if sticky is not None and backend.spec.name == sticky:
+            return backend
+        loaded = backend.loaded.get(model)  # 0: loaded, context not known (Ollama before 0.10)
+        key = (0 if loaded is not None and loaded >= need_ctx else 1, 0 if loaded is not None else 1, backend.in_flight, backend.spec.port, index)
+        if best is None or key < best_key:
+            best, best_key = backend, key
+    return best
+
+
+def pick_waiter(entries: Sequence[Tuple[bool, int]]) -> int:
+    """Which queued request gets a freed slot: ``entries`` are the waiters that can use it, in
+    arrival order, as (model loaded on that backend, times overtaken).  The first one, unless a
+    later one's model is loaded there and nobody it would pass has been overtaken MAX_OVERTAKES times."""
+    for index, (loaded, _) in enumerate(entries):
+        if loaded:
+            return index
+        if entries[index][1] >= MAX_OVERTAKES:
+            return 0
+    return 0
+
+
+def conversation_key(model: str, body: Mapping[str, Any]) -> Optional[str]:
+    """The sticky key of a chat: the model and the messages up to the first user message."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return None
+    head = []
+    for message in messages:
+        head.append(message)
+        if isinstance(message, dict) and message.get("role") == "user":
+            break
+    text = json.dumps([model, head], sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+class StickyTable:
+    """Conversation key -> the backend that served its last turn, for STICKY_SECONDS."""
+
+    def __init__(self, ttl: float = STICKY_SECONDS, limit: int = 100_000) -> None:
+        self.ttl = ttl
+        self.limit = limit
+        self.entries: Dict[str, Tuple[str, float]] = {}
+
+    def get(self, key: str, now: float) -> Optional[str]:
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        if entry[1] <= now:
+            del self.entries[key]
+            return None
+        return entry[0]
+
+    def put(self, key: str, backend: str, now: float) -> None:
+        self.entries.pop(key, None)  # re-inserted last: the dict stays in expiry order
+        self.entries[key] = (backend, now + self.ttl)
+        while self.entries:
+            oldest = next(iter(self.entries))
+            if self.entries[oldest][1] > now and len(self.entries) <= self.limit:
+                break
+            del self.entries[oldest]
+
+    def forget_backend(self, backend: str) -> int:
+        gone = [k for k, (name, _) in self.entries.items() if name == backend]
+        for key in gone:
+            del self.entries[key]
+        return len(gone)
+
+
+#: Fields of an /api/tags entry that strict clients (the Go and Python clients' types) read.
+
+
 @dataclass
 class Want:
     """What one request asks of the choice (SPEC §6), built once before its first attempt."""
@@ -2356,7 +2287,7 @@ class Scheduler:
 
 
 # ---------------------------------------------------------------------------
-# 6. Models and context sizing
+# 7. Models and context sizing
 # ---------------------------------------------------------------------------
 #
 # Why this section exists.  Ollama reloads a model (seconds to minutes) whenever
@@ -2540,6 +2471,21 @@ def next_smaller_size(current: int, sizes: Sequence[int]) -> int:
     return max(smaller) if smaller else 0
 
 
+#: Words in a backend's error that mean the load ran out of memory: Ollama's own list
+#: (llm/status.go ``outOfMemorySubstrings``, which its scheduler checks before it lowers an automatic
+#: context, ollama-api.md §7.2), plus the wording of Ollama before v0.30 for the same failure.
+#: "llama-server process has terminated" alone is any crash: not a reason to retry smaller.
+LOAD_FAILURE_MARKERS = ("out of memory", "out of device memory", "cudamalloc failed", "hipmalloc failed", "failed to allocate",
+                        "allocation failed", "not enough memory", "insufficient memory", "vk_error_out_of_device_memory",
+                        "erroroutofmemory", "requires more system memory")
+
+
+def is_load_failure(status: int, message: str) -> bool:
+    """Did a model load run out of memory (so that a smaller context may fit)?"""
+    text = message.lower()
+    return status >= 500 and any(marker in text for marker in LOAD_FAILURE_MARKERS)
+
+
 def truncation_keeps(num_ctx: int, num_keep: int = DEFAULT_NUM_KEEP) -> int:
     """The tokens Ollama's runner keeps of a prompt longer than ``num_ctx`` (ollama-api.md §7.5,
     ``contextShiftPromptLimit``): num_ctx - max((num_ctx - num_keep) / 2, 1), about half."""
@@ -2699,7 +2645,7 @@ class Models:
 
 
 # ---------------------------------------------------------------------------
-# 7. Request modifiers
+# 8. Request modifiers
 # ---------------------------------------------------------------------------
 #
 # Each modifier looks at one parsed native request and says what it changed, as
@@ -2857,242 +2803,8 @@ def apply_modifiers(ctx: ModifyContext, modifiers: Sequence[Modifier] = MODIFIER
     return changes
 
 
-# -- the doctor and the flash-attention check (SPEC §8): readers of what Ollama sees --------
-
-GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
-GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
-#: Above this --max-context, flash attention forced on is the seed project's heuristic for Metal stalls.
-FLASH_ATTENTION_STALL_CONTEXT = 61440
-#: The OLLAMA_* settings the doctor shows, in this order (ollama-api.md §11).
-RELEVANT_OLLAMA_ENV = (
-    "OLLAMA_HOST",
-    "OLLAMA_CONTEXT_LENGTH",
-    "OLLAMA_FLASH_ATTENTION",
-    "OLLAMA_KV_CACHE_TYPE",
-    "OLLAMA_NUM_PARALLEL",
-    "OLLAMA_MAX_LOADED_MODELS",
-    "OLLAMA_KEEP_ALIVE",
-    "OLLAMA_MAX_QUEUE",
-    "OLLAMA_LOAD_TIMEOUT",
-    "OLLAMA_ORIGINS",
-)
-#: KV-cache types that are not quantized (anything else, e.g. q8_0 or q4_0, is).
-UNQUANTIZED_KV_TYPES = frozenset({"f16", "f32", "bf16"})
-UNSET_FLASH_ATTENTION = (
-    "unset OLLAMA_FLASH_ATTENTION (on macOS: launchctl unsetenv OLLAMA_FLASH_ATTENTION, then restart Ollama.app)"
-)
-GIB = 1 << 30
-
-
-def ollama_env_value(raw: Optional[str]) -> Optional[str]:
-    """A variable as Ollama reads it (envconfig.Var); None when unset or empty.
-
-    Go's ``strings.Trim(strings.TrimSpace(v), "\\"'")``: whitespace first, then every leading
-    and trailing quote character (not just one pair), and no second whitespace trim.
-    """
-    return (_strip_env_value(raw) or None) if raw is not None else None
-
-
-def _go_uint(value: Optional[str]) -> Optional[int]:
-    """Go's strconv.ParseUint(value, 10, 64): ASCII digits only, no sign; None when invalid."""
-    if value is None or not re.fullmatch(r"[0-9]+", value):
-        return None
-    return int(value)
-
-
-def flash_attention_setting(raw: Optional[str]) -> Tuple[str, str]:
-    """("auto" | "on" | "off", why) for an OLLAMA_FLASH_ATTENTION value (ollama-api.md §11, §14).
-
-    Unset or empty: "auto" (llama.cpp decides per model and device; off only when a device
-    lacks support).  A Go-true value: "on".  A Go-false value: "off".  Anything else is not a
-    boolean to Go, and Ollama's BoolWithDefault then answers true: "on".
-    """
-    value = ollama_env_value(raw)
-    if value is None:
-        return "auto", "OLLAMA_FLASH_ATTENTION is unset, so Ollama lets llama.cpp decide per model (auto)"
-    if value in GO_TRUE:
-        return "on", "OLLAMA_FLASH_ATTENTION=%s forces flash attention on for every model" % value
-    if value in GO_FALSE:
-        return "off", "OLLAMA_FLASH_ATTENTION=%s turns flash attention off for every model" % value
-    return "on", "OLLAMA_FLASH_ATTENTION=%r is not a boolean to Ollama, so it means ON for every model" % value
-
-
-def flash_attention_warnings(setting: str, max_context: int, is_macos: bool, raw: Optional[str] = None) -> List[str]:
-    """One-line warnings, each saying what to do, for a flash_attention_setting() result.
-
-    - forced on while --max-context is above FLASH_ATTENTION_STALL_CONTEXT (0, no cap, counts
-      as above): the seed project's heuristic for Metal stalls.  On macOS that is a warning;
-      elsewhere the local Ollama is not Metal, so the line only asks to check Mac backends;
-    - forced off: one global switch, off for every model, whatever the OS;
-    - ``raw`` (the value as set), when given and not a boolean to Go: it means ON, whatever it
-      looks like (``off``, ``no``, ``disabled``).
-    """
-    warnings: List[str] = []
-    value = ollama_env_value(raw)
-    if value is not None and value not in GO_TRUE and value not in GO_FALSE:
-        warnings.append(
-            "OLLAMA_FLASH_ATTENTION=%r is not a boolean to Ollama and turns flash attention ON; use 0/false for off, or %s for auto"
-            % (value, UNSET_FLASH_ATTENTION)
-        )
-    if setting == "on" and (max_context <= 0 or max_context > FLASH_ATTENTION_STALL_CONTEXT):
-        cap = "no --max-context cap" if max_context <= 0 else "--max-context %d" % max_context
-        if is_macos:
-            warnings.append(
-                "flash attention is forced on with %s (above %d tokens, where Metal has been seen to stall): %s or lower --max-context to %d"
-                % (cap, FLASH_ATTENTION_STALL_CONTEXT, UNSET_FLASH_ATTENTION, FLASH_ATTENTION_STALL_CONTEXT)
-            )
-        else:
-            warnings.append(
-                "flash attention is forced on with %s: fine here (not Metal), but on a Mac backend contexts above %d have been seen to stall; "
-                "there, unset OLLAMA_FLASH_ATTENTION or lower --max-context" % (cap, FLASH_ATTENTION_STALL_CONTEXT)
-            )
-    if setting == "off":
-        warnings.append(
-            "flash attention is forced off for every model (it is one global switch), which costs memory as contexts grow: %s to let Ollama decide per model"
-            % UNSET_FLASH_ATTENTION
-        )
-    return warnings
-
-
-def parse_sysctl_value(output: str) -> Optional[int]:
-    """The integer ``sysctl -n hw.memsize`` or ``sysctl -n iogpu.wired_limit_mb`` printed; None on empty or garbage."""
-    value = output.strip()
-    return int(value) if re.fullmatch(r"[0-9]+", value) else None
-
-
-def parse_launchctl_getenv(output: str) -> Optional[str]:
-    """The value ``launchctl getenv NAME`` printed (value and a newline; nothing when unset); None when empty.
-
-    Returned as launchctl holds it; pass it through ollama_env_value() to read it as Ollama does.
-    """
-    value = output[:-1] if output.endswith("\n") else output
-    if value.endswith("\r"):
-        value = value[:-1]
-    return value or None
-
-
-def gpu_memory_bytes(memsize: Optional[int], wired_limit_mb: Optional[int]) -> Optional[int]:
-    """Memory the GPU may wire on Apple silicon: iogpu.wired_limit_mb when set (> 0), else the macOS default.
-
-    The default is an approximation of what Metal reports as recommendedMaxWorkingSetSize:
-    about 2/3 of RAM on machines with up to 36 GiB, 3/4 above.  None when RAM is unknown and
-    no limit is set.
-    """
-    if wired_limit_mb is not None and wired_limit_mb > 0:
-        return wired_limit_mb * 1024 * 1024
-    if memsize is None or memsize <= 0:
-        return None
-    return memsize * 2 // 3 if memsize <= 36 * GIB else memsize * 3 // 4
-
-
-def kv_cache_bytes(num_ctx: int, block_count: int, embedding_length: int, head_count: int, head_count_kv: int, bytes_per_value: int = 2) -> int:
-    """Approximate KV-cache size of one slot: 2 (K and V) × layers × num_ctx × (embedding_length / head_count × head_count_kv) × bytes.
-
-    The GGUF keys are ``<arch>.block_count``, ``.embedding_length``, ``.attention.head_count``
-    and ``.attention.head_count_kv``; ``bytes_per_value`` is 2 for the f16 default (about 1 for
-    q8_0).  Models with their own key/value lengths, sliding windows or recurrent layers differ.
-    Multiply by OLLAMA_NUM_PARALLEL for a loaded model.  0 when a dimension is unknown (≤ 0).
-    """
-    if min(num_ctx, block_count, embedding_length, head_count, head_count_kv, bytes_per_value) <= 0:
-        return 0
-    return 2 * block_count * num_ctx * (embedding_length * head_count_kv // head_count) * bytes_per_value
-
-
-def relevant_ollama_env(environ: Mapping[str, str]) -> Dict[str, str]:
-    """The RELEVANT_OLLAMA_ENV settings present in ``environ``, values as Ollama reads them (empty ones left out: unset to Ollama)."""
-    found: Dict[str, str] = {}
-    for name in RELEVANT_OLLAMA_ENV:
-        value = ollama_env_value(environ.get(name))
-        if value is not None:
-            found[name] = value
-    return found
-
-
-def _host_port_missing(host: str) -> Optional[str]:
-    """For OLLAMA_HOST: the default port Ollama picks when the value has a scheme but no port, else None (ollama-api.md §12)."""
-    scheme, sep, rest = host.partition("://")
-    if not sep or scheme not in ("http", "https"):
-        return None
-    hostport = rest.split("/", 1)[0]
-    if hostport.startswith("["):
-        has_port = "]:" in hostport
-    else:
-        has_port = hostport.count(":") == 1
-    return None if has_port else ("80" if scheme == "http" else "443")
-
-
-def env_advice(env: Dict[str, str], max_context: int) -> List[str]:
-    """Short actionable lines about relevant_ollama_env() settings (flash attention itself: flash_attention_warnings)."""
-    advice: List[str] = []
-    if "OLLAMA_CONTEXT_LENGTH" in env:
-        raw = env["OLLAMA_CONTEXT_LENGTH"]
-        n = _go_uint(raw)
-        if n is None:
-            advice.append("OLLAMA_CONTEXT_LENGTH=%r is not an integer: Ollama ignores it and uses its VRAM-based default; fix or unset it" % raw)
-        elif n > 0:
-            advice.append(
-                "OLLAMA_CONTEXT_LENGTH=%d: every request without num_ctx gets %d; the proxy sets num_ctx per model anyway, so you can unset it" % (n, n)
-            )
-            if max_context > 0 and n > max_context:
-                advice.append(
-                    "OLLAMA_CONTEXT_LENGTH=%d is above --max-context %d: requests that reach Ollama without the proxy's num_ctx "
-                    "load models at %d; lower it to %d or unset it" % (n, max_context, n, max_context)
-                )
-    if "OLLAMA_NUM_PARALLEL" in env:
-        raw = env["OLLAMA_NUM_PARALLEL"]
-        n = _go_uint(raw)
-        if n is None:
-            advice.append("OLLAMA_NUM_PARALLEL=%r is not an integer: Ollama ignores it and uses 1; fix or unset it" % raw)
-        elif n > 1:
-            advice.append(
-                "OLLAMA_NUM_PARALLEL=%d: every loaded model holds %d × num_ctx of KV cache (%d × --max-context at most); "
-                "set 1 unless clients send concurrent requests to the same model" % (n, n, n)
-            )
-    if "OLLAMA_ORIGINS" in env:
-        for origin in env["OLLAMA_ORIGINS"].split(","):
-            if origin != origin.strip() or not origin:
-                advice.append(
-                    "OLLAMA_ORIGINS entry %r has spaces or is empty: Ollama does not trim entries and crashes at start (bad origin); "
-                    "write it as a,b with no spaces and no empty entries" % origin
-                )
-                break
-            if origin.count("*") > 1:
-                advice.append("OLLAMA_ORIGINS entry %r has more than one '*': Ollama crashes at start; use one '*' per entry" % origin)
-                break
-    kv_type = env.get("OLLAMA_KV_CACHE_TYPE", "").lower()
-    if kv_type and kv_type not in UNQUANTIZED_KV_TYPES:
-        setting, _ = flash_attention_setting(env.get("OLLAMA_FLASH_ATTENTION"))
-        if setting == "off":
-            advice.append(
-                "OLLAMA_KV_CACHE_TYPE=%s with flash attention off: a quantized V cache needs flash attention and llama.cpp may refuse to load; "
-                "unset OLLAMA_FLASH_ATTENTION or OLLAMA_KV_CACHE_TYPE" % kv_type
-            )
-    if "OLLAMA_HOST" in env:
-        port = _host_port_missing(env["OLLAMA_HOST"])
-        if port is not None:
-            advice.append(
-                "OLLAMA_HOST=%s has a scheme and no port, so Ollama listens on port %s, not 11434; add :11434 or drop the scheme"
-                % (env["OLLAMA_HOST"], port)
-            )
-    if env.get("OLLAMA_KEEP_ALIVE") in ("0", "0s", "0m", "0h"):
-        advice.append(
-            "OLLAMA_KEEP_ALIVE=%s unloads every model after each request, so each request pays a load; unset it or use --keep-alive per model"
-            % env["OLLAMA_KEEP_ALIVE"]
-        )
-    return advice
-
-
-def format_report(sections: List[Tuple[str, List[str]]]) -> str:
-    """The doctor's report: each title on its own line, its lines indented by two spaces, a blank line between sections."""
-    blocks = []
-    for title, lines in sections:
-        body = [("  " + part) if part else "" for line in (lines or ["(none)"]) for part in line.split("\n")]
-        blocks.append("\n".join([title] + body))
-    return "\n\n".join(blocks) + "\n"
-
-
 # ---------------------------------------------------------------------------
-# 8. OpenAI translation
+# 9. OpenAI translation
 # ---------------------------------------------------------------------------
 #
 # Theory.  /v1/chat/completions, /v1/completions and /v1/embeddings are turned
@@ -3136,11 +2848,6 @@ _EFFORT_TO_THINK: Dict[str, Any] = {
 _RFC3339 = re.compile(r"^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.\d+)?(?:([Zz])|([+-])(\d\d):(\d\d))$")
 
 
-def openai_error(status: int, message: str) -> Dict[str, Any]:
-    """OpenAI's error object, as Ollama's openai.NewError builds it (type by status)."""
-    return error_object(status, message, openai=True)
-
-
 def new_request_id(kind: str, rng: Any) -> str:
     """``chatcmpl-<0..998>`` or ``cmpl-<0..998>`` (random, not unique, as Ollama's); ``kind`` is the prefix."""
     if kind not in ("chatcmpl", "cmpl"):
@@ -3162,12 +2869,6 @@ def rfc3339_to_unix(value: Any) -> Optional[int]:
         offset = int(m.group(9)) * 3600 + int(m.group(10)) * 60
         seconds -= offset if m.group(8) == "+" else -offset
     return seconds
-
-
-def openai_include_usage(body: Mapping[str, Any]) -> bool:
-    """stream_options.include_usage of a /v1 request (the translators need it, the native request does not)."""
-    opts = body.get("stream_options")
-    return isinstance(opts, dict) and opts.get("include_usage") is True
 
 
 def sse_event(obj: Any) -> bytes:
@@ -3408,7 +3109,7 @@ def _think_from_reasoning(body: Mapping[str, Any]) -> Any:
 def openai_chat_to_native(body: Any) -> Dict[str, Any]:
     """A /v1/chat/completions request -> an /api/chat request (ollama-api.md §6.1, SPEC §7).
 
-    ``stream_options`` is not part of the result: read it with ``openai_include_usage(body)``.
+    ``stream_options`` is not part of the result: the caller reads it for the stream translator.
     Raises BadRequest with Ollama's own message for what Ollama's /v1 refuses.
     """
     s = "ChatCompletionRequest"
@@ -3467,7 +3168,7 @@ def openai_completion_to_native(body: Any) -> Dict[str, Any]:
     """A /v1/completions request -> an /api/generate request (ollama-api.md §6.1, SPEC §7).
 
     ``prompt`` must be a string; the penalties are always sent (0 when absent); top_p 0 or
-    absent means 1.0.  ``stream_options`` stays with the caller (``openai_include_usage``).
+    absent means 1.0.  ``stream_options`` stays with the caller.
     """
     s = "CompletionRequest"
     body = _check_body(body, s)
@@ -3802,7 +3503,7 @@ class CompletionStreamTranslator(StreamTranslator):
 
 
 # ---------------------------------------------------------------------------
-# 9. Embedding chunking
+# 10. Embedding chunking
 # ---------------------------------------------------------------------------
 #
 # Why this section exists.  A pooled embedding must fit in one physical batch of
@@ -3821,6 +3522,7 @@ class CompletionStreamTranslator(StreamTranslator):
 CUT_WINDOW = 0.2
 #: The largest physical batch Ollama gives an embedding runner (num_batch defaults to min(2048, num_ctx)).
 RUNNER_MAX_BATCH = 2048
+DEFAULT_EMBED_CHARS = 2000  #: the chunk limit when it cannot be derived (no /api/show data)
 
 
 def _nearest_cut(text: str, target: int, lo: int, hi: int, reach: int) -> Optional[int]:
@@ -3952,40 +3654,101 @@ def chunk_limit_error(length: int, limit: int) -> str:
     return "Input too large (%d characters). Maximum is %d characters." % (length, limit)
 
 
-def split_batches(pieces: List[str], n_backends: int) -> List[Tuple[int, int]]:
-    """Contiguous (start, end) slices of ``pieces``, one per backend used, sizes differing by at most 1.
-
-    Never more slices than pieces (so never an empty one); one slice when n_backends <= 1;
-    none when there are no pieces.  Earlier slices take the extra piece.
-    """
-    n = len(pieces)
-    if n == 0:
-        return []
-    k = max(1, min(n_backends, n))
-    base, extra = divmod(n, k)
-    out: List[Tuple[int, int]] = []
-    start = 0
-    for i in range(k):
-        end = start + base + (1 if i < extra else 0)
-        out.append((start, end))
-        start = end
-    return out
-
-
 # ---------------------------------------------------------------------------
-# 10. Server and request handling
+# 11. Merged lists and metrics
 # ---------------------------------------------------------------------------
 #
-# Theory.  One task per client connection runs a loop of request cycles.  The
-# head of a request is read under --header-timeout (--idle-timeout while the
-# keep-alive connection waits for its next request).  A body is read whole
-# (bounded at 64 MiB) except for uploads, which stream to the backend.  Then the
-# relay: connect or reuse, send, wait for the response head, copy the body one
-# socket read at a time (one client write per read).  While the relay runs, a
-# watcher task reads the client socket: EOF means the client left, so the
-# connection task is cancelled and the upstream socket closed, which stops
-# Ollama.  Bytes mean a pipelined request: kept for the next cycle.  Errors
-# before the response head become a status; after it, one in-band error line.
+# Theory.  With several backends, /api/tags, /api/ps and /api/version are
+# composed from every healthy one's answer, by pure functions; the metrics are
+# plain counters rendered in Prometheus text format.
+
+
+TAG_DEFAULTS: Dict[str, Any] = {"modified_at": "1970-01-01T00:00:00Z", "size": 0, "digest": ""}
+
+
+def repair_tag_entry(entry: Any) -> Tuple[Optional[Dict[str, Any]], Optional[str]]:
+    """An /api/tags entry with the fields strict clients need: (entry, what was repaired) or
+    (None, why it was dropped)."""
+    if not isinstance(entry, dict):
+        return None, "not an object"
+    name, model = entry.get("name"), entry.get("model")
+    if not isinstance(name, str) or not name.strip():
+        name = model
+    if not isinstance(name, str) or not name.strip():
+        return None, "no name"
+    fixed = dict(entry)
+    repaired = []
+    if fixed.get("name") != name:
+        fixed["name"] = name
+        repaired.append("name")
+    if not isinstance(fixed.get("model"), str) or not fixed["model"]:
+        fixed["model"] = name
+        repaired.append("model")
+    for key, default in TAG_DEFAULTS.items():
+        if not isinstance(fixed.get(key), type(default)) or isinstance(fixed.get(key), bool):
+            fixed[key] = default
+            repaired.append(key)
+    if not isinstance(fixed.get("details"), dict):
+        fixed["details"] = {}
+        repaired.append("details")
+    return fixed, ", ".join(repaired) or None
+
+
+def merge_tags(lists: Sequence[Sequence[Any]], routes: Sequence[Tuple[str, Tuple[str, ...]]] = (), aliases: Sequence[Tuple[str, str]] = (),
+               list_aliases: bool = False, sources: Sequence[str] = ()) -> Tuple[List[Dict[str, Any]], List[str]]:
+    """The merged /api/tags list of several backends' lists (first one wins on a duplicate name),
+    only routed models when routes exist (and, given the backends' names in ``sources``, only as
+    listed by a backend of the model's route), aliases appended when asked; plus warnings."""
+    merged: Dict[str, Dict[str, Any]] = {}
+    warnings = []
+    for position, entries in enumerate(lists):
+        source = sources[position] if position < len(sources) else None
+        for entry in entries:
+            fixed, note = repair_tag_entry(entry)
+            if fixed is None:
+                warnings.append("/api/tags entry %s dropped: %s" % (json.dumps(entry)[:80], note))
+                continue
+            if note:
+                warnings.append("/api/tags entry %s repaired: %s" % (fixed["name"], note))
+            key = normalize_model(fixed["name"])
+            if routes:
+                names = route_for(key, routes)
+                if names is None or (source is not None and source not in names):
+                    continue
+            merged.setdefault(key, fixed)
+    models = list(merged.values())
+    if list_aliases:
+        for alias, target in aliases:
+            entry = merged.get(normalize_model(target))
+            if entry is not None and alias not in merged:
+                shown = alias[: -len(":latest")] if alias.endswith(":latest") else alias
+                models.append(dict(entry, name=shown, model=shown))
+    return models, warnings
+
+
+def merge_ps(lists: Sequence[Sequence[Any]]) -> List[Dict[str, Any]]:
+    """The merged /api/ps list: every loaded model once (the first backend's entry)."""
+    merged: Dict[str, Dict[str, Any]] = {}
+    for entries in lists:
+        for entry in entries:
+            if isinstance(entry, dict) and isinstance(entry.get("name") or entry.get("model"), str):
+                merged.setdefault(normalize_model(entry.get("name") or entry.get("model")), entry)
+    return list(merged.values())
+
+
+def version_key(version: str) -> Tuple[Tuple[int, ...], int, Tuple[Tuple[int, Any], ...]]:
+    """Order of Ollama version strings: 0.12.3 < 0.12.10, 0.12 == 0.12.0; a pre-release
+    (0.13.0-rc9 < 0.13.0-rc10) before its release."""
+    core, _, pre = version.strip().lstrip("v").partition("-")
+    numbers = [int(p) if p.isdigit() else 0 for p in core.split(".")]
+    while len(numbers) > 1 and numbers[-1] == 0:
+        numbers.pop()
+    pre_key = tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.findall(r"\d+|\D+", pre))
+    return tuple(numbers), 0 if pre else 1, pre_key
+
+
+def lowest_version(versions: Sequence[str]) -> Optional[str]:
+    return min(versions, key=version_key) if versions else None
 
 
 # -- metrics (SPEC §8) ------------------------------------------------------------------------
@@ -4175,6 +3938,41 @@ def metric_route(path: str) -> str:
     return path if path in METRIC_ROUTES else "other"
 
 
+# ---------------------------------------------------------------------------
+# 12. Server and request handling
+# ---------------------------------------------------------------------------
+#
+# Theory.  One task per client connection runs a loop of request cycles.  The
+# head of a request is read under --header-timeout (--idle-timeout while the
+# keep-alive connection waits for its next request).  A body is read whole
+# (bounded at 64 MiB) except for uploads, which stream to the backend.  Then the
+# relay: connect or reuse, send, wait for the response head, copy the body one
+# socket read at a time (one client write per read).  While the relay runs, a
+# watcher task reads the client socket: EOF means the client left, so the
+# connection task is cancelled and the upstream socket closed, which stops
+# Ollama.  Bytes mean a pipelined request: kept for the next cycle.  Errors
+# before the response head become a status; after it, one in-band error line.
+#
+# Who does what: RequestReader reads a request (access, prefixes, body, /v1
+# translation, aliases) into an Exchange; OwnEndpoints answers the proxy's own
+# paths; for the rest App runs the attempts: the Scheduler gives a backend, the
+# Planner builds the Attempt for it afresh from the request, the Relay copies or
+# translates the answer, and the Planner learns from it.
+
+_EVAL_COUNT_RE = re.compile(rb'"eval_count"\s*:\s*(\d+)')
+_PROMPT_EVAL_RE = re.compile(rb'"prompt_eval_count"\s*:\s*(\d+)')
+_EVAL_DURATION_RE = re.compile(rb'"eval_duration"\s*:\s*(\d+)')
+_DONE_RE = re.compile(rb'"done"\s*:\s*true')
+MAX_TRANSLATED_BODY = 1024 * 1024 * 1024  #: a native answer the proxy translates is read whole, up to this
+MAX_LINE_BYTES = MAX_JSON_BODY  #: a streamed NDJSON line or SSE event longer than this ends the stream in-band
+#: /v1 endpoints translated to the native API.
+TRANSLATED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+GENERATION_PATHS = frozenset({"/api/chat", "/api/generate"})  #: native endpoints with a prompt and an answer
+EMBED_NATIVE_PATHS = frozenset({"/api/embed", "/api/embeddings"})  #: native endpoints whose inputs may be chunked
+#: Native endpoints whose requests the modifiers adjust.
+MODIFIED_PATHS = frozenset({"/api/chat", "/api/generate", "/api/embed", "/api/embeddings"})
+
+
 @dataclass
 class Exchange:
     """One request and what became of it, for the relay and the access log."""
@@ -4217,14 +4015,6 @@ class Exchange:
         return text + " model=" + self.model if self.model else text
 
 
-_EVAL_COUNT_RE = re.compile(rb'"eval_count"\s*:\s*(\d+)')
-_PROMPT_EVAL_RE = re.compile(rb'"prompt_eval_count"\s*:\s*(\d+)')
-MAX_TRANSLATED_BODY = 1024 * 1024 * 1024  #: a native answer the proxy translates is read whole, up to this
-MAX_LINE_BYTES = MAX_JSON_BODY  #: a streamed NDJSON line or SSE event longer than this ends the stream in-band
-REFRESH_DEBOUNCE_SECONDS = 0.5  #: after a model request, wait this long before reading /api/ps
-_EVAL_DURATION_RE = re.compile(rb'"eval_duration"\s*:\s*(\d+)')
-
-
 def tokens_per_second(tail: bytes) -> Optional[Tuple[int, float]]:
     """(eval_count, tokens/s) from the last bytes of an Ollama answer (its final stats), if any."""
     count = _EVAL_COUNT_RE.search(tail)
@@ -4253,37 +4043,12 @@ def wants_stream(path: str, obj: Any) -> bool:
     return False
 
 
-_DONE_RE = re.compile(rb'"done"\s*:\s*true')
-
-
 def has_final_line(tail: bytes) -> bool:
     """Does the last NDJSON line of a native stream close it (``"done": true``) or report an error?
     ``tail`` must hold that whole line: a generate answer's last line carries its ``context``
     array between ``done`` and the stats, kilobytes long."""
     last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1]
     return _DONE_RE.search(last) is not None or b'"error"' in last
-
-
-#: /v1 endpoints translated to the native API.
-TRANSLATED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
-DEFAULT_EMBED_CHARS = 2000  #: the chunk limit when it cannot be derived (no /api/show data)
-GENERATION_PATHS = frozenset({"/api/chat", "/api/generate"})  #: native endpoints with a prompt and an answer
-EMBED_NATIVE_PATHS = frozenset({"/api/embed", "/api/embeddings"})  #: native endpoints whose inputs may be chunked
-#: Native endpoints whose requests the modifiers adjust.
-MODIFIED_PATHS = frozenset({"/api/chat", "/api/generate", "/api/embed", "/api/embeddings"})
-#: Words in a backend's error that mean the load ran out of memory: Ollama's own list
-#: (llm/status.go ``outOfMemorySubstrings``, which its scheduler checks before it lowers an automatic
-#: context, ollama-api.md §7.2), plus the wording of Ollama before v0.30 for the same failure.
-#: "llama-server process has terminated" alone is any crash: not a reason to retry smaller.
-LOAD_FAILURE_MARKERS = ("out of memory", "out of device memory", "cudamalloc failed", "hipmalloc failed", "failed to allocate",
-                        "allocation failed", "not enough memory", "insufficient memory", "vk_error_out_of_device_memory",
-                        "erroroutofmemory", "requires more system memory")
-
-
-def is_load_failure(status: int, message: str) -> bool:
-    """Did a model load run out of memory (so that a smaller context may fit)?"""
-    text = message.lower()
-    return status >= 500 and any(marker in text for marker in LOAD_FAILURE_MARKERS)
 
 
 def parse_context_url(target: bytes) -> Tuple[Any, bytes]:
@@ -5259,7 +5024,8 @@ class RequestReader:
 
 
 class App:
-    """The one stateful object: configuration, backends, the server and its connections."""
+    """The server: it listens, runs each connection's loop of requests and each request's
+    attempts, shuts down, and wires the collaborators that own the rest."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -5753,36 +5519,246 @@ class App:
 
 
 # ---------------------------------------------------------------------------
-# 11. CLI
+# 13. Doctor
 # ---------------------------------------------------------------------------
+#
+# Theory.  --check and the start-up flash-attention check read what Ollama will
+# see (its environment, the machine's memory, each model's metadata) and say what
+# the proxy would send; pure readers first, then run_doctor, the one with I/O.
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, message, and the event's fields."""
+# -- readers of what Ollama sees (SPEC §8) --------
 
-    def format(self, record: logging.LogRecord) -> str:
-        obj: Dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + ".%03dZ" % record.msecs,
-            "level": record.levelname.lower(),
-            "message": record.getMessage(),
-        }
-        fields = getattr(record, "fields", None)
-        if fields:
-            obj.update(fields)
-        if record.exc_info:
-            obj["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(obj)
+GO_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+GO_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+#: Above this --max-context, flash attention forced on is the seed project's heuristic for Metal stalls.
+FLASH_ATTENTION_STALL_CONTEXT = 61440
+#: The OLLAMA_* settings the doctor shows, in this order (ollama-api.md §11).
+RELEVANT_OLLAMA_ENV = (
+    "OLLAMA_HOST",
+    "OLLAMA_CONTEXT_LENGTH",
+    "OLLAMA_FLASH_ATTENTION",
+    "OLLAMA_KV_CACHE_TYPE",
+    "OLLAMA_NUM_PARALLEL",
+    "OLLAMA_MAX_LOADED_MODELS",
+    "OLLAMA_KEEP_ALIVE",
+    "OLLAMA_MAX_QUEUE",
+    "OLLAMA_LOAD_TIMEOUT",
+    "OLLAMA_ORIGINS",
+)
+#: KV-cache types that are not quantized (anything else, e.g. q8_0 or q4_0, is).
+UNQUANTIZED_KV_TYPES = frozenset({"f16", "f32", "bf16"})
+UNSET_FLASH_ATTENTION = (
+    "unset OLLAMA_FLASH_ATTENTION (on macOS: launchctl unsetenv OLLAMA_FLASH_ATTENTION, then restart Ollama.app)"
+)
+GIB = 1 << 30
 
 
-def setup_logging(config: Config) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    if config.log_format == "json":
-        handler.setFormatter(JsonFormatter())
+def ollama_env_value(raw: Optional[str]) -> Optional[str]:
+    """A variable as Ollama reads it (envconfig.Var); None when unset or empty.
+
+    Go's ``strings.Trim(strings.TrimSpace(v), "\\"'")``: whitespace first, then every leading
+    and trailing quote character (not just one pair), and no second whitespace trim.
+    """
+    return (_strip_env_value(raw) or None) if raw is not None else None
+
+
+def _go_uint(value: Optional[str]) -> Optional[int]:
+    """Go's strconv.ParseUint(value, 10, 64): ASCII digits only, no sign; None when invalid."""
+    if value is None or not re.fullmatch(r"[0-9]+", value):
+        return None
+    return int(value)
+
+
+def flash_attention_setting(raw: Optional[str]) -> Tuple[str, str]:
+    """("auto" | "on" | "off", why) for an OLLAMA_FLASH_ATTENTION value (ollama-api.md §11, §14).
+
+    Unset or empty: "auto" (llama.cpp decides per model and device; off only when a device
+    lacks support).  A Go-true value: "on".  A Go-false value: "off".  Anything else is not a
+    boolean to Go, and Ollama's BoolWithDefault then answers true: "on".
+    """
+    value = ollama_env_value(raw)
+    if value is None:
+        return "auto", "OLLAMA_FLASH_ATTENTION is unset, so Ollama lets llama.cpp decide per model (auto)"
+    if value in GO_TRUE:
+        return "on", "OLLAMA_FLASH_ATTENTION=%s forces flash attention on for every model" % value
+    if value in GO_FALSE:
+        return "off", "OLLAMA_FLASH_ATTENTION=%s turns flash attention off for every model" % value
+    return "on", "OLLAMA_FLASH_ATTENTION=%r is not a boolean to Ollama, so it means ON for every model" % value
+
+
+def flash_attention_warnings(setting: str, max_context: int, is_macos: bool, raw: Optional[str] = None) -> List[str]:
+    """One-line warnings, each saying what to do, for a flash_attention_setting() result.
+
+    - forced on while --max-context is above FLASH_ATTENTION_STALL_CONTEXT (0, no cap, counts
+      as above): the seed project's heuristic for Metal stalls.  On macOS that is a warning;
+      elsewhere the local Ollama is not Metal, so the line only asks to check Mac backends;
+    - forced off: one global switch, off for every model, whatever the OS;
+    - ``raw`` (the value as set), when given and not a boolean to Go: it means ON, whatever it
+      looks like (``off``, ``no``, ``disabled``).
+    """
+    warnings: List[str] = []
+    value = ollama_env_value(raw)
+    if value is not None and value not in GO_TRUE and value not in GO_FALSE:
+        warnings.append(
+            "OLLAMA_FLASH_ATTENTION=%r is not a boolean to Ollama and turns flash attention ON; use 0/false for off, or %s for auto"
+            % (value, UNSET_FLASH_ATTENTION)
+        )
+    if setting == "on" and (max_context <= 0 or max_context > FLASH_ATTENTION_STALL_CONTEXT):
+        cap = "no --max-context cap" if max_context <= 0 else "--max-context %d" % max_context
+        if is_macos:
+            warnings.append(
+                "flash attention is forced on with %s (above %d tokens, where Metal has been seen to stall): %s or lower --max-context to %d"
+                % (cap, FLASH_ATTENTION_STALL_CONTEXT, UNSET_FLASH_ATTENTION, FLASH_ATTENTION_STALL_CONTEXT)
+            )
+        else:
+            warnings.append(
+                "flash attention is forced on with %s: fine here (not Metal), but on a Mac backend contexts above %d have been seen to stall; "
+                "there, unset OLLAMA_FLASH_ATTENTION or lower --max-context" % (cap, FLASH_ATTENTION_STALL_CONTEXT)
+            )
+    if setting == "off":
+        warnings.append(
+            "flash attention is forced off for every model (it is one global switch), which costs memory as contexts grow: %s to let Ollama decide per model"
+            % UNSET_FLASH_ATTENTION
+        )
+    return warnings
+
+
+def parse_sysctl_value(output: str) -> Optional[int]:
+    """The integer ``sysctl -n hw.memsize`` or ``sysctl -n iogpu.wired_limit_mb`` printed; None on empty or garbage."""
+    value = output.strip()
+    return int(value) if re.fullmatch(r"[0-9]+", value) else None
+
+
+def parse_launchctl_getenv(output: str) -> Optional[str]:
+    """The value ``launchctl getenv NAME`` printed (value and a newline; nothing when unset); None when empty.
+
+    Returned as launchctl holds it; pass it through ollama_env_value() to read it as Ollama does.
+    """
+    value = output[:-1] if output.endswith("\n") else output
+    if value.endswith("\r"):
+        value = value[:-1]
+    return value or None
+
+
+def gpu_memory_bytes(memsize: Optional[int], wired_limit_mb: Optional[int]) -> Optional[int]:
+    """Memory the GPU may wire on Apple silicon: iogpu.wired_limit_mb when set (> 0), else the macOS default.
+
+    The default is an approximation of what Metal reports as recommendedMaxWorkingSetSize:
+    about 2/3 of RAM on machines with up to 36 GiB, 3/4 above.  None when RAM is unknown and
+    no limit is set.
+    """
+    if wired_limit_mb is not None and wired_limit_mb > 0:
+        return wired_limit_mb * 1024 * 1024
+    if memsize is None or memsize <= 0:
+        return None
+    return memsize * 2 // 3 if memsize <= 36 * GIB else memsize * 3 // 4
+
+
+def kv_cache_bytes(num_ctx: int, block_count: int, embedding_length: int, head_count: int, head_count_kv: int, bytes_per_value: int = 2) -> int:
+    """Approximate KV-cache size of one slot: 2 (K and V) × layers × num_ctx × (embedding_length / head_count × head_count_kv) × bytes.
+
+    The GGUF keys are ``<arch>.block_count``, ``.embedding_length``, ``.attention.head_count``
+    and ``.attention.head_count_kv``; ``bytes_per_value`` is 2 for the f16 default (about 1 for
+    q8_0).  Models with their own key/value lengths, sliding windows or recurrent layers differ.
+    Multiply by OLLAMA_NUM_PARALLEL for a loaded model.  0 when a dimension is unknown (≤ 0).
+    """
+    if min(num_ctx, block_count, embedding_length, head_count, head_count_kv, bytes_per_value) <= 0:
+        return 0
+    return 2 * block_count * num_ctx * (embedding_length * head_count_kv // head_count) * bytes_per_value
+
+
+def relevant_ollama_env(environ: Mapping[str, str]) -> Dict[str, str]:
+    """The RELEVANT_OLLAMA_ENV settings present in ``environ``, values as Ollama reads them (empty ones left out: unset to Ollama)."""
+    found: Dict[str, str] = {}
+    for name in RELEVANT_OLLAMA_ENV:
+        value = ollama_env_value(environ.get(name))
+        if value is not None:
+            found[name] = value
+    return found
+
+
+def _host_port_missing(host: str) -> Optional[str]:
+    """For OLLAMA_HOST: the default port Ollama picks when the value has a scheme but no port, else None (ollama-api.md §12)."""
+    scheme, sep, rest = host.partition("://")
+    if not sep or scheme not in ("http", "https"):
+        return None
+    hostport = rest.split("/", 1)[0]
+    if hostport.startswith("["):
+        has_port = "]:" in hostport
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.handlers[:] = [handler]
-    log.setLevel(config.log_level.upper())
-    log.propagate = False
+        has_port = hostport.count(":") == 1
+    return None if has_port else ("80" if scheme == "http" else "443")
+
+
+def env_advice(env: Dict[str, str], max_context: int) -> List[str]:
+    """Short actionable lines about relevant_ollama_env() settings (flash attention itself: flash_attention_warnings)."""
+    advice: List[str] = []
+    if "OLLAMA_CONTEXT_LENGTH" in env:
+        raw = env["OLLAMA_CONTEXT_LENGTH"]
+        n = _go_uint(raw)
+        if n is None:
+            advice.append("OLLAMA_CONTEXT_LENGTH=%r is not an integer: Ollama ignores it and uses its VRAM-based default; fix or unset it" % raw)
+        elif n > 0:
+            advice.append(
+                "OLLAMA_CONTEXT_LENGTH=%d: every request without num_ctx gets %d; the proxy sets num_ctx per model anyway, so you can unset it" % (n, n)
+            )
+            if max_context > 0 and n > max_context:
+                advice.append(
+                    "OLLAMA_CONTEXT_LENGTH=%d is above --max-context %d: requests that reach Ollama without the proxy's num_ctx "
+                    "load models at %d; lower it to %d or unset it" % (n, max_context, n, max_context)
+                )
+    if "OLLAMA_NUM_PARALLEL" in env:
+        raw = env["OLLAMA_NUM_PARALLEL"]
+        n = _go_uint(raw)
+        if n is None:
+            advice.append("OLLAMA_NUM_PARALLEL=%r is not an integer: Ollama ignores it and uses 1; fix or unset it" % raw)
+        elif n > 1:
+            advice.append(
+                "OLLAMA_NUM_PARALLEL=%d: every loaded model holds %d × num_ctx of KV cache (%d × --max-context at most); "
+                "set 1 unless clients send concurrent requests to the same model" % (n, n, n)
+            )
+    if "OLLAMA_ORIGINS" in env:
+        for origin in env["OLLAMA_ORIGINS"].split(","):
+            if origin != origin.strip() or not origin:
+                advice.append(
+                    "OLLAMA_ORIGINS entry %r has spaces or is empty: Ollama does not trim entries and crashes at start (bad origin); "
+                    "write it as a,b with no spaces and no empty entries" % origin
+                )
+                break
+            if origin.count("*") > 1:
+                advice.append("OLLAMA_ORIGINS entry %r has more than one '*': Ollama crashes at start; use one '*' per entry" % origin)
+                break
+    kv_type = env.get("OLLAMA_KV_CACHE_TYPE", "").lower()
+    if kv_type and kv_type not in UNQUANTIZED_KV_TYPES:
+        setting, _ = flash_attention_setting(env.get("OLLAMA_FLASH_ATTENTION"))
+        if setting == "off":
+            advice.append(
+                "OLLAMA_KV_CACHE_TYPE=%s with flash attention off: a quantized V cache needs flash attention and llama.cpp may refuse to load; "
+                "unset OLLAMA_FLASH_ATTENTION or OLLAMA_KV_CACHE_TYPE" % kv_type
+            )
+    if "OLLAMA_HOST" in env:
+        port = _host_port_missing(env["OLLAMA_HOST"])
+        if port is not None:
+            advice.append(
+                "OLLAMA_HOST=%s has a scheme and no port, so Ollama listens on port %s, not 11434; add :11434 or drop the scheme"
+                % (env["OLLAMA_HOST"], port)
+            )
+    if env.get("OLLAMA_KEEP_ALIVE") in ("0", "0s", "0m", "0h"):
+        advice.append(
+            "OLLAMA_KEEP_ALIVE=%s unloads every model after each request, so each request pays a load; unset it or use --keep-alive per model"
+            % env["OLLAMA_KEEP_ALIVE"]
+        )
+    return advice
+
+
+def format_report(sections: List[Tuple[str, List[str]]]) -> str:
+    """The doctor's report: each title on its own line, its lines indented by two spaces, a blank line between sections."""
+    blocks = []
+    for title, lines in sections:
+        body = [("  " + part) if part else "" for line in (lines or ["(none)"]) for part in line.split("\n")]
+        blocks.append("\n".join([title] + body))
+    return "\n\n".join(blocks) + "\n"
 
 
 def _command_output(args: List[str]) -> str:
@@ -5904,6 +5880,39 @@ async def run_doctor(config: Config, environ: Mapping[str, str]) -> int:
     sections.append(("advice", advice))
     print(format_report(sections))
     return 0 if answered else 1
+
+
+# ---------------------------------------------------------------------------
+# 14. CLI
+# ---------------------------------------------------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, message, and the event's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        obj: Dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + ".%03dZ" % record.msecs,
+            "level": record.levelname.lower(),
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if fields:
+            obj.update(fields)
+        if record.exc_info:
+            obj["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(obj)
+
+
+def setup_logging(config: Config) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if config.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(config.log_level.upper())
+    log.propagate = False
 
 
 async def _run(config: Config) -> int:

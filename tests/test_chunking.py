@@ -15,7 +15,6 @@ from ollama_proxy import (
     l2_normalize,
     plan_chunks,
     runner_batch_tokens,
-    split_batches,
     split_spans,
     split_text,
     weighted_mean,
@@ -424,39 +423,3 @@ def test_derive_embed_limit_default_margin_is_ten_percent():
 def test_chunk_limit_error_text():
     """The exact 400 message of SPEC §7."""
     assert chunk_limit_error(12345, 7372) == "Input too large (12345 characters). Maximum is 7372 characters."
-
-
-# -- split_batches ----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "n_pieces, n_backends, expected",
-    [
-        (0, 3, []),
-        (1, 3, [(0, 1)]),
-        (3, 1, [(0, 3)]),
-        (3, 0, [(0, 3)]),
-        (3, -2, [(0, 3)]),
-        (2, 4, [(0, 1), (1, 2)]),
-        (5, 2, [(0, 3), (3, 5)]),
-        (5, 3, [(0, 2), (2, 4), (4, 5)]),
-        (6, 3, [(0, 2), (2, 4), (4, 6)]),
-        (7, 7, [(i, i + 1) for i in range(7)]),
-    ],
-)
-def test_split_batches_table(n_pieces, n_backends, expected):
-    """Near-equal contiguous slices, earlier ones taking the extra piece, never an empty one."""
-    assert split_batches(["p"] * n_pieces, n_backends) == expected
-
-
-def test_split_batches_random_properties():
-    """Random sizes: slices are contiguous, cover every piece, differ by at most 1 and are never empty."""
-    rng = random.Random(13)
-    for _ in range(300):
-        n, k = rng.randint(1, 60), rng.randint(-1, 10)
-        slices = split_batches(["p"] * n, k)
-        assert len(slices) == max(1, min(k, n))
-        assert slices[0][0] == 0 and slices[-1][1] == n
-        assert all(e0 == s1 for (_, e0), (s1, _) in zip(slices, slices[1:]))
-        sizes = [e - s for s, e in slices]
-        assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1

@@ -274,20 +274,6 @@ def test_chat_wrong_json_types_get_the_go_decoder_message(body, error):
     assert bad_request(op.openai_chat_to_native, body) == error
 
 
-@pytest.mark.parametrize(
-    "body, expected",
-    [
-        ({}, False),
-        ({"stream_options": None}, False),
-        ({"stream_options": {"include_usage": False}}, False),
-        ({"stream_options": {"include_usage": True}}, True),
-    ],
-)
-def test_openai_include_usage(body, expected):
-    """stream_options.include_usage is read for the stream translator, not sent upstream."""
-    assert op.openai_include_usage(body) is expected
-
-
 # -- /v1/completions -> /api/generate --------------------------------------------------------
 
 def test_completion_defaults():
@@ -582,7 +568,7 @@ def test_new_request_id(kind):
 @pytest.mark.parametrize("status, kind", [(400, "invalid_request_error"), (404, "not_found_error"), (500, "api_error"), (503, "api_error"), (499, "api_error")])
 def test_openai_error_shape(status, kind):
     """OpenAI's error object: message, type by status, param and code null."""
-    assert op.openai_error(status, "boom") == {"error": {"message": "boom", "type": kind, "param": None, "code": None}}
+    assert op.error_object(status, "boom", openai=True) == {"error": {"message": "boom", "type": kind, "param": None, "code": None}}
 
 
 # -- chat streaming --------------------------------------------------------------------------
