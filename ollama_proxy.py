@@ -63,7 +63,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlsplit
 
 import h11
@@ -3973,46 +3973,58 @@ EMBED_NATIVE_PATHS = frozenset({"/api/embed", "/api/embeddings"})  #: native end
 MODIFIED_PATHS = frozenset({"/api/chat", "/api/generate", "/api/embed", "/api/embeddings"})
 
 
+class Request(NamedTuple):
+    """A request as RequestReader read it: what the client asked for, parsed once.  Immutable:
+    each stage of reading makes the next (``_replace``), and every attempt is built from it."""
+
+    target: bytes  #: as it goes upstream (prefixes read off, translated)
+    path: str  #: the target's path
+    route: str  #: the path the client asked for (before translation), for metrics and the error shape
+    headers: Headers
+    forced_ctx: Any = None  #: from /proxy-context/<N|auto>/
+    pinned: Optional[Backend] = None  #: named by /proxy-backend/<NAME>/
+    body: Optional[bytes] = None  #: as the client sent it (None: not read, an upload)
+    json: Any = None  #: the parsed body, where the proxy needs it (MODEL_PATHS); never edited
+    model: Optional[str] = None
+    streaming: bool = False  #: the answer will be a stream
+    kind: Optional[str] = None  #: a translated /v1 request: "chat", "completion" or "embeddings"
+    client_model: str = ""  #: the model name as the client sent it (answers repeat it)
+    request_id: str = ""
+    include_usage: bool = False
+    encoding_format: str = "float"
+    rename: Optional[Tuple[bytes, bytes]] = None  #: an alias: (model sent upstream, name the client used) for the answer
+    dirty: bool = False  #: ``json`` no longer matches ``body`` (translated, alias resolved): each attempt encodes it
+    repair_tags: bool = False  #: one backend's /api/tags: relayed as it is unless an entry needs repair
+
+
 @dataclass
 class Exchange:
-    """One request and what became of it, for the relay and the access log."""
+    """One request cycle: the request, and what became of it (for the relay and the access log)."""
 
     conn_id: int
     method: bytes
-    target: bytes
-    path: str
-    headers: Headers
+    client_path: str  #: the path exactly as the client sent it, for every log line
     started: float
-    body: Optional[bytes] = None
-    json: Any = None
-    model: Optional[str] = None
-    streaming: bool = False  #: the request asked for a streamed answer
-    openai: bool = False  #: /v1/*: errors in OpenAI's shape, streams as SSE
+    request: Request
     status: int = 0
     backend: Optional[str] = None
     response_started: bool = False  #: the response head reached the client
     line_framed: bool = False  #: the body is NDJSON or SSE with chunked/close framing: an error line can end it
     tail: bytes = b""  #: the last bytes of the response body (for the final stats)
     error: Optional[str] = None
-    forced_ctx: Any = None  #: from /proxy-context/<N|auto>/
     num_ctx: int = 0  #: the num_ctx of the attempt that went up (0: none)
     num_ctx_changed: bool = False  #: the proxy set or changed it (X-Ollama-Proxy-Num-Ctx)
-    dirty: bool = False  #: ``json`` no longer matches ``body`` (translated, alias resolved): re-encoded for each attempt
-    kind: Optional[str] = None  #: a translated /v1 request: "chat", "completion" or "embeddings"
-    client_model: str = ""  #: the model name as the client sent it (answers repeat it)
-    request_id: str = ""
-    include_usage: bool = False
-    encoding_format: str = "float"
-    route: str = ""  #: the path the client asked for (before /proxy-context/ and translation), for metrics
-    client_path: str = ""  #: the path exactly as the client sent it, for every log line
-    pinned: Optional[Backend] = None  #: named by /proxy-backend/<NAME>/
-    rename: Optional[Tuple[bytes, bytes]] = None  #: an alias: (model sent upstream, name the client used) for the answer
-    repair_tags: bool = False  #: one backend's /api/tags: relayed as it is unless an entry needs repair
+
+    @property
+    def openai(self) -> bool:
+        """/v1/*: errors in OpenAI's shape, streams as SSE."""
+        return is_openai_path(self.request.route)
 
     def label(self) -> str:
         """How each log line of this request starts: ``conn 7: POST /v1/chat/completions model=llama3.2``."""
         text = "conn %d: %s %s" % (self.conn_id, self.method.decode("latin-1"), self.client_path)
-        return text + " model=" + self.model if self.model else text
+        model = self.request.model
+        return text + " model=" + model if model else text
 
 
 def tokens_per_second(tail: bytes) -> Optional[Tuple[int, float]]:
@@ -4125,13 +4137,13 @@ class Planner:
 
     async def prepare(self, ex: Exchange, backend: Backend) -> Attempt:
         """The request as it goes to ``backend``; the body is re-encoded only if something changed."""
-        body = attempt_body(ex.json) if isinstance(ex.json, dict) else None
-        attempt = Attempt(backend, body, ex.body or b"")
-        changed = ex.dirty
+        body = attempt_body(ex.request.json) if isinstance(ex.request.json, dict) else None
+        attempt = Attempt(backend, body, ex.request.body or b"")
+        changed = ex.request.dirty
         if ex.method == b"POST" and body is not None:
-            if ex.path in MODIFIED_PATHS and ex.model:
+            if ex.request.path in MODIFIED_PATHS and ex.request.model:
                 changed = await self._modify(ex, attempt, body) or changed
-            if ex.path in EMBED_NATIVE_PATHS:
+            if ex.request.path in EMBED_NATIVE_PATHS:
                 changed = self._plan_embedding(ex, attempt, body) or changed
         if changed and body is not None:
             attempt.data = json_bytes(body)
@@ -4139,22 +4151,22 @@ class Planner:
 
     async def _modify(self, ex: Exchange, attempt: Attempt, body: Dict[str, Any]) -> bool:
         """Run the request modifiers on ``body``; True if one of them changed it."""
-        assert ex.model is not None
+        assert ex.request.model is not None
         backend = attempt.backend
-        model = normalize_model(ex.model)
+        model = normalize_model(ex.request.model)
         options = body.get("options")
         info = None
         # /api/show only when num_ctx may be set or capped (a client's value is capped even with mode off).
-        if context_source(self.config, model, None, ex.forced_ctx)[0] != "off" or (isinstance(options, dict) and options.get("num_ctx") is not None):
+        if context_source(self.config, model, None, ex.request.forced_ctx)[0] != "off" or (isinstance(options, dict) and options.get("num_ctx") is not None):
             info = await self.models.info(backend, model)
-        prompt = prompt_size(ex.path, body) if ex.path in GENERATION_PATHS else None
+        prompt = prompt_size(ex.request.path, body) if ex.request.path in GENERATION_PATHS else None
         ctx = ModifyContext(
-            path=ex.path,
+            path=ex.request.path,
             body=body,
             model=model,
             config=self.config,
             info=info,
-            forced_ctx=ex.forced_ctx,
+            forced_ctx=ex.request.forced_ctx,
             loaded_ctx=backend.loaded.get(model, 0),
             chars_per_token=self.models.ratio(model),
             ceiling=self.models.ceiling(backend, model),
@@ -4193,12 +4205,12 @@ class Planner:
     def _plan_embedding(self, ex: Exchange, attempt: Attempt, body: Dict[str, Any]) -> bool:
         """Split inputs over the limit into pieces (or refuse them with chunking off); True if
         ``body`` changed."""
-        legacy = ex.path == "/api/embeddings"
+        legacy = ex.request.path == "/api/embeddings"
         raw = body.get("prompt") if legacy else body.get("input")
         inputs = [raw] if isinstance(raw, str) else raw
         if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
             return False  # Ollama answers what it makes of it
-        model = normalize_model(ex.model or "")
+        model = normalize_model(ex.request.model or "")
         limit = self._embed_limit(model, attempt)
         longest = max(len(i) for i in inputs)
         attempt.prompt_chars = sum(len(i) for i in inputs)
@@ -4227,10 +4239,10 @@ class Planner:
         if not attempt.chosen_ctx or attempt.body is None or not is_load_failure(status, message) or not smaller:
             return None
         backend = attempt.backend
-        log.warning("%s: num_ctx %d -> %d (%s: the backend %s could not load it: %s)", ex.label(), attempt.chosen_ctx, smaller, ex.model,
+        log.warning("%s: num_ctx %d -> %d (%s: the backend %s could not load it: %s)", ex.label(), attempt.chosen_ctx, smaller, ex.request.model,
                     backend.name, message)
         self.metrics.count("oom_fallback")
-        self.models.record_oom(backend, normalize_model(ex.model or ""), smaller)  # do not ask for the failing size again
+        self.models.record_oom(backend, normalize_model(ex.request.model or ""), smaller)  # do not ask for the failing size again
         body = dict(attempt.body)
         body["options"] = dict(body["options"], num_ctx=smaller)
         return dataclasses.replace(attempt, body=body, data=json_bytes(body), num_ctx=smaller, chosen_ctx=0)
@@ -4238,24 +4250,24 @@ class Planner:
     def need(self, ex: Exchange, model: str) -> int:
         """The num_ctx this request will be sent with, as far as the choice needs it: an explicit
         one, or (auto mode) the size its prompt needs; 0 when any loaded context will do."""
-        body = ex.json if isinstance(ex.json, dict) else {}
-        source, value = context_source(self.config, model, client_num_ctx(body), ex.forced_ctx)
+        body = ex.request.json if isinstance(ex.request.json, dict) else {}
+        source, value = context_source(self.config, model, client_num_ctx(body), ex.request.forced_ctx)
         if value is not None:
             return value
-        if source == "auto" and ex.path in GENERATION_PATHS:
-            chars, images = prompt_size(ex.path, body)
+        if source == "auto" and ex.request.path in GENERATION_PATHS:
+            chars, images = prompt_size(ex.request.path, body)
             # A loaded context at least this large holds the request: auto mode keeps it (no reload).
-            return needed_context(estimate_tokens(chars, images, self.models.ratio(model)), response_budget(ex.path, body))
+            return needed_context(estimate_tokens(chars, images, self.models.ratio(model)), response_budget(ex.request.path, body))
         return 0
 
     # -- after the answer --------------------------------------------------------
 
     def learn(self, ex: Exchange, attempt: Attempt) -> None:
         """After an answer: what the model is now loaded with, and Ollama's own token count."""
-        if ex.status != 200 or ex.model is None or ex.error is not None:
+        if ex.status != 200 or ex.request.model is None or ex.error is not None:
             return  # an answer that ended in an error (e.g. a failed load after the heartbeat) teaches nothing
         backend = attempt.backend
-        model = normalize_model(ex.model)
+        model = normalize_model(ex.request.model)
         trained = self.models.trained(backend, model)
         if model not in backend.loaded:
             self.fleet.wake()  # a new load may have evicted another model: read /api/ps soon
@@ -4275,7 +4287,7 @@ class Planner:
         options = body.get("options")
         num_keep = options.get("num_keep") if isinstance(options, dict) else None
         num_keep = num_keep if isinstance(num_keep, int) and not isinstance(num_keep, bool) else DEFAULT_NUM_KEEP
-        if ex.path == "/api/embed":
+        if ex.request.path == "/api/embed":
             # /api/embed counts the tokens of all its inputs, each cut to the context less BOS and EOS:
             # only the count of a single input can bear truncation's mark.
             inputs = body.get("input")
@@ -4295,7 +4307,7 @@ class Planner:
     def _truncation_advice(self, ex: Exchange, model: str, window: int, trained: int) -> str:
         """What follows from a truncated prompt: auto mode grows by itself below the cap; else a setting."""
         cap = context_cap(trained, self.config.max_context)
-        auto = ex.forced_ctx == "auto" or (ex.forced_ctx is None and self.config.context_mode == "auto")
+        auto = ex.request.forced_ctx == "auto" or (ex.request.forced_ctx is None and self.config.context_mode == "auto")
         if auto and (not cap or window < cap):
             return "; the next request gets a larger context"
         if trained and window >= trained:
@@ -4352,9 +4364,9 @@ def log_access(ex: Exchange, metrics: Metrics) -> None:
     """A finished request: its metrics, and its access log line (method, path, model, backend, status, time, speed)."""
     duration = time.monotonic() - ex.started
     rate = tokens_per_second(ex.tail) if ex.tail else None
-    if ex.route != "/__proxy/metrics":
-        metrics.observe_request(metric_route(ex.route), ex.status, ex.backend or "-", duration if ex.backend else -1.0,
-                                     rate[0] if rate else 0, rate[1] if rate else 0.0, normalize_model(ex.model) if ex.model else "")
+    if ex.request.route != "/__proxy/metrics":
+        metrics.observe_request(metric_route(ex.request.route), ex.status, ex.backend or "-", duration if ex.backend else -1.0,
+                                     rate[0] if rate else 0, rate[1] if rate else 0.0, normalize_model(ex.request.model) if ex.request.model else "")
     if not log.isEnabledFor(logging.INFO):
         return
     fields: Dict[str, Any] = {
@@ -4362,17 +4374,17 @@ def log_access(ex: Exchange, metrics: Metrics) -> None:
         "conn": ex.conn_id,
         "method": ex.method.decode("latin-1"),
         "path": ex.client_path,
-        "model": ex.model,
+        "model": ex.request.model,
         "backend": ex.backend,
         "status": ex.status,
         "duration_s": round(duration, 4),
     }
     text = "conn %d: %s %s" % (ex.conn_id, fields["method"], ex.client_path)
-    if ex.path != ex.client_path:
-        fields["upstream_path"] = ex.path
-        text += " -> %s" % ex.path
-    if ex.model:
-        text += " model=%s" % ex.model
+    if ex.request.path != ex.client_path:
+        fields["upstream_path"] = ex.request.path
+        text += " -> %s" % ex.request.path
+    if ex.request.model:
+        text += " model=%s" % ex.request.model
     text += " backend=%s status=%s %.3fs" % (ex.backend or "-", ex.status or "-", duration)
     if rate is not None:
         fields["eval_count"] = rate[0]
@@ -4382,8 +4394,8 @@ def log_access(ex: Exchange, metrics: Metrics) -> None:
         fields["error"] = ex.error
         text += " error=%r" % ex.error
     log.info(text, extra={"fields": fields})
-    if log.isEnabledFor(logging.DEBUG) and ex.body:
-        log.debug("conn %d request body: %s", ex.conn_id, ex.body[:4096].decode("utf-8", "replace"))
+    if log.isEnabledFor(logging.DEBUG) and ex.request.body:
+        log.debug("conn %d request body: %s", ex.conn_id, ex.request.body[:4096].decode("utf-8", "replace"))
 
 
 class WarnOnce:
@@ -4508,8 +4520,8 @@ class Relay:
         """Copy the response body, one client write per upstream read."""
         conn = side.h11
         upstream_headers = list(response.headers)
-        rename = ex.rename
-        if (rename is not None or ex.repair_tags) and not ex.response_started:
+        rename = ex.request.rename
+        if (rename is not None or ex.request.repair_tags) and not ex.response_started:
             ctype = header_value(upstream_headers, b"content-type") or b""
             lines_type = ctype.startswith((b"application/x-ndjson", b"text/event-stream"))
             if not lines_type or header_value(upstream_headers, b"content-length") is not None:
@@ -4561,7 +4573,7 @@ class Relay:
         sse = ctype.startswith(b"text/event-stream")
         lines = chunked and (sse or ctype.startswith(b"application/x-ndjson"))
         ex.line_framed = ex.line_framed or lines
-        must_finish = lines and not sse and response.status_code == 200 and ex.path in ("/api/chat", "/api/generate")
+        must_finish = lines and not sse and response.status_code == 200 and ex.request.path in ("/api/chat", "/api/generate")
         splitter = LineSplitter(b"\n\n" if sse else b"\n", MAX_LINE_BYTES) if lines else None
         prev = last = b""  # the last two pieces sent: the final stats object is at their end
         writer = side.writer
@@ -4606,7 +4618,7 @@ class Relay:
         """The native answer to a translated or chunked request, turned into what the client asked for."""
         backend = attempt.backend
         status = response.status_code
-        if status != 200 or not ex.streaming:
+        if status != 200 or not ex.request.streaming:
             raw = await upconn.receive_whole_body(MAX_TRANSLATED_BODY)
             ex.tail = raw[-2048:]
             if status != 200:
@@ -4624,21 +4636,21 @@ class Relay:
             if attempt.chunks is not None:
                 pieces, spans = attempt.chunks
                 native["embeddings"] = combine_embeddings(native.get("embeddings") or [], pieces, spans, normalize=True)
-            if ex.kind == "chat":
-                out = native_chat_to_openai(native, ex.client_model, ex.request_id)
-            elif ex.kind == "completion":
-                out = native_generate_to_openai(native, ex.client_model, ex.request_id)
-            elif ex.kind == "embeddings":
-                out = native_embed_to_openai(native, ex.client_model, ex.encoding_format)
+            if ex.request.kind == "chat":
+                out = native_chat_to_openai(native, ex.request.client_model, ex.request.request_id)
+            elif ex.request.kind == "completion":
+                out = native_generate_to_openai(native, ex.request.client_model, ex.request.request_id)
+            elif ex.request.kind == "embeddings":
+                out = native_embed_to_openai(native, ex.request.client_model, ex.request.encoding_format)
             else:
                 out = native
             await self.send_json(side, ex, 200, out)
             return
         # A streamed /v1 answer: native NDJSON lines in, SSE events out, one write per read.
-        if ex.kind == "chat":
-            translator: Any = ChatStreamTranslator(ex.client_model, ex.request_id, ex.include_usage)
+        if ex.request.kind == "chat":
+            translator: Any = ChatStreamTranslator(ex.request.client_model, ex.request.request_id, ex.request.include_usage)
         else:
-            translator = CompletionStreamTranslator(ex.client_model, ex.request_id, ex.include_usage)
+            translator = CompletionStreamTranslator(ex.request.client_model, ex.request.request_id, ex.request.include_usage)
         conn = side.h11
         out = b""
         ex.line_framed = True
@@ -4771,11 +4783,11 @@ class OwnEndpoints:
         """The handler of a GET or HEAD the proxy answers itself; None for anything to forward."""
         if ex.method not in (b"GET", b"HEAD"):
             return None
-        path = ex.path
+        path = ex.request.path
         if path.startswith("/v1/models/"):
             path = "/v1/models"
         handler = self.handlers.get(path)
-        if handler is None and path == "/v1/models" and ex.forced_ctx is not None:
+        if handler is None and path == "/v1/models" and ex.request.forced_ctx is not None:
             return self._models  # /proxy-context/ turns translation on for the request
         return handler
 
@@ -4793,7 +4805,7 @@ class OwnEndpoints:
     async def _health(self, side: ServerSide, ex: Exchange) -> None:
         """/__proxy/health (and /health, with the context sizes and the effective settings)."""
         status, obj = self.fleet.health()
-        if ex.path == "/health":
+        if ex.request.path == "/health":
             obj["backends"] = len(self.fleet.backends)
             obj["context_sizes"] = list(self.config.context_sizes)
             obj["settings"] = self.settings()
@@ -4819,10 +4831,10 @@ class OwnEndpoints:
     async def _models(self, side: ServerSide, ex: Exchange) -> None:
         """/v1/models and /v1/models/{model}, answered from the merged /api/tags."""
         models = await self.merged_tags()
-        if ex.path.rstrip("/") == "/v1/models":
+        if ex.request.path.rstrip("/") == "/v1/models":
             await self.relay.send_json(side, ex, 200, models_to_openai({"models": models}))
             return
-        wanted = unquote(ex.path[len("/v1/models/") :])
+        wanted = unquote(ex.request.path[len("/v1/models/") :])
         for entry in models:
             if normalize_model(str(entry.get("name") or "")) == normalize_model(wanted):
                 await self.relay.send_json(side, ex, 200, model_to_openai(entry, wanted))
@@ -4861,57 +4873,77 @@ class OwnEndpoints:
 
 class RequestReader:
     """A request as the proxy reads it, before any backend is chosen (SPEC §4, §6): the API key
-    and the loop check first, the URL prefixes, the body (bounded) and its JSON, the /v1
-    translation to the native twin, and aliases."""
+    and the loop check first, the URL prefixes, the body (bounded) and its JSON, then (once the
+    proxy's own endpoints had their turn) the /v1 translation to the native twin and aliases.
+    Each stage replaces ``ex.request`` with the next immutable Request."""
 
-    def __init__(self, config: Config, token: str, fleet: Fleet) -> None:
+    def __init__(self, config: Config, token: str, fleet: Fleet, merging: bool) -> None:
         self.config = config
         self.token = token.encode("ascii")
         self.fleet = fleet
+        self.merging = merging  #: the lists are composed by the proxy (else one backend's, relayed)
         self._api_key = config.api_key.encode("utf-8") if config.api_key else None
         self._bearer = b"Bearer " + self._api_key if self._api_key else None
         self._aliases = dict(config.aliases)
         self._rng = random.Random()
 
-    def prefixes(self, ex: Exchange) -> None:
-        """``/proxy-context/<N|auto>/`` and then ``/proxy-backend/<NAME>/``, read off the target."""
-        if ex.path.startswith("/proxy-context/"):
-            ex.forced_ctx, ex.target = parse_context_url(ex.target)
-            ex.path = ex.route = split_target(ex.target)[0]
-            ex.openai = is_openai_path(ex.path)
-        if ex.path.startswith("/proxy-backend/"):
-            name, ex.target = parse_backend_url(ex.target)
-            ex.path = ex.route = split_target(ex.target)[0]
-            ex.openai = is_openai_path(ex.path)
-            ex.pinned = self.fleet.named(name)
+    def start(self, ex: Exchange) -> None:
+        """Access first, on the path as the client sent it (no prefix is read before); then
+        ``/proxy-context/<N|auto>/`` and ``/proxy-backend/<NAME>/``, read off the target."""
+        req = ex.request
+        self.check_access(ex.method, req)
+        if req.path.startswith("/proxy-context/"):
+            forced, target = parse_context_url(req.target)
+            path = split_target(target)[0]
+            req = req._replace(forced_ctx=forced, target=target, path=path, route=path)
+        if req.path.startswith("/proxy-backend/"):
+            name, target = parse_backend_url(req.target)
+            path = split_target(target)[0]
+            req = req._replace(target=target, path=path, route=path, pinned=self.fleet.named(name))
+        ex.request = req
 
-    def resolve(self, ex: Exchange) -> None:
-        """A /v1 request becomes its native twin (when translation is on); an alias its model."""
-        if ex.path in TRANSLATED_PATHS and ex.method == b"POST" and isinstance(ex.json, dict) and (self.config.translate or ex.forced_ctx is not None):
-            self.translate(ex)
-        if self._aliases and ex.model:
-            self.resolve_alias(ex)
-
-    def check_access(self, ex: Exchange) -> None:
-        via = all_values(ex.headers, b"via")
+    def check_access(self, method: bytes, req: Request) -> None:
+        via = all_values(req.headers, b"via")
         if via is not None and self.token in via:
             raise LoopDetected("request loop: this request already passed through this proxy (Via %s)" % via.decode("latin-1"))
         if self._api_key is None:
             return
-        if ex.path == "/" and ex.method in (b"GET", b"HEAD"):
+        if req.path == "/" and method in (b"GET", b"HEAD"):
             return
-        if ex.method == b"OPTIONS" and header_value(ex.headers, b"access-control-request-method") is not None:
+        if method == b"OPTIONS" and header_value(req.headers, b"access-control-request-method") is not None:
             return
-        auth = header_value(ex.headers, b"authorization")
-        key = header_value(ex.headers, b"x-api-key")
+        auth = header_value(req.headers, b"authorization")
+        key = header_value(req.headers, b"x-api-key")
         assert self._bearer is not None
         if (auth is not None and hmac.compare_digest(auth, self._bearer)) or (key is not None and hmac.compare_digest(key, self._api_key)):
             return
         raise Unauthorized("missing or wrong API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
 
-    async def read_body(self, side: ServerSide, ex: Exchange) -> None:
+    async def read(self, side: ServerSide, ex: Exchange) -> None:
+        """The whole body, and its JSON where the proxy needs it: the model and whether it streams."""
+        req = ex.request
+        body = await self.read_body(side, req.headers)
+        if req.path not in MODEL_PATHS or not body:
+            ex.request = req._replace(body=body)
+            return
+        try:
+            obj = parse_json(body)
+        except ValueError as exc:
+            ex.request = req._replace(body=body)
+            raise BadRequest("invalid JSON body: %s" % exc) from None
+        model = None
+        if isinstance(obj, dict):
+            name = obj.get("model") or obj.get("name") or (obj.get("source") if req.path == "/api/copy" else None)
+            if isinstance(name, str):
+                model = name
+        streaming = wants_stream(req.path, obj)
+        ex.request = req._replace(body=body, json=obj, model=model, streaming=streaming)
+        if streaming and self.config.reject_streaming:
+            raise BadRequest("streaming is disabled on this proxy: send \"stream\": false")
+
+    async def read_body(self, side: ServerSide, headers: Headers) -> bytes:
         """Read the whole request body (bounded), under --header-timeout between reads."""
-        declared = header_value(ex.headers, b"content-length")
+        declared = header_value(headers, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_JSON_BODY:
             raise BodyTooLarge("request body too large (%s bytes; the limit is %d)" % (declared.decode(), MAX_JSON_BODY))
         parts: List[bytes] = []
@@ -4941,9 +4973,9 @@ class RequestReader:
         finally:
             if timing:
                 side.timer.stop()
-        ex.body = b"".join(parts)
+        return b"".join(parts)
 
-    async def discard_body(self, side: ServerSide, ex: Exchange, limit: int = 1024 * 1024) -> None:
+    async def discard_body(self, side: ServerSide, headers: Headers, limit: int = 1024 * 1024) -> None:
         """Read and drop what is left of a small request body, so the connection can be kept.
 
         A larger one is left unread: the error response then closes the connection.
@@ -4951,7 +4983,7 @@ class RequestReader:
         conn = side.h11
         if conn.their_state is not h11.SEND_BODY or conn.they_are_waiting_for_100_continue:
             return  # a client waiting for 100 Continue gets the final status instead (RFC 9110 §10.1.1)
-        declared = header_value(ex.headers, b"content-length")
+        declared = header_value(headers, b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             return
         size = 0
@@ -4968,59 +5000,52 @@ class RequestReader:
         finally:
             side.timer.stop()
 
-    def inspect_body(self, ex: Exchange) -> None:
-        """Parse the JSON body where the proxy needs it: the model name and whether it streams."""
-        if ex.path not in MODEL_PATHS or not ex.body:
-            return
-        try:
-            obj = parse_json(ex.body)
-        except ValueError as exc:
-            raise BadRequest("invalid JSON body: %s" % exc) from None
-        ex.json = obj
-        if isinstance(obj, dict):
-            model = obj.get("model") or obj.get("name") or (obj.get("source") if ex.path == "/api/copy" else None)
-            if isinstance(model, str):
-                ex.model = model
-        ex.streaming = wants_stream(ex.path, obj)
-        if ex.streaming and self.config.reject_streaming:
-            raise BadRequest("streaming is disabled on this proxy: send \"stream\": false")
+    def resolve(self, ex: Exchange) -> None:
+        """What goes upstream: a /v1 request's native twin (translation on), an alias's real model,
+        and whether one backend's /api/tags needs its entries checked."""
+        req = ex.request
+        if req.path in TRANSLATED_PATHS and ex.method == b"POST" and isinstance(req.json, dict) and (self.config.translate or req.forced_ctx is not None):
+            req = self.translate(req)
+        if self._aliases and req.model:
+            req = self.resolve_alias(ex.conn_id, req)
+        if req.pinned is None and req.path == "/api/tags" and ex.method == b"GET" and not self.merging:
+            req = req._replace(repair_tags=True)
+        ex.request = req
 
-    def translate(self, ex: Exchange) -> None:
-        """Turn a /v1 request into its native twin (so that the modifiers apply to it)."""
-        body: Dict[str, Any] = ex.json
-        ex.client_model = str(body.get("model") or "")
-        if ex.path == "/v1/chat/completions":
-            native, native_path, ex.kind = openai_chat_to_native(body), "/api/chat", "chat"
-        elif ex.path == "/v1/completions":
-            native, native_path, ex.kind = openai_completion_to_native(body), "/api/generate", "completion"
+    def translate(self, req: Request) -> Request:
+        """A /v1 request's native twin (so that the modifiers apply to it)."""
+        body: Dict[str, Any] = req.json
+        encoding_format = "float"
+        if req.path == "/v1/chat/completions":
+            native, native_path, kind = openai_chat_to_native(body), "/api/chat", "chat"
+        elif req.path == "/v1/completions":
+            native, native_path, kind = openai_completion_to_native(body), "/api/generate", "completion"
         else:
-            native, native_path, ex.kind = openai_embeddings_to_native(body), "/api/embed", "embeddings"
+            native, native_path, kind = openai_embeddings_to_native(body), "/api/embed", "embeddings"
             fmt = body.get("encoding_format")
-            ex.encoding_format = fmt.lower() if isinstance(fmt, str) and fmt else "float"
+            encoding_format = fmt.lower() if isinstance(fmt, str) and fmt else "float"
         options = body.get("stream_options")
-        ex.include_usage = bool(isinstance(options, dict) and options.get("include_usage"))
-        ex.request_id = new_request_id("cmpl" if ex.kind == "completion" else "chatcmpl", self._rng)
-        if ex.kind != "embeddings":
+        if kind != "embeddings":
             native["stream"] = bool(body.get("stream"))  # /v1 streams only when asked; native would by default
-        ex.json, ex.dirty = native, True
-        ex.streaming = bool(native.get("stream"))
-        query = ex.target.partition(b"?")[2]
-        ex.target = native_path.encode("ascii") + (b"?" + query if query else b"")
-        ex.path = native_path
+        query = req.target.partition(b"?")[2]
+        return req._replace(
+            json=native, dirty=True, streaming=bool(native.get("stream")),
+            target=native_path.encode("ascii") + (b"?" + query if query else b""), path=native_path,
+            kind=kind, client_model=str(body.get("model") or ""), encoding_format=encoding_format,
+            include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
+            request_id=new_request_id("cmpl" if kind == "completion" else "chatcmpl", self._rng),
+        )
 
-    def resolve_alias(self, ex: Exchange) -> None:
+    def resolve_alias(self, conn_id: int, req: Request) -> Request:
         """An alias in the request: the real model goes upstream, the answer names the alias."""
-        assert ex.model is not None
-        target = self._aliases.get(normalize_model(ex.model))
-        if target is None or not isinstance(ex.json, dict):
-            return
-        key = next((k for k in ("model", "name", "source") if ex.json.get(k) == ex.model), "model")
-        ex.json[key] = target
-        ex.dirty = True
-        if ex.kind is None:
-            ex.rename = (target.encode("utf-8"), ex.model.encode("utf-8"))
-        log.debug("conn %d: alias %s -> %s", ex.conn_id, ex.model, target)
-        ex.model = target
+        assert req.model is not None
+        target = self._aliases.get(normalize_model(req.model))
+        if target is None or not isinstance(req.json, dict):
+            return req
+        key = next((k for k in ("model", "name", "source") if req.json.get(k) == req.model), "model")
+        rename = (target.encode("utf-8"), req.model.encode("utf-8")) if req.kind is None else None
+        log.debug("conn %d: alias %s -> %s", conn_id, req.model, target)
+        return req._replace(json=dict(req.json, **{key: target}), dirty=True, rename=rename, model=target)
 
 
 class App:
@@ -5043,10 +5068,10 @@ class App:
         self.fleet = Fleet(config, self.models, self.via)
         self.scheduler = Scheduler(config, self.fleet, self.metrics.count)
         self.planner = Planner(config, self.models, self.fleet, self.metrics)
-        self.reader = RequestReader(config, self.token, self.fleet)
         warn_once = WarnOnce()
         self.relay = Relay(config, self.via, warn_once)
         self.own = OwnEndpoints(config, self.fleet, self.scheduler, self.metrics, self.relay, warn_once)
+        self.reader = RequestReader(config, self.token, self.fleet, self.own.merging)
         self.fleet.on_up = self._backend_up
         self.fleet.on_down = self.scheduler.fail_stranded
         self.fleet.on_round = self.scheduler.dispatch_all
@@ -5232,38 +5257,24 @@ class App:
 
     async def _handle_request(self, side: ServerSide, request: h11.Request) -> None:
         path, _ = split_target(request.target)
-        ex = Exchange(
-            conn_id=side.conn_id,
-            method=request.method,
-            target=request.target,
-            path=path,
-            headers=list(request.headers),
-            started=time.monotonic(),
-            openai=is_openai_path(path),
-            route=path,
-            client_path=path,
-        )
+        ex = Exchange(side.conn_id, request.method, path, time.monotonic(), Request(request.target, path, path, list(request.headers)))
         try:
             try:
                 reader = self.reader
-                reader.check_access(ex)  # first, on the path as the client sent it (no prefix is read before)
-                reader.prefixes(ex)
+                reader.start(ex)
                 task = asyncio.current_task()
                 assert task is not None
-                if ex.method == b"POST" and ex.path.startswith(STREAMED_UPLOAD_PREFIXES):
+                if ex.method == b"POST" and ex.request.path.startswith(STREAMED_UPLOAD_PREFIXES):
                     try:
                         await self._forward(side, ex, upload=True)
                     finally:
                         side.unwatch()
                     return
-                await reader.read_body(side, ex)
-                reader.inspect_body(ex)
-                handler = self.own.handler_for(ex) if ex.pinned is None else None
+                await reader.read(side, ex)
+                handler = self.own.handler_for(ex) if ex.request.pinned is None else None
                 if handler is not None:
                     await handler(side, ex)
                     return
-                # One backend's /api/tags is relayed as it is, unless an entry needs repair.
-                ex.repair_tags = ex.pinned is None and ex.path == "/api/tags" and ex.method == b"GET" and not self.own.merging
                 reader.resolve(ex)
                 side.watch_disconnect(task)
                 try:
@@ -5275,8 +5286,8 @@ class App:
                 # over it (modifiers, translation, re-encoding): the client's error, never a crash.
                 await self.relay.send_error(side, ex, BadRequest("invalid JSON body: nested too deeply for this proxy to read"))
             except ProxyError as err:
-                if ex.body is None and not isinstance(err, BodyTooLarge):
-                    await self.reader.discard_body(side, ex)
+                if not isinstance(err, BodyTooLarge):
+                    await self.reader.discard_body(side, ex.request.headers)
                 await self.relay.send_error(side, ex, err)
         except asyncio.CancelledError:
             if not side.client_gone:
@@ -5313,14 +5324,14 @@ class App:
         if self.config.api_key:
             drop.add(b"x-api-key")
             drop.add(b"authorization")
-        headers = strip_hop_by_hop(ex.headers, frozenset(drop))
+        headers = strip_hop_by_hop(ex.request.headers, frozenset(drop))
         spec = backend.spec
         headers.insert(0, (b"host", backend.host_header))
         if body_length >= 0:
             headers.append((b"content-length", b"%d" % body_length))
         elif body_length == CHUNKED:
             headers.append((b"transfer-encoding", b"chunked"))
-        headers.append((b"via", join_via(all_values(ex.headers, b"via"), self.via)))
+        headers.append((b"via", join_via(all_values(ex.request.headers, b"via"), self.via)))
         if spec.auth is not None:
             headers = [(n, v) for n, v in headers if n != b"authorization"]
             headers.append((b"authorization", spec.auth.encode("latin-1")))
@@ -5332,7 +5343,7 @@ class App:
         backend not yet tried, up to --max-retries times (SPEC §6)."""
         tried: List[str] = []
         heartbeat: Optional[asyncio.Task] = None
-        if ex.streaming and self.config.heartbeat > 0:
+        if ex.request.streaming and self.config.heartbeat > 0:
             heartbeat = asyncio.ensure_future(self.relay.heartbeat(side, ex))
         want = self._want(ex)
         scheduler = self.scheduler
@@ -5347,7 +5358,7 @@ class App:
                     # Each attempt is built afresh from the request, for its own backend.
                     attempt = Attempt(backend, None, b"") if upload else await self.planner.prepare(ex, backend)
                     ex.num_ctx, ex.num_ctx_changed = attempt.num_ctx, attempt.num_ctx_changed
-                    if attempt.chunks is not None and ex.path == "/api/embeddings":
+                    if attempt.chunks is not None and ex.request.path == "/api/embeddings":
                         await self._embed_legacy_chunked(side, ex, attempt)
                         return
                     try:
@@ -5379,13 +5390,13 @@ class App:
                     if heartbeat is not None:
                         await self.relay.stop_heartbeat(heartbeat)
                         heartbeat = None
-                    if ex.kind is None and attempt.chunks is None:
+                    if ex.request.kind is None and attempt.chunks is None:
                         await self.relay.native(side, ex, backend, upconn, response)
                     else:
                         await self.relay.transformed(side, ex, attempt, upconn, response)
                     if want.sticky_key is not None and ex.status == 200 and ex.error is None:
                         self.fleet.sticky.put(want.sticky_key, backend.name, time.monotonic())
-                    if ex.path in MODIFIED_PATHS and ex.model:
+                    if ex.request.path in MODIFIED_PATHS and ex.request.model:
                         self.planner.learn(ex, attempt)
                     return
                 except ProxyError as err:
@@ -5418,13 +5429,13 @@ class App:
 
     def _want(self, ex: Exchange) -> Want:
         """What the request asks of the choice: its model, a pinned backend, its conversation."""
-        model = normalize_model(ex.model) if ex.model else None
-        body = ex.json if isinstance(ex.json, dict) else None
-        want = Want(ex.label(), ex.path, model, ex.pinned, need=lambda: self.planner.need(ex, model or ""))
-        if ex.path == "/api/create" and body is not None:
+        model = normalize_model(ex.request.model) if ex.request.model else None
+        body = ex.request.json if isinstance(ex.request.json, dict) else None
+        want = Want(ex.label(), ex.request.path, model, ex.request.pinned, need=lambda: self.planner.need(ex, model or ""))
+        if ex.request.path == "/api/create" and body is not None:
             base = body.get("from")
             want.create_from = normalize_model(base) if isinstance(base, str) and base else None
-        if self.config.sticky and model and ex.path == "/api/chat" and body is not None and self.fleet.several():
+        if self.config.sticky and model and ex.request.path == "/api/chat" and body is not None and self.fleet.several():
             want.sticky_key = conversation_key(model, body)
         return want
 
@@ -5460,9 +5471,9 @@ class App:
         pool = backend.pool
         assert pool is not None
         spec = backend.spec
-        target = spec.path_prefix.encode("latin-1") + ex.target if spec.path_prefix else ex.target
+        target = spec.path_prefix.encode("latin-1") + ex.request.target if spec.path_prefix else ex.request.target
         if upload:
-            length = header_value(ex.headers, b"content-length")
+            length = header_value(ex.request.headers, b"content-length")
             upconn = await pool.connect()
             try:
                 headers = self._upstream_headers(ex, backend, int(length) if length is not None and length.isdigit() else CHUNKED)
@@ -5477,7 +5488,7 @@ class App:
                 upconn.abort()
                 raise
         body = attempt.data
-        has_framing = header_value(ex.headers, b"content-length") is not None or header_value(ex.headers, b"transfer-encoding") is not None
+        has_framing = header_value(ex.request.headers, b"content-length") is not None or header_value(ex.request.headers, b"transfer-encoding") is not None
         headers = self._upstream_headers(ex, backend, len(body) if body or has_framing else NO_BODY)
         upconn = pool.take_idle() or await pool.connect()
         while True:

@@ -255,10 +255,9 @@ def test_authorization_with_illegal_byte_not_logged(fake, start_proxy, caplog):
 
 def test_backend_password_never_logged(start_proxy, caplog):
     """A backend URL's password is not in any line, even when the backend cannot be reached."""
-    dead = socket.socket()
+    dead = socket.socket()  # bound, never listening: connections are refused, and no other test can take the port
     dead.bind(("127.0.0.1", 0))
     port = dead.getsockname()[1]
-    dead.close()
     proxy = start_proxy("http://user:hunter2pass@127.0.0.1:%d" % port)
     logging.getLogger("ollama_proxy").setLevel(logging.DEBUG)
     with caplog.at_level(logging.DEBUG, logger="ollama_proxy"):
@@ -270,6 +269,7 @@ def test_backend_password_never_logged(start_proxy, caplog):
     assert head.status_code == 502
     assert b"hunter2" not in body
     assert all("hunter2" not in r.getMessage() for r in caplog.records)
+    dead.close()
 
 
 def test_config_error_does_not_echo_a_password(capsys):
