@@ -8,7 +8,7 @@ silent, crashing or garbled upstream.
 
 Run it by hand (one log line says where it listens and which models it has)::
 
-    python3 tests/fake_ollama.py --port 11434 [--host 127.0.0.1] [--fast] [-v]
+    python3 tests/fake_ollama.py --port 11434 [--host 127.0.0.1] [-v]
 
 Use it from a sync pytest test (the fake runs its own event loop in a daemon thread)::
 
@@ -25,7 +25,7 @@ template, chars_per_token (4.0), template_tokens (10), blob (the weights; the di
 empty)) and ``DEFAULT_MODELS`` (llama3.2:latest, qwen3:8b, nomic-embed-text:latest,
 all-minilm:latest).
 
-``FakeOllama(models=None, *, host="127.0.0.1", port=0, fast=False, version="0.33.0",
+``FakeOllama(models=None, *, host="127.0.0.1", port=0, version="0.33.0",
 check_host=True)``: ``start()`` (returns self once listening), ``stop()``, context manager;
 ``port``, ``url``, ``models`` (the live list); records ``received``
 (list of ``Received``), ``connections_accepted``, ``closed_conn_ids``;
@@ -117,8 +117,8 @@ runner truncates it (``truncated_prompt_tokens``, ollama-api.md §7.5): the coun
 num_ctx - max((num_ctx - num_keep) / 2, 1) (num_keep 4 unless the request sets it), with no
 error; with context shift off the request gets 400 instead; a prompt with images is never cut.
 
-Per-request control headers (they pass through a proxy; honoured in normal and fast mode)
------------------------------------------------------------------------------------------
+Per-request control headers (they pass through a proxy)
+-------------------------------------------------------
 ``X-Fake-Chunks: N``        content lines before the final stats line (default 5);
 ``X-Fake-Delay-Ms: D``      sleep D ms before each streamed line (a non-streamed generation
                             waits lines x D before its head, as Ollama says nothing until done);
@@ -200,14 +200,8 @@ Client disconnects: while a response is produced (delays, gates, stalls included
 reads the socket; EOF or a reset stops the response at once and adds the connection id to
 ``closed_conn_ids``, as does a peer closing an idle keep-alive connection.
 
-Fast mode (``fast=True`` / ``--fast``)
--------------------------------------
-A separate lean asyncio.Protocol server (no h11) for the benchmark's "direct" baseline: request
-line, headers and a Content-Length body; keep-alive, pipelined or not; answers from precomputed
-bytes: ``GET|HEAD /``, ``GET|HEAD /api/version``, ``POST /api/generate`` and ``POST /api/chat``
-(NDJSON stream by default, one JSON object when the body contains ``"stream": false`` or
-``"stream":false``), everything else 404. No faults, no JSON parsing, and ``received`` stays
-empty (only connections are counted), so memory does not grow with the request count.
+The benchmark's lean "direct" baseline, with precomputed answers and no h11, is
+tests/perf/fast_ollama.py; it shares this file's JSON encoding and constants.
 
 Deliberate differences from real Ollama
 ---------------------------------------
@@ -227,8 +221,8 @@ Sections (``grep -n '^# [0-9]*\\. '``)
 -----------------------------------
 0. Header, constants   1. Models   2. Records, faults, gates   3. Go-like JSON, times, binding
 4. Generation and embeddings (pure)   5. The fake Ollama application (routes -> Reply)
-6. HTTP on h11 (normal mode)   7. Fast mode   8. FakeOllama (thread, records, faults)   9. CLI
-Only 6, 7 and 8 touch sockets; 1 to 5 do no I/O.
+6. HTTP on h11   7. FakeOllama (thread, records, faults)   8. CLI
+Only 6 and 7 touch sockets; 1 to 5 do no I/O.
 """
 
 # ---------------------------------------------------------------------------------------------
@@ -241,7 +235,6 @@ import argparse
 import asyncio
 import base64
 import calendar
-import collections
 import dataclasses
 import email.utils
 import fnmatch
@@ -2591,7 +2584,7 @@ class FakeOllamaApp:
 
 
 # ---------------------------------------------------------------------------------------------
-# 6. HTTP on h11 (normal mode)
+# 6. HTTP on h11
 # ---------------------------------------------------------------------------------------------
 #
 # One task per connection pulls h11 events: a Request and its body are read completely and
@@ -2866,230 +2859,7 @@ def _reason(status: int) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------
-# 7. Fast mode
-# ---------------------------------------------------------------------------------------------
-#
-# A plain asyncio.Protocol with its own small parser, for the benchmark. Answers are
-# precomputed bytes, cached per chunk count; with no delay every line is its own write.
-# Requests that arrive while a delayed answer is being sent wait in a queue, in order.
-
-
-class FastResponder:
-    """Precomputed answers for fast mode."""
-
-    def __init__(self, model: str, version: str) -> None:
-        self.model = model
-        created = now_rfc3339()
-        self.created = created
-        self.root = self.whole(200, CT_TEXT, b"Ollama is running")
-        self.version = self.whole(200, CT_JSON, go_json({"version": version}))
-        self.not_found = self.whole(404, CT_GIN_PLAIN, b"404 page not found")
-        self._cache: dict = {}
-
-    @staticmethod
-    def whole(status: int, content_type: str, body: bytes) -> Tuple[bytes, bytes]:
-        """(head, body) with Content-Length."""
-        head = ("HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
-                % (status, _reason(status).decode(), content_type, len(body))).encode()
-        return head, body
-
-    def _lines(self, chat: bool, n: int) -> List[bytes]:
-        out = []
-        for i in range(n):
-            if chat:
-                obj = {"model": self.model, "created_at": self.created,
-                       "message": {"role": "assistant", "content": "tok%d " % i}, "done": False}
-            else:
-                obj = {"model": self.model, "created_at": self.created, "response": "tok%d " % i,
-                       "done": False}
-            out.append(ndjson_line(obj))
-        final: dict = {"model": self.model, "created_at": self.created}
-        if chat:
-            final["message"] = {"role": "assistant", "content": ""}
-        else:
-            final["response"] = ""
-        final.update(done=True, done_reason="stop")
-        if not chat:
-            final["context"] = [1, 2, 3]
-        final.update(total_duration=12_345_678, load_duration=1_234_567, prompt_eval_count=8,
-                     prompt_eval_duration=2_000_000)
-        if n:
-            final.update(eval_count=n, eval_duration=n * 1_000_000)
-        out.append(ndjson_line(final))
-        return out
-
-    def stream(self, chat: bool, n: int, chunked: bool) -> List[bytes]:
-        """Writes for a streamed answer: head, one per line, then the terminator."""
-        key = ("s", chat, n, chunked)
-        cached = self._cache.get(key)
-        if cached is None:
-            lines = self._lines(chat, n)
-            if chunked:
-                head = (b"HTTP/1.1 200 OK\r\nContent-Type: " + CT_NDJSON.encode()
-                        + b"\r\nTransfer-Encoding: chunked\r\n\r\n")
-                writes = [head] + [b"%x\r\n%s\r\n" % (len(x), x) for x in lines]
-                writes[-1] += b"0\r\n\r\n"
-            else:  # HTTP/1.0: close-delimited
-                writes = [b"HTTP/1.0 200 OK\r\nContent-Type: " + CT_NDJSON.encode()
-                          + b"\r\nConnection: close\r\n\r\n"] + lines
-            cached = self._cache[key] = writes
-        return cached
-
-    def single(self, chat: bool, n: int) -> List[bytes]:
-        key = ("1", chat, n)
-        cached = self._cache.get(key)
-        if cached is None:
-            lines = self._lines(chat, n)
-            final = json.loads(lines[-1])
-            text = "".join("tok%d " % i for i in range(n))
-            if chat:
-                final["message"]["content"] = text
-            else:
-                final["response"] = text
-            head, body = self.whole(200, CT_JSON, go_json(final))
-            cached = self._cache[key] = [head + body]
-        return cached
-
-
-class FastProtocol(asyncio.Protocol):
-    """One connection in fast mode."""
-
-    def __init__(self, fake: "FakeOllama") -> None:
-        self.fake = fake
-        self.responder: FastResponder = fake._fast_responder
-        self.transport: Optional[asyncio.Transport] = None
-        self.buf = bytearray()
-        self.queue: collections.deque = collections.deque()
-        self.task: Optional[asyncio.Task] = None
-        self.conn_id = 0
-        self.closing = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.conn_id = self.fake._new_connection()
-        self.fake._fast_conns.add(self)
-
-    def eof_received(self) -> Optional[bool]:
-        if not self.closing:
-            self.fake._note_peer_closed(self.conn_id)
-        self.closing = True
-        return None  # close the transport
-
-    def connection_lost(self, exc: Optional[Exception]) -> None:
-        if exc is not None and not self.closing:
-            self.fake._note_peer_closed(self.conn_id)
-        self.closing = True
-        self.fake._fast_conns.discard(self)
-        if self.task is not None:
-            self.task.cancel()
-
-    def data_received(self, data: bytes) -> None:
-        buf = self.buf
-        buf += data
-        while not self.closing:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > MAX_HEAD:
-                    self._fail(431)
-                return
-            lines = bytes(buf[:end]).split(b"\r\n")
-            parts = lines[0].split(b" ")
-            if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
-                self._fail(400)
-                return
-            method, target, version = parts
-            keep = version == b"HTTP/1.1"
-            length, chunks, delay = 0, DEFAULT_CHUNKS, 0.0
-            try:
-                for line in lines[1:]:
-                    name, _, value = line.partition(b":")
-                    name = name.strip().lower()
-                    if name == b"content-length":
-                        length = int(value)
-                    elif name == b"connection":
-                        token = value.strip().lower()
-                        keep = token != b"close" and (keep or token == b"keep-alive")
-                    elif name == b"transfer-encoding":
-                        self._fail(501)
-                        return
-                    elif name == b"x-fake-chunks":
-                        chunks = max(0, min(MAX_CHUNKS, int(value)))
-                    elif name == b"x-fake-delay-ms":
-                        delay = max(0.0, float(value)) / 1000.0
-            except ValueError:
-                self._fail(400)
-                return
-            total = end + 4 + length
-            if len(buf) < total:
-                return
-            body = bytes(buf[end + 4:total])
-            del buf[:total]
-            request = (method, target.split(b"?", 1)[0], version == b"HTTP/1.1", keep, chunks,
-                       delay, body)
-            self._dispatch(request)
-
-    def _plan(self, request: tuple) -> Tuple[List[bytes], float, bool]:
-        """(writes, delay between writes, pre-delay flag) for one request."""
-        method, path, is11, keep, chunks, delay, body = request
-        r = self.responder
-        if path in (b"/api/chat", b"/api/generate") and method == b"POST":
-            chat = path == b"/api/chat"
-            if b'"stream": false' in body or b'"stream":false' in body:
-                return r.single(chat, chunks), delay * (chunks + 1), True
-            return r.stream(chat, chunks, is11), delay, False
-        if path == b"/" and method in (b"GET", b"HEAD"):
-            head, data = r.root
-        elif path == b"/api/version" and method in (b"GET", b"HEAD"):
-            head, data = r.version
-        else:
-            head, data = r.not_found
-        return [head if method == b"HEAD" else head + data], 0.0, False
-
-    def _dispatch(self, request: tuple) -> None:
-        """Answer at once when nothing is queued and no delay is asked; else queue it."""
-        if self.task is None and not self.queue:
-            writes, delay, pre = self._plan(request)
-            if delay <= 0:
-                write = self.transport.write
-                for chunk in writes:
-                    write(chunk)
-                if not (request[2] and request[3]):
-                    self.closing = True
-                    self.transport.close()
-                return
-        self.queue.append(request)
-        if self.task is None:
-            self.task = asyncio.ensure_future(self._drain_queue())
-
-    async def _drain_queue(self) -> None:
-        """Answer queued requests in order, sleeping where a delay was asked."""
-        try:
-            while self.queue and not self.closing:
-                request = self.queue.popleft()
-                writes, delay, pre = self._plan(request)
-                if pre:
-                    await asyncio.sleep(delay)
-                self.transport.write(writes[0])  # the head (and the whole body when not streamed)
-                for chunk in writes[1:]:
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    self.transport.write(chunk)
-                if not (request[2] and request[3]):
-                    self.closing = True
-                    self.transport.close()
-        finally:
-            self.task = None
-
-    def _fail(self, status: int) -> None:
-        head, body = FastResponder.whole(status, CT_TEXT,
-                                         ("%d %s" % (status, _reason(status).decode())).encode())
-        self.transport.write(head + body)
-        self.closing = True
-        self.transport.close()
-
-
-# ---------------------------------------------------------------------------------------------
-# 8. FakeOllama (thread, records, faults)
+# 7. FakeOllama (thread, records, faults)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -3097,11 +2867,10 @@ class FakeOllama:
     """The fake server: an event loop in a daemon thread, records and faults for tests."""
 
     def __init__(self, models: Optional[List[FakeModel]] = None, *, host: str = "127.0.0.1",
-                 port: int = 0, fast: bool = False, version: str = DEFAULT_VERSION,
+                 port: int = 0, version: str = DEFAULT_VERSION,
                  check_host: bool = True) -> None:
         self.host = host
         self.port = port
-        self.fast = fast
         self.version = version
         self.models: List[FakeModel] = [copy_model(m) for m in
                                         (DEFAULT_MODELS if models is None else models)]
@@ -3121,8 +2890,6 @@ class FakeOllama:
         self._thread: Optional[threading.Thread] = None
         self._server: Optional[asyncio.AbstractServer] = None
         self._tasks: set = set()
-        self._fast_conns: set = set()
-        self._fast_responder: Optional[FastResponder] = None
         self._stopping = False
         self._started = threading.Event()
         self._start_error: Optional[BaseException] = None
@@ -3235,17 +3002,8 @@ class FakeOllama:
                 loop.close()
 
     async def _listen(self) -> None:
-        loop = asyncio.get_running_loop()
-        if self.fast:
-            if self._fast_responder is None:
-                names = [m.name for m in self.models if "completion" in m.capabilities]
-                self._fast_responder = FastResponder(names[0] if names else "llama3.2",
-                                                     self.version)
-            self._server = await loop.create_server(lambda: FastProtocol(self), self.host,
-                                                    self.port, reuse_address=True)
-        else:
-            self._server = await asyncio.start_server(self._on_client, self.host, self.port,
-                                                      reuse_address=True, limit=READ_SIZE)
+        self._server = await asyncio.start_server(self._on_client, self.host, self.port,
+                                                  reuse_address=True, limit=READ_SIZE)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _shutdown(self) -> None:
@@ -3254,9 +3012,6 @@ class FakeOllama:
             self._server.close()
             self._server = None
             await asyncio.sleep(0.05)  # connections being accepted get their transport and task, then are cancelled below
-        for proto in list(self._fast_conns):
-            if proto.transport is not None:
-                proto.transport.abort()
         tasks = [t for t in self._tasks if not t.done()]
         for task in tasks:
             task.cancel()
@@ -3360,7 +3115,7 @@ class FakeOllama:
 
 
 # ---------------------------------------------------------------------------------------------
-# 9. CLI
+# 8. CLI
 # ---------------------------------------------------------------------------------------------
 
 
@@ -3370,8 +3125,6 @@ def build_arg_parser() -> argparse.ArgumentParser:
         description="A fake Ollama server (no models, no GPU) for trying ollama-proxy.")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=11434, help="port (0 = any free port)")
-    parser.add_argument("--fast", action="store_true",
-                        help="lean precomputed answers for benchmarks (see the docstring)")
     parser.add_argument("--ollama-version", default=DEFAULT_VERSION,
                         help="version /api/version reports")
     parser.add_argument("--num-ctx", type=int, default=DEFAULT_NUM_CTX,
@@ -3386,7 +3139,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_arg_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(message)s")
-    fake = FakeOllama(host=args.host, port=args.port, fast=args.fast,
+    fake = FakeOllama(host=args.host, port=args.port,
                       version=args.ollama_version)
     fake.default_num_ctx = args.num_ctx
     fake.oom_above = args.oom_above
@@ -3398,7 +3151,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     log.info("fake ollama %s listening on %s (%s mode); models: %s", fake.version, fake.url,
-             "fast" if args.fast else "h11", ", ".join(m.name for m in fake.models))
+             "h11", ", ".join(m.name for m in fake.models))
     try:
         while True:
             time.sleep(3600)

@@ -36,12 +36,6 @@ def fake():
         yield server
 
 
-@pytest.fixture
-def fast():
-    with FakeOllama(fast=True) as server:
-        yield server
-
-
 # -- helpers ----------------------------------------------------------------------------------
 
 
@@ -1083,54 +1077,6 @@ def test_http10_pipelining_chunked_and_100_continue(fake):
     assert statuses == [200, 200]
     assert fake.received[-2].json == {"model": "all-minilm"}
     assert fake.received[-1].target == "/api/version"
-
-
-# -- fast mode --------------------------------------------------------------------------------
-
-
-def test_fast_mode_basic(fast):
-    """Fast mode answers /, /api/version, chat/generate (streamed and not) and 404s."""
-    assert request(fast, "GET", "/")[::2] == (200, b"Ollama is running")
-    assert json.loads(request(fast, "GET", "/api/version")[2]) == {"version": "0.33.0"}
-    status, headers, data = request(fast, "POST", "/api/chat", b'{"model":"llama3.2"}',
-                                    {"X-Fake-Chunks": "3"})
-    lines = ndjson(data)
-    assert headers["content-type"] == "application/x-ndjson" and len(lines) == 4
-    assert lines[-1]["done"] is True and lines[0]["message"]["content"] == "tok0 "
-    status, headers, data = request(fast, "POST", "/api/generate",
-                                    b'{"model":"llama3.2","stream": false}')
-    assert json.loads(data)["response"] == "tok0 tok1 tok2 tok3 tok4 "
-    assert request(fast, "GET", "/api/tags")[0] == 404
-    assert fast.received == [] and fast.connections_accepted == 5
-
-
-def test_fast_mode_keep_alive_pipelined_and_delay(fast):
-    """Fast mode keeps connections alive, answers pipelined requests in order, honours delays."""
-    sock = socket.create_connection(("127.0.0.1", fast.port), timeout=5)
-    req = (b"POST /api/chat HTTP/1.1\r\nHost: x\r\nX-Fake-Delay-Ms: 30\r\nX-Fake-Chunks: 2\r\n"
-           b"Content-Length: 2\r\n\r\n{}")
-    started = time.monotonic()
-    sock.sendall(req + b"GET /api/version HTTP/1.1\r\nHost: x\r\n\r\n")
-    conn = h11.Connection(h11.CLIENT)
-    for target in ("/api/chat", "/api/version"):
-        conn.send(h11.Request(method="GET", target=target, headers=[("host", "x")]))
-        conn.send(h11.EndOfMessage())
-        body = b""
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(sock.recv(65536))
-            elif isinstance(event, h11.Data):
-                body += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                conn.start_next_cycle()
-                break
-        if target == "/api/chat":
-            assert len(ndjson(body)) == 3 and time.monotonic() - started >= 0.09
-        else:
-            assert json.loads(body) == {"version": "0.33.0"}
-    sock.close()
-    assert fast.connections_accepted == 1
 
 
 # -- pure helpers -----------------------------------------------------------------------------

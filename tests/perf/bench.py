@@ -10,7 +10,7 @@ h11 for the Python that runs it (the fake, the relays and the client use the sam
 
 Processes (all on 127.0.0.1, started with the same Python as the bench, killed on exit):
 
-* the fake Ollama, ``tests/fake_ollama.py --fast``          -> target "direct"
+* the lean fake Ollama, ``tests/perf/fast_ollama.py``      -> target "direct"
 * the floor relay, ``tests/perf/floor_relay.py``            -> target "floor"
   (bare asyncio + h11 pass-through, one upstream connection per client connection)
 * the proxy, ``ollama_proxy.py --backend http://fake``      -> target "proxy"
@@ -1332,7 +1332,7 @@ def main(argv=None):
     ap.add_argument("--ns-duration", type=int, default=None, help="seconds per wrk run (default 4, quick 2)")
     ap.add_argument("--stream-duration", type=float, default=None,
                     help="seconds per streaming run (default 3, quick 1)")
-    ap.add_argument("--fake", default=os.path.join(REPO, "tests", "fake_ollama.py"))
+    ap.add_argument("--fake", default=os.path.join(HERE, "fast_ollama.py"))
     ap.add_argument("--proxy", default=os.path.join(REPO, "ollama_proxy.py"))
     ap.add_argument("--standin", action="store_true", help="use a floor relay in place of the proxy")
     args = ap.parse_args(argv)
@@ -1385,7 +1385,7 @@ def main(argv=None):
     try:
         ports = {}
         ports["direct"] = free_port()
-        fake, _ = start_server("fake", [py, args.fake, "--host", "127.0.0.1", "--port", str(ports["direct"]), "--fast"],
+        fake, _ = start_server("fake", [py, args.fake, "--host", "127.0.0.1", "--port", str(ports["direct"])],
                                ports["direct"], logdir)
         upstream = f"127.0.0.1:{ports['direct']}"
         floor_cmd = [py, os.path.join(HERE, "floor_relay.py"), "--host", "127.0.0.1", "--upstream", upstream, "--port"]
