@@ -375,31 +375,23 @@ _GO_DURATION_RE = re.compile(r"^[+-]?((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h
 _DURATION_ZERO = "0"
 
 
-def normalize_model(name: str) -> str:
-    """Ollama's display form of a model name: lower-case, ``:latest`` when no tag is given."""
-    name = name.strip().lower()
-    for prefix in ("registry.ollama.ai/library/", "registry.ollama.ai/", "library/"):
-        if name.startswith(prefix):  # the default registry and namespace, as /api/tags shows names
-            name = name[len(prefix) :]
-            break
-    last = name.rsplit("/", 1)[-1]
-    if name and ":" not in last:
-        name += ":latest"
-    return name
-
-
 def display_model(name: str) -> str:
     """A model name as Ollama's ``Name.DisplayShortest`` prints it in errors: case kept, the default
     registry and namespace left out, and the tag always there (``foo`` -> ``foo:latest``)."""
     name = name.strip()
     lowered = name.lower()
     for prefix in ("registry.ollama.ai/library/", "registry.ollama.ai/", "library/"):
-        if lowered.startswith(prefix):
+        if lowered.startswith(prefix):  # the default registry and namespace, as /api/tags shows names
             name = name[len(prefix) :]
             break
     if name and ":" not in name.rsplit("/", 1)[-1]:
         name += ":latest"
     return name
+
+
+def normalize_model(name: str) -> str:
+    """Ollama's display form of a model name, lower-cased: the key the proxy knows models by."""
+    return display_model(name).lower()
 
 
 def parse_duration(text: str) -> Any:
@@ -759,6 +751,10 @@ class BadRequest(ProxyError):
 
 class Unauthorized(ProxyError):
     status = 401
+
+
+class NotFound(ProxyError):
+    status = 404
 
 
 class BodyTooLarge(ProxyError):
@@ -1796,7 +1792,7 @@ class Fleet:
         for backend in self.backends:
             if backend.name == name:
                 return backend
-        raise ProxyError("/proxy-backend/%s/: no backend is named %r (backends: %s)" % (name, name, ", ".join(b.name for b in self.backends) or "none"), 404)
+        raise NotFound("/proxy-backend/%s/: no backend is named %r (backends: %s)" % (name, name, ", ".join(b.name for b in self.backends) or "none"))
 
     def has_model(self, model: str) -> bool:
         return any(model in b.digests for b in self.backends)
@@ -4525,19 +4521,7 @@ class Relay:
             ctype = header_value(upstream_headers, b"content-type") or b""
             lines_type = ctype.startswith((b"application/x-ndjson", b"text/event-stream"))
             if not lines_type or header_value(upstream_headers, b"content-length") is not None:
-                # A whole JSON answer naming the real model: renamed, with its new length (or a
-                # tag list with its broken entries repaired).
-                body = await upconn.receive_whole_body(MAX_TRANSLATED_BODY)
-                body = rename_model(body, *rename) if rename is not None else self.repaired_tags(body, response.status_code)
-                ex.tail = body[-2048:]
-                headers = [(n, v) for n, v in self.response_headers(ex, upstream_headers) if n not in (b"content-length", b"transfer-encoding")]
-                headers.append((b"content-length", b"%d" % len(body)))
-                ex.status = response.status_code
-                events: List[Any] = [h11.Response(status_code=response.status_code, headers=headers, reason=response.reason)]
-                if ex.method != b"HEAD":
-                    events.append(h11.Data(data=body))
-                ex.response_started = True
-                await side.send(*events, h11.EndOfMessage())
+                await self._rewritten(side, ex, upconn, response)
                 return
         first: Optional[Tuple[bytes, bool]] = None
         pending = b""
@@ -4614,38 +4598,58 @@ class Relay:
             if done:
                 break
 
+    async def _rewritten(self, side: ServerSide, ex: Exchange, upconn: UpstreamConnection, response: h11.Response) -> None:
+        """A whole JSON answer naming the real model of an alias: renamed, with its new length (or
+        a tag list with its broken entries repaired)."""
+        rename = ex.request.rename
+        body = await upconn.receive_whole_body(MAX_TRANSLATED_BODY)
+        body = rename_model(body, *rename) if rename is not None else self.repaired_tags(body, response.status_code)
+        ex.tail = body[-2048:]
+        headers = [(n, v) for n, v in self.response_headers(ex, list(response.headers)) if n not in (b"content-length", b"transfer-encoding")]
+        headers.append((b"content-length", b"%d" % len(body)))
+        ex.status = response.status_code
+        events: List[Any] = [h11.Response(status_code=response.status_code, headers=headers, reason=response.reason)]
+        if ex.method != b"HEAD":
+            events.append(h11.Data(data=body))
+        ex.response_started = True
+        await side.send(*events, h11.EndOfMessage())
+
+    async def _transformed_whole(self, side: ServerSide, ex: Exchange, attempt: Attempt, upconn: UpstreamConnection, status: int) -> None:
+        """A whole native answer (or error), translated or with its pieces' vectors combined."""
+        backend = attempt.backend
+        raw = await upconn.receive_whole_body(MAX_TRANSLATED_BODY)
+        ex.tail = raw[-2048:]
+        if status != 200:
+            message = error_message_from_body(raw)
+            if ex.response_started:
+                await self.end_in_band(side, ex, message, status)
+            else:
+                ex.error = message
+                await self.send_json(side, ex, status, error_object(status, message, ex.openai))
+            return
+        try:
+            native = parse_json(raw)
+        except ValueError:
+            raise BadGateway("backend %s answered with invalid JSON" % backend.name) from None
+        if attempt.chunks is not None:
+            pieces, spans = attempt.chunks
+            native["embeddings"] = combine_embeddings(native.get("embeddings") or [], pieces, spans, normalize=True)
+        if ex.request.kind == "chat":
+            out = native_chat_to_openai(native, ex.request.client_model, ex.request.request_id)
+        elif ex.request.kind == "completion":
+            out = native_generate_to_openai(native, ex.request.client_model, ex.request.request_id)
+        elif ex.request.kind == "embeddings":
+            out = native_embed_to_openai(native, ex.request.client_model, ex.request.encoding_format)
+        else:
+            out = native
+        await self.send_json(side, ex, 200, out)
+
     async def transformed(self, side: ServerSide, ex: Exchange, attempt: Attempt, upconn: UpstreamConnection, response: h11.Response) -> None:
         """The native answer to a translated or chunked request, turned into what the client asked for."""
-        backend = attempt.backend
-        status = response.status_code
-        if status != 200 or not ex.request.streaming:
-            raw = await upconn.receive_whole_body(MAX_TRANSLATED_BODY)
-            ex.tail = raw[-2048:]
-            if status != 200:
-                message = error_message_from_body(raw)
-                if ex.response_started:
-                    await self.end_in_band(side, ex, message, status)
-                else:
-                    ex.error = message
-                    await self.send_json(side, ex, status, error_object(status, message, ex.openai))
-                return
-            try:
-                native = parse_json(raw)
-            except ValueError:
-                raise BadGateway("backend %s answered with invalid JSON" % backend.name) from None
-            if attempt.chunks is not None:
-                pieces, spans = attempt.chunks
-                native["embeddings"] = combine_embeddings(native.get("embeddings") or [], pieces, spans, normalize=True)
-            if ex.request.kind == "chat":
-                out = native_chat_to_openai(native, ex.request.client_model, ex.request.request_id)
-            elif ex.request.kind == "completion":
-                out = native_generate_to_openai(native, ex.request.client_model, ex.request.request_id)
-            elif ex.request.kind == "embeddings":
-                out = native_embed_to_openai(native, ex.request.client_model, ex.request.encoding_format)
-            else:
-                out = native
-            await self.send_json(side, ex, 200, out)
+        if response.status_code != 200 or not ex.request.streaming:
+            await self._transformed_whole(side, ex, attempt, upconn, response.status_code)
             return
+        backend = attempt.backend
         # A streamed /v1 answer: native NDJSON lines in, SSE events out, one write per read.
         if ex.request.kind == "chat":
             translator: Any = ChatStreamTranslator(ex.request.client_model, ex.request.request_id, ex.request.include_usage)
@@ -4839,7 +4843,7 @@ class OwnEndpoints:
             if normalize_model(str(entry.get("name") or "")) == normalize_model(wanted):
                 await self.relay.send_json(side, ex, 200, model_to_openai(entry, wanted))
                 return
-        raise ProxyError("model '%s' not found" % display_model(wanted), 404)  # ShowHandler names it DisplayShortest()
+        raise NotFound("model '%s' not found" % display_model(wanted))  # ShowHandler names it DisplayShortest()
 
     async def merged_tags(self) -> List[Dict[str, Any]]:
         answers = await self.fleet.ask_all("/api/tags")
@@ -5362,17 +5366,7 @@ class App:
                         await self._embed_legacy_chunked(side, ex, attempt)
                         return
                     try:
-                        upconn, response = await self._open_exchange(side, ex, attempt, upload)
-                        if attempt.chosen_ctx and response.status_code >= 500:
-                            body = await upconn.receive_whole_body()
-                            smaller = self.planner.smaller(ex, attempt, response.status_code, error_message_from_body(body))
-                            if smaller is None:
-                                upconn.replay = body  # the error goes to the client as it came
-                            else:
-                                self._release_connection(backend, upconn)
-                                upconn, attempt = None, smaller
-                                ex.num_ctx = attempt.num_ctx
-                                upconn, response = await self._open_exchange(side, ex, attempt, False)
+                        upconn, response, attempt = await self._send(side, ex, attempt, upload)
                     except (BadGateway, UpstreamTimeout) as err:
                         upconn = None
                         self.fleet.mark_failed(backend, err.message)
@@ -5390,14 +5384,7 @@ class App:
                     if heartbeat is not None:
                         await self.relay.stop_heartbeat(heartbeat)
                         heartbeat = None
-                    if ex.request.kind is None and attempt.chunks is None:
-                        await self.relay.native(side, ex, backend, upconn, response)
-                    else:
-                        await self.relay.transformed(side, ex, attempt, upconn, response)
-                    if want.sticky_key is not None and ex.status == 200 and ex.error is None:
-                        self.fleet.sticky.put(want.sticky_key, backend.name, time.monotonic())
-                    if ex.request.path in MODIFIED_PATHS and ex.request.model:
-                        self.planner.learn(ex, attempt)
+                    await self._answer(side, ex, want, attempt, upconn, response)
                     return
                 except ProxyError as err:
                     if backend is not None and isinstance(err, (BadGateway, UpstreamTimeout)):
@@ -5420,6 +5407,34 @@ class App:
         finally:
             if heartbeat is not None:
                 await self.relay.stop_heartbeat(heartbeat)
+
+    async def _send(self, side: ServerSide, ex: Exchange, attempt: Attempt, upload: bool) -> Tuple[UpstreamConnection, h11.Response, Attempt]:
+        """Send the attempt and read the answer's head.  A load that ran out of memory at a size the
+        proxy chose goes up once more, smaller (then that is the attempt)."""
+        upconn, response = await self._open_exchange(side, ex, attempt, upload)
+        if attempt.chosen_ctx and response.status_code >= 500:
+            body = await upconn.receive_whole_body()
+            smaller = self.planner.smaller(ex, attempt, response.status_code, error_message_from_body(body))
+            if smaller is None:
+                upconn.replay = body  # the error goes to the client as it came
+            else:
+                self._release_connection(attempt.backend, upconn)
+                attempt = smaller
+                ex.num_ctx = attempt.num_ctx
+                upconn, response = await self._open_exchange(side, ex, attempt, False)
+        return upconn, response, attempt
+
+    async def _answer(self, side: ServerSide, ex: Exchange, want: Want, attempt: Attempt, upconn: UpstreamConnection,
+                      response: h11.Response) -> None:
+        """The answer to the client: relayed, or translated and combined; then what it teaches."""
+        if ex.request.kind is None and attempt.chunks is None:
+            await self.relay.native(side, ex, attempt.backend, upconn, response)
+        else:
+            await self.relay.transformed(side, ex, attempt, upconn, response)
+        if want.sticky_key is not None and ex.status == 200 and ex.error is None:
+            self.fleet.sticky.put(want.sticky_key, attempt.backend.name, time.monotonic())
+        if ex.request.path in MODIFIED_PATHS and ex.request.model:
+            self.planner.learn(ex, attempt)
 
     def _release_connection(self, backend: Backend, upconn: UpstreamConnection) -> None:
         assert backend.pool is not None
