@@ -44,6 +44,7 @@ import base64
 import calendar
 import dataclasses
 import fnmatch
+import functools
 import hashlib
 import hmac
 import itertools
@@ -389,8 +390,10 @@ def display_model(name: str) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize_model(name: str) -> str:
-    """Ollama's display form of a model name, lower-cased: the key the proxy knows models by."""
+    """Ollama's display form of a model name, lower-cased: the key the proxy knows models by
+    (asked several times a request for the same few names, hence the cache)."""
     return display_model(name).lower()
 
 
@@ -1561,6 +1564,7 @@ class Backend:
     last_error: Optional[str] = None
     pool: Optional[Pool] = field(default=None, repr=False)
     host_header: bytes = field(default=b"", repr=False)  #: the Host value sent upstream, encoded once
+    name: str = field(default="", init=False)  #: the spec's name (read on every request: an attribute)
     digests: Dict[str, str] = field(default_factory=dict, repr=False)  #: model -> digest, from /api/tags
     loaded: Dict[str, int] = field(default_factory=dict, repr=False)  #: model -> context it is loaded with
     healthy: Optional[bool] = None  #: the last probe answered 200 (None: not probed, or probes are off)
@@ -1572,10 +1576,7 @@ class Backend:
 
     def __post_init__(self) -> None:
         self.host_header = self.spec.host_header.encode("idna")
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
+        self.name = self.spec.name
 
 
 def scan_targets(config: Config, own_port: int) -> List[BackendSpec]:
@@ -2105,7 +2106,7 @@ class StickyTable:
 class Want:
     """What one request asks of the choice (SPEC §6), built once before its first attempt."""
 
-    label: str  #: how its log lines start
+    label: Callable[[], str]  #: how its log lines start (made only when one is written)
     path: str
     model: Optional[str]  #: the normalized model name (None: a model-less request)
     pinned: Optional[Backend] = None  #: named by /proxy-backend/<NAME>/
@@ -2113,10 +2114,7 @@ class Want:
     sticky_key: Optional[str] = None  #: the conversation's key, when sticky
     need: Callable[[], int] = lambda: 0  #: the context it needs, asked only where the model is loaded
     need_ctx: int = -1  #: ``need()``'s answer once asked
-
-    @property
-    def embed(self) -> bool:
-        return self.path in EMBED_PATHS
+    embed: bool = False  #: an embedding request: it may use the extra slot (EMBED_PATHS)
 
 
 @dataclass
@@ -2175,7 +2173,8 @@ class Scheduler:
     async def acquire(self, want: Want, tried: List[str]) -> Backend:
         """A backend for the request with its slot taken (given back by ``release``)."""
         fleet = self.fleet
-        await fleet.ready()
+        if not fleet.first_round_done:
+            await fleet.ready()
         model = want.model
         if want.path == "/api/create" and model and not fleet.has_model(model):
             # A new model is made where its base model is, else where the model-less /api/blobs uploads went.
@@ -2202,7 +2201,7 @@ class Scheduler:
         future: asyncio.Future[Backend] = asyncio.get_running_loop().create_future()
         waiter = Waiter(want, model, tuple(tried), future)
         self.queue.append(waiter)
-        log.info("%s: all backends busy (--max-concurrent %d): queued, %d waiting", want.label, self.config.max_concurrent, len(self.queue))
+        log.info("%s: all backends busy (--max-concurrent %d): queued, %d waiting", want.label(), self.config.max_concurrent, len(self.queue))
         granted = False
         try:
             await asyncio.wait({future}, timeout=self.config.queue_timeout)
@@ -4941,7 +4940,7 @@ class RequestReader:
             if isinstance(name, str):
                 model = name
         streaming = wants_stream(req.path, obj)
-        ex.request = req._replace(body=body, json=obj, model=model, streaming=streaming)
+        ex.request = Request(req.target, req.path, req.route, req.headers, req.forced_ctx, req.pinned, body, obj, model, streaming)
         if streaming and self.config.reject_streaming:
             raise BadRequest("streaming is disabled on this proxy: send \"stream\": false")
 
@@ -5446,7 +5445,8 @@ class App:
         """What the request asks of the choice: its model, a pinned backend, its conversation."""
         model = normalize_model(ex.request.model) if ex.request.model else None
         body = ex.request.json if isinstance(ex.request.json, dict) else None
-        want = Want(ex.label(), ex.request.path, model, ex.request.pinned, need=lambda: self.planner.need(ex, model or ""))
+        want = Want(ex.label, ex.request.path, model, ex.request.pinned, need=lambda: self.planner.need(ex, model or ""),
+                    embed=ex.request.path in EMBED_PATHS)
         if ex.request.path == "/api/create" and body is not None:
             base = body.get("from")
             want.create_from = normalize_model(base) if isinstance(base, str) and base else None

@@ -578,7 +578,7 @@ class _DoneFuture:
 
 
 def waiter(model: Optional[str], path: str = "/api/chat", overtaken: int = 0, done: bool = False) -> op.Waiter:
-    want = op.Want("test", path, model)
+    want = op.Want(lambda: "test", path, model, embed=path in op.EMBED_PATHS)
     return op.Waiter(want, model, (), _DoneFuture(done), overtaken=overtaken)  # type: ignore[arg-type]
 
 
