@@ -457,11 +457,16 @@ def parse_scan(value: str) -> Tuple[str, int, int]:
     return host, start, end
 
 
+def is_model_pattern(text: str) -> bool:
+    """Is a --route or --alias model an fnmatch pattern (``claude-*``) rather than a name?"""
+    return any(ch in text for ch in "*?[")
+
+
 def _model_pattern(text: str) -> str:
     """A model name or fnmatch pattern as the proxy matches it: a name as ``normalize_model``
     shows it (lower case, no default registry prefix, ``:latest`` when untagged)."""
     pattern = text.strip().lower()
-    if not any(ch in pattern for ch in "*?["):
+    if not is_model_pattern(pattern):
         return normalize_model(pattern)
     for prefix in ("registry.ollama.ai/library/", "registry.ollama.ai/", "library/"):
         if pattern.startswith(prefix):
@@ -479,16 +484,21 @@ def parse_route(item: str) -> Tuple[str, Tuple[str, ...]]:
 
 
 def parse_alias(item: str) -> Tuple[str, str]:
-    """``--alias ALIAS=MODEL`` into (normalized alias, the model name sent upstream)."""
+    """``--alias ALIAS=MODEL`` into (the normalized alias or fnmatch pattern, the model name sent
+    upstream).  A pattern (``claude-*``) matches the normalized name the client sent."""
     alias, sep, model = item.partition("=")
     alias, model = alias.strip(), model.strip()
     if not sep or not alias or not model:
-        raise ConfigError("--alias %r: expected ALIAS=MODEL, e.g. gpt-4o=llama3.2" % item)
-    if any(ch in alias for ch in "*?["):
-        raise ConfigError("--alias %r: an alias is a plain name, not a pattern" % item)
-    if normalize_model(alias) == normalize_model(model):
+        raise ConfigError("--alias %r: expected ALIAS=MODEL, e.g. gpt-4o=llama3.2 or 'claude-*=qwen3-coder:30b'" % item)
+    if is_model_pattern(model):
+        raise ConfigError("--alias %r: the model sent upstream must be a name, not a pattern" % item)
+    pattern = _model_pattern(alias)
+    if is_model_pattern(pattern):
+        if fnmatch.fnmatchcase(normalize_model(model), pattern):
+            raise ConfigError("--alias %r: the pattern matches the model it sends, %s" % (item, model))
+    elif pattern == normalize_model(model):
         raise ConfigError("--alias %r: the alias and the model are the same name" % item)
-    return normalize_model(alias), model
+    return pattern, model
 
 
 def _list_setting(flags: Optional[List[str]], environ: Mapping[str, str], env: str) -> List[str]:
@@ -580,7 +590,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--route", dest="route", action="append", default=None, metavar="MODEL=NAME[+NAME...]",
                         help="pin a model or fnmatch pattern to named backends (repeat) [$PROXY_ROUTES, default none]")
     parser.add_argument("--alias", dest="alias", action="append", default=None, metavar="ALIAS=MODEL",
-                        help="accept ALIAS as a model name and send MODEL upstream (repeat) [$PROXY_ALIASES, default none]")
+                        help="accept ALIAS (a name, or an fnmatch pattern such as 'claude-*') as a model name and send MODEL "
+                             "upstream; an exact alias wins over a pattern, the first matching pattern over later ones "
+                             "(repeat) [$PROXY_ALIASES, default none]")
     parser.add_argument("--list-aliases", dest="list_aliases", action="store_const", const="true", default=None,
                         help="also list aliases in /api/tags and /v1/models [$PROXY_LIST_ALIASES, default off]")
     parser.add_argument("--preload", dest="preload", action="append", default=None, metavar="MODEL",
@@ -1989,6 +2001,17 @@ def route_for(model: str, routes: Sequence[Tuple[str, Tuple[str, ...]]]) -> Opti
         if fnmatch.fnmatchcase(model, pattern):
             return names
     return None
+
+
+def alias_target(model: str, exact: Mapping[str, str], patterns: Sequence[Tuple[str, str]]) -> Optional[str]:
+    """The model an alias sends upstream for the (normalized) ``model``: an exact alias first,
+    else the first pattern that matches; None when it is no alias."""
+    target = exact.get(model)
+    if target is None:
+        for pattern, name in patterns:
+            if fnmatch.fnmatchcase(model, pattern):
+                return name
+    return target
 
 
 def eligible_backends(backends: Sequence[Backend], model: Optional[str], routes: Sequence[Tuple[str, Tuple[str, ...]]],
@@ -3714,6 +3737,8 @@ def merge_tags(lists: Sequence[Sequence[Any]], routes: Sequence[Tuple[str, Tuple
     models = list(merged.values())
     if list_aliases:
         for alias, target in aliases:
+            if is_model_pattern(alias):
+                continue  # a pattern names no model to list
             entry = merged.get(normalize_model(target))
             if entry is not None and alias not in merged:
                 shown = alias[: -len(":latest")] if alias.endswith(":latest") else alias
@@ -4887,7 +4912,8 @@ class RequestReader:
         self.merging = merging  #: the lists are composed by the proxy (else one backend's, relayed)
         self._api_key = config.api_key.encode("utf-8") if config.api_key else None
         self._bearer = b"Bearer " + self._api_key if self._api_key else None
-        self._aliases = dict(config.aliases)
+        self._aliases = {a: m for a, m in config.aliases if not is_model_pattern(a)}
+        self._alias_patterns = tuple((a, m) for a, m in config.aliases if is_model_pattern(a))
         self._rng = random.Random()
 
     def start(self, ex: Exchange) -> None:
@@ -5009,7 +5035,7 @@ class RequestReader:
         req = ex.request
         if req.path in TRANSLATED_PATHS and ex.method == b"POST" and isinstance(req.json, dict) and (self.config.translate or req.forced_ctx is not None):
             req = self.translate(req)
-        if self._aliases and req.model:
+        if (self._aliases or self._alias_patterns) and req.model:
             req = self.resolve_alias(ex.conn_id, req)
         if req.pinned is None and req.path == "/api/tags" and ex.method == b"GET" and not self.merging:
             req = req._replace(repair_tags=True)
@@ -5042,7 +5068,7 @@ class RequestReader:
     def resolve_alias(self, conn_id: int, req: Request) -> Request:
         """An alias in the request: the real model goes upstream, the answer names the alias."""
         assert req.model is not None
-        target = self._aliases.get(normalize_model(req.model))
+        target = alias_target(normalize_model(req.model), self._aliases, self._alias_patterns)
         if target is None or not isinstance(req.json, dict):
             return req
         key = next((k for k in ("model", "name", "source") if req.json.get(k) == req.model), "model")

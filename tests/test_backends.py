@@ -121,6 +121,11 @@ def test_parse_route_refuses(item):
         (" fast:v1 = qwen2.5:7b ", ("fast:v1", "qwen2.5:7b")),
         ("gpt-4o=Llama3.2:8B", ("gpt-4o:latest", "Llama3.2:8B")),  # the model is sent upstream as written
         ("library/gpt=llama3.2", ("gpt:latest", "llama3.2")),
+        # patterns: kept as patterns (lower case, default registry dropped), matched against normalized names
+        ("claude-*=qwen3-coder:30b", ("claude-*", "qwen3-coder:30b")),
+        ("GPT-5*=gpt-oss:20b", ("gpt-5*", "gpt-oss:20b")),
+        ("registry.ollama.ai/library/claude-?=qwen3", ("claude-?", "qwen3")),
+        ("[cg]pt-*=qwen3", ("[cg]pt-*", "qwen3")),
     ],
 )
 def test_parse_alias(item, expected):
@@ -133,9 +138,9 @@ def test_parse_alias(item, expected):
         ("gpt-4o", "expected ALIAS=MODEL"),
         ("=llama3.2", "expected ALIAS=MODEL"),
         ("gpt-4o=", "expected ALIAS=MODEL"),
-        ("gpt-*=llama3.2", "not a pattern"),
-        ("gpt?=llama3.2", "not a pattern"),
-        ("[g]pt=llama3.2", "not a pattern"),
+        ("claude=qwen*", "must be a name, not a pattern"),
+        ("qwen*=qwen3:8b", "matches the model it sends"),
+        ("*=llama3.2", "matches the model it sends"),
         ("llama3.2=llama3.2", "same name"),
         ("llama3.2=llama3.2:latest", "same name"),
         ("LLAMA3.2:latest=llama3.2", "same name"),
@@ -144,6 +149,35 @@ def test_parse_alias(item, expected):
 def test_parse_alias_refuses(item, fragment):
     with pytest.raises(op.ConfigError, match=fragment):
         op.parse_alias(item)
+
+
+@pytest.mark.parametrize(
+    "model, expected",
+    [
+        ("gpt-4o:latest", "llama3.2"),  # exact
+        ("claude-sonnet-4-5:latest", "qwen3-coder:30b"),  # the first pattern that matches
+        ("claude-opus-4-1:latest", "qwen3-coder:30b"),
+        ("claude-3-haiku:latest", "qwen3-coder:30b"),  # the later, narrower pattern loses: first wins
+        ("claude-exact:latest", "llama3.2:1b"),  # an exact alias wins over a pattern
+        ("gpt-5-codex:latest", "gpt-oss:20b"),
+        ("gpt-4o-mini:latest", None),  # no alias
+        ("llama3.2:latest", None),
+    ],
+)
+def test_alias_target(model, expected):
+    """Exact aliases before patterns; among patterns, the first in the configuration."""
+    aliases = [op.parse_alias(i) for i in ["claude-*=qwen3-coder:30b", "claude-3-*=llama3.2:3b", "gpt-4o=llama3.2",
+                                           "claude-exact=llama3.2:1b", "gpt-5*=gpt-oss:20b"]]
+    exact = {a: m for a, m in aliases if not op.is_model_pattern(a)}
+    patterns = [(a, m) for a, m in aliases if op.is_model_pattern(a)]
+    assert op.alias_target(model, exact, patterns) == expected
+
+
+def test_merge_tags_lists_no_pattern_alias():
+    """--list-aliases lists exact aliases only: a pattern names no model."""
+    tags = [{"name": "qwen3:8b", "model": "qwen3:8b", "modified_at": "2026-01-01T00:00:00Z", "size": 1, "digest": "d"}]
+    models, _ = op.merge_tags([tags], aliases=[op.parse_alias("claude-*=qwen3:8b"), op.parse_alias("gpt-4o=qwen3:8b")], list_aliases=True)
+    assert [m["name"] for m in models] == ["qwen3:8b", "gpt-4o"]
 
 
 # -- 1. configuration: build_config for many backends --------------------------------------------
@@ -361,7 +395,7 @@ def test_many_backend_settings_flag_beats_variable(argv, env, attr, expected):
         ([], {"MAX_RETRIES": "two"}, "not a number"),
         ([], {"PROXY_STICKY": "sometimes"}, "boolean"),
         ([], {"PROXY_LIST_ALIASES": "maybe"}, "boolean"),
-        ([], {"PROXY_ALIASES": "gpt*=llama3.2"}, "not a pattern"),
+        ([], {"PROXY_ALIASES": "gpt=llama*"}, "not a pattern"),
         ([], {"PROXY_ROUTES": "llama3.2"}, "expected MODEL=NAME"),
     ],
 )

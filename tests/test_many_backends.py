@@ -685,6 +685,24 @@ def test_alias_with_openai_client(make_fake, start_proxy):
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == TEXT
 
 
+def test_pattern_alias_reaches_the_local_model_and_answers_name_what_was_asked(make_fake, start_proxy):
+    """--alias 'claude-*=llama3.2' (agents insist on their own names): any claude-* name goes up as
+    llama3.2, each answer names the model the client asked for; an exact alias still wins."""
+    fakes = sorted_fakes(make_fake, 2)
+    by_name = {name(f): f for f in fakes}
+    proxy = start_proxy([f.url for f in fakes], "--alias", "claude-*=llama3.2", "--alias", "claude-exact=qwen3:8b")
+    for asked in ("claude-sonnet-4-5", "claude-opus-4-1-20250805"):
+        answer = call(proxy.port, "POST", "/api/chat", chat("pattern", model=asked))
+        assert answer.status == 200, answer
+        assert answer.json()["model"] == asked
+        assert chats(by_name[answer.backend])[-1]["model"] == "llama3.2"
+    answer = call(proxy.port, "POST", "/api/chat", chat("pattern", model="claude-exact"))
+    assert answer.status == 200, answer
+    assert chats(by_name[answer.backend])[-1]["model"] == "qwen3:8b"
+    answer = call(proxy.port, "POST", "/api/chat", chat("no alias", model="gpt-4o"))
+    assert answer.status == 404 and "gpt-4o" in answer.json()["error"]
+
+
 @pytest.mark.parametrize("listed", [True, False], ids=["list-aliases", "not-listed"])
 def test_alias_listing(make_fake, start_proxy, listed):
     """--list-aliases adds gpt-4o to /api/tags and /v1/models; without it the alias is not listed."""
