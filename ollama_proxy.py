@@ -101,7 +101,7 @@ LINGER_SECONDS = 2.0  #: how long a lingering close waits for the peer's EOF
 #: Native endpoints that stream unless the body says ``"stream": false``.
 STREAM_BY_DEFAULT = frozenset({"/api/chat", "/api/generate", "/api/pull", "/api/push", "/api/create"})
 #: OpenAI-compatible endpoints that stream only with ``"stream": true``.
-STREAM_ON_REQUEST = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses"})
+STREAM_ON_REQUEST = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages"})
 #: Endpoints whose JSON body names a model (read for logs, streaming decisions, later modifiers).
 MODEL_PATHS = frozenset(
     {
@@ -806,14 +806,36 @@ class ServiceUnavailable(ProxyError):
 _OPENAI_ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "not_found_error"}
 
 
+#: The three shapes of an answer: Ollama's own, OpenAI's (/v1/*), Anthropic's (/v1/messages).
+NATIVE, OPENAI, ANTHROPIC = "native", "openai", "anthropic"
+_ANTHROPIC_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+                          429: "rate_limit_error", 503: "overloaded_error", 529: "overloaded_error"}
+
+
 def is_openai_path(path: str) -> bool:
     return path.startswith("/v1/") or path == "/v1"
 
 
-def error_object(status: int, message: str, openai: bool) -> Dict[str, Any]:
-    """The error in Ollama's shape, or OpenAI's on ``/v1/*`` (type by status, ollama-api.md §6.4)."""
-    if not openai:
+def dialect_of(path: str) -> str:
+    """Which API a client path speaks: Anthropic's Messages, OpenAI's (the rest of /v1), or Ollama's."""
+    if path == "/v1/messages" or path.startswith("/v1/messages/"):
+        return ANTHROPIC
+    return OPENAI if is_openai_path(path) else NATIVE
+
+
+def anthropic_request_id() -> str:
+    """``req_`` + 24 hex digits, as Ollama's anthropic.NewError makes them (12 random bytes)."""
+    return "req_" + os.urandom(12).hex()
+
+
+def error_object(status: int, message: str, dialect: str) -> Dict[str, Any]:
+    """The error in Ollama's shape, OpenAI's on ``/v1/*`` (type by status, ollama-api.md §6.4), or
+    Anthropic's on ``/v1/messages`` (agents-api.md §1.2)."""
+    if dialect == NATIVE:
         return {"error": message}
+    if dialect == ANTHROPIC:
+        return {"type": "error", "error": {"type": _ANTHROPIC_ERROR_TYPES.get(status, "api_error"), "message": message},
+                "request_id": anthropic_request_id()}
     return {
         "error": {
             "message": message,
@@ -824,17 +846,20 @@ def error_object(status: int, message: str, openai: bool) -> Dict[str, Any]:
     }
 
 
-def error_body(status: int, message: str, openai: bool) -> bytes:
-    """The JSON error body in Ollama's shape, or OpenAI's on ``/v1/*``."""
-    return json.dumps(error_object(status, message, openai)).encode("ascii")  # ensure_ascii: escapes all
+def error_body(status: int, message: str, dialect: str) -> bytes:
+    """The JSON error body in the client's dialect."""
+    return json.dumps(error_object(status, message, dialect)).encode("ascii")  # ensure_ascii: escapes all
 
 
-def error_line(status: int, message: str, openai: bool) -> bytes:
-    """The one last line that ends a broken stream: an NDJSON ``{"error"}`` line, or on ``/v1``
-    an SSE ``data:`` event with OpenAI's error object (what the client libraries raise on)."""
-    if openai:
-        return b"data: " + error_body(status, message, openai=True) + b"\n\n"
-    return error_body(status, message, openai=False) + b"\n"
+def error_line(status: int, message: str, dialect: str) -> bytes:
+    """The one last line that ends a broken stream: an NDJSON ``{"error"}`` line; on ``/v1`` an
+    SSE ``data:`` event with OpenAI's error object (what the client libraries raise on); on
+    ``/v1/messages`` an Anthropic ``event: error`` (always ``api_error``, as the SDKs expect)."""
+    if dialect == OPENAI:
+        return b"data: " + error_body(status, message, OPENAI) + b"\n\n"
+    if dialect == ANTHROPIC:
+        return b"event: error\ndata: " + json_bytes({"type": "error", "error": {"type": "api_error", "message": message}}) + b"\n\n"
+    return error_body(status, message, NATIVE) + b"\n"
 
 
 def _no_json_constant(name: str) -> Any:
@@ -3402,7 +3427,7 @@ class StreamTranslator:
         if self._finished:
             return b""
         self._finished = True
-        return error_line(status, message, openai=True)
+        return error_line(status, message, OPENAI)
 
 
 class ChatStreamTranslator(StreamTranslator):
@@ -3516,6 +3541,413 @@ class CompletionStreamTranslator(StreamTranslator):
                 chunk["usage"] = _usage(native)
                 out.append(sse_event(chunk))
             out.append(SSE_DONE)
+            self._finished = True
+        return b"".join(out)
+
+
+# -- Anthropic /v1/messages <-> native (agents-api.md §1, Ollama's anthropic/anthropic.go) ---------
+
+_ANTHROPIC_STRUCT = "MessagesRequest"
+_ANTHROPIC_EFFORTS = frozenset({"low", "medium", "high", "max"})
+
+
+def _anthropic_text_of(blocks: Any) -> str:
+    """The ``text`` of every ``type: text`` block, concatenated with no separator (a system array)."""
+    out = []
+    for block in blocks:
+        if isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
+            out.append(block["text"])
+    return "".join(out)
+
+
+def _anthropic_image(source: Any, where: str = "") -> str:
+    """A base64 image source as the native API takes it (the base64 text, checked), or the 400."""
+    if not isinstance(source, dict):
+        raise BadRequest("invalid %simage source" % where)
+    kind = source.get("type") if isinstance(source.get("type"), str) else ""
+    if kind != "base64":
+        raise BadRequest("invalid image source type: %s. Only base64 images are supported." % kind)
+    data = source.get("data") if isinstance(source.get("data"), str) else ""
+    data = data.replace("\r", "").replace("\n", "")  # Go's decoder skips line breaks
+    try:
+        base64.b64decode(data.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError):
+        raise BadRequest("invalid base64 image data: illegal base64 data") from None
+    return data
+
+
+def _anthropic_tool_result(content: Any) -> Tuple[str, List[str]]:
+    """A tool_result's content: a string, or blocks whose text is joined and whose images attach."""
+    if isinstance(content, str):
+        return content, []
+    if not isinstance(content, list):
+        return "", []
+    text, images = [], []
+    for block in content:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text" and isinstance(block.get("text"), str):
+            text.append(block["text"])
+        elif block.get("type") == "image":
+            images.append(_anthropic_image(block.get("source"), "tool_result "))
+    return "".join(text), images
+
+
+def _anthropic_message(msg: Any) -> List[Dict[str, Any]]:
+    """One Anthropic message as native messages (convertMessage): its blocks gathered into one
+    message of the same role, tool results as tool messages (first, for a user message)."""
+    if not isinstance(msg, dict):
+        raise BadRequest("json: cannot unmarshal %s into Go struct field %s.messages of type anthropic.MessageParam" % (_json_kind(msg), _ANTHROPIC_STRUCT))
+    role = msg.get("role")
+    if role is not None and not isinstance(role, str):
+        raise BadRequest("json: cannot unmarshal %s into Go struct field MessageParam.messages.role of type string" % _json_kind(role))
+    role = (role or "").lower()
+    if "content" not in msg:
+        raise BadRequest("unexpected end of JSON input")
+    content = msg["content"]
+    if isinstance(content, str):
+        blocks: List[Any] = [{"type": "text", "text": content}]
+    elif content is None:
+        blocks = []
+    elif isinstance(content, list):
+        blocks = content
+    else:
+        raise BadRequest("json: cannot unmarshal %s into Go value of type []anthropic.ContentBlock" % _json_kind(content))
+    text: List[str] = []
+    images: List[str] = []
+    calls: List[Dict[str, Any]] = []
+    results: List[Dict[str, Any]] = []
+    thinking = ""
+    for block in blocks:
+        if not isinstance(block, dict):
+            raise BadRequest("json: cannot unmarshal %s into Go value of type anthropic.ContentBlock" % _json_kind(block))
+        kind = block.get("type")
+        if kind == "text":
+            if isinstance(block.get("text"), str):
+                text.append(block["text"])
+        elif kind == "image":
+            if block.get("source") is None:
+                raise BadRequest("invalid image source")
+            images.append(_anthropic_image(block.get("source")))
+        elif kind in ("tool_use", "server_tool_use"):
+            if kind == "tool_use" and not block.get("id"):
+                raise BadRequest("tool_use block missing required 'id' field")
+            if kind == "tool_use" and not block.get("name"):
+                raise BadRequest("tool_use block missing required 'name' field")
+            arguments = block.get("input")
+            calls.append({"id": block.get("id") or "", "function": {"name": block.get("name") or "",
+                                                                      "arguments": arguments if isinstance(arguments, dict) else {}}})
+        elif kind == "tool_result":
+            result, result_images = _anthropic_tool_result(block.get("content"))
+            tool: Dict[str, Any] = {"role": "tool", "content": result}
+            if result_images:
+                tool["images"] = result_images
+            tool["tool_call_id"] = block.get("tool_use_id") or ""
+            results.append(tool)
+        elif kind == "thinking":
+            if isinstance(block.get("thinking"), str):
+                thinking = block["thinking"]  # the last thinking block wins; its signature is dropped
+        # web_search_tool_result, redacted_thinking, document, ...: dropped (no web search here)
+    out: List[Dict[str, Any]] = []
+    if role == "user":
+        out.extend(results)
+    joined = "".join(text)
+    if joined or images or calls or thinking:
+        native: Dict[str, Any] = {"role": role, "content": joined}
+        if images:
+            native["images"] = images
+        if calls:
+            native["tool_calls"] = calls
+        if thinking:
+            native["thinking"] = thinking
+        out.append(native)
+    if role != "user":
+        out.extend(results)
+    return out
+
+
+def _anthropic_tool(tool: Any) -> Optional[Dict[str, Any]]:
+    """One Anthropic tool as a native function tool; None for the server-side web search."""
+    if not isinstance(tool, dict):
+        raise BadRequest("json: cannot unmarshal %s into Go struct field %s.tools of type anthropic.Tool" % (_json_kind(tool), _ANTHROPIC_STRUCT))
+    if str(tool.get("type") or "").startswith("web_search"):
+        return None  # Ollama runs it against ollama.com; this proxy cannot: left out (README)
+    name = tool.get("name") if isinstance(tool.get("name"), str) else ""
+    function: Dict[str, Any] = {"name": name}
+    if isinstance(tool.get("description"), str) and tool["description"]:
+        function["description"] = tool["description"]
+    schema = tool.get("input_schema")
+    if schema is not None:
+        if not isinstance(schema, dict):
+            raise BadRequest("invalid input_schema for tool %s: json: cannot unmarshal %s into Go value of type api.ToolFunctionParameters"
+                             % (json.dumps(name), _json_kind(schema)))
+        function["parameters"] = schema
+    return {"type": "function", "function": function}
+
+
+def anthropic_messages_to_native(body: Any) -> Dict[str, Any]:
+    """A /v1/messages request as its native /api/chat twin (FromMessagesRequest and the
+    middleware's checks, in their order and with their texts, agents-api.md §1.2-§1.4).  The
+    answer's model, id and estimate stay with the caller; ``stream`` is false unless asked."""
+    if not isinstance(body, dict):
+        raise BadRequest("json: cannot unmarshal %s into Go value of type anthropic.%s" % (_json_kind(body), _ANTHROPIC_STRUCT))
+    model = _field(_ANTHROPIC_STRUCT, body, "model", "string")
+    max_tokens = _field(_ANTHROPIC_STRUCT, body, "max_tokens", "int")
+    messages = _field(_ANTHROPIC_STRUCT, body, "messages", "[]anthropic.MessageParam")
+    stream = _field(_ANTHROPIC_STRUCT, body, "stream", "bool")
+    temperature = _field(_ANTHROPIC_STRUCT, body, "temperature", "float64")
+    top_p = _field(_ANTHROPIC_STRUCT, body, "top_p", "float64")
+    top_k = _field(_ANTHROPIC_STRUCT, body, "top_k", "int")
+    stop = _field(_ANTHROPIC_STRUCT, body, "stop_sequences", "[]string")
+    tools = _field(_ANTHROPIC_STRUCT, body, "tools", "[]anthropic.Tool")
+    thinking = _field(_ANTHROPIC_STRUCT, body, "thinking", "anthropic.ThinkingConfig")
+    output_config = _field(_ANTHROPIC_STRUCT, body, "output_config", "anthropic.OutputConfig")
+    _field(_ANTHROPIC_STRUCT, body, "tool_choice", "anthropic.ToolChoice")
+    _field(_ANTHROPIC_STRUCT, body, "metadata", "anthropic.Metadata")
+    if stop is not None and not all(isinstance(s, str) for s in stop):
+        bad = next(s for s in stop if not isinstance(s, str))
+        raise BadRequest("json: cannot unmarshal %s into Go struct field %s.stop_sequences of type string" % (_json_kind(bad), _ANTHROPIC_STRUCT))
+    if not model:
+        raise BadRequest("model is required")
+    if not max_tokens or max_tokens <= 0:
+        raise BadRequest("max_tokens is required and must be positive")
+    if not messages:
+        raise BadRequest("messages is required")
+    native_messages: List[Dict[str, Any]] = []
+    system = body.get("system")
+    if isinstance(system, str) and system:
+        native_messages.append({"role": "system", "content": system})
+    elif isinstance(system, list):
+        text = _anthropic_text_of(system)
+        if text:
+            native_messages.append({"role": "system", "content": text})
+    for msg in messages:
+        native_messages.extend(_anthropic_message(msg))
+    options: Dict[str, Any] = {"num_predict": max_tokens}
+    if temperature is not None:
+        options["temperature"] = temperature
+    if top_p is not None:
+        options["top_p"] = top_p
+    if top_k is not None:
+        options["top_k"] = top_k
+    if stop:
+        options["stop"] = stop
+    native: Dict[str, Any] = {"model": model, "messages": native_messages, "options": options, "stream": bool(stream)}
+    native_tools = [t for t in (_anthropic_tool(t) for t in tools or ()) if t is not None]
+    if native_tools:
+        native["tools"] = native_tools
+    think: Any = None
+    kind = thinking.get("type") if isinstance(thinking, dict) else None
+    if kind == "enabled":
+        think = True
+    elif kind == "disabled":
+        think = False
+    elif isinstance(output_config, dict) and isinstance(output_config.get("effort"), str):
+        effort = output_config["effort"].strip().lower()
+        effort = "high" if effort == "xhigh" else effort
+        if effort in _ANTHROPIC_EFFORTS:
+            think = effort
+    if think is not None:
+        native["think"] = think
+    return native
+
+
+def _anthropic_chars(value: Any) -> int:
+    """Characters of a system prompt or message content as EstimateCountTokens counts them: text
+    and thinking, and tool_use / tool_result blocks as their JSON."""
+    if value is None:
+        return 0
+    if isinstance(value, str):
+        return len(value.encode("utf-8"))
+    if isinstance(value, list):
+        total = 0
+        for block in value:
+            if not isinstance(block, dict):
+                continue
+            if isinstance(block.get("text"), str):
+                total += len(block["text"].encode("utf-8"))
+            if isinstance(block.get("thinking"), str):
+                total += len(block["thinking"].encode("utf-8"))
+            if block.get("type") in ("tool_use", "tool_result"):
+                total += len(json_bytes(block))
+        return total
+    return len(json_bytes(value))
+
+
+def anthropic_estimate_tokens(body: Mapping[str, Any]) -> int:
+    """Ollama's own len/4 estimate of a /v1/messages request (EstimateInputTokens): what its
+    ``message_start`` reports as ``input_tokens`` before the real count is known."""
+    total = _anthropic_chars(body.get("system"))
+    messages = body.get("messages") if isinstance(body.get("messages"), list) else []
+    for msg in messages:
+        if isinstance(msg, dict):
+            total += len(str(msg.get("role") or "").encode("utf-8")) + _anthropic_chars(msg.get("content"))
+    for tool in body.get("tools") or ():
+        if isinstance(tool, dict):
+            schema = tool.get("input_schema")
+            total += _anthropic_chars(str(tool.get("name") or "")) + _anthropic_chars(str(tool.get("description") or ""))
+            total += len(json_bytes(schema)) if schema is not None else 0
+    tokens = total // 4
+    return 1 if tokens == 0 and (messages or body.get("system") is not None) else tokens
+
+
+def anthropic_message_id() -> str:
+    """``msg_`` + 24 hex digits (GenerateMessageID)."""
+    return "msg_" + os.urandom(12).hex()
+
+
+def anthropic_stop_reason(native: Mapping[str, Any], tool_calls: bool, num_predict: int = 0) -> Optional[str]:
+    """mapStopReason, plus the proxy's one deliberate difference (SPEC §7.2): a native ``length``
+    stop with fewer tokens than the ``num_predict`` sent means the context ran out, not
+    ``max_tokens``: ``model_context_window_exceeded``."""
+    if tool_calls:
+        return "tool_use"
+    reason = native.get("done_reason") or ""
+    if reason == "stop":
+        return "end_turn"
+    if reason == "length":
+        count = native.get("eval_count")
+        if num_predict > 0 and isinstance(count, int) and count < num_predict:
+            return "model_context_window_exceeded"
+        return "max_tokens"
+    return "stop_sequence" if reason else None
+
+
+def _anthropic_usage(native: Mapping[str, Any]) -> Dict[str, int]:
+    prompt, count = native.get("prompt_eval_count"), native.get("eval_count")
+    return {"input_tokens": prompt if isinstance(prompt, int) else 0, "output_tokens": count if isinstance(count, int) else 0}
+
+
+def _anthropic_tool_use(call: Any) -> Optional[Dict[str, Any]]:
+    if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
+        return None
+    function = call["function"]
+    arguments = function.get("arguments")
+    return {"type": "tool_use", "id": str(call.get("id") or ""), "name": str(function.get("name") or ""),
+            "input": arguments if isinstance(arguments, dict) else {}}
+
+
+def native_chat_to_anthropic(native: Mapping[str, Any], model: str, message_id: str, num_predict: int = 0) -> Dict[str, Any]:
+    """A whole native chat answer as a /v1/messages answer (ToMessagesResponse): thinking, then
+    text, then tool_use blocks; ``content`` null when there is none, as Go marshals it."""
+    msg = native.get("message") if isinstance(native.get("message"), dict) else {}
+    content: List[Dict[str, Any]] = []
+    if msg.get("thinking"):
+        content.append({"type": "thinking", "thinking": msg["thinking"]})
+    if msg.get("content"):
+        content.append({"type": "text", "text": msg["content"]})
+    calls = [c for c in (_anthropic_tool_use(c) for c in msg.get("tool_calls") or ()) if c is not None]
+    content.extend(calls)
+    out: Dict[str, Any] = {"id": message_id, "type": "message", "role": "assistant", "model": model, "content": content or None}
+    reason = anthropic_stop_reason(native, bool(calls), num_predict)
+    if reason:
+        out["stop_reason"] = reason
+    out["usage"] = _anthropic_usage(native)
+    return out
+
+
+def anthropic_event(kind: str, data: Any) -> bytes:
+    """One named SSE event, ``event: X\\ndata: <compact json>\\n\\n``, as Ollama's writeSSE."""
+    return b"event: " + kind.encode("ascii") + b"\ndata: " + json_bytes(data) + b"\n\n"
+
+
+#: What a /v1/messages stream sends while a cold load or the queue keeps it waiting (SPEC §7.2).
+ANTHROPIC_PING = anthropic_event("ping", {"type": "ping"})
+
+
+class AnthropicStreamTranslator:
+    """Native /api/chat stream objects in, /v1/messages SSE events out (StreamConverter.Process,
+    agents-api.md §1.6).  ``feed`` takes one parsed NDJSON object and returns zero or more
+    events; a native ``{"error": ...}`` line or ``fail()`` ends the stream with ``event: error``
+    (the deliberate difference: Ollama just stops).  After the end, feeding returns b""."""
+
+    def __init__(self, model: str, message_id: str, estimated_tokens: int, num_predict: int = 0) -> None:
+        self.model = model
+        self.message_id = message_id
+        self.estimated_tokens = estimated_tokens
+        self.num_predict = num_predict
+        self.started = False
+        self.index = 0
+        self.thinking_open = self.thinking_done = self.text_open = False
+        self.tools_sent: set = set()
+        self._finished = False
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def fail(self, message: str, status: int = 500) -> bytes:
+        if self._finished:
+            return b""
+        self._finished = True
+        return error_line(status, message, ANTHROPIC)
+
+    def _stop(self) -> bytes:
+        event = anthropic_event("content_block_stop", {"type": "content_block_stop", "index": self.index})
+        self.index += 1
+        return event
+
+    def _start(self, block: Dict[str, Any]) -> bytes:
+        return anthropic_event("content_block_start", {"type": "content_block_start", "index": self.index, "content_block": block})
+
+    def _delta(self, delta: Dict[str, Any]) -> bytes:
+        return anthropic_event("content_block_delta", {"type": "content_block_delta", "index": self.index, "delta": delta})
+
+    def feed(self, native: Mapping[str, Any]) -> bytes:
+        if self._finished:
+            return b""
+        if "error" in native:
+            err = native["error"]
+            return self.fail(err if isinstance(err, str) else json.dumps(err))
+        out: List[bytes] = []
+        if not self.started:
+            self.started = True
+            prompt = native.get("prompt_eval_count")
+            tokens = prompt if isinstance(prompt, int) and prompt else self.estimated_tokens
+            out.append(anthropic_event("message_start", {"type": "message_start", "message": {
+                "id": self.message_id, "type": "message", "role": "assistant", "model": self.model, "content": [],
+                "usage": {"input_tokens": tokens, "output_tokens": 0}}}))
+        msg = native.get("message") if isinstance(native.get("message"), dict) else {}
+        thinking, text = msg.get("thinking") or "", msg.get("content") or ""
+        if thinking and not self.thinking_done:
+            if self.text_open:
+                out.append(self._stop())
+                self.text_open = False
+            if not self.thinking_open:
+                self.thinking_open = True
+                out.append(self._start({"type": "thinking", "thinking": ""}))
+            out.append(self._delta({"type": "thinking_delta", "thinking": thinking}))
+        if text:
+            if self.thinking_open and not self.thinking_done:
+                self.thinking_done = True
+                out.append(self._stop())
+            if not self.text_open:
+                self.text_open = True
+                out.append(self._start({"type": "text", "text": ""}))
+            out.append(self._delta({"type": "text_delta", "text": text}))
+        for call in msg.get("tool_calls") or ():
+            block = _anthropic_tool_use(call)
+            if block is None or block["id"] in self.tools_sent:
+                continue
+            if self.thinking_open and not self.thinking_done:
+                self.thinking_done = True
+                out.append(self._stop())
+            if self.text_open:
+                out.append(self._stop())
+                self.text_open = False
+            out.append(self._start(dict(block, input={})))
+            out.append(self._delta({"type": "input_json_delta", "partial_json": json_bytes(block["input"]).decode("utf-8")}))
+            out.append(self._stop())
+            self.tools_sent.add(block["id"])
+        if native.get("done") is True:
+            if self.text_open or (self.thinking_open and not self.thinking_done):
+                out.append(anthropic_event("content_block_stop", {"type": "content_block_stop", "index": self.index}))
+            delta: Dict[str, Any] = {}
+            reason = anthropic_stop_reason(native, bool(self.tools_sent), self.num_predict)
+            if reason:
+                delta["stop_reason"] = reason
+            out.append(anthropic_event("message_delta", {"type": "message_delta", "delta": delta, "usage": _anthropic_usage(native)}))
+            out.append(anthropic_event("message_stop", {"type": "message_stop"}))
             self._finished = True
         return b"".join(out)
 
@@ -3986,7 +4418,7 @@ _DONE_RE = re.compile(rb'"done"\s*:\s*true')
 MAX_TRANSLATED_BODY = 1024 * 1024 * 1024  #: a native answer the proxy translates is read whole, up to this
 MAX_LINE_BYTES = MAX_JSON_BODY  #: a streamed NDJSON line or SSE event longer than this ends the stream in-band
 #: /v1 endpoints translated to the native API.
-TRANSLATED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+TRANSLATED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages"})
 GENERATION_PATHS = frozenset({"/api/chat", "/api/generate"})  #: native endpoints with a prompt and an answer
 EMBED_NATIVE_PATHS = frozenset({"/api/embed", "/api/embeddings"})  #: native endpoints whose inputs may be chunked
 #: Native endpoints whose requests the modifiers adjust.
@@ -4012,6 +4444,7 @@ class Request(NamedTuple):
     request_id: str = ""
     include_usage: bool = False
     encoding_format: str = "float"
+    estimate: int = 0  #: /v1/messages: Ollama's own input-token estimate, for message_start
     rename: Optional[Tuple[bytes, bytes]] = None  #: an alias: (model sent upstream, name the client used) for the answer
     dirty: bool = False  #: ``json`` no longer matches ``body`` (translated, alias resolved): each attempt encodes it
     repair_tags: bool = False  #: one backend's /api/tags: relayed as it is unless an entry needs repair
@@ -4036,9 +4469,9 @@ class Exchange:
     num_ctx_changed: bool = False  #: the proxy set or changed it (X-Ollama-Proxy-Num-Ctx)
 
     @property
-    def openai(self) -> bool:
-        """/v1/*: errors in OpenAI's shape, streams as SSE."""
-        return is_openai_path(self.request.route)
+    def dialect(self) -> str:
+        """The API the client speaks (NATIVE, OPENAI, ANTHROPIC): errors in its shape, its streams as SSE."""
+        return dialect_of(self.request.route)
 
     def label(self) -> str:
         """How each log line of this request starts: ``conn 7: POST /v1/chat/completions model=llama3.2``."""
@@ -4139,6 +4572,14 @@ def attempt_body(body: Dict[str, Any]) -> Dict[str, Any]:
     return copy
 
 
+def attempt_num_predict(attempt: Attempt) -> int:
+    """The num_predict an attempt sent (0: none, or unlimited), to tell a context that ran out
+    from a generation that reached its limit."""
+    options = attempt.body.get("options") if attempt.body is not None else None
+    value = options.get("num_predict") if isinstance(options, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
 class Planner:
     """What goes up for a request on a given backend, and what its answer teaches (SPEC §4, §5, §7).
 
@@ -4161,6 +4602,8 @@ class Planner:
         attempt = Attempt(backend, body, ex.request.body or b"")
         changed = ex.request.dirty
         if ex.method == b"POST" and body is not None:
+            if ex.request.kind == "messages" and "think" in body and ex.request.model:
+                changed = await self._relax_thinking(ex, attempt, body) or changed
             if ex.request.path in MODIFIED_PATHS and ex.request.model:
                 changed = await self._modify(ex, attempt, body) or changed
             if ex.request.path in EMBED_NATIVE_PATHS:
@@ -4168,6 +4611,17 @@ class Planner:
         if changed and body is not None:
             attempt.data = json_bytes(body)
         return attempt
+
+    async def _relax_thinking(self, ex: Exchange, attempt: Attempt, body: Dict[str, Any]) -> bool:
+        """/v1/messages asks for thinking of a model that cannot think: Ollama's middleware relaxes
+        ``think`` to unset (agents-api.md §1.3), where /api/chat would answer 400; so does the proxy."""
+        assert ex.request.model is not None
+        info = await self.models.info(attempt.backend, normalize_model(ex.request.model))
+        if info is None or not info.capabilities or "thinking" in info.capabilities:
+            return False
+        log.debug("%s: %s does not support thinking, relaxing thinking to nil", ex.label(), ex.request.model)
+        del body["think"]
+        return True
 
     async def _modify(self, ex: Exchange, attempt: Attempt, body: Dict[str, Any]) -> bool:
         """Run the request modifiers on ``body``; True if one of them changed it."""
@@ -4488,7 +4942,7 @@ class Relay:
         if conn.our_state is not h11.SEND_RESPONSE:
             return
         close = conn.their_state is not h11.DONE or self.shutting_down
-        body = error_body(err.status, err.message, ex.openai)
+        body = error_body(err.status, err.message, ex.dialect)
         retry_after = getattr(err, "retry_after", 0)
         await self.send_body(side, ex, err.status, body, b"application/json; charset=utf-8", close, retry_after)
 
@@ -4496,7 +4950,7 @@ class Relay:
         """An error answer to a request that cannot be served, then close (no body to a HEAD)."""
         if side.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
-        body = error_body(status, message, openai=False)
+        body = error_body(status, message, NATIVE)
         headers = self.head(None, [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))], close=True)
         events: List[Any] = [h11.Response(status_code=status, headers=headers)]
         if not head:
@@ -4507,13 +4961,14 @@ class Relay:
             pass
 
     async def heartbeat(self, side: ServerSide, ex: Exchange) -> None:
-        """While a stream waits for its first byte: send the head after S seconds, then SSE comments.
+        """While a stream waits for its first byte: send the head after S seconds, then SSE comments
+        (an Anthropic ``ping`` event on /v1/messages, which its clients expect) every S seconds.
 
         NDJSON gets no filler bytes: the official clients parse every line as JSON.
         """
         interval = self.config.heartbeat
         await asyncio.sleep(interval)
-        sse = ex.openai
+        sse = ex.dialect != NATIVE
         headers = [(b"content-type", b"text/event-stream" if sse else b"application/x-ndjson")]
         if sse:
             headers.append((b"cache-control", b"no-cache"))
@@ -4524,8 +4979,9 @@ class Relay:
         ex.line_framed = True  # chunked NDJSON or SSE from here on
         log.info("%s: %s for %.0fs: response head sent", ex.label(),
                  "backend %s silent (loading the model?)" % ex.backend if ex.backend else "waiting in the queue", interval)
+        filler = ANTHROPIC_PING if ex.dialect == ANTHROPIC else b": waiting for the model\n\n"
         while sse:
-            await side.write(side.h11.send(h11.Data(data=b": waiting for the model\n\n")))
+            await side.write(side.h11.send(h11.Data(data=filler)))
             await asyncio.sleep(interval)
 
     async def stop_heartbeat(self, heartbeat: asyncio.Task) -> None:
@@ -4611,7 +5067,7 @@ class Relay:
                 if must_finish and not has_final_line(last or prev):  # the relay writes whole lines: ``last`` ends with the final one
                     ex.error = "backend %s ended the stream without a final done message" % backend.name
                     log.warning("%s: %s", ex.label(), ex.error)
-                    out += conn.send(h11.Data(data=error_line(502, ex.error, openai=False)))
+                    out += conn.send(h11.Data(data=error_line(502, ex.error, NATIVE)))
                 out += conn.send(h11.EndOfMessage()) or b""
                 ex.tail = tail
             if out:
@@ -4649,7 +5105,7 @@ class Relay:
                 await self.end_in_band(side, ex, message, status)
             else:
                 ex.error = message
-                await self.send_json(side, ex, status, error_object(status, message, ex.openai))
+                await self.send_json(side, ex, status, error_object(status, message, ex.dialect))
             return
         try:
             native = parse_json(raw)
@@ -4658,7 +5114,9 @@ class Relay:
         if attempt.chunks is not None:
             pieces, spans = attempt.chunks
             native["embeddings"] = combine_embeddings(native.get("embeddings") or [], pieces, spans, normalize=True)
-        if ex.request.kind == "chat":
+        if ex.request.kind == "messages":
+            out = native_chat_to_anthropic(native, ex.request.client_model, ex.request.request_id, attempt_num_predict(attempt))
+        elif ex.request.kind == "chat":
             out = native_chat_to_openai(native, ex.request.client_model, ex.request.request_id)
         elif ex.request.kind == "completion":
             out = native_generate_to_openai(native, ex.request.client_model, ex.request.request_id)
@@ -4675,8 +5133,11 @@ class Relay:
             return
         backend = attempt.backend
         # A streamed /v1 answer: native NDJSON lines in, SSE events out, one write per read.
-        if ex.request.kind == "chat":
-            translator: Any = ChatStreamTranslator(ex.request.client_model, ex.request.request_id, ex.request.include_usage)
+        req = ex.request
+        if req.kind == "messages":
+            translator: Any = AnthropicStreamTranslator(req.client_model, req.request_id, req.estimate, attempt_num_predict(attempt))
+        elif req.kind == "chat":
+            translator = ChatStreamTranslator(ex.request.client_model, ex.request.request_id, ex.request.include_usage)
         else:
             translator = CompletionStreamTranslator(ex.request.client_model, ex.request.request_id, ex.request.include_usage)
         conn = side.h11
@@ -4744,7 +5205,7 @@ class Relay:
             side.writer.transport.abort()
             raise ClientGone("response cut short")
         try:
-            out = conn.send(h11.Data(data=error_line(status, message, ex.openai))) + (conn.send(h11.EndOfMessage()) or b"")
+            out = conn.send(h11.Data(data=error_line(status, message, ex.dialect))) + (conn.send(h11.EndOfMessage()) or b"")
         except h11.LocalProtocolError:
             # Content-Length framing: nothing more can be said in-band; the client sees a short body.
             side.writer.transport.abort()
@@ -4757,7 +5218,7 @@ class Relay:
         if not ex.response_started or conn.our_state is not h11.SEND_BODY or side.writer.is_closing():
             return
         try:
-            side.writer.write(conn.send(h11.Data(data=error_line(503, message, ex.openai))) + (conn.send(h11.EndOfMessage()) or b""))
+            side.writer.write(conn.send(h11.Data(data=error_line(503, message, ex.dialect))) + (conn.send(h11.EndOfMessage()) or b""))
         except (h11.LocalProtocolError, OSError, RuntimeError):
             pass
 
@@ -5044,8 +5505,11 @@ class RequestReader:
     def translate(self, req: Request) -> Request:
         """A /v1 request's native twin (so that the modifiers apply to it)."""
         body: Dict[str, Any] = req.json
-        encoding_format = "float"
-        if req.path == "/v1/chat/completions":
+        encoding_format, estimate = "float", 0
+        if req.path == "/v1/messages":
+            native, native_path, kind = anthropic_messages_to_native(body), "/api/chat", "messages"
+            estimate = anthropic_estimate_tokens(body)
+        elif req.path == "/v1/chat/completions":
             native, native_path, kind = openai_chat_to_native(body), "/api/chat", "chat"
         elif req.path == "/v1/completions":
             native, native_path, kind = openai_completion_to_native(body), "/api/generate", "completion"
@@ -5060,9 +5524,9 @@ class RequestReader:
         return req._replace(
             json=native, dirty=True, streaming=bool(native.get("stream")),
             target=native_path.encode("ascii") + (b"?" + query if query else b""), path=native_path,
-            kind=kind, client_model=str(body.get("model") or ""), encoding_format=encoding_format,
+            kind=kind, client_model=str(body.get("model") or ""), encoding_format=encoding_format, estimate=estimate,
             include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
-            request_id=new_request_id("cmpl" if kind == "completion" else "chatcmpl", self._rng),
+            request_id=anthropic_message_id() if kind == "messages" else new_request_id("cmpl" if kind == "completion" else "chatcmpl", self._rng),
         )
 
     def resolve_alias(self, conn_id: int, req: Request) -> Request:

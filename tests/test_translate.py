@@ -568,7 +568,7 @@ def test_new_request_id(kind):
 @pytest.mark.parametrize("status, kind", [(400, "invalid_request_error"), (404, "not_found_error"), (500, "api_error"), (503, "api_error"), (499, "api_error")])
 def test_openai_error_shape(status, kind):
     """OpenAI's error object: message, type by status, param and code null."""
-    assert op.error_object(status, "boom", openai=True) == {"error": {"message": "boom", "type": kind, "param": None, "code": None}}
+    assert op.error_object(status, "boom", op.OPENAI) == {"error": {"message": "boom", "type": kind, "param": None, "code": None}}
 
 
 # -- chat streaming --------------------------------------------------------------------------

@@ -198,17 +198,46 @@ def test_strip_hop_by_hop_drops_listed_and_named_headers():
 
 
 @pytest.mark.parametrize(
-    "status, openai, expected",
+    "status, dialect, expected",
     [
-        (502, False, {"error": "boom"}),
-        (400, True, {"error": {"message": "boom", "type": "invalid_request_error", "param": None, "code": None}}),
-        (404, True, {"error": {"message": "boom", "type": "not_found_error", "param": None, "code": None}}),
-        (503, True, {"error": {"message": "boom", "type": "api_error", "param": None, "code": None}}),
+        (502, op.NATIVE, {"error": "boom"}),
+        (400, op.OPENAI, {"error": {"message": "boom", "type": "invalid_request_error", "param": None, "code": None}}),
+        (404, op.OPENAI, {"error": {"message": "boom", "type": "not_found_error", "param": None, "code": None}}),
+        (503, op.OPENAI, {"error": {"message": "boom", "type": "api_error", "param": None, "code": None}}),
+        # anthropic.NewError: the type by status, 503 and 529 overloaded, anything else api_error
+        (400, op.ANTHROPIC, {"type": "error", "error": {"type": "invalid_request_error", "message": "boom"}}),
+        (401, op.ANTHROPIC, {"type": "error", "error": {"type": "authentication_error", "message": "boom"}}),
+        (403, op.ANTHROPIC, {"type": "error", "error": {"type": "permission_error", "message": "boom"}}),
+        (404, op.ANTHROPIC, {"type": "error", "error": {"type": "not_found_error", "message": "boom"}}),
+        (429, op.ANTHROPIC, {"type": "error", "error": {"type": "rate_limit_error", "message": "boom"}}),
+        (503, op.ANTHROPIC, {"type": "error", "error": {"type": "overloaded_error", "message": "boom"}}),
+        (499, op.ANTHROPIC, {"type": "error", "error": {"type": "api_error", "message": "boom"}}),
+        (500, op.ANTHROPIC, {"type": "error", "error": {"type": "api_error", "message": "boom"}}),
     ],
 )
-def test_error_body_shapes(status, openai, expected):
-    """Errors come in Ollama's shape, or OpenAI's on /v1 (type by status, as ollama-api.md §6.4)."""
-    assert json.loads(op.error_body(status, "boom", openai)) == expected
+def test_error_body_shapes(status, dialect, expected):
+    """Errors come in Ollama's shape, OpenAI's on /v1 (type by status, as ollama-api.md §6.4), or
+    Anthropic's on /v1/messages with a fresh req_<24 hex> request id (agents-api.md §1.2)."""
+    body = json.loads(op.error_body(status, "boom", dialect))
+    if dialect == op.ANTHROPIC:
+        assert re.fullmatch(r"req_[0-9a-f]{24}", body.pop("request_id"))
+    assert body == expected
+
+
+@pytest.mark.parametrize(
+    "path, dialect",
+    [("/api/chat", "native"), ("/v1/chat/completions", "openai"), ("/v1/responses", "openai"), ("/v1/models", "openai"),
+     ("/v1/messages", "anthropic"), ("/v1/messages/count_tokens", "anthropic"), ("/v1", "openai"), ("/v1x", "native")],
+)
+def test_dialect_of(path, dialect):
+    assert op.dialect_of(path) == dialect
+
+
+def test_anthropic_stream_error_event():
+    """A broken /v1/messages stream ends with the event the Anthropic SDKs raise on."""
+    line = op.error_line(502, "backend gone", op.ANTHROPIC)
+    assert line.startswith(b"event: error\ndata: ") and line.endswith(b"\n\n")
+    assert json.loads(line.split(b"data: ", 1)[1]) == {"type": "error", "error": {"type": "api_error", "message": "backend gone"}}
 
 
 @pytest.mark.parametrize(
