@@ -120,6 +120,7 @@ MODEL_PATHS = frozenset(
         "/v1/embeddings",
         "/v1/responses",
         "/v1/messages",
+        "/v1/messages/count_tokens",
     }
 )
 #: Request bodies on these paths are streamed upstream, never buffered (and never retried).
@@ -199,6 +200,7 @@ class Config:
     max_embed_chars: int = 2000  #: longest embedding input sent in one piece; 0 = derived per model
     chunking: bool = True  #: split over-long embedding inputs (False: 400 instead)
     translate: bool = True  #: translate /v1 chat, completions and embeddings to the native API
+    stable_prefix: bool = True  #: replace Claude Code's per-request billing hash by a fixed one (SPEC §7.2)
     check: bool = False  #: run the doctor and exit
 
 
@@ -577,6 +579,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
                         help="reject over-long embedding inputs with 400 instead of chunking them [$ENABLE_AUTO_CHUNKING=false, default chunking on]")
     parser.add_argument("--no-translate", dest="translate", action="store_const", const="false", default=None,
                         help="pass /v1/* through to Ollama untouched [$PROXY_TRANSLATE_OPENAI=false, default translation on]")
+    parser.add_argument("--no-stable-prefix", dest="stable_prefix", action="store_const", const="false", default=None,
+                        help="leave Claude Code's per-request billing hash in its system prompt (by default it is replaced by a "
+                             "fixed value so that Ollama's prompt cache hits) [$PROXY_STABLE_PREFIX=false, default on]")
     parser.add_argument(
         "--reject-streaming",
         dest="reject_streaming",
@@ -722,6 +727,8 @@ def build_config(argv: Optional[Sequence[str]], environ: Mapping[str, str]) -> C
         max_embed_chars=_parse_number(flag("max_embed_chars"), raw["max_embed_chars"], int),
         chunking=_parse_bool("--no-chunking/ENABLE_AUTO_CHUNKING", args.chunking if args.chunking is not None else environ.get("ENABLE_AUTO_CHUNKING", "true")),
         translate=_parse_bool("--no-translate/PROXY_TRANSLATE_OPENAI", args.translate if args.translate is not None else environ.get("PROXY_TRANSLATE_OPENAI", "true")),
+        stable_prefix=_parse_bool("--no-stable-prefix/PROXY_STABLE_PREFIX",
+                                  args.stable_prefix if args.stable_prefix is not None else environ.get("PROXY_STABLE_PREFIX", "true")),
         check=bool(args.check),
     )
 
@@ -3593,6 +3600,31 @@ def _anthropic_tool_result(content: Any) -> Tuple[str, List[str]]:
     return "".join(text), images
 
 
+def _web_search_result_text(content: Any) -> str:
+    """A web_search_tool_result's content as Ollama writes it into a tool message
+    (formatWebSearchToolResultContent): ``- <title>: <url>`` per result, or the error code."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        if content.get("type") == "web_search_tool_result_error":
+            code = content.get("error_code") if isinstance(content.get("error_code"), str) else ""
+            return "web_search_tool_result_error: " + code if code else "web_search_tool_result_error"
+        return json_bytes(content).decode("utf-8")
+    if isinstance(content, list):
+        lines = []
+        for item in content:
+            if not isinstance(item, dict):
+                continue
+            if item.get("type") == "web_search_result":
+                title = item.get("title") if isinstance(item.get("title"), str) else ""
+                url = item.get("url") if isinstance(item.get("url"), str) else ""
+                lines.append("- %s: %s\n" % (title, url))
+            elif item.get("type") == "web_search_tool_result_error":
+                return _web_search_result_text(item)
+        return "".join(lines)
+    return json_bytes(content).decode("utf-8")
+
+
 def _anthropic_message(msg: Any) -> List[Dict[str, Any]]:
     """One Anthropic message as native messages (convertMessage): its blocks gathered into one
     message of the same role, tool results as tool messages (first, for a user message)."""
@@ -3647,7 +3679,9 @@ def _anthropic_message(msg: Any) -> List[Dict[str, Any]]:
         elif kind == "thinking":
             if isinstance(block.get("thinking"), str):
                 thinking = block["thinking"]  # the last thinking block wins; its signature is dropped
-        # web_search_tool_result, redacted_thinking, document, ...: dropped (no web search here)
+        elif kind == "web_search_tool_result":  # history of a search: the results as a tool message
+            results.append({"role": "tool", "content": _web_search_result_text(block.get("content")), "tool_call_id": block.get("tool_use_id") or ""})
+        # redacted_thinking, document, search_result, ...: dropped
     out: List[Dict[str, Any]] = []
     if role == "user":
         out.extend(results)
@@ -3772,6 +3806,31 @@ def _anthropic_chars(value: Any) -> int:
                 total += len(json_bytes(block))
         return total
     return len(json_bytes(value))
+
+
+_BILLING_HASH_RE = re.compile(r"^(x-anthropic-billing-header:[^\n]*?\bcch=)[0-9a-fA-F]+;")
+STABLE_BILLING_HASH = "00000"  #: what the per-request hash becomes
+
+
+def stable_system_prefix(body: Dict[str, Any]) -> Dict[str, Any]:
+    """The request with Claude Code's per-request billing hash (``x-anthropic-billing-header: ...;
+    cch=<hex>;`` at the start of its system prompt) replaced by a fixed one, so that the prompt
+    Ollama renders starts the same every turn and its prompt cache hits (agents-api.md §3.1).
+    The body itself is not changed; a request without the header comes back as it is."""
+    system = body.get("system")
+    if isinstance(system, str):
+        fixed = _BILLING_HASH_RE.sub(lambda m: m.group(1) + STABLE_BILLING_HASH + ";", system, count=1)
+        return body if fixed == system else dict(body, system=fixed)
+    if isinstance(system, list):
+        for index, block in enumerate(system):
+            if isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
+                fixed = _BILLING_HASH_RE.sub(lambda m: m.group(1) + STABLE_BILLING_HASH + ";", block["text"], count=1)
+                if fixed == block["text"]:
+                    return body
+                blocks = list(system)
+                blocks[index] = dict(block, text=fixed)
+                return dict(body, system=blocks)
+    return body
 
 
 def anthropic_estimate_tokens(body: Mapping[str, Any]) -> int:
@@ -5247,8 +5306,11 @@ class OwnEndpoints:
     one backend they are its own answer, relayed.
     """
 
-    def __init__(self, config: Config, fleet: Fleet, scheduler: Scheduler, metrics: Metrics, relay: Relay, warn_once: WarnOnce) -> None:
+    def __init__(self, config: Config, fleet: Fleet, scheduler: Scheduler, metrics: Metrics, relay: Relay, warn_once: WarnOnce,
+                 models: Models, resolve_model: Callable[[str], str]) -> None:
         self.config = config
+        self.models = models
+        self.resolve_model = resolve_model  #: a model name after aliases
         self.fleet = fleet
         self.scheduler = scheduler
         self.metrics = metrics
@@ -5269,7 +5331,13 @@ class OwnEndpoints:
             self.handlers["/v1/models"] = self._models
 
     def handler_for(self, ex: Exchange) -> Optional[Callable[[ServerSide, Exchange], Awaitable[None]]]:
-        """The handler of a GET or HEAD the proxy answers itself; None for anything to forward."""
+        """The handler of a request the proxy answers itself; None for anything to forward."""
+        if ex.method == b"POST":
+            if ex.request.path == "/v1/messages/count_tokens" and (self.config.translate or ex.request.forced_ctx is not None):
+                return self._count_tokens
+            if ex.request.path == "/api/event_logging/batch":
+                return self._event_logging
+            return None
         if ex.method not in (b"GET", b"HEAD"):
             return None
         path = ex.request.path
@@ -5279,6 +5347,26 @@ class OwnEndpoints:
         if handler is None and path == "/v1/models" and ex.request.forced_ctx is not None:
             return self._models  # /proxy-context/ turns translation on for the request
         return handler
+
+    async def _count_tokens(self, side: ServerSide, ex: Exchange) -> None:
+        """POST /v1/messages/count_tokens (Ollama answers 404): the request rendered as the chat
+        prompt it would send (system, messages, tools), in tokens at the model's calibrated
+        characters per token, so that agents compact in time (SPEC §7.2)."""
+        body = ex.request.json
+        if not isinstance(body, dict):
+            raise BadRequest("json: cannot unmarshal %s into Go value of type anthropic.CountTokensRequest" % _json_kind(body))
+        if self.config.stable_prefix:
+            body = stable_system_prefix(body)
+        native = anthropic_messages_to_native(dict(body, max_tokens=1))  # it has no max_tokens
+        model = normalize_model(self.resolve_model(native["model"]))
+        chars, images = prompt_size("/api/chat", native)
+        tokens = max(1, estimate_tokens(chars, images, self.models.ratio(model)))
+        log.info("%s: count_tokens: about %d tokens (%d characters at %.2f a token)", ex.label(), tokens, chars, self.models.ratio(model))
+        await self.relay.send_json(side, ex, 200, {"input_tokens": tokens})
+
+    async def _event_logging(self, side: ServerSide, ex: Exchange) -> None:
+        """Claude Code's telemetry batches, which Ollama answers 404: an empty 200, so they stop."""
+        await self.relay.send_body(side, ex, 200, b"", b"application/json")
 
     async def _root(self, side: ServerSide, ex: Exchange) -> None:
         await self.relay.send_body(side, ex, 200, b"Ollama is running", b"text/plain; charset=utf-8")
@@ -5366,11 +5454,11 @@ class RequestReader:
     proxy's own endpoints had their turn) the /v1 translation to the native twin and aliases.
     Each stage replaces ``ex.request`` with the next immutable Request."""
 
-    def __init__(self, config: Config, token: str, fleet: Fleet, merging: bool) -> None:
+    def __init__(self, config: Config, token: str, fleet: Fleet) -> None:
         self.config = config
         self.token = token.encode("ascii")
         self.fleet = fleet
-        self.merging = merging  #: the lists are composed by the proxy (else one backend's, relayed)
+        self.merging = False  #: the lists are composed by the proxy (else one backend's, relayed); set by the wiring
         self._api_key = config.api_key.encode("utf-8") if config.api_key else None
         self._bearer = b"Bearer " + self._api_key if self._api_key else None
         self._aliases = {a: m for a, m in config.aliases if not is_model_pattern(a)}
@@ -5507,6 +5595,8 @@ class RequestReader:
         body: Dict[str, Any] = req.json
         encoding_format, estimate = "float", 0
         if req.path == "/v1/messages":
+            if self.config.stable_prefix:
+                body = stable_system_prefix(body)
             native, native_path, kind = anthropic_messages_to_native(body), "/api/chat", "messages"
             estimate = anthropic_estimate_tokens(body)
         elif req.path == "/v1/chat/completions":
@@ -5528,6 +5618,10 @@ class RequestReader:
             include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
             request_id=anthropic_message_id() if kind == "messages" else new_request_id("cmpl" if kind == "completion" else "chatcmpl", self._rng),
         )
+
+    def model_after_aliases(self, model: str) -> str:
+        """The model a name goes upstream as: its alias's target, else the name itself."""
+        return alias_target(normalize_model(model), self._aliases, self._alias_patterns) or model
 
     def resolve_alias(self, conn_id: int, req: Request) -> Request:
         """An alias in the request: the real model goes upstream, the answer names the alias."""
@@ -5563,8 +5657,9 @@ class App:
         self.planner = Planner(config, self.models, self.fleet, self.metrics)
         warn_once = WarnOnce()
         self.relay = Relay(config, self.via, warn_once)
-        self.own = OwnEndpoints(config, self.fleet, self.scheduler, self.metrics, self.relay, warn_once)
-        self.reader = RequestReader(config, self.token, self.fleet, self.own.merging)
+        self.reader = RequestReader(config, self.token, self.fleet)
+        self.own = OwnEndpoints(config, self.fleet, self.scheduler, self.metrics, self.relay, warn_once, self.models, self.reader.model_after_aliases)
+        self.reader.merging = self.own.merging
         self.fleet.on_up = self._backend_up
         self.fleet.on_down = self.scheduler.fail_stranded
         self.fleet.on_round = self.scheduler.dispatch_all

@@ -369,3 +369,78 @@ def test_no_translate_passes_the_route_through(fake, start_proxy):
     status, _, _ = raw_post(proxy.port, "/v1/messages?beta=true", body)
     assert fake.received[-1].target == "/v1/messages?beta=true" and json.loads(fake.received[-1].body) == body
     assert status == 501
+
+
+# -- count_tokens, the stable prefix, event logging ---------------------------------------------------
+
+BILLING = "x-anthropic-billing-header: cc_version=2.1.42.a1b; cc_entrypoint=cli; cch=%s;"
+
+
+@pytest.mark.parametrize(
+    "system, fixed",
+    [
+        (BILLING % "3f9a2" + "\nYou are Claude Code.", BILLING % "00000" + "\nYou are Claude Code."),
+        ([{"type": "text", "text": BILLING % "abcde"}, {"type": "text", "text": "You are Claude Code."}],
+         [{"type": "text", "text": BILLING % "00000"}, {"type": "text", "text": "You are Claude Code."}]),
+        ("You are Claude Code. cch=12345;", "You are Claude Code. cch=12345;"),  # only at the start, in the header
+        ("x-anthropic-billing-header: cc_version=1; no hash here", "x-anthropic-billing-header: cc_version=1; no hash here"),
+        (None, None),
+    ],
+)
+def test_stable_system_prefix(system, fixed):
+    body = {"model": "m", "messages": []} if system is None else {"model": "m", "system": system, "messages": []}
+    before = json.dumps(body)
+    out = op.stable_system_prefix(body)
+    assert out.get("system") == fixed and json.dumps(body) == before  # the request itself is not changed
+
+
+def test_billing_hash_is_pinned_so_the_prompt_prefix_repeats(fake, start_proxy):
+    """Two turns that differ only in Claude Code's per-request hash reach Ollama with the same
+    system text (its prompt cache can hit), and with different ones under --no-stable-prefix."""
+    for flags, same in (((), True), (("--no-stable-prefix",), False)):
+        proxy = start_proxy(fake.url, *flags)
+        systems = []
+        for cch in ("1a2b3", "9f8e7"):
+            status, _, _ = raw_post(proxy.port, "/v1/messages", {"model": "llama3.2", "max_tokens": 9, "system": BILLING % cch + "\nBe helpful.",
+                                                                 "messages": [{"role": "user", "content": "q"}]})
+            assert status == 200
+            systems.append(upstream(fake)["messages"][0]["content"])
+        assert (systems[0] == systems[1]) is same
+        assert systems[0].endswith("\nBe helpful.")
+
+
+def test_count_tokens_answered_from_the_calibrated_estimate(fake, proxy):
+    """Ollama answers count_tokens 404; the proxy answers the request's chat prompt in tokens at
+    the model's characters per token, without asking a backend."""
+    request = {"model": "llama3.2", "system": "s" * 400, "messages": [{"role": "user", "content": "u" * 800}], "tools": [WEATHER]}
+    before = len(fake.received)
+    with client(proxy) as c:
+        counted = c.messages.count_tokens(**request)
+    chars, images = op.prompt_size("/api/chat", op.anthropic_messages_to_native(dict(request, max_tokens=1)))
+    ratio = proxy.call(lambda: proxy.app.models.ratio("llama3.2:latest"))
+    assert counted.input_tokens == op.estimate_tokens(chars, images, ratio) and counted.input_tokens > 300
+    assert len(fake.received) == before
+    status, _, body = raw_post(proxy.port, "/v1/messages/count_tokens?beta=true", {"model": "llama3.2", "messages": []})
+    assert status == 400 and json.loads(body)["error"] == {"type": "invalid_request_error", "message": "messages is required"}
+
+
+def test_event_logging_gets_an_empty_200(fake, proxy):
+    before = len(fake.received)
+    status, _, body = raw_post(proxy.port, "/api/event_logging/batch", {"events": [{"event_type": "x"}]})
+    assert (status, body) == (200, b"") and len(fake.received) == before
+
+
+def test_web_search_history_becomes_a_tool_message():
+    """A replayed web search (server_tool_use + web_search_tool_result) reaches the model as a tool
+    call and its result, as Ollama's convertMessage writes them (found porting Ollama's tests)."""
+    native = op.anthropic_messages_to_native({"model": "m", "max_tokens": 5, "messages": [
+        {"role": "assistant", "content": [{"type": "server_tool_use", "id": "srv_1", "name": "web_search", "input": {"query": "q"}},
+                                          {"type": "web_search_tool_result", "tool_use_id": "srv_1", "content": [
+                                              {"type": "web_search_result", "title": "A", "url": "https://a"},
+                                              {"type": "web_search_result", "title": "B", "url": "https://b"}]}]},
+        {"role": "user", "content": [{"type": "web_search_tool_result", "tool_use_id": "srv_2",
+                                      "content": {"type": "web_search_tool_result_error", "error_code": "max_uses_exceeded"}}]}]})
+    assert native["messages"] == [
+        {"role": "assistant", "content": "", "tool_calls": [{"id": "srv_1", "function": {"name": "web_search", "arguments": {"query": "q"}}}]},
+        {"role": "tool", "content": "- A: https://a\n- B: https://b\n", "tool_call_id": "srv_1"},
+        {"role": "tool", "content": "web_search_tool_result_error: max_uses_exceeded", "tool_call_id": "srv_2"}]
