@@ -2108,12 +2108,15 @@ def pick_waiter(entries: Sequence[Tuple[bool, int]]) -> int:
 
 
 def conversation_key(model: str, body: Mapping[str, Any]) -> Optional[str]:
-    """The sticky key of a chat: the model and the messages up to the first user message."""
+    """The sticky key of a chat: the model and the messages up to the first user message (a
+    system prompt's per-request billing hash left out, so that an agent's turns stay together)."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         return None
     head = []
     for message in messages:
+        if isinstance(message, dict) and message.get("role") == "system" and isinstance(message.get("content"), str):
+            message = dict(message, content=_BILLING_HASH_RE.sub(r"\g<1>" + STABLE_BILLING_HASH + ";", message["content"], count=1))
         head.append(message)
         if isinstance(message, dict) and message.get("role") == "user":
             break

@@ -117,6 +117,11 @@ runner truncates it (``truncated_prompt_tokens``, ollama-api.md §7.5): the coun
 num_ctx - max((num_ctx - num_keep) / 2, 1) (num_keep 4 unless the request sets it), with no
 error; with context shift off the request gets 400 instead; a prompt with images is never cut.
 
+Prompt-cache reuse: on /api/chat each record carries ``prompt_chars`` (the request rendered by
+``render_chat_prompt``: tools, system messages first, then the others) and ``cache_reuse``, the
+common prefix with the previous prompt the same runner processed (0 on a fresh load), so that a
+test can see whether a client's prompt lets Ollama's prompt cache hit.
+
 Per-request control headers (they pass through a proxy)
 -------------------------------------------------------
 ``X-Fake-Chunks: N``        content lines before the final stats line (default 5);
@@ -245,6 +250,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import random
 import re
 import signal
@@ -485,6 +491,11 @@ class Received:
     #: fake's OpenAI middleware made of it (what /api/chat, /api/generate, /api/embed run), once
     #: the request got past the middleware's own checks; None otherwise
     native: Optional[dict] = None
+    #: on /api/chat: characters of the rendered prompt (``render_chat_prompt``), and how many of
+    #: them the runner's prompt cache reused: the common prefix with the previous prompt that
+    #: runner processed (0 on a fresh load)
+    prompt_chars: int = 0
+    cache_reuse: int = 0
 
     @property
     def path(self) -> str:
@@ -1703,12 +1714,28 @@ class Runner:
     keep_alive: float  #: seconds; math.inf = for ever
     expires_at: float  #: Unix seconds
     refs: int = 0  #: requests using it; its timer runs (and keep_alive 0 unloads) at 0
+    last_prompt: str = ""  #: the prompt it processed last (its KV cache), for prompt-cache reuse
 
     def describe(self) -> dict:
         return {"model": self.model.name, "digest": self.model.digest,
                 "num_ctx": self.options.num_ctx, "automatic": self.options.automatic,
                 "options": self.options.as_dict(), "keep_alive": self.keep_alive,
                 "expires_at": self.expires_at}
+
+
+def render_chat_prompt(messages: List[Any], tools: Any) -> str:
+    """A chat request as the text a template would render, for measuring prompt-cache reuse: the
+    tools, then the system messages moved to the front (as Ollama does), then the others."""
+    parts = ["tools: " + json.dumps(tools, separators=(",", ":")) + "\n"] if tools else []
+    ordered = [m for m in messages if isinstance(m, dict) and m.get("role") == "system"]
+    ordered += [m for m in messages if isinstance(m, dict) and m.get("role") != "system"]
+    for m in ordered:
+        parts.append("%s: %s\n" % (m.get("role"), m.get("content") or ""))
+    return "".join(parts)
+
+
+def common_prefix_length(a: str, b: str) -> int:
+    return len(os.path.commonprefix([a, b]))
 
 
 def smaller_auto_num_ctx(num_ctx: int) -> Optional[int]:
@@ -2196,6 +2223,10 @@ class FakeOllamaApp:
         if loaded:
             ctx.load_ns += LOAD_NS
         tools = body.get("tools")
+        prompt = render_chat_prompt(messages, tools)
+        rec.prompt_chars = len(prompt)
+        rec.cache_reuse = 0 if loaded else common_prefix_length(runner.last_prompt, prompt)
+        runner.last_prompt = prompt
         tool_chars = len(json.dumps(tools, separators=(",", ":"))) if tools else 0
 
         def chars_from(first: int) -> int:  # the system messages before ``first``, then every message from it

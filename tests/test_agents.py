@@ -407,6 +407,13 @@ def test_billing_hash_is_pinned_so_the_prompt_prefix_repeats(fake, start_proxy):
             systems.append(upstream(fake)["messages"][0]["content"])
         assert (systems[0] == systems[1]) is same
         assert systems[0].endswith("\nBe helpful.")
+        second = fake.received[-1]
+        # the fake's prompt cache: with the hash pinned, turn 2 reuses all of turn 1's system
+        # prompt; without, the reuse stops at the hash (agents-api.md §3.1: 80 s -> 4 s a turn)
+        if same:
+            assert second.cache_reuse >= len(systems[0])
+        else:
+            assert second.cache_reuse < len("system: " + BILLING)
 
 
 def test_count_tokens_answered_from_the_calibrated_estimate(fake, proxy):

@@ -723,6 +723,17 @@ def test_conversation_key_with_system_message():
     assert turn1 != op.conversation_key(LATEST, {"messages": [other_system, USER1]})
 
 
+def test_conversation_key_ignores_the_billing_hash():
+    """Claude Code's per-request hash at the top of its system prompt does not split a
+    conversation across backends (also under --no-stable-prefix, which sends it as it is)."""
+    def system(cch: str) -> dict:
+        return {"role": "system", "content": "x-anthropic-billing-header: cc_version=2.1; cch=%s;\nYou are Claude Code." % cch}
+    turn1 = op.conversation_key(LATEST, {"messages": [system("1a2b3"), USER1]})
+    turn2 = op.conversation_key(LATEST, {"messages": [system("ffe01"), USER1, ANSWER1, USER2]})
+    assert turn1 == turn2
+    assert turn1 != op.conversation_key(LATEST, {"messages": [{"role": "system", "content": "You are Claude Code."}, USER1]})
+
+
 @pytest.mark.parametrize(
     "model, body",
     [
