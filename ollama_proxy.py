@@ -3418,7 +3418,10 @@ def models_to_openai(tags: Mapping[str, Any]) -> Dict[str, Any]:
 # -- Streams: native NDJSON objects -> SSE events -----------------------------------------
 
 class StreamTranslator:
-    """What both /v1 stream translators share: the envelope fields and how a stream ends badly."""
+    """What the stream translators share: the envelope fields and how a stream ends badly (one
+    error event in the client's dialect)."""
+
+    dialect = OPENAI
 
     def __init__(self, model: str, request_id: str, include_usage: bool, clock: Callable[[], float] = time.time) -> None:
         self.model = model
@@ -3437,7 +3440,7 @@ class StreamTranslator:
         if self._finished:
             return b""
         self._finished = True
-        return error_line(status, message, OPENAI)
+        return error_line(status, message, self.dialect)
 
 
 class ChatStreamTranslator(StreamTranslator):
@@ -3917,14 +3920,16 @@ def anthropic_event(kind: str, data: Any) -> bytes:
 ANTHROPIC_PING = anthropic_event("ping", {"type": "ping"})
 
 
-class AnthropicStreamTranslator:
+class AnthropicStreamTranslator(StreamTranslator):
     """Native /api/chat stream objects in, /v1/messages SSE events out (StreamConverter.Process,
     agents-api.md §1.6).  ``feed`` takes one parsed NDJSON object and returns zero or more
     events; a native ``{"error": ...}`` line or ``fail()`` ends the stream with ``event: error``
     (the deliberate difference: Ollama just stops).  After the end, feeding returns b""."""
 
+    dialect = ANTHROPIC
+
     def __init__(self, model: str, message_id: str, estimated_tokens: int, num_predict: int = 0) -> None:
-        self.model = model
+        super().__init__(model, message_id, include_usage=False)
         self.message_id = message_id
         self.estimated_tokens = estimated_tokens
         self.num_predict = num_predict
@@ -3932,17 +3937,6 @@ class AnthropicStreamTranslator:
         self.index = 0
         self.thinking_open = self.thinking_done = self.text_open = False
         self.tools_sent: set = set()
-        self._finished = False
-
-    @property
-    def finished(self) -> bool:
-        return self._finished
-
-    def fail(self, message: str, status: int = 500) -> bytes:
-        if self._finished:
-            return b""
-        self._finished = True
-        return error_line(status, message, ANTHROPIC)
 
     def _stop(self) -> bytes:
         event = anthropic_event("content_block_stop", {"type": "content_block_stop", "index": self.index})
