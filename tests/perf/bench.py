@@ -124,6 +124,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
+FAITHFUL_FAKE = os.path.join(REPO, "tests", "fake_ollama.py")  #: the normal-mode fake (its /v1 layer, /api/tags)
 TARGETS = ("direct", "floor", "proxy")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BODY = '{"model":"llama3.2","prompt":"hi","stream":false}'
@@ -1201,7 +1202,7 @@ def run_backend_section(which, args, logdir):
         return out
     pure_repeats, pure_number = (5, 500) if quick else (7, 2000)
     pure = time_choice_pure(args.proxy, pure_repeats, pure_number)
-    e2e = run_choice_e2e(args.proxy, args.fake, logdir, n_backends=CHOICE_BACKENDS, conc=16, duration=2 if quick else 4,
+    e2e = run_choice_e2e(args.proxy, FAITHFUL_FAKE, logdir, n_backends=CHOICE_BACKENDS, conc=16, duration=2 if quick else 4,
                          repeats=max(2, args.repeats or (3 if quick else 7)), scan_probe_s=2.0 if quick else 4.0)
     print()
     print_choice(pure, e2e, pure_repeats, pure_number)
@@ -1256,7 +1257,8 @@ def run_reloads(proxy_path, logdir):
 def run_openai(proxy_path, fake_path, logdir, streams=16, chunks=200, duration=3.0, repeats=3):
     """Streaming /v1/chat/completions: translated by the proxy (native /api/chat upstream) against
     Ollama's own /v1 passed through (--no-translate), both against the normal-mode fake (its /v1
-    layer is not in fast mode). Returns {mode: (events/s, proxy CPU ms per 1000 events)} medians."""
+    layer is not in fast mode); and streaming /v1/messages (Anthropic) translated by the same
+    proxy. Returns {mode: (events/s, proxy CPU ms per 1000 events)} medians."""
     import asyncio
 
     fake_port = free_port()
@@ -1268,12 +1270,15 @@ def run_openai(proxy_path, fake_path, logdir, streams=16, chunks=200, duration=3
                                                                    "--backend", f"http://127.0.0.1:{fake_port}", "--log-level", "warning"] + extra,
                                port, logdir)
         procs[mode] = (port, proc)
-    body = json.dumps({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
+    chat = json.dumps({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
+    messages = json.dumps({"model": "llama3.2", "max_tokens": 4096, "messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
+    targets = {mode: (port, proc, b"/v1/chat/completions", chat) for mode, (port, proc) in procs.items()}
+    targets["messages translated"] = procs["translated"] + (b"/v1/messages", messages)
 
-    async def one_connection(port, deadline, counter):
+    async def one_connection(port, path, body, deadline, counter):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-               b"X-Fake-Chunks: %d\r\nContent-Length: %d\r\n\r\n%s") % (chunks, len(body), body)
+        req = (b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+               b"X-Fake-Chunks: %d\r\nContent-Length: %d\r\n\r\n%s") % (path, chunks, len(body), body)
         try:
             while time.monotonic() < deadline:
                 writer.write(req)
@@ -1289,25 +1294,25 @@ def run_openai(proxy_path, fake_path, logdir, streams=16, chunks=200, duration=3
         finally:
             writer.close()
 
-    async def run(port):
+    async def run(port, path, body):
         counter = [0]
         deadline = time.monotonic() + duration
         t0 = time.monotonic()
-        await asyncio.gather(*(one_connection(port, deadline, counter) for _ in range(streams)))
+        await asyncio.gather(*(one_connection(port, path, body, deadline, counter) for _ in range(streams)))
         return counter[0], time.monotonic() - t0
 
-    results = {mode: [] for mode in procs}
+    results = {mode: [] for mode in targets}
     for _ in range(repeats):
-        for mode, (port, proc) in procs.items():
+        for mode, (port, proc, path, body) in targets.items():
             c0 = cpu_seconds(proc.pid)
-            events, elapsed = asyncio.run(run(port))
+            events, elapsed = asyncio.run(run(port, path, body))
             c1 = cpu_seconds(proc.pid)
             results[mode].append((events / elapsed, (c1 - c0) * 1000.0 / max(1, events) * 1000.0))
     return {mode: (statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)) for mode, rows in results.items()}
 
 
 def print_openai(result):
-    print("/v1/chat/completions streamed (16 streams x 200 chunks, normal-mode fake):")
+    print("/v1/chat/completions and /v1/messages streamed (16 streams x 200 chunks, normal-mode fake):")
     print(f"  {'':<34} {'events/s':>10} {'proxy CPU ms / 1000 events':>28}")
     for mode, (eps, cpu) in result.items():
         print(f"  {mode:<34} {eps:>10.0f} {cpu:>28.1f}")
@@ -1348,7 +1353,7 @@ def main(argv=None):
             if args.only == "reloads":
                 print_reloads(run_reloads(args.proxy, logdir))
             elif args.only == "openai":
-                print_openai(run_openai(args.proxy, args.fake, logdir))
+                print_openai(run_openai(args.proxy, FAITHFUL_FAKE, logdir))
             else:
                 raise_nofile()
                 print(f"ollama-proxy bench --only {args.only}: python {sys.version.split()[0]}; logs in {logdir}", flush=True)
@@ -1459,7 +1464,7 @@ def main(argv=None):
         print_reloads(run_reloads(args.proxy, logdir))
         print()
         try:
-            print_openai(run_openai(args.proxy, args.fake, logdir))
+            print_openai(run_openai(args.proxy, FAITHFUL_FAKE, logdir))
         finally:
             kill_children()
         for section in ("failover", "choice"):
