@@ -1178,10 +1178,18 @@ class ClientProtocol(asyncio.StreamReaderProtocol):
     A pipelined request simply waits in the buffer for the next cycle.
     """
 
-    def __init__(self, reader: asyncio.StreamReader, callback: Callable[..., Any]) -> None:
+    def __init__(self, reader: asyncio.StreamReader, callback: Callable[..., Any], live: Optional[set] = None) -> None:
         super().__init__(reader, callback)
         self.gone = False
         self.on_gone: Optional[Callable[[], None]] = None
+        self.transport: Optional[asyncio.BaseTransport] = None
+        self.live = live  #: the server's set of connections not yet lost (made at accept, before the transport)
+        if live is not None:
+            live.add(self)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        super().connection_made(transport)
 
     def _mark_gone(self) -> None:
         if not self.gone:
@@ -1195,6 +1203,8 @@ class ClientProtocol(asyncio.StreamReaderProtocol):
         return bool(result)
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
+        if self.live is not None:
+            self.live.discard(self)
         super().connection_lost(exc)
         self._mark_gone()
 
@@ -4477,6 +4487,8 @@ MAX_LINE_BYTES = MAX_JSON_BODY  #: a streamed NDJSON line or SSE event longer th
 TRANSLATED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages"})
 GENERATION_PATHS = frozenset({"/api/chat", "/api/generate"})  #: native endpoints with a prompt and an answer
 EMBED_NATIVE_PATHS = frozenset({"/api/embed", "/api/embeddings"})  #: native endpoints whose inputs may be chunked
+SHUTDOWN_SETTLE_SECONDS = 0.5  #: at most this long at the end of a shutdown for accepts in flight to close
+SHUTDOWN_ACCEPT_TURNS = 3  #: loop turns between the last accept and closing the listener
 #: Native endpoints whose requests the modifiers adjust.
 MODIFIED_PATHS = frozenset({"/api/chat", "/api/generate", "/api/embed", "/api/embeddings"})
 
@@ -5645,6 +5657,7 @@ class App:
         self._conn_ids = itertools.count(1)
         self._idle_conns: Dict[int, ServerSide] = {}  #: connections waiting for their next request
         self._conn_tasks: Dict[int, asyncio.Task] = {}
+        self.connections: set = set()  #: every accepted client connection not yet lost (ClientProtocol)
         self._shutting_down = False
         self._stopped: Optional[asyncio.Event] = None
         self.metrics = Metrics(time.time())
@@ -5672,7 +5685,7 @@ class App:
         loop = asyncio.get_running_loop()
 
         def make_protocol() -> ClientProtocol:
-            return ClientProtocol(asyncio.StreamReader(limit=READ_SIZE), self._serve_connection)
+            return ClientProtocol(asyncio.StreamReader(limit=READ_SIZE), self._serve_connection, self.connections)
 
         self.server = await loop.create_server(make_protocol, self.config.host, self.config.port, backlog=1024)
         self.port = self.server.sockets[0].getsockname()[1]
@@ -5692,6 +5705,19 @@ class App:
         self.planner.preload(backend)
         self.scheduler.dispatch(backend)
 
+    async def _stop_accepting(self) -> None:
+        """Stop accepting, and close the listener only once the accepts already in flight have
+        their connections: a server closed under them refuses to attach their transports
+        (Python 3.12+), and their sockets are then left open."""
+        if self.server is None:
+            return
+        loop = asyncio.get_running_loop()
+        for sock in self.server.sockets:
+            loop.remove_reader(sock.fileno())
+        for _ in range(SHUTDOWN_ACCEPT_TURNS):
+            await asyncio.sleep(0)
+        self.server.close()
+
     async def serve_until_stopped(self) -> None:
         assert self._stopped is not None
         await self._stopped.wait()
@@ -5707,8 +5733,7 @@ class App:
         self._shutting_down = True
         self.relay.shutting_down = True
         log.info("shutting down: %d connection(s) open, waiting up to %gs for in-flight responses", len(self._conn_tasks), self.config.shutdown_grace)
-        if self.server is not None:
-            self.server.close()
+        await self._stop_accepting()
         self.fleet.stop()
         self.scheduler.close()
         for side in list(self._idle_conns.values()):
@@ -5727,6 +5752,17 @@ class App:
         if background:
             await asyncio.wait(background)
         self.fleet.close()
+        # Accepts in flight when the listener closed still make their connections some loop
+        # turns later, and the server's wait_closed() does not wait for those: every accepted
+        # connection is closed here (a short while at most), so that no socket is left open
+        # when the caller closes the loop.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SHUTDOWN_SETTLE_SECONDS
+        while self.connections and loop.time() < deadline:
+            for protocol in list(self.connections):
+                if protocol.transport is not None:
+                    protocol.transport.abort()
+            await asyncio.sleep(0.002)
         if self.server is not None:
             try:
                 await asyncio.wait_for(self.server.wait_closed(), 1.0)
