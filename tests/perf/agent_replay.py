@@ -107,7 +107,10 @@ def main() -> int:
         fake.default_num_ctx = 4096
         try:
             if flags is None:
-                rows.append((label, replay(fake, fake.port, args.turns, args.system_tokens)))
+                try:
+                    rows.append((label, replay(fake, fake.port, args.turns, args.system_tokens)))
+                except SystemExit as exc:  # a fake without its own /v1/messages layer
+                    print("direct: %s" % exc)
                 continue
             config = make_config(fake.url, "--max-context", str(args.num_ctx), "--num-ctx", "%s=%d" % (MODEL, args.num_ctx), *flags)
             proxy = ProxyThread(config).start()
