@@ -4983,10 +4983,11 @@ class Relay:
         return self.head(ex, strip_hop_by_hop(upstream, frozenset({b"via"})), all_values(upstream, b"via"))
 
     async def send_body(self, side: ServerSide, ex: Exchange, status: int, body: bytes, content_type: bytes, close: bool = False,
-                         retry_after: int = 0) -> None:
+                         retry_after: int = 0, extra: Headers = ()) -> None:
         """A whole answer from the proxy itself: Via, the diagnostic headers, no body on HEAD."""
         ex.status = status
         headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
+        headers.extend(extra)
         if retry_after:
             headers.append((b"retry-after", b"%d" % retry_after))
         self.head(ex, headers, close=close)
@@ -5173,7 +5174,7 @@ class Relay:
                 await self.end_in_band(side, ex, message, status)
             else:
                 ex.error = message
-                await self.send_json(side, ex, status, error_object(status, message, ex.dialect))
+                await self._send_translated(side, ex, status, error_object(status, message, ex.dialect))
             return
         try:
             native = parse_json(raw)
@@ -5192,7 +5193,18 @@ class Relay:
             out = native_embed_to_openai(native, ex.request.client_model, ex.request.encoding_format)
         else:
             out = native
-        await self.send_json(side, ex, 200, out)
+        await self._send_translated(side, ex, 200, out)
+
+    async def _send_translated(self, side: ServerSide, ex: Exchange, status: int, obj: Any) -> None:
+        """A translated whole answer (or the backend's error) as the route's own writer sends it:
+        on /v1/messages Ollama's AnthropicWriter (``application/json``, a JSON encoder's newline
+        at the end, and a stream request keeps the ``Cache-Control`` set before the handler ran);
+        elsewhere as gin's c.JSON."""
+        if ex.request.kind != "messages":
+            await self.send_json(side, ex, status, obj)
+            return
+        headers: Headers = [(b"cache-control", b"no-cache")] if ex.request.streaming else []
+        await self.send_body(side, ex, status, json_bytes(obj) + b"\n", b"application/json", extra=headers)
 
     async def transformed(self, side: ServerSide, ex: Exchange, attempt: Attempt, upconn: UpstreamConnection, response: h11.Response) -> None:
         """The native answer to a translated or chunked request, turned into what the client asked for."""

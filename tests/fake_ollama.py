@@ -2,9 +2,10 @@
 
 One file, standard library plus h11, Python 3.9+. It answers like Ollama v0.33 as described in
 shared/ollama-api.md (routes, field order, content types, error wording, NDJSON and SSE
-streaming, the /v1 layer), with deterministic text ("tok0 ", "tok1 ", ...) and deterministic
-embeddings, and it can misbehave on request (faults) so that proxy tests can script a slow,
-silent, crashing or garbled upstream.
+streaming, the /v1 layer) and shared/agents-api.md §1 (the Anthropic /v1/messages layer),
+with deterministic text ("tok0 ", "tok1 ", ...) and deterministic embeddings, and it can
+misbehave on request (faults) so that proxy tests can script a slow, silent, crashing or
+garbled upstream.
 
 Run it by hand (one log line says where it listens and which models it has)::
 
@@ -36,8 +37,8 @@ check_host=True)``: ``start()`` (returns self once listening), ``stop()``, conte
 ``oom_above`` and ``default_num_ctx`` (settable), see below.
 
 ``Received``: conn_id, method, target, headers (lower-cased names, in order), body,
-http_version, ``native`` (on /v1 chat, completions and embeddings: the native request the /v1
-middleware made of it, see below; else None); ``header(name)``, ``path``, ``json`` (parsed
+http_version, ``native`` (on /v1 chat, completions, embeddings and /v1/messages: the native
+request the /v1 or Anthropic middleware made of it, see below; else None); ``header(name)``, ``path``, ``json`` (parsed
 body or None).
 
 Scheduler: loads, reloads, out of memory (ollama-api.md §7, §3.7)
@@ -175,6 +176,42 @@ every /v1 writer body); the middleware's own 400s with gin's ``application/json;
 charset=utf-8`` and no newline. /v1/models lists /api/tags (``data`` null when empty);
 /v1/models/{model} answers the id as given, or 404 ``model 'x:latest' not found`` (ShowHandler's DisplayShortest).
 
+/v1/messages: Ollama's Anthropic middleware (agents-api.md §1.1-§1.6)
+----------------------------------------------------------------------
+Like AnthropicMessagesMiddleware, /v1/messages binds the Anthropic body and checks, each a 400
+written by the middleware (gin's ``application/json; charset=utf-8``, no newline): binding
+errors, ``model is required``, ``max_tokens is required and must be positive``, ``messages is
+required``, then FromMessagesRequest's own (``invalid image source``, ``invalid image source
+type: X. Only base64 images are supported.``, ``invalid base64 image data: ...``, ``tool_use
+block missing required 'id' field`` / ``'name' field``, ``invalid tool_result image source``,
+``invalid input_schema for tool "x": ...``). The body becomes the native request
+(``Received.native``: ``{model, messages, stream, tools?, options, think?}``; system string or
+the text blocks joined as one system message, each message's blocks gathered into one native
+message with tool_result blocks as separate ``tool`` messages (before a user message, after
+others), images decoded, only the last thinking kept; options ``num_predict`` = max_tokens and
+temperature / top_p / top_k / stop only when given; tools as functions with input_schema
+re-marshalled as api.ToolFunctionParameters; think from ``thinking.type`` or
+``output_config.effort``; no num_ctx, no keep_alive), run by the native chat handler (404s,
+scheduler, tool calls) with thinking relaxed to unset for a model without the capability.
+Answers: ToMessagesResponse (``application/json`` and a newline; ``msg_`` + 24 hex id, blocks
+thinking, text, tool_use, ``content`` null when none, stop_reason tool_use / end_turn /
+max_tokens / stop_sequence or omitted, no stop_sequence, usage from prompt_eval_count and
+eval_count), or with ``stream: true`` named SSE events ``event: X\ndata: {json}\n\n``
+(``text/event-stream``, ``Cache-Control: no-cache``, ``Connection: keep-alive``; each event is
+one line for faults and delays) as StreamConverter.Process makes them: nothing before the first
+native object, message_start with input_tokens = that object's prompt_eval_count or else
+EstimateInputTokens's len/4 estimate (the input_schema counted as compact JSON, not the raw
+bytes Go counts), content_block_start/_delta/_stop per block (a tool call as one
+input_json_delta), message_delta with stop_reason and the final counts, message_stop; no ping,
+no [DONE], no ``event: error`` (a native error mid-stream just ends the stream). Errors of the
+native handler come in Anthropic shape (``{"type": "error", "error": {"type", "message"},
+"request_id": "req_" + 24 hex}``, type by status: 400 invalid_request_error, 401
+authentication_error, 403 permission_error, 404 not_found_error, 429 rate_limit_error, 503/529
+overloaded_error, else api_error) with ``application/json`` and a newline (and the SSE
+Cache-Control / Connection headers when streaming was asked); so do fault statuses on this
+path. ``/v1/messages/count_tokens`` is not a route: gin's plain ``404 page not found``.
+Not modelled: the cloud passthrough and the web-search loop (a web_search tool is only declared).
+
 Faults (``Fault`` dataclass)
 ----------------------------
 Each request that has been read completely takes the first fault, in ``add_fault`` order,
@@ -185,7 +222,8 @@ does, in this order:
 * ``garbage``: answer bytes that are not HTTP, then close.
 * ``close_before_response``: close without answering.
 * ``delay_before_headers`` S: send nothing at all for S seconds ("cold load"), then answer.
-* ``status``: answer that status with ``{"error": error}`` (OpenAI error shape on /v1 paths).
+* ``status``: answer that status with ``{"error": error}`` (OpenAI error shape on /v1 paths,
+  Anthropic's on /v1/messages).
 * Line faults, with k = the number of body lines already sent. A streamed body's lines are its
   NDJSON lines or SSE events; a non-streamed body is a single line. The checks run after the
   head and before each line, and once more after the last line (before the terminating chunk):
@@ -215,7 +253,7 @@ off with ``check_host=False``. Loads take no time, there is no scheduler queue (
 model-count or memory limit besides ``oom_above``: models stay loaded beside each other, and
 requests that would wait in Ollama for a runner to unload do not wait. Routes Ollama
 registers but the fake does not model (/api/me, /api/signout, /api/user/keys/*,
-/api/experimental/*, /v1/responses, /v1/messages, /v1/audio/transcriptions) answer 501
+/api/experimental/*, /v1/responses, /v1/audio/transcriptions) answer 501
 ``{"error": "not implemented by fake_ollama"}``. Tool calls are always to the first tool, with
 made-up arguments (above); ``logprobs`` are accepted but never produced; images are accepted
 on any model and add no prompt tokens. ``format`` is accepted but the text is not JSON. /api/embed on a model without the ``embedding`` capability
@@ -487,8 +525,8 @@ class Received:
     headers: List[Tuple[str, str]]  #: names lower-cased, in order
     body: bytes
     http_version: str  #: "1.1" or "1.0"
-    #: on /v1/chat/completions, /v1/completions and /v1/embeddings: the native request that the
-    #: fake's OpenAI middleware made of it (what /api/chat, /api/generate, /api/embed run), once
+    #: on /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/messages: the native
+    #: request that the fake's OpenAI (or Anthropic) middleware made of it (what /api/chat, /api/generate, /api/embed run), once
     #: the request got past the middleware's own checks; None otherwise
     native: Optional[dict] = None
     #: on /api/chat: characters of the rendered prompt (``render_chat_prompt``), and how many of
@@ -1366,8 +1404,28 @@ def openai_error(status: int, message: str, middleware: bool = False) -> Reply:
     return Reply(status, CT_OPENAI, writer_body(obj))
 
 
+_ANTHROPIC_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                          403: "permission_error", 404: "not_found_error",
+                          429: "rate_limit_error", 503: "overloaded_error",
+                          529: "overloaded_error"}
+
+
+def anthropic_error(status: int, message: str, middleware: bool = False) -> Reply:
+    """anthropic.NewError: the type follows the status, a fresh ``req_`` + 24 hex request id;
+    through AnthropicWriter.writeError (``application/json``, a newline after the JSON), or
+    written by the middleware itself (gin's c.AbortWithStatusJSON)."""
+    obj = {"type": "error",
+           "error": {"type": _ANTHROPIC_ERROR_TYPES.get(status, "api_error"), "message": message},
+           "request_id": "req_" + os.urandom(12).hex()}
+    if middleware:
+        return json_reply(obj, status, CT_JSON)
+    return Reply(status, CT_OPENAI, writer_body(obj))
+
+
 def error_reply(path: str, status: int, message: str, middleware: bool = False) -> Reply:
-    """Ollama's shape, or OpenAI's on /v1 paths."""
+    """Ollama's shape, Anthropic's on /v1/messages, or OpenAI's on other /v1 paths."""
+    if path == "/v1/messages":
+        return anthropic_error(status, message, middleware)
     if path.startswith("/v1/"):
         return openai_error(status, message, middleware)
     return ollama_error(status, message)
@@ -1675,12 +1733,569 @@ def openai_completion_to_native(body: dict) -> dict:
     return native
 
 
+# -- /v1/messages: Ollama's Anthropic middleware (agents-api.md §1; anthropic/anthropic.go,
+# middleware/anthropic.go): FromMessagesRequest, ToMessagesResponse, StreamConverter --------
+
+_MESSAGES_FIELDS = {"model": "string", "max_tokens": "int:int",
+                    "messages": "array:[]anthropic.MessageParam", "system": "any",
+                    "stream": "bool", "temperature": "number:*float64", "top_p": "number:*float64",
+                    "top_k": "int:*int", "stop_sequences": "array:[]string",
+                    "tools": "array:[]anthropic.Tool",
+                    "tool_choice": "object:anthropic.ToolChoice",
+                    "thinking": "object:anthropic.ThinkingConfig",
+                    "metadata": "object:anthropic.Metadata",
+                    "output_config": "object:anthropic.OutputConfig"}
+#: string fields of anthropic.ContentBlock (Text and Thinking are *string, null = unset)
+_BLOCK_STRINGS = ("type", "text", "id", "name", "tool_use_id", "thinking", "signature")
+_B64_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+SSE_STREAM_HEADERS = [("cache-control", "no-cache"), ("connection", "keep-alive")]
+
+
+def _go_value(value: Any) -> Any:
+    """A JSON value as Go's ``any`` holds and re-marshals it: object keys sorted (map[string]any),
+    integral floats written as integers."""
+    if isinstance(value, dict):
+        return {k: _go_value(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_go_value(v) for v in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return int(value)
+    return value
+
+
+def _go_arguments(arguments: Any) -> dict:
+    """api.ToolCallFunctionArguments: an ordered map at the top, Go ``any`` values below."""
+    if not isinstance(arguments, dict):
+        return {}
+    return {k: _go_value(v) for k, v in arguments.items()}
+
+
+def go_base64_decode(data: str) -> bytes:
+    """base64.StdEncoding.DecodeString (CR and LF skipped, padding required); ValueError with
+    Go's CorruptInputError text."""
+    text = data.replace("\r", "").replace("\n", "")
+    for pos, ch in enumerate(text):
+        if ch not in _B64_ALPHABET and ch != "=":
+            raise ValueError("illegal base64 data at input byte %d" % pos)
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:  # bad padding or length: the offset is approximate here
+        pad = text.find("=")
+        raise ValueError("illegal base64 data at input byte %d"
+                         % (pad if pad >= 0 else len(text) - len(text) % 4)) from None
+
+
+def _anthropic_image(source: Any) -> str:
+    """resolveImageSource: base64 only; the decoded bytes, as native base64 again."""
+    kind = source.get("type") if isinstance(source.get("type"), str) else ""
+    if kind != "base64":
+        raise _anthropic_middleware_error("invalid image source type: %s. Only base64 images are "
+                                          "supported." % kind)
+    data = source.get("data") if isinstance(source.get("data"), str) else ""
+    try:
+        raw = go_base64_decode(data)
+    except ValueError as exc:
+        raise _anthropic_middleware_error("invalid base64 image data: %s" % exc) from None
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _anthropic_middleware_error(message: str) -> HTTPError:
+    return HTTPError(400, message, middleware=True)
+
+
+def _anthropic_tool_result(content: Any) -> Tuple[str, List[str]]:
+    """convertToolResultContent: a string, or the text parts joined and the images decoded."""
+    if isinstance(content, str):
+        return content, []
+    if not isinstance(content, list):
+        return "", []
+    text, images = [], []
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "text" and isinstance(part.get("text"), str):
+            text.append(part["text"])
+        elif part.get("type") == "image":
+            if not isinstance(part.get("source"), dict):
+                raise _anthropic_middleware_error("invalid tool_result image source")
+            images.append(_anthropic_image(part["source"]))
+    return "".join(text), images
+
+
+def _web_search_error(code: Any) -> str:
+    return "web_search_tool_result_error: %s" % code if isinstance(code, str) and code else \
+        "web_search_tool_result_error"
+
+
+def _web_search_result_text(content: Any) -> str:
+    """formatWebSearchToolResultContent: ``- <title>: <url>`` lines, or the error code."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        lines = []
+        for item in content:
+            if not isinstance(item, dict):
+                continue
+            if item.get("type") == "web_search_result":
+                title, url = item.get("title"), item.get("url")
+                lines.append("- %s: %s\n" % (title if isinstance(title, str) else "",
+                                             url if isinstance(url, str) else ""))
+            elif item.get("type") == "web_search_tool_result_error":
+                return _web_search_error(item.get("error_code"))
+        return "".join(lines)
+    if isinstance(content, dict) and content.get("type") == "web_search_tool_result_error":
+        return _web_search_error(content.get("error_code"))
+    return go_json(_go_value(content)).decode("utf-8")
+
+
+def _check_content_block(block: Any) -> dict:
+    """Binding of one anthropic.ContentBlock (MessageParam.UnmarshalJSON decodes the content
+    on its own, so Go names the field ContentBlock.<name>)."""
+    if not isinstance(block, dict):
+        raise _anthropic_middleware_error("json: cannot unmarshal %s into Go value of type "
+                                          "anthropic.ContentBlock" % json_kind(block))
+    for key in _BLOCK_STRINGS:
+        if block.get(key) is not None and not isinstance(block[key], str):
+            raise _anthropic_middleware_error("json: cannot unmarshal %s into Go struct field "
+                                              "ContentBlock.%s of type string"
+                                              % (json_kind(block[key]), key))
+    for key, gotype in (("source", "anthropic.ImageSource"),
+                        ("input", "api.ToolCallFunctionArguments")):
+        if block.get(key) is not None and not isinstance(block[key], dict):
+            raise _anthropic_middleware_error("json: cannot unmarshal %s into Go struct field "
+                                              "ContentBlock.%s of type %s"
+                                              % (json_kind(block[key]), key, gotype))
+    if block.get("is_error") is not None and not isinstance(block["is_error"], bool):
+        raise _anthropic_middleware_error("json: cannot unmarshal %s into Go struct field "
+                                          "ContentBlock.is_error of type bool"
+                                          % json_kind(block["is_error"]))
+    return block
+
+
+def anthropic_blocks(message: dict) -> List[dict]:
+    """MessageParam.UnmarshalJSON: a string content is one text block; null is an empty text."""
+    if "content" not in message:
+        raise _anthropic_middleware_error("unexpected end of JSON input")
+    content = message["content"]
+    if content is None or isinstance(content, str):
+        return [{"type": "text", "text": content or ""}]
+    if not isinstance(content, list):
+        raise _anthropic_middleware_error("json: cannot unmarshal %s into Go value of type "
+                                          "[]anthropic.ContentBlock" % json_kind(content))
+    return [_check_content_block(b) for b in content]
+
+
+def _bind_messages_request(body: dict) -> None:
+    """The parts of binding MessagesRequest that bind_json leaves: each MessageParam."""
+    for message in body.get("messages") or []:
+        if not isinstance(message, dict):
+            raise _anthropic_middleware_error("json: cannot unmarshal %s into Go struct field "
+                                              "MessagesRequest.messages of type "
+                                              "anthropic.MessageParam" % json_kind(message))
+        if message.get("role") is not None and not isinstance(message["role"], str):
+            raise _anthropic_middleware_error("json: cannot unmarshal %s into Go struct field "
+                                              ".role of type string" % json_kind(message["role"]))
+        message["content"] = anthropic_blocks(message)
+    for item in body.get("stop_sequences") or []:
+        if not isinstance(item, str):
+            raise _anthropic_middleware_error("json: cannot unmarshal %s into Go struct field "
+                                              "MessagesRequest.stop_sequences of type string"
+                                              % json_kind(item))
+    for tool in body.get("tools") or []:
+        if tool is not None and not isinstance(tool, dict):
+            raise _anthropic_middleware_error("json: cannot unmarshal %s into Go struct field "
+                                              "MessagesRequest.tools of type anthropic.Tool"
+                                              % json_kind(tool))
+        for key in ("type", "name", "description"):
+            if tool and tool.get(key) is not None and not isinstance(tool[key], str):
+                raise _anthropic_middleware_error("json: cannot unmarshal %s into Go struct field "
+                                                  "MessagesRequest.tools.%s of type string"
+                                                  % (json_kind(tool[key]), key))
+
+
+def anthropic_message_to_native(message: dict) -> List[dict]:
+    """convertMessage: one native message of the blocks (text joined with no separator, images,
+    tool calls, the last thinking), and tool results as separate ``tool`` messages (first for a
+    user message, after it otherwise)."""
+    role = (message.get("role") or "").lower()
+    text: List[str] = []
+    images: List[str] = []
+    calls: List[dict] = []
+    results: List[dict] = []
+    thinking = ""
+    for block in message.get("content") or []:
+        kind = block.get("type")
+        if kind == "text":
+            if isinstance(block.get("text"), str):
+                text.append(block["text"])
+        elif kind == "image":
+            if block.get("source") is None:
+                raise _anthropic_middleware_error("invalid image source")
+            images.append(_anthropic_image(block["source"]))
+        elif kind in ("tool_use", "server_tool_use"):
+            if kind == "tool_use" and not block.get("id"):
+                raise _anthropic_middleware_error("tool_use block missing required 'id' field")
+            if kind == "tool_use" and not block.get("name"):
+                raise _anthropic_middleware_error("tool_use block missing required 'name' field")
+            call: dict = {}
+            if block.get("id"):
+                call["id"] = block["id"]
+            call["function"] = {"index": 0, "name": block.get("name") or "",
+                                "arguments": _go_arguments(block.get("input"))}
+            calls.append(call)
+        elif kind == "tool_result":
+            content, result_images = _anthropic_tool_result(block.get("content"))
+            results.append(_native_message("tool", content, images=result_images,
+                                           tool_call_id=block.get("tool_use_id") or ""))
+        elif kind == "thinking":
+            if isinstance(block.get("thinking"), str):
+                thinking = block["thinking"]
+        elif kind == "web_search_tool_result":
+            results.append(_native_message("tool", _web_search_result_text(block.get("content")),
+                                           tool_call_id=block.get("tool_use_id") or ""))
+        # anything else (redacted_thinking, document, ...) is dropped
+    out: List[dict] = []
+    if role == "user" and results:
+        out.extend(results)
+    joined = "".join(text)
+    if joined or images or calls or thinking:
+        out.append(_native_message(role, joined, thinking=thinking, images=images,
+                                   tool_calls=calls))
+    if role != "user" or not results:
+        out.extend(results)
+    return out
+
+
+def _tool_property(prop: Any) -> dict:
+    """api.ToolProperty as it re-marshals: anyOf, type (one type as a string), items,
+    description, enum, properties, required; anything else dropped."""
+    prop = prop if isinstance(prop, dict) else {}
+    out: dict = {}
+    if prop.get("anyOf"):
+        out["anyOf"] = [_tool_property(p) for p in prop["anyOf"]]
+    kind = prop.get("type")
+    kinds = [kind] if isinstance(kind, str) else list(kind) if isinstance(kind, list) else []
+    if kinds:
+        out["type"] = kinds[0] if len(kinds) == 1 else kinds
+    if prop.get("items") is not None:
+        out["items"] = _go_value(prop["items"])
+    if prop.get("description"):
+        out["description"] = prop["description"]
+    if prop.get("enum"):
+        out["enum"] = _go_value(prop["enum"])
+    if isinstance(prop.get("properties"), dict):
+        out["properties"] = {k: _tool_property(v) for k, v in prop["properties"].items()}
+    if prop.get("required"):
+        out["required"] = prop["required"]
+    return out
+
+
+def _tool_parameters(schema: Any) -> dict:
+    """api.ToolFunctionParameters as it re-marshals: type, $defs, items, required, properties
+    (null when absent)."""
+    schema = schema if isinstance(schema, dict) else {}
+    out: dict = {"type": schema.get("type") if isinstance(schema.get("type"), str) else ""}
+    if schema.get("$defs") is not None:
+        out["$defs"] = _go_value(schema["$defs"])
+    if schema.get("items") is not None:
+        out["items"] = _go_value(schema["items"])
+    if schema.get("required"):
+        out["required"] = schema["required"]
+    props = schema.get("properties")
+    out["properties"] = ({k: _tool_property(v) for k, v in props.items()}
+                         if isinstance(props, dict) else None)
+    return out
+
+
+_WEB_SEARCH_TOOL = {"type": "function", "function": {
+    "name": "web_search",
+    "description": "Search the web for current information. Use this to find up-to-date "
+                   "information about any topic.",
+    "parameters": {"type": "object", "required": ["query"], "properties": {
+        "query": {"type": "string", "description": "The search query to look up on the web"}}}}}
+
+
+def anthropic_tools(tools: List[Any]) -> List[dict]:
+    """convertTool for each tool: a web_search* type is the built-in web_search function (a user
+    tool of that name is then dropped); every other tool a plain function."""
+    tools = [t for t in tools if isinstance(t, dict)]
+    builtin = any((t.get("type") or "").startswith("web_search") for t in tools)
+    out = []
+    for tool in tools:
+        kind, name = tool.get("type") or "", tool.get("name") or ""
+        if kind.startswith("web_search"):
+            out.append(json.loads(json.dumps(_WEB_SEARCH_TOOL)))
+            continue
+        if builtin and name == "web_search":
+            continue
+        schema = tool.get("input_schema")
+        if schema is not None and not isinstance(schema, dict):
+            raise _anthropic_middleware_error(
+                "invalid input_schema for tool %s: json: cannot unmarshal %s into Go value of "
+                "type api.ToolFunctionParameters" % (json.dumps(name, ensure_ascii=False),
+                                                     json_kind(schema)))
+        function: dict = {"name": name}
+        if tool.get("description"):
+            function["description"] = tool["description"]
+        function["parameters"] = _tool_parameters(schema)
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def anthropic_think(body: dict) -> Any:
+    """thinking.type enabled/disabled, else output_config.effort (xhigh -> high); else None."""
+    thinking = body.get("thinking") if isinstance(body.get("thinking"), dict) else {}
+    if thinking.get("type") == "enabled":
+        return True
+    if thinking.get("type") == "disabled":
+        return False
+    config = body.get("output_config")
+    effort = config.get("effort") if isinstance(config, dict) else None
+    effort = effort.strip().lower() if isinstance(effort, str) else ""
+    effort = "high" if effort == "xhigh" else effort
+    return effort if effort in ("high", "medium", "low", "max") else None
+
+
+def anthropic_to_native(body: dict) -> dict:
+    """anthropic.FromMessagesRequest (agents-api.md §1.3): the /api/chat request a /v1/messages
+    request becomes, in api.ChatRequest's field order; options only as given (num_predict
+    always), no num_ctx, no keep_alive."""
+    messages: List[dict] = []
+    system = body.get("system")
+    if isinstance(system, str):
+        if system:
+            messages.append(_native_message("system", system))
+    elif isinstance(system, list):
+        text = "".join(b["text"] for b in system if isinstance(b, dict)
+                       and b.get("type") == "text" and isinstance(b.get("text"), str))
+        if text:
+            messages.append(_native_message("system", text))
+    for message in body.get("messages") or []:
+        messages.extend(anthropic_message_to_native(message))
+    options: dict = {"num_predict": int(body["max_tokens"])}
+    for key in ("temperature", "top_p", "top_k"):
+        if body.get(key) is not None:
+            options[key] = body[key]
+    if body.get("stop_sequences"):
+        options["stop"] = body["stop_sequences"]
+    native: dict = {"model": body.get("model") or "", "messages": messages,
+                    "stream": bool(body.get("stream"))}
+    tools = anthropic_tools(body.get("tools") or [])
+    if tools:
+        native["tools"] = tools
+    native["options"] = dict(sorted(options.items()))  # a Go map: sorted keys
+    think = anthropic_think(body)
+    if think is not None:
+        native["think"] = think
+    return native
+
+
+def _go_len(text: Any) -> int:
+    return len(text.encode("utf-8")) if isinstance(text, str) else 0
+
+
+def _estimate_block(block: Any) -> int:
+    """countContentBlock: text, thinking, and the JSON of a tool_use / tool_result block
+    (anthropic.ContentBlock re-marshalled: its field order, empty fields omitted)."""
+    if not isinstance(block, dict):
+        return 0
+    total = _go_len(block.get("text")) + _go_len(block.get("thinking"))
+    if block.get("type") in ("tool_use", "tool_result"):
+        out: dict = {"type": block["type"]}
+        if isinstance(block.get("text"), str):
+            out["text"] = block["text"]
+        for key in ("citations", "source", "id", "name"):
+            if block.get(key):
+                out[key] = _go_value(block[key])
+        if isinstance(block.get("input"), dict):
+            out["input"] = _go_arguments(block["input"])
+        for key in ("tool_use_id", "content", "is_error"):
+            if block.get(key):
+                out[key] = _go_value(block[key])
+        if isinstance(block.get("thinking"), str):
+            out["thinking"] = block["thinking"]
+        if block.get("signature"):
+            out["signature"] = block["signature"]
+        total += len(go_json(out))
+    return total
+
+
+def anthropic_estimate_tokens(body: dict) -> int:
+    """EstimateInputTokens: len/4 of system, roles, block text/thinking, tool_use/tool_result
+    JSON and each tool's name + description + input_schema (at least 1); Go's len counts UTF-8
+    bytes. The input_schema counts as compact JSON (Go counts the raw bytes sent)."""
+    total = 0
+    system = body.get("system")
+    if isinstance(system, str):
+        total += _go_len(system)
+    elif isinstance(system, list):
+        total += sum(_estimate_block(b) for b in system)
+    elif system is not None:
+        total += len(go_json(_go_value(system)))
+    messages = body.get("messages") or []
+    for message in messages:
+        total += _go_len(message.get("role"))
+        total += sum(_estimate_block(b) for b in message.get("content") or [])
+    for tool in body.get("tools") or []:
+        if isinstance(tool, dict):
+            total += _go_len(tool.get("name")) + _go_len(tool.get("description"))
+            if tool.get("input_schema") is not None:
+                total += len(go_json(tool["input_schema"]))
+    tokens = total // 4
+    if tokens == 0 and (messages or system is not None):
+        tokens = 1
+    return tokens
+
+
+def anthropic_stop_reason(reason: str, tool_calls: bool) -> str:
+    """mapStopReason ("" = the key is omitted)."""
+    if tool_calls:
+        return "tool_use"
+    if reason == "stop":
+        return "end_turn"
+    if reason == "length":
+        return "max_tokens"
+    return "stop_sequence" if reason else ""
+
+
+def anthropic_message(r: dict, mid: str) -> dict:
+    """ToMessagesResponse of a whole native chat answer: thinking, text, tool_use blocks
+    (content null when there are none), stop_reason omitted when empty, no stop_sequence."""
+    msg = r.get("message") or {}
+    content: List[dict] = []
+    if msg.get("thinking"):
+        content.append({"type": "thinking", "thinking": msg["thinking"]})
+    if msg.get("content"):
+        content.append({"type": "text", "text": msg["content"]})
+    calls = msg.get("tool_calls") or []
+    for call in calls:
+        content.append(_tool_use_block(call, None))
+    out: dict = {"id": mid, "type": "message", "role": "assistant", "model": r.get("model", ""),
+                 "content": content or None}
+    reason = anthropic_stop_reason(r.get("done_reason") or "", bool(calls))
+    if reason:
+        out["stop_reason"] = reason
+    out["usage"] = {"input_tokens": r.get("prompt_eval_count") or 0,
+                    "output_tokens": r.get("eval_count") or 0}
+    return out
+
+
+def _tool_use_block(call: dict, input_: Optional[dict]) -> dict:
+    function = call.get("function") or {}
+    block: dict = {"type": "tool_use"}
+    if call.get("id"):
+        block["id"] = call["id"]
+    if function.get("name"):
+        block["name"] = function["name"]
+    arguments = function.get("arguments") if input_ is None else input_
+    if arguments is not None:
+        block["input"] = _go_arguments(arguments)
+    return block
+
+
+def anthropic_sse(event: str, data: dict) -> bytes:
+    """writeSSE: ``event: <type>``, ``data: <compact JSON>``, a blank line."""
+    return b"event: " + event.encode() + b"\ndata: " + go_json(data) + b"\n\n"
+
+
+class AnthropicStream:
+    """StreamConverter.Process: native chat objects in, named SSE events out."""
+
+    def __init__(self, mid: str, model: str, estimate: int) -> None:
+        self.mid, self.model, self.estimate = mid, model, estimate
+        self.first = True
+        self.index = 0
+        self.thinking_started = self.thinking_done = self.text_started = False
+        self.calls_sent: set = set()
+
+    def _stop(self) -> bytes:
+        return anthropic_sse("content_block_stop", {"type": "content_block_stop",
+                                                    "index": self.index})
+
+    def _start(self, block: dict) -> bytes:
+        return anthropic_sse("content_block_start", {"type": "content_block_start",
+                                                     "index": self.index, "content_block": block})
+
+    def _delta(self, delta: dict) -> bytes:
+        return anthropic_sse("content_block_delta", {"type": "content_block_delta",
+                                                     "index": self.index, "delta": delta})
+
+    def process(self, r: dict) -> List[bytes]:
+        if "error" in r:  # streamResponse's {"error": ...} decodes as an empty ChatResponse
+            r = {}
+        events: List[bytes] = []
+        msg = r.get("message") or {}
+        if self.first:
+            self.first = False
+            tokens = r.get("prompt_eval_count") or 0
+            if tokens == 0 and self.estimate > 0:
+                tokens = self.estimate
+            events.append(anthropic_sse("message_start", {"type": "message_start", "message": {
+                "id": self.mid, "type": "message", "role": "assistant", "model": self.model,
+                "content": [], "usage": {"input_tokens": tokens, "output_tokens": 0}}}))
+        thinking, content = msg.get("thinking") or "", msg.get("content") or ""
+        if thinking and not self.thinking_done:
+            if self.text_started:
+                events.append(self._stop())
+                self.index += 1
+                self.text_started = False
+            if not self.thinking_started:
+                self.thinking_started = True
+                events.append(self._start({"type": "thinking", "thinking": ""}))
+            events.append(self._delta({"type": "thinking_delta", "thinking": thinking}))
+        if content:
+            if self.thinking_started and not self.thinking_done:
+                self.thinking_done = True
+                events.append(self._stop())
+                self.index += 1
+            if not self.text_started:
+                self.text_started = True
+                events.append(self._start({"type": "text", "text": ""}))
+            events.append(self._delta({"type": "text_delta", "text": content}))
+        for call in msg.get("tool_calls") or []:
+            cid = call.get("id") or ""
+            if cid in self.calls_sent:
+                continue
+            if self.thinking_started and not self.thinking_done:
+                self.thinking_done = True
+                events.append(self._stop())
+                self.index += 1
+            if self.text_started:
+                events.append(self._stop())
+                self.index += 1
+                self.text_started = False
+            arguments = (call.get("function") or {}).get("arguments")
+            events.append(self._start(_tool_use_block(call, {})))
+            events.append(self._delta({"type": "input_json_delta",
+                                       "partial_json": go_json(_go_arguments(arguments)).decode()}))
+            events.append(self._stop())
+            self.calls_sent.add(cid)
+            self.index += 1
+        if r.get("done"):
+            if self.text_started or (self.thinking_started and not self.thinking_done):
+                events.append(self._stop())
+            reason = anthropic_stop_reason(r.get("done_reason") or "", bool(self.calls_sent))
+            events.append(anthropic_sse("message_delta", {
+                "type": "message_delta", "delta": {"stop_reason": reason} if reason else {},
+                "usage": {"input_tokens": r.get("prompt_eval_count") or 0,
+                          "output_tokens": r.get("eval_count") or 0}}))
+            events.append(anthropic_sse("message_stop", {"type": "message_stop"}))
+        return events
+
+
+def anthropic_events(responses: Iterable[dict], converter: AnthropicStream) -> Iterator[bytes]:
+    """Each event its own line (for faults and delays); a native error object ends it all."""
+    for r in responses:
+        if "error" in r:
+            return
+        yield from converter.process(r)
+
+
 _NOT_IMPLEMENTED_ROUTES = {"/api/me": "POST", "/api/signout": "POST",
                            "/api/experimental/web_search": "POST",
                            "/api/experimental/web_fetch": "POST",
                            "/api/experimental/model-recommendations": "GET",
-                           "/v1/responses": "POST", "/v1/audio/transcriptions": "POST",
-                           "/v1/messages": "POST"}
+                           "/v1/responses": "POST", "/v1/audio/transcriptions": "POST"}
 
 
 @dataclass
@@ -1797,6 +2412,7 @@ class FakeOllamaApp:
             "/v1/chat/completions": {"POST": self.v1_chat},
             "/v1/completions": {"POST": self.v1_completions},
             "/v1/embeddings": {"POST": self.v1_embeddings},
+            "/v1/messages": {"POST": self.v1_messages},
             "/v1/models": {"GET": self.v1_models},
         }
         for path, method in _NOT_IMPLEMENTED_ROUTES.items():
@@ -2598,6 +3214,52 @@ class FakeOllamaApp:
         answer = self._run_embed(native, rec, ctx)
         return Reply(200, CT_OPENAI,
                      writer_body(v1_embedding_list(native["model"], answer, encoding)))
+
+    def v1_messages(self, rec: Received, ctx: RequestContext) -> Reply:
+        """AnthropicMessagesMiddleware over ChatHandler (agents-api.md §1): bind and check,
+        FromMessagesRequest (``Received.native``), then the native chat handler with thinking
+        relaxed, its answer converted by ToMessagesResponse or the StreamConverter."""
+        try:
+            body = bind_json(rec.body, "MessagesRequest", _MESSAGES_FIELDS, empty_message="EOF",
+                             package="anthropic")
+        except HTTPError as exc:
+            raise _anthropic_middleware_error(exc.message) from None
+        _bind_messages_request(body)
+        if not body.get("model"):
+            raise _anthropic_middleware_error("model is required")
+        if (body.get("max_tokens") or 0) <= 0:
+            raise _anthropic_middleware_error("max_tokens is required and must be positive")
+        if not body.get("messages"):
+            raise _anthropic_middleware_error("messages is required")
+        rec.native = native = anthropic_to_native(body)
+        estimate = anthropic_estimate_tokens(body)
+        stream = bool(body.get("stream"))
+        mid = "msg_%024x" % self.rng.getrandbits(96)
+        run_body = native
+        model = self.find(native["model"])
+        if (native.get("think") not in (None, False) and model is not None
+                and "thinking" not in model.capabilities):
+            run_body = {k: v for k, v in native.items() if k != "think"}  # relax_thinking
+        try:
+            run = self._run_chat(run_body, rec, ctx)
+        except HTTPError as exc:  # AnthropicWriter.writeError, after the SSE headers were set
+            reply = anthropic_error(exc.status, exc.message)
+            if stream:
+                reply.headers.extend(SSE_STREAM_HEADERS)
+            return reply
+        gen = run.gen
+        if stream:
+            responses = native_chat_responses(gen) if gen is not None else iter([run.immediate])
+            converter = AnthropicStream(mid, native["model"], estimate)
+            return Reply(200, CT_SSE, lines=anthropic_events(responses, converter),
+                         line_delay=ctx.delay, headers=list(SSE_STREAM_HEADERS),
+                         on_done=run.on_done)
+        if gen is None:
+            return Reply(200, CT_OPENAI, writer_body(anthropic_message(run.immediate, mid)))
+        return Reply(200, CT_OPENAI,
+                     body_fn=lambda: writer_body(anthropic_message(native_chat_response(gen),
+                                                                   mid)),
+                     pre_delay=ctx.delay * gen.line_count, on_done=run.on_done)
 
     def v1_models(self, rec: Received, ctx: RequestContext) -> Reply:
         data = [{"id": m.name, "object": "model", "created": int(m.modified_at),

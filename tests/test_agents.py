@@ -363,12 +363,12 @@ def test_thinking_relaxed_for_a_model_that_cannot_think(fake, proxy):
 
 
 def test_no_translate_passes_the_route_through(fake, start_proxy):
-    """--no-translate: /v1/messages goes to Ollama as it came (the fake does not implement it: 501)."""
+    """--no-translate: /v1/messages goes to Ollama as it came (the fake's own Anthropic layer answers it)."""
     proxy = start_proxy(fake.url, "--no-translate")
     body = {"model": "llama3.2", "max_tokens": 20, "messages": [{"role": "user", "content": "q"}]}
     status, _, _ = raw_post(proxy.port, "/v1/messages?beta=true", body)
     assert fake.received[-1].target == "/v1/messages?beta=true" and json.loads(fake.received[-1].body) == body
-    assert status == 501
+    assert status == 200 and fake.received[-1].native is not None  # the fake's middleware, not the proxy, translated it
 
 
 # -- count_tokens, the stable prefix, event logging ---------------------------------------------------
