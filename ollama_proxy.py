@@ -1764,6 +1764,9 @@ class Scanner:
                 except Exception:
                     log.exception("probe round failed; trying again in %gs", self.interval)
                     results = []  # still delivered: the first round is over
+                # The probes' aborted connections close their sockets on the loop's next turn:
+                # give it that turn now, not at the next round (or never, once stopped).
+                loop.run_until_complete(asyncio.sleep(0))
                 if self._stop.is_set():
                     break
                 try:
@@ -1774,6 +1777,7 @@ class Scanner:
                     self._stop.wait(SCAN_DEBOUNCE_SECONDS)
                 self._wake.clear()
         finally:
+            loop.run_until_complete(asyncio.sleep(0))  # a round cut short by stop() closes its sockets too
             loop.close()
 
 
