@@ -3702,8 +3702,7 @@ class FakeOllama:
     async def _shutdown(self) -> None:
         self._stopping = True
         if self._server is not None:
-            self._server.close()
-            self._server = None
+            await self._close_listener()
             await asyncio.sleep(0.05)  # connections being accepted get their transport and task, then are cancelled below
         tasks = [t for t in self._tasks if not t.done()]
         for task in tasks:
@@ -3734,10 +3733,24 @@ class FakeOllama:
 
         async def close() -> None:
             if self._server is not None:
-                self._server.close()
-                self._server = None
+                await self._close_listener()
 
         self._call(close)
+
+    async def _close_listener(self) -> None:
+        """Stop accepting, let the accepts in flight get their transports, then close the
+        listener: a server closed under them (Python 3.12+) refuses to attach their transports,
+        which are then left open."""
+        server = self._server
+        if server is None:
+            return
+        loop = asyncio.get_running_loop()
+        for sock in server.sockets:
+            loop.remove_reader(sock.fileno())
+        for _ in range(3):
+            await asyncio.sleep(0)
+        server.close()
+        self._server = None
 
     def accept(self) -> None:
         """Listen again, on the same port."""
