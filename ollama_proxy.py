@@ -4022,6 +4022,595 @@ class AnthropicStreamTranslator(StreamTranslator):
         return b"".join(out)
 
 
+# -- OpenAI /v1/responses <-> native (agents-api.md §2, Ollama's openai/responses.go) -------------
+
+_RESPONSES_STRUCT = "ResponsesRequest"
+#: The request fields Go binds, with their types, in the order of the struct (for the binding errors).
+_RESPONSES_FIELDS = {"model": "string", "background": "bool", "include": "[]string", "instructions": "string",
+                     "max_output_tokens": "int", "reasoning": "openai.ResponsesReasoning", "temperature": "float64",
+                     "text": "openai.ResponsesText", "top_p": "float64", "truncation": "string",
+                     "tools": "[]openai.ResponsesTool", "stream": "bool"}
+_RESPONSES_TOOL_FIELDS = {"type": "string", "name": "string", "description": "string", "strict": "bool",
+                          "parameters": "map[string]interface {}", "tools": "[]openai.ResponsesTool"}
+#: Go's %v of the anonymous structs the item and content decoders peek at a ``type`` with.
+_ITEM_PEEK = 'struct { Type string "json:\\"type\\""; Role string "json:\\"role\\"" }'
+_CONTENT_PEEK = 'struct { Type string "json:\\"type\\"" }'
+#: Each input item or content type, the Go struct it is decoded into, and that struct's string fields.
+_RESPONSES_ITEM_STRUCTS = {
+    "message": ("", ("type", "role")),
+    "function_call": ("ResponsesFunctionCall", ("id", "type", "call_id", "name", "arguments")),
+    "function_call_output": ("", ("type", "call_id")),
+    "reasoning": ("ResponsesReasoningInput", ("id", "type", "encrypted_content")),
+    "web_search_call": ("ResponsesWebSearchCall", ("id", "type", "status")),
+    "input_text": ("ResponsesTextContent", ("type", "text")),
+    "output_text": ("ResponsesOutputTextContent", ("type", "text")),
+    "input_image": ("ResponsesImageContent", ("type", "detail", "file_id", "image_url")),
+    "input_file": ("ResponsesFileContent", ("type", "file_data", "file_id", "file_url", "filename")),
+}
+
+
+def go_json_syntax_error(doc: str, exc: ValueError) -> str:
+    """What Go's decoder says of the JSON Python's refused, for the usual mistakes."""
+    pos = getattr(exc, "pos", len(doc))
+    if pos >= len(doc.rstrip()) or str(exc).startswith("Unterminated string"):
+        return "unexpected end of JSON input"
+    char = doc[pos]
+    what = str(exc)
+    if what.startswith("Expecting property name"):
+        context = "looking for beginning of object key string"
+    elif what.startswith("Expecting ':'"):
+        context = "after object key"
+    elif what.startswith("Expecting ','"):
+        opener = _innermost_open(doc, pos)
+        context = "after object key:value pair" if opener == "{" else "after array element"
+    elif what.startswith("Extra data"):
+        context = "after top-level value"
+    else:
+        context = "looking for beginning of value"
+    return "invalid character '%s' %s" % ("\\'" if char == "'" else char, context)
+
+
+def _innermost_open(doc: str, pos: int) -> str:
+    """The bracket (``{`` or ``[``) whose value the decoder was in at ``pos`` (strings skipped)."""
+    stack: List[str] = []
+    in_string = escaped = False
+    for ch in doc[:pos]:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "{[":
+            stack.append(ch)
+        elif ch in "}]" and stack:
+            stack.pop()
+    return stack[-1] if stack else ""
+
+
+def _peek_type(value: Any, peek: str, with_role: bool) -> Tuple[str, str]:
+    """(type, role) of an input item or content part, as the Go decoders peek at them."""
+    if value is None:
+        return "", ""
+    if not isinstance(value, dict):
+        raise BadRequest("json: cannot unmarshal %s into Go value of type %s" % (_json_kind(value), peek))
+    for name in ("type", "role") if with_role else ("type",):
+        if value.get(name) is not None and not isinstance(value[name], str):
+            raise BadRequest("json: cannot unmarshal %s into Go struct field .%s of type string" % (_json_kind(value[name]), name))
+    return value.get("type") or "", (value.get("role") or "") if with_role else ""
+
+
+def _check_strings(value: Any, kind: str) -> Dict[str, Any]:
+    """An item or part decoded into its Go struct: the string fields must be strings."""
+    struct, names = _RESPONSES_ITEM_STRUCTS[kind]
+    value = value if isinstance(value, dict) else {}
+    for name in names:
+        if value.get(name) is not None and not isinstance(value[name], str):
+            raise BadRequest("json: cannot unmarshal %s into Go struct field %s.%s of type string" % (_json_kind(value[name]), struct, name))
+    return value
+
+
+def _responses_parts(raw: Any, where: str, shorthand: bool) -> List[Dict[str, Any]]:
+    """Content (``where`` is ``content``) or function output items (``output``): a string
+    (the shorthand, when allowed) or an array of typed parts, each checked as Go decodes it."""
+    if raw is None:
+        return [{"type": "input_text", "text": ""}] if shorthand and where == "content" else []
+    if isinstance(raw, str):
+        return [{"type": "input_text", "text": raw}]
+    if not isinstance(raw, list):
+        raise BadRequest("%s must be a string or array: json: cannot unmarshal %s into Go value of type []json.RawMessage" % (where, _json_kind(raw)))
+    parts = []
+    for index, part in enumerate(raw):
+        try:
+            kind, _ = _peek_type(part, _CONTENT_PEEK, False)
+            if kind not in ("input_text", "output_text", "input_image", "input_file"):
+                raise BadRequest("unknown content type: %s" % kind)
+            parts.append(dict(_check_strings(part, kind), type=kind))
+        except BadRequest as exc:
+            raise BadRequest("%s[%d]: %s" % (where, index, exc.message)) from None
+    return parts
+
+
+def _responses_content(parts: Sequence[Mapping[str, Any]]) -> Tuple[str, List[str]]:
+    """convertResponsesContent: the text parts concatenated, the data-URI images decoded."""
+    text: List[str] = []
+    images: List[str] = []
+    for part in parts:
+        kind = part["type"]
+        if kind in ("input_text", "output_text"):
+            text.append(part.get("text") or "")
+        elif kind == "input_image":
+            if part.get("image_url"):
+                images.append(_image_from_url(part["image_url"]))  # a file_id alone is skipped
+        else:
+            raise BadRequest("file inputs are not currently supported")
+    return "".join(text), images
+
+
+def _responses_item(item: Any) -> Dict[str, Any]:
+    """One input item, decoded as unmarshalResponsesInputItem does (the item as a dict with its
+    resolved ``type``; a message's or output's parts under ``parts``), or its 400."""
+    kind, role = _peek_type(item, _ITEM_PEEK, True)
+    if not kind and role:
+        kind = "message"
+    if kind not in _RESPONSES_ITEM_STRUCTS or kind.startswith(("input_", "output_")):
+        raise BadRequest("input item missing required 'type' field" if not kind else "unknown input item type: %s" % json.dumps(kind))
+    out = dict(_check_strings(item, kind), type=kind)
+    if kind == "message":
+        out["parts"] = _responses_parts(out.get("content"), "content", True) if "content" in out else []
+    elif kind == "function_call_output":
+        out["parts"] = _responses_parts(out.get("output"), "output", False)
+    elif kind == "reasoning":
+        summary = out.get("summary")
+        if summary is not None and not isinstance(summary, list):
+            raise BadRequest("json: cannot unmarshal %s into Go struct field ResponsesReasoningInput.summary of type []openai.ResponsesReasoningSummary" % _json_kind(summary))
+    return out
+
+
+def _responses_items(raw: Any) -> Tuple[str, List[Dict[str, Any]]]:
+    """ResponsesInput.UnmarshalJSON: (text, []) for a string (or null), ("", items) for an array."""
+    if raw is None or isinstance(raw, str):
+        return raw or "", []
+    if not isinstance(raw, list):
+        raise BadRequest("input must be a string or array: json: cannot unmarshal %s into Go value of type []json.RawMessage" % _json_kind(raw))
+    items = []
+    for index, item in enumerate(raw):
+        try:
+            items.append(_responses_item(item))
+        except BadRequest as exc:
+            raise BadRequest("input[%d]: %s" % (index, exc.message)) from None
+    return "", items
+
+
+def _bind_responses_request(body: Any) -> None:
+    """The Go binding of a ResponsesRequest: a type mismatch of a field is a 400 in Go's words
+    (the first in document order; the input's own errors are raised before, as they abort Go's decoder)."""
+    for name, value in body.items():
+        go_type = _RESPONSES_FIELDS.get(name)
+        if go_type is None or value is None:
+            continue
+        _field(_RESPONSES_STRUCT, body, name, go_type)
+        if name == "include" and not all(isinstance(v, str) for v in value):
+            bad = next(v for v in value if not isinstance(v, str))
+            raise BadRequest("json: cannot unmarshal %s into Go struct field %s.include of type string" % (_json_kind(bad), _RESPONSES_STRUCT))
+        if name == "reasoning":
+            for key in ("effort", "generate_summary", "summary"):
+                _nested(value, "ResponsesReasoning", "reasoning." + key, key, "string")
+        elif name == "text" and value.get("format") is not None:
+            _nested(value, "ResponsesText", "text.format", "format", "openai.ResponsesTextFormat")
+            for key, go in (("type", "string"), ("name", "string"), ("strict", "bool")):
+                _nested(value["format"], "ResponsesTextFormat", "text.format." + key, key, go)
+        elif name == "tools":
+            _bind_responses_tools(value, "tools")
+
+
+def _nested(obj: Mapping[str, Any], struct: str, path: str, key: str, go_type: str) -> None:
+    """A nested field's type, with Go's error naming the innermost struct and the whole path."""
+    value = obj.get(key)
+    if value is None:
+        return
+    kind = _json_kind(value)
+    ok = {"string": kind == "string", "bool": kind == "bool"}.get(go_type, kind == "array" if go_type.startswith("[]") else kind == "object")
+    if not ok:
+        raise BadRequest("json: cannot unmarshal %s into Go struct field %s.%s of type %s" % (kind, struct, path, go_type))
+
+
+def _bind_responses_tools(tools: Sequence[Any], path: str) -> None:
+    for tool in tools:
+        if tool is None:
+            continue
+        if not isinstance(tool, dict):
+            raise BadRequest("json: cannot unmarshal %s into Go struct field %s.%s of type openai.ResponsesTool" % (_json_kind(tool), _RESPONSES_STRUCT, path))
+        for key, go_type in _RESPONSES_TOOL_FIELDS.items():
+            _nested(tool, "ResponsesTool", path + "." + key, key, go_type)
+        if tool.get("tools"):
+            _bind_responses_tools(tool["tools"], path + ".tools")
+
+
+def _responses_function_tool(tool: Mapping[str, Any], prefix: str = "") -> List[Dict[str, Any]]:
+    """convertTools: a function declaration as a native tool; a namespace's members flattened as
+    ``<namespace>.<name>``."""
+    if tool.get("type") == "namespace":
+        ns = tool.get("name") or ""
+        out: List[Dict[str, Any]] = []
+        for member in tool.get("tools") or ():
+            for native in _responses_function_tool(member if isinstance(member, dict) else {}):
+                name = native["function"]["name"]
+                if ns and not name.startswith(ns + "."):
+                    native["function"]["name"] = ns + "." + name
+                out.append(native)
+        return out
+    function: Dict[str, Any] = {"name": tool.get("name") or ""}
+    if tool.get("description"):
+        function["description"] = tool["description"]
+    if tool.get("parameters") is not None:
+        function["parameters"] = tool["parameters"]
+    return [{"type": tool.get("type") or "", "function": function}]
+
+
+#: The function a local model sees for the built-in web_search tool (WebSearchFunctionTool).
+WEB_SEARCH_FUNCTION = {"type": "function", "function": {
+    "name": "web_search", "description": "Search the web for current information.",
+    "parameters": {"type": "object", "required": ["query"], "properties": {"query": {"type": "string", "description": "The search query."}}}}}
+
+
+def _responses_arguments(text: str) -> Dict[str, Any]:
+    """A replayed function_call's ``arguments`` string as the native object, or Go's 400."""
+    if not text:
+        return {}
+    try:
+        parsed = parse_json(text)
+    except ValueError as exc:
+        raise BadRequest("failed to parse function call arguments: " + go_json_syntax_error(text, exc)) from None
+    if parsed is None:
+        return {}
+    if not isinstance(parsed, dict):
+        raise BadRequest("failed to parse function call arguments: json: cannot unmarshal %s into Go value of type map[string]interface {}" % _json_kind(parsed))
+    return parsed
+
+
+def responses_to_native(body: Any) -> Dict[str, Any]:
+    """A /v1/responses request as its native /api/chat twin (the middleware's binding, then
+    FromResponsesRequest, agents-api.md §2.1-§2.2): instructions as the system message, the
+    input items as messages (replayed reasoning as the thinking of the next assistant message,
+    function calls and their outputs as tool calls and tool messages), temperature 1.0 unless
+    given, ``num_predict`` from ``max_output_tokens``, ``think`` from ``reasoning.effort``."""
+    if not isinstance(body, dict):
+        raise BadRequest("json: cannot unmarshal %s into Go value of type openai.%s" % (_json_kind(body), _RESPONSES_STRUCT))
+    text, items = _responses_items(body.get("input"))
+    _bind_responses_request(body)
+    messages: List[Dict[str, Any]] = []
+    if body.get("instructions"):
+        messages.append({"role": "system", "content": body["instructions"]})
+    if text:
+        messages.append({"role": "user", "content": text})
+    pending = ""  # replayed reasoning, for the next assistant message
+    for index, item in enumerate(items):
+        kind = item["type"]
+        if kind == "reasoning":
+            pending = item.get("encrypted_content") or ""
+        elif kind == "message":
+            content, images = _responses_content(item["parts"])
+            msg: Dict[str, Any] = {"role": item.get("role") or "", "content": content}
+            if images:
+                msg["images"] = images
+            if msg["role"] == "assistant" and pending:
+                msg["thinking"], pending = pending, ""
+            # An assistant message replayed between a function_call and its output joins the call's message.
+            following = items[index + 1] if index + 1 < len(items) else None
+            answers = following.get("call_id") or "" if following is not None and following["type"] == "function_call_output" else ""
+            last = messages[-1] if messages else None
+            if (msg["role"] == "assistant" and answers and last is not None and last["role"] == "assistant"
+                    and any(call.get("id") == answers for call in last.get("tool_calls") or ())):
+                if last["content"] and msg["content"]:
+                    last["content"] += "\n"
+                last["content"] += msg["content"]
+                if images:
+                    last["images"] = last.get("images", []) + images
+                if msg.get("thinking"):
+                    last["thinking"] = msg["thinking"]
+                continue
+            messages.append(msg)
+        elif kind == "function_call":
+            call: Dict[str, Any] = {"function": {"name": item.get("name") or "", "arguments": _responses_arguments(item.get("arguments") or "")}}
+            if item.get("call_id"):
+                call = {"id": item["call_id"], "function": call["function"]}
+            if messages and messages[-1]["role"] == "assistant":
+                messages[-1].setdefault("tool_calls", []).append(call)
+                if pending:
+                    messages[-1]["thinking"], pending = pending, ""
+            else:
+                msg = {"role": "assistant", "content": "", "tool_calls": [call]}
+                if pending:
+                    msg["thinking"], pending = pending, ""
+                messages.append(msg)
+        elif kind == "function_call_output":
+            output = item.get("output")
+            content, images = _responses_content(item["parts"]) if item["parts"] else (output if isinstance(output, str) else "", [])
+            tool: Dict[str, Any] = {"role": "tool", "content": content}
+            if images:
+                tool["images"] = images
+            if item.get("call_id"):
+                tool["tool_call_id"] = item["call_id"]
+            messages.append(tool)
+        # web_search_call: history only
+    if pending:
+        messages.append({"role": "assistant", "content": "", "thinking": pending})
+    temperature = body.get("temperature")
+    options: Dict[str, Any] = {"temperature": temperature if temperature is not None else 1.0}
+    if body.get("top_p") is not None:
+        options["top_p"] = body["top_p"]
+    if body.get("max_output_tokens") is not None:
+        options["num_predict"] = body["max_output_tokens"]
+    reasoning = body.get("reasoning") or {}
+    effort = reasoning.get("effort") or ""
+    if effort and effort not in _EFFORT_TO_THINK:
+        raise BadRequest('invalid reasoning value: %s (must be "minimal", "low", "medium", "high", "xhigh", "ultra", "max", or "none")'
+                         % json.dumps(effort, ensure_ascii=False))
+    declared = [t for t in body.get("tools") or () if isinstance(t, dict)]
+    builtin = any(t.get("type") == "web_search" for t in declared)
+    tools: List[Dict[str, Any]] = []
+    for tool in declared:
+        if tool.get("type") == "web_search":
+            tools.append(json.loads(json.dumps(WEB_SEARCH_FUNCTION)))
+            continue
+        tools.extend(t for t in _responses_function_tool(tool) if not (builtin and t["function"]["name"] == "web_search"))
+    native: Dict[str, Any] = {"model": body.get("model") or "", "messages": messages, "options": options, "stream": bool(body.get("stream"))}
+    if tools:
+        native["tools"] = tools
+    fmt = (body.get("text") or {}).get("format") or {}
+    if fmt.get("type") == "json_schema" and fmt.get("schema") is not None:
+        native["format"] = fmt["schema"]
+    if effort:
+        native["think"] = _EFFORT_TO_THINK[effort]
+    return native
+
+
+def responses_id(kind: str, rng: Any) -> str:
+    """``resp_<0..999998>``, ``msg_<...>``, ``rs_<...>``: random and not unique, as Ollama's math/rand ids."""
+    return "%s_%d" % (kind, rng.randrange(999999))
+
+
+def _responses_echo(request: Mapping[str, Any], streamed: bool) -> Dict[str, Any]:
+    """The request fields a response object repeats, as ToResponse (``streamed`` false) or the
+    stream's buildResponseObject marshals them (tools re-marshalled as Go's ResponsesTool: unknown
+    keys gone, ``description``/``strict``/``parameters`` null when absent; the stream drops a
+    namespace's members and writes unset reasoning fields as null)."""
+    def tool_echo(tool: Any) -> Dict[str, Any]:
+        tool = tool if isinstance(tool, dict) else {}
+        out = {"type": tool.get("type") or "", "name": tool.get("name") or "", "description": tool.get("description"),
+               "strict": tool.get("strict"), "parameters": tool.get("parameters")}
+        if not streamed and tool.get("tools"):
+            out["tools"] = [tool_echo(t) for t in tool["tools"]]
+        return out
+
+    fmt = (request.get("text") or {}).get("format")
+    text_format: Dict[str, Any] = {"type": "text"}
+    if isinstance(fmt, dict):
+        text_format = {"type": fmt.get("type") or ""}
+        if fmt.get("name"):
+            text_format["name"] = fmt["name"]
+        if fmt.get("schema") is not None:
+            text_format["schema"] = fmt["schema"]
+        if fmt.get("strict") is not None:
+            text_format["strict"] = fmt["strict"]
+    given = request.get("reasoning") or {}
+    reasoning: Optional[Dict[str, Any]] = None
+    if given.get("effort") or given.get("summary"):
+        if streamed:
+            reasoning = {"effort": given.get("effort") or None, "summary": given.get("summary") or None}
+        else:
+            reasoning = {k: given[k] for k in ("effort", "summary") if given.get(k)}
+    temperature, top_p = request.get("temperature"), request.get("top_p")
+    return {
+        "instructions": request.get("instructions") or None,
+        "tools": [tool_echo(t) for t in request.get("tools") or ()],
+        "tool_choice": "auto",
+        "truncation": request.get("truncation") if request.get("truncation") is not None else "disabled",
+        "parallel_tool_calls": True,
+        "text": {"format": text_format},
+        "top_p": top_p if top_p is not None else 1.0,
+        "presence_penalty": 0, "frequency_penalty": 0, "top_logprobs": 0,
+        "temperature": temperature if temperature is not None else 1.0,
+        "reasoning": reasoning,
+    }
+
+
+def _response_object(response_id: str, created_at: Any, status: str, model: str, echo: Mapping[str, Any], output: List[Any],
+                     usage: Optional[Dict[str, Any]], request: Mapping[str, Any], completed_at: Any = None) -> Dict[str, Any]:
+    """A ``response`` object in Go's field order."""
+    out: Dict[str, Any] = {"id": response_id, "object": "response", "created_at": created_at, "completed_at": completed_at,
+                           "status": status, "incomplete_details": None, "model": model, "previous_response_id": None,
+                           "instructions": echo["instructions"], "output": output, "error": None}
+    for key in ("tools", "tool_choice", "truncation", "parallel_tool_calls", "text", "top_p", "presence_penalty",
+                "frequency_penalty", "top_logprobs", "temperature", "reasoning"):
+        out[key] = echo[key]
+    out["usage"] = usage
+    out["max_output_tokens"] = request.get("max_output_tokens")
+    out["max_tool_calls"] = None
+    out["store"] = False
+    out["background"] = bool(request.get("background"))
+    out["service_tier"] = "default"
+    out["metadata"] = {}
+    out["safety_identifier"] = None
+    out["prompt_cache_key"] = None
+    return out
+
+
+def _responses_usage(native: Mapping[str, Any]) -> Dict[str, Any]:
+    prompt, count = native.get("prompt_eval_count"), native.get("eval_count")
+    prompt = prompt if isinstance(prompt, int) else 0
+    count = count if isinstance(count, int) else 0
+    return {"input_tokens": prompt, "output_tokens": count, "total_tokens": prompt + count,
+            "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
+
+
+def _output_text(text: str) -> Dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def _message_item(item_id: str, status: str, content: List[Any]) -> Dict[str, Any]:
+    return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": content}
+
+
+def _reasoning_item(item_id: str, thinking: str) -> Dict[str, Any]:
+    return {"id": item_id, "type": "reasoning", "summary": [{"type": "summary_text", "text": thinking}], "encrypted_content": thinking}
+
+
+def _function_call_item(item_id: str, status: str, call: Mapping[str, Any], arguments: str) -> Dict[str, Any]:
+    return {"id": item_id, "type": "function_call", "status": status, "call_id": call["id"], "name": call["function"]["name"], "arguments": arguments}
+
+
+def native_chat_to_responses(native: Mapping[str, Any], model: str, response_id: str, item_id: str, request: Mapping[str, Any],
+                             now: Optional[float] = None) -> Dict[str, Any]:
+    """A whole native chat answer as a /v1/responses answer (ToResponse and the writer's
+    completed_at): the reasoning item, then the function calls (any text beside them is
+    dropped, as Ollama drops it) or the message; status always ``completed``."""
+    msg = native.get("message") if isinstance(native.get("message"), dict) else {}
+    output: List[Dict[str, Any]] = []
+    if msg.get("thinking"):
+        output.append(_reasoning_item("rs_" + response_id, msg["thinking"]))
+    calls = _tool_calls_to_openai(msg.get("tool_calls")) if msg.get("tool_calls") else []
+    for index, call in enumerate(calls):
+        output.append(_function_call_item("fc_%s_%d" % (response_id, index), "completed", call, call["function"]["arguments"]))
+    if not calls:
+        output.append(_message_item(item_id, "completed", [_output_text(msg.get("content") or "")]))
+    created = rfc3339_to_unix(native.get("created_at"))
+    return _response_object(response_id, created if created is not None else GO_ZERO_TIME_UNIX, "completed", model,
+                            _responses_echo(request, False), output, _responses_usage(native), request,
+                            int(now if now is not None else time.time()))
+
+
+class ResponsesStreamTranslator(StreamTranslator):
+    """Native /api/chat stream objects in, /v1/responses SSE events out (ResponsesStreamConverter,
+    agents-api.md §2.4): each event ``event: <type>\\ndata: <json>`` with a 0-based
+    ``sequence_number``; no [DONE].  ``fail()`` ends a broken stream with ``response.failed``
+    (the deliberate difference: Ollama just stops), after ``response.created`` and
+    ``response.in_progress`` if nothing was sent yet."""
+
+    dialect = OPENAI
+
+    def __init__(self, model: str, response_id: str, item_id: str, request: Mapping[str, Any],
+                 clock: Callable[[], float] = time.time, rng: Any = random) -> None:
+        super().__init__(model, response_id, include_usage=False, clock=clock)
+        self.response_id = response_id
+        self.item_id = item_id
+        self.request = request
+        self.rng = rng
+        self.echo = _responses_echo(request, True)
+        self.sequence = 0
+        self.output_index = 0
+        self.started = self.text_started = self.tools_sent = False
+        self.text = ""
+        self.thinking = ""
+        self.reasoning_id = ""  # set while a reasoning item is open
+        self.completed: List[Dict[str, Any]] = []  # items done, in output order
+
+    def _event(self, kind: str, data: Dict[str, Any]) -> bytes:
+        data["type"] = kind
+        data["sequence_number"] = self.sequence
+        self.sequence += 1
+        return b"event: " + kind.encode("ascii") + b"\ndata: " + json_bytes(data) + b"\n\n"
+
+    def _response(self, status: str, output: List[Any], usage: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        return _response_object(self.response_id, int(self.clock()), status, self.model, self.echo, output, usage, self.request)
+
+    def _begin(self) -> List[bytes]:
+        if self.started:
+            return []
+        self.started = True
+        return [self._event("response.created", {"response": self._response("in_progress", [], None)}),
+                self._event("response.in_progress", {"response": self._response("in_progress", [], None)})]
+
+    def _finish_reasoning(self) -> List[bytes]:
+        if not self.reasoning_id:
+            return []
+        item = _reasoning_item(self.reasoning_id, self.thinking)
+        self.completed.append(item)
+        index, item_id, thinking = self.output_index, self.reasoning_id, self.thinking
+        self.reasoning_id, self.thinking = "", ""
+        self.output_index += 1
+        return [self._event("response.reasoning_summary_text.done", {"item_id": item_id, "output_index": index, "summary_index": 0, "text": thinking}),
+                self._event("response.output_item.done", {"output_index": index, "item": item})]
+
+    def _final_output(self) -> List[Any]:
+        output = list(self.completed)
+        if self.text_started:
+            output.append(_message_item(self.item_id, "completed", [_output_text(self.text)]))
+        return output
+
+    def feed(self, native: Mapping[str, Any]) -> bytes:
+        if self._finished:
+            return b""
+        if "error" in native:
+            err = native["error"]
+            return self.fail(err if isinstance(err, str) else json.dumps(err))
+        out = self._begin()
+        msg = native.get("message") if isinstance(native.get("message"), dict) else {}
+        thinking, text, calls = msg.get("thinking") or "", msg.get("content") or "", msg.get("tool_calls") or []
+        if thinking:
+            if not self.reasoning_id:
+                self.reasoning_id = responses_id("rs", self.rng)
+                out.append(self._event("response.output_item.added", {"output_index": self.output_index,
+                                                                      "item": {"id": self.reasoning_id, "type": "reasoning", "summary": []}}))
+            self.thinking += thinking
+            out.append(self._event("response.reasoning_summary_text.delta", {"item_id": self.reasoning_id, "output_index": self.output_index,
+                                                                              "summary_index": 0, "delta": thinking}))
+        if calls:
+            out.extend(self._finish_reasoning())
+            for offset, call in enumerate(_tool_calls_to_openai(calls)):
+                index = self.output_index + offset
+                item_id = "fc_%d_%d" % (self.rng.randrange(999999), offset)
+                arguments = call["function"]["arguments"]
+                item = _function_call_item(item_id, "completed", call, arguments)
+                self.completed.append(item)
+                out.append(self._event("response.output_item.added", {"output_index": index, "item": _function_call_item(item_id, "in_progress", call, "")}))
+                out.append(self._event("response.function_call_arguments.delta", {"item_id": item_id, "output_index": index, "delta": arguments}))
+                out.append(self._event("response.function_call_arguments.done", {"item_id": item_id, "output_index": index, "arguments": arguments}))
+                out.append(self._event("response.output_item.done", {"output_index": index, "item": item}))
+            self.output_index += len(calls)
+            self.tools_sent = True
+        elif text and not self.tools_sent:
+            out.extend(self._finish_reasoning())
+            if not self.text_started:
+                self.text_started = True
+                out.append(self._event("response.output_item.added", {"output_index": self.output_index,
+                                                                      "item": _message_item(self.item_id, "in_progress", [])}))
+                out.append(self._event("response.content_part.added", {"item_id": self.item_id, "output_index": self.output_index,
+                                                                       "content_index": 0, "part": _output_text("")}))
+            self.text += text
+            out.append(self._event("response.output_text.delta", {"item_id": self.item_id, "output_index": self.output_index,
+                                                                  "content_index": 0, "delta": text, "logprobs": []}))
+        if native.get("done") is True:
+            out.extend(self._finish_reasoning())
+            if self.text_started and not self.tools_sent:
+                where = {"item_id": self.item_id, "output_index": self.output_index, "content_index": 0}
+                out.append(self._event("response.output_text.done", dict(where, text=self.text, logprobs=[])))
+                out.append(self._event("response.content_part.done", dict(where, part=_output_text(self.text))))
+                out.append(self._event("response.output_item.done", {"output_index": self.output_index,
+                                                                     "item": _message_item(self.item_id, "completed", [_output_text(self.text)])}))
+            response = self._response("completed", self._final_output(), _responses_usage(native))
+            response["completed_at"] = int(self.clock())
+            out.append(self._event("response.completed", {"response": response}))
+            self._finished = True
+        return b"".join(out)
+
+    def fail(self, message: str, status: int = 500) -> bytes:
+        """``response.failed`` with the error and the items done so far (the proxy's deliberate
+        difference, SPEC §7.2); b"" once finished."""
+        if self._finished:
+            return b""
+        out = self._begin()
+        response = self._response("failed", self._final_output(), None)
+        response["error"] = {"code": "rate_limit_exceeded" if status == 429 else "api_error", "message": message}
+        out.append(self._event("response.failed", {"response": response}))
+        self._finished = True
+        return b"".join(out)
+
+
 # ---------------------------------------------------------------------------
 # 10. Embedding chunking
 # ---------------------------------------------------------------------------
@@ -4488,7 +5077,7 @@ _DONE_RE = re.compile(rb'"done"\s*:\s*true')
 MAX_TRANSLATED_BODY = 1024 * 1024 * 1024  #: a native answer the proxy translates is read whole, up to this
 MAX_LINE_BYTES = MAX_JSON_BODY  #: a streamed NDJSON line or SSE event longer than this ends the stream in-band
 #: /v1 endpoints translated to the native API.
-TRANSLATED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages"})
+TRANSLATED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/messages", "/v1/responses"})
 GENERATION_PATHS = frozenset({"/api/chat", "/api/generate"})  #: native endpoints with a prompt and an answer
 EMBED_NATIVE_PATHS = frozenset({"/api/embed", "/api/embeddings"})  #: native endpoints whose inputs may be chunked
 SHUTDOWN_SETTLE_SECONDS = 0.5  #: at most this long at the end of a shutdown for accepts in flight to close
@@ -4511,12 +5100,13 @@ class Request(NamedTuple):
     json: Any = None  #: the parsed body, where the proxy needs it (MODEL_PATHS); never edited
     model: Optional[str] = None
     streaming: bool = False  #: the answer will be a stream
-    kind: Optional[str] = None  #: a translated /v1 request: "chat", "completion" or "embeddings"
+    kind: Optional[str] = None  #: a translated /v1 request: "chat", "completion", "embeddings", "messages" or "responses"
     client_model: str = ""  #: the model name as the client sent it (answers repeat it)
     request_id: str = ""
     include_usage: bool = False
     encoding_format: str = "float"
     estimate: int = 0  #: /v1/messages: Ollama's own input-token estimate, for message_start
+    echo: Any = None  #: /v1/responses: the client's request, which the answer's response object repeats
     rename: Optional[Tuple[bytes, bytes]] = None  #: an alias: (model sent upstream, name the client used) for the answer
     dirty: bool = False  #: ``json`` no longer matches ``body`` (translated, alias resolved): each attempt encodes it
     repair_tags: bool = False  #: one backend's /api/tags: relayed as it is unless an entry needs repair
@@ -4539,6 +5129,7 @@ class Exchange:
     error: Optional[str] = None
     num_ctx: int = 0  #: the num_ctx of the attempt that went up (0: none)
     num_ctx_changed: bool = False  #: the proxy set or changed it (X-Ollama-Proxy-Num-Ctx)
+    translator: Any = None  #: the StreamTranslator of a translated stream once it began (it ends a broken one)
 
     @property
     def dialect(self) -> str:
@@ -4956,6 +5547,17 @@ class WarnOnce:
             log.warning("%s", text)
 
 
+def stream_translator(req: Request, num_predict: int = 0) -> StreamTranslator:
+    """The stream translator of a translated streaming request (``num_predict``: of the attempt)."""
+    if req.kind == "responses":
+        return ResponsesStreamTranslator(req.client_model, req.request_id, responses_id("msg", random), req.echo)
+    if req.kind == "messages":
+        return AnthropicStreamTranslator(req.client_model, req.request_id, req.estimate, num_predict)
+    if req.kind == "chat":
+        return ChatStreamTranslator(req.client_model, req.request_id, req.include_usage)
+    return CompletionStreamTranslator(req.client_model, req.request_id, req.include_usage)
+
+
 class Relay:
     """Every answer the client gets, and how (SPEC §4, §6): the response heads (one builder), the
     native answer copied one client write per upstream read, the translated or chunked answer
@@ -5189,6 +5791,8 @@ class Relay:
             native["embeddings"] = combine_embeddings(native.get("embeddings") or [], pieces, spans, normalize=True)
         if ex.request.kind == "messages":
             out = native_chat_to_anthropic(native, ex.request.client_model, ex.request.request_id, attempt_num_predict(attempt))
+        elif ex.request.kind == "responses":
+            out = native_chat_to_responses(native, ex.request.client_model, ex.request.request_id, responses_id("msg", random), ex.request.echo)
         elif ex.request.kind == "chat":
             out = native_chat_to_openai(native, ex.request.client_model, ex.request.request_id)
         elif ex.request.kind == "completion":
@@ -5201,10 +5805,10 @@ class Relay:
 
     async def _send_translated(self, side: ServerSide, ex: Exchange, status: int, obj: Any) -> None:
         """A translated whole answer (or the backend's error) as the route's own writer sends it:
-        on /v1/messages Ollama's AnthropicWriter (``application/json``, a JSON encoder's newline
-        at the end, and a stream request keeps the ``Cache-Control`` set before the handler ran);
-        elsewhere as gin's c.JSON."""
-        if ex.request.kind != "messages":
+        on /v1/messages and /v1/responses Ollama's AnthropicWriter and ResponsesWriter
+        (``application/json``, a JSON encoder's newline at the end, and a stream request keeps the
+        ``Cache-Control`` set before the handler ran); elsewhere as gin's c.JSON."""
+        if ex.request.kind not in ("messages", "responses"):
             await self.send_json(side, ex, status, obj)
             return
         headers: Headers = [(b"cache-control", b"no-cache")] if ex.request.streaming else []
@@ -5217,13 +5821,7 @@ class Relay:
             return
         backend = attempt.backend
         # A streamed /v1 answer: native NDJSON lines in, SSE events out, one write per read.
-        req = ex.request
-        if req.kind == "messages":
-            translator: Any = AnthropicStreamTranslator(req.client_model, req.request_id, req.estimate, attempt_num_predict(attempt))
-        elif req.kind == "chat":
-            translator = ChatStreamTranslator(ex.request.client_model, ex.request.request_id, ex.request.include_usage)
-        else:
-            translator = CompletionStreamTranslator(ex.request.client_model, ex.request.request_id, ex.request.include_usage)
+        translator = ex.translator = stream_translator(ex.request, attempt_num_predict(attempt))
         conn = side.h11
         out = b""
         ex.line_framed = True
@@ -5276,6 +5874,16 @@ class Relay:
             if done:
                 return
 
+    def final_error(self, ex: Exchange, status: int, message: str) -> bytes:
+        """What ends a started stream with an error: the translator's last event on a translated
+        stream (``response.failed`` on /v1/responses, after the events that open one when none
+        went out yet), else the error line of the client's dialect."""
+        if ex.translator is None and ex.request.kind == "responses":
+            ex.translator = stream_translator(ex.request)
+        if ex.translator is not None:
+            return ex.translator.fail(message, status)
+        return error_line(status, message, ex.dialect)
+
     async def end_in_band(self, side: ServerSide, ex: Exchange, message: str, status: int = 502) -> None:
         """The response head is out: end the body with one error line (NDJSON) or event (SSE)."""
         ex.error = message
@@ -5289,7 +5897,7 @@ class Relay:
             side.writer.transport.abort()
             raise ClientGone("response cut short")
         try:
-            out = conn.send(h11.Data(data=error_line(status, message, ex.dialect))) + (conn.send(h11.EndOfMessage()) or b"")
+            out = conn.send(h11.Data(data=self.final_error(ex, status, message))) + (conn.send(h11.EndOfMessage()) or b"")
         except h11.LocalProtocolError:
             # Content-Length framing: nothing more can be said in-band; the client sees a short body.
             side.writer.transport.abort()
@@ -5302,7 +5910,7 @@ class Relay:
         if not ex.response_started or conn.our_state is not h11.SEND_BODY or side.writer.is_closing():
             return
         try:
-            side.writer.write(conn.send(h11.Data(data=error_line(503, message, ex.dialect))) + (conn.send(h11.EndOfMessage()) or b""))
+            side.writer.write(conn.send(h11.Data(data=self.final_error(ex, 503, message))) + (conn.send(h11.EndOfMessage()) or b""))
         except (h11.LocalProtocolError, OSError, RuntimeError):
             pass
 
@@ -5618,8 +6226,10 @@ class RequestReader:
     def translate(self, req: Request) -> Request:
         """A /v1 request's native twin (so that the modifiers apply to it)."""
         body: Dict[str, Any] = req.json
-        encoding_format, estimate = "float", 0
-        if req.path == "/v1/messages":
+        encoding_format, estimate, echo = "float", 0, None
+        if req.path == "/v1/responses":
+            native, native_path, kind, echo = responses_to_native(body), "/api/chat", "responses", body
+        elif req.path == "/v1/messages":
             if self.config.stable_prefix:
                 body = stable_system_prefix(body)
             native, native_path, kind = anthropic_messages_to_native(body), "/api/chat", "messages"
@@ -5639,10 +6249,17 @@ class RequestReader:
         return req._replace(
             json=native, dirty=True, streaming=bool(native.get("stream")),
             target=native_path.encode("ascii") + (b"?" + query if query else b""), path=native_path,
-            kind=kind, client_model=str(body.get("model") or ""), encoding_format=encoding_format, estimate=estimate,
-            include_usage=bool(isinstance(options, dict) and options.get("include_usage")),
-            request_id=anthropic_message_id() if kind == "messages" else new_request_id("cmpl" if kind == "completion" else "chatcmpl", self._rng),
+            kind=kind, client_model=str(body.get("model") or ""), encoding_format=encoding_format, estimate=estimate, echo=echo,
+            include_usage=bool(isinstance(options, dict) and options.get("include_usage")), request_id=self._request_id(kind),
         )
+
+    def _request_id(self, kind: str) -> str:
+        """The id of a translated answer, made as Ollama's route makes it."""
+        if kind == "messages":
+            return anthropic_message_id()
+        if kind == "responses":
+            return responses_id("resp", self._rng)
+        return new_request_id("cmpl" if kind == "completion" else "chatcmpl", self._rng)
 
     def model_after_aliases(self, model: str) -> str:
         """The model a name goes upstream as: its alias's target, else the name itself."""
