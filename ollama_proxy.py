@@ -20,7 +20,8 @@ Section map (``grep -n '^# [0-9]*\\. ' `` prints the same list):
     6. Routing and queue    routes, the pure choice and queue pick, StickyTable, Scheduler (slots, queue)
     7. Models               model names, /api/show metadata, prompt estimates, context sizes, Models
     8. Request modifiers    num_ctx, num_predict, keep_alive: one interface, one ordered list
-    9. OpenAI translation   /v1 requests to the native API and the answers back, streaming too
+    9. OpenAI translation   /v1 requests (chat, completions, embeddings, Anthropic messages,
+                            responses) to the native API and the answers back, streaming too
     10. Embedding chunking  split long inputs, average the pieces' vectors
     11. Merged lists        /api/tags, /api/ps, /api/version from many backends; Metrics
     12. Server              Exchange, Planner (each Attempt), Relay (every answer), OwnEndpoints,
