@@ -889,15 +889,16 @@ def parse_json(data: Any) -> Any:
         raise ValueError("nested too deeply for this proxy to read") from None
 
 
-def json_bytes(obj: Any) -> bytes:
-    """Compact JSON in UTF-8, as the proxy sends every body it writes.  A lone surrogate (JSON's
-    ``\\ud800`` escape can carry one, and so can invalid UTF-8 read with surrogatepass) cannot be
-    UTF-8: then the whole body is written ASCII-escaped, which Go's decoder reads as U+FFFD."""
-    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+def json_bytes(obj: Any, sort_keys: bool = False) -> bytes:
+    """Compact JSON in UTF-8, as the proxy sends every body it writes (``sort_keys``: as Go
+    marshals a map).  A lone surrogate (JSON's ``\\ud800`` escape can carry one, and so can invalid
+    UTF-8 read with surrogatepass) cannot be UTF-8: then the whole body is written ASCII-escaped,
+    which Go's decoder reads as U+FFFD."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
-        return json.dumps(obj, separators=(",", ":")).encode("ascii")
+        return json.dumps(obj, separators=(",", ":"), sort_keys=sort_keys).encode("ascii")
 
 
 def error_message_from_body(body: bytes) -> str:
@@ -4514,7 +4515,8 @@ class ResponsesStreamTranslator(StreamTranslator):
         data["type"] = kind
         data["sequence_number"] = self.sequence
         self.sequence += 1
-        return b"event: " + kind.encode("ascii") + b"\ndata: " + json_bytes(data) + b"\n\n"
+        # Go builds these events as maps, and marshals a map's keys sorted.
+        return b"event: " + kind.encode("ascii") + b"\ndata: " + json_bytes(data, sort_keys=True) + b"\n\n"
 
     def _response(self, status: str, output: List[Any], usage: Optional[Dict[str, Any]]) -> Dict[str, Any]:
         return _response_object(self.response_id, int(self.clock()), status, self.model, self.echo, output, usage, self.request)
