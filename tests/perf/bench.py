@@ -1257,8 +1257,9 @@ def run_reloads(proxy_path, logdir):
 def run_openai(proxy_path, fake_path, logdir, streams=16, chunks=200, duration=3.0, repeats=3):
     """Streaming /v1/chat/completions: translated by the proxy (native /api/chat upstream) against
     Ollama's own /v1 passed through (--no-translate), both against the normal-mode fake (its /v1
-    layer is not in fast mode); and streaming /v1/messages (Anthropic) translated by the same
-    proxy. Returns {mode: (events/s, proxy CPU ms per 1000 events)} medians."""
+    layer is not in fast mode); and streaming /v1/messages (Anthropic) and /v1/responses
+    translated by the same proxy. The proxy runs in its default configuration (info logging).
+    Returns {mode: (events/s, proxy CPU ms per 1000 events)} medians."""
     import asyncio
 
     fake_port = free_port()
@@ -1267,13 +1268,15 @@ def run_openai(proxy_path, fake_path, logdir, streams=16, chunks=200, duration=3
     for mode, extra in (("translated", []), ("passed through", ["--no-translate"])):
         port = free_port()
         proc, _ = start_server("proxy-" + mode.replace(" ", "-"), [sys.executable, proxy_path, "--host", "127.0.0.1", "--port", str(port),
-                                                                   "--backend", f"http://127.0.0.1:{fake_port}", "--log-level", "warning"] + extra,
+                                                                   "--backend", f"http://127.0.0.1:{fake_port}"] + extra,
                                port, logdir)
         procs[mode] = (port, proc)
     chat = json.dumps({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
     messages = json.dumps({"model": "llama3.2", "max_tokens": 4096, "messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
     targets = {mode: (port, proc, b"/v1/chat/completions", chat) for mode, (port, proc) in procs.items()}
+    responses = json.dumps({"model": "llama3.2", "input": "hi", "stream": True}).encode()
     targets["messages translated"] = procs["translated"] + (b"/v1/messages", messages)
+    targets["responses translated"] = procs["translated"] + (b"/v1/responses", responses)
 
     async def one_connection(port, path, body, deadline, counter):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -1312,7 +1315,7 @@ def run_openai(proxy_path, fake_path, logdir, streams=16, chunks=200, duration=3
 
 
 def print_openai(result):
-    print("/v1/chat/completions and /v1/messages streamed (16 streams x 200 chunks, normal-mode fake):")
+    print("/v1/chat/completions, /v1/messages and /v1/responses streamed (16 streams x 200 chunks, normal-mode fake, proxy defaults):")
     print(f"  {'':<34} {'events/s':>10} {'proxy CPU ms / 1000 events':>28}")
     for mode, (eps, cpu) in result.items():
         print(f"  {mode:<34} {eps:>10.0f} {cpu:>28.1f}")
