@@ -5452,6 +5452,8 @@ class Planner:
             return "; the next request gets a larger context"
         if trained and window >= trained:
             return "; the model's training context (%d) is full" % trained
+        if self.config.max_context and window >= self.config.max_context:
+            return "; raise --max-context (--num-ctx is capped by it too)"
         return "; raise --max-context or use --num-ctx %s=N" % model
 
     # -- --preload ---------------------------------------------------------------

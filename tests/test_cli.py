@@ -485,4 +485,4 @@ def test_no_size_holds_the_request_is_a_warning(fake, run_proxy, http):
     line = proc.wait_line(lambda t: "loaded with 4096" in t)
     assert " INFO conn " in line
     truncated = proc.wait_line(lambda t: "Ollama truncated the prompt" in t)
-    assert "context of 4096" in truncated and "raise --max-context" in truncated, truncated
+    assert "context of 4096" in truncated and "raise --max-context (--num-ctx is capped by it too)" in truncated, truncated
