@@ -230,7 +230,7 @@ def _connection_refused_or_closed(port: int) -> bool:
     """True if a new connection to ``port`` is refused, or accepted and then closed without an answer."""
     try:
         sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):  # reset: the listener closed with us in its backlog
         return True
     try:
         sock.sendall(b"GET /api/version HTTP/1.1\r\nhost: x\r\n\r\n")
