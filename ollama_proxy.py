@@ -4269,8 +4269,8 @@ def _responses_arguments(text: str) -> Dict[str, Any]:
         raise BadRequest("failed to parse function call arguments: " + go_json_syntax_error(text, exc)) from None
     if parsed is None:
         return {}
-    if not isinstance(parsed, dict):
-        raise BadRequest("failed to parse function call arguments: json: cannot unmarshal %s into Go value of type map[string]interface {}" % _json_kind(parsed))
+    if not isinstance(parsed, dict):  # the ordered map's decoder (jsonparser.ObjectEach) wants an object
+        raise BadRequest("failed to parse function call arguments: Value looks like object, but can't find closing '}' symbol")
     return parsed
 
 
@@ -4376,6 +4376,18 @@ def responses_id(kind: str, rng: Any) -> str:
     return "%s_%d" % (kind, rng.randrange(999999))
 
 
+def go_any(value: Any) -> Any:
+    """A JSON value as Go re-marshals one it decoded into ``any``: every object a map (keys
+    sorted), every number a float64 (an integral one written without a fraction, ``1.0`` as ``1``)."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and abs(value) < 1e21 else value
+    if isinstance(value, dict):
+        return {k: go_any(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [go_any(v) for v in value]
+    return value
+
+
 def _responses_echo(request: Mapping[str, Any], streamed: bool) -> Dict[str, Any]:
     """The request fields a response object repeats, as ToResponse (``streamed`` false) or the
     stream's buildResponseObject marshals them (tools re-marshalled as Go's ResponsesTool: unknown
@@ -4384,7 +4396,7 @@ def _responses_echo(request: Mapping[str, Any], streamed: bool) -> Dict[str, Any
     def tool_echo(tool: Any) -> Dict[str, Any]:
         tool = tool if isinstance(tool, dict) else {}
         out = {"type": tool.get("type") or "", "name": tool.get("name") or "", "description": tool.get("description"),
-               "strict": tool.get("strict"), "parameters": tool.get("parameters")}
+               "strict": tool.get("strict"), "parameters": go_any(tool.get("parameters"))}
         if not streamed and tool.get("tools"):
             out["tools"] = [tool_echo(t) for t in tool["tools"]]
         return out
@@ -4414,9 +4426,9 @@ def _responses_echo(request: Mapping[str, Any], streamed: bool) -> Dict[str, Any
         "truncation": request.get("truncation") if request.get("truncation") is not None else "disabled",
         "parallel_tool_calls": True,
         "text": {"format": text_format},
-        "top_p": top_p if top_p is not None else 1.0,
+        "top_p": go_any(top_p if top_p is not None else 1.0),
         "presence_penalty": 0, "frequency_penalty": 0, "top_logprobs": 0,
-        "temperature": temperature if temperature is not None else 1.0,
+        "temperature": go_any(temperature if temperature is not None else 1.0),
         "reasoning": reasoning,
     }
 

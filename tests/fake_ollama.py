@@ -101,7 +101,9 @@ Token counts
 ``prompt_eval_count`` (and /v1 ``usage.prompt_tokens``) is a pure function of the prompt text:
 ``max(1, ceil(C / model.chars_per_token) + model.template_tokens)`` where C counts characters
 (Python ``len``): on chat the ``content`` of every message, plus the tools as compact JSON
-(``json.dumps(tools, separators=(",", ":"))``) when present; on generate ``prompt`` + ``system``
+(``json.dumps(tools, separators=(",", ":"))``) when present, as Ollama binds them (``api.Tool``:
+keys it does not know dropped, ``parameters`` with its ``type`` and ``properties`` always
+there); on generate ``prompt`` + ``system``
 (no ``template_tokens`` when ``raw`` is true), then plus ``len(context)`` of a given context
 array. A /v1 request counts as the native request it is turned into (below), so a /v1 chat
 counts its text parts (and tools) exactly as the /api/chat request a translating proxy sends.
@@ -253,7 +255,7 @@ off with ``check_host=False``. Loads take no time, there is no scheduler queue (
 model-count or memory limit besides ``oom_above``: models stay loaded beside each other, and
 requests that would wait in Ollama for a runner to unload do not wait. Routes Ollama
 registers but the fake does not model (/api/me, /api/signout, /api/user/keys/*,
-/api/experimental/*, /v1/responses, /v1/audio/transcriptions) answer 501
+/api/experimental/*, /v1/audio/transcriptions) answer 501
 ``{"error": "not implemented by fake_ollama"}``. Tool calls are always to the first tool, with
 made-up arguments (above); ``logprobs`` are accepted but never produced; images are accepted
 on any model and add no prompt tokens. ``format`` is accepted but the text is not JSON. /api/embed on a model without the ``embedding`` capability
@@ -2007,6 +2009,25 @@ def _tool_parameters(schema: Any) -> dict:
     return out
 
 
+def bound_tools(tools: Any) -> List[dict]:
+    """api.Tools as the chat handler holds them after binding (what its template renders):
+    type, items, and the function's name, description and parameters; other keys gone."""
+    out = []
+    for tool in tools if isinstance(tools, list) else []:
+        tool = tool if isinstance(tool, dict) else {}
+        function = tool.get("function") if isinstance(tool.get("function"), dict) else {}
+        item: dict = {"type": tool.get("type") if isinstance(tool.get("type"), str) else ""}
+        if tool.get("items") is not None:
+            item["items"] = _go_value(tool["items"])
+        fn: dict = {"name": function.get("name") if isinstance(function.get("name"), str) else ""}
+        if function.get("description"):
+            fn["description"] = function["description"]
+        fn["parameters"] = _tool_parameters(function.get("parameters"))
+        item["function"] = fn
+        out.append(item)
+    return out
+
+
 _WEB_SEARCH_TOOL = {"type": "function", "function": {
     "name": "web_search",
     "description": "Search the web for current information. Use this to find up-to-date "
@@ -2291,11 +2312,590 @@ def anthropic_events(responses: Iterable[dict], converter: AnthropicStream) -> I
         yield from converter.process(r)
 
 
+# -- /v1/responses: ResponsesMiddleware, FromResponsesRequest, ToResponse and the stream converter
+# (agents-api.md §2; openai/responses.go and middleware/openai.go at v0.33.0-rc2) --------------
+#
+# Binding follows Go's decoder: a field of the wrong type is remembered (the first one, in
+# document order) and decoding goes on, but ``input`` has its own UnmarshalJSON, and an error
+# there ends decoding at once and wins. Structs are described as (Go name, {field: kind}); a
+# kind is a Go scalar ("string", "bool", "int", "float64", "map", "raw"), a nested struct, or
+# a one-element list for a slice.
+
+_RS_SUMMARY = ("ResponsesReasoningSummary", {"type": "string", "text": "string"})
+_RS_TOOL: Tuple[str, dict] = ("ResponsesTool", {"type": "string", "name": "string",
+                                                "description": "string", "strict": "bool",
+                                                "parameters": "map"})
+_RS_TOOL[1]["tools"] = [_RS_TOOL]
+_RS_REQUEST = ("ResponsesRequest", {
+    "model": "string", "background": "bool", "conversation": "raw", "include": ["string"],
+    "instructions": "string", "max_output_tokens": "int",
+    "reasoning": ("ResponsesReasoning", {"effort": "string", "generate_summary": "string",
+                                         "summary": "string"}),
+    "temperature": "float64",
+    "text": ("ResponsesText", {"format": ("ResponsesTextFormat", {
+        "type": "string", "name": "string", "schema": "raw", "strict": "bool"})}),
+    "top_p": "float64", "truncation": "string", "tools": [_RS_TOOL], "stream": "bool"})
+_RS_CONTENT = {
+    "input_text": ("ResponsesTextContent", {"type": "string", "text": "string"}),
+    "output_text": ("ResponsesOutputTextContent", {"type": "string", "text": "string"}),
+    "input_image": ("ResponsesImageContent", {"type": "string", "detail": "string",
+                                              "file_id": "string", "image_url": "string"}),
+    "input_file": ("ResponsesFileContent", {"type": "string", "file_data": "string",
+                                            "file_id": "string", "file_url": "string",
+                                            "filename": "string"}),
+}
+_RS_ITEMS = {
+    "function_call": ("ResponsesFunctionCall", {"id": "string", "type": "string",
+                                                "call_id": "string", "name": "string",
+                                                "arguments": "string"}),
+    "function_call_output": ("", {"type": "string", "call_id": "string", "output": "raw"}),
+    "reasoning": ("ResponsesReasoningInput", {"id": "string", "type": "string",
+                                              "summary": [_RS_SUMMARY],
+                                              "encrypted_content": "string"}),
+    "web_search_call": ("ResponsesWebSearchCall", {
+        "id": "string", "type": "string", "status": "string",
+        "action": ("ResponsesWebSearchAction", {"type": "string", "query": "string"})}),
+}
+_PEEK_TYPE = 'struct { Type string "json:\\"type\\"" }'
+_PEEK_ITEM = 'struct { Type string "json:\\"type\\""; Role string "json:\\"role\\"" }'
+_MALFORMED_OBJECT = "Value looks like object, but can't find closing '}' symbol"  # jsonparser
+RS_WEB_SEARCH_TOOL = {"type": "function", "function": {
+    "name": "web_search", "description": "Search the web for current information.",
+    "parameters": {"type": "object", "required": ["query"], "properties": {
+        "query": {"type": "string", "description": "The search query."}}}}}
+
+
+class RawJSON(dict):
+    """A json.RawMessage object: re-encoded as it came, its keys never sorted."""
+
+
+def _go_type_name(kind: Any) -> str:
+    if isinstance(kind, tuple):
+        return "openai." + kind[0]
+    if isinstance(kind, list):
+        return "[]" + _go_type_name(kind[0])
+    return {"map": "map[string]interface {}"}.get(kind, kind)
+
+
+def _go_field_check(value: Any, kind: Any, struct: str, field_path: str, errors: List[str]) -> None:
+    """One field's value against its kind; the first mismatch is appended to ``errors``."""
+    if value is None or kind == "raw" or errors:
+        return
+    if isinstance(kind, tuple):
+        if not isinstance(value, dict):
+            errors.append(_go_unmarshal_error(value, struct, field_path, _go_type_name(kind)))
+            return
+        go_struct_check(value, kind, field_path + ".", errors)
+        return
+    if isinstance(kind, list):
+        if not isinstance(value, list):
+            errors.append(_go_unmarshal_error(value, struct, field_path, _go_type_name(kind)))
+            return
+        for element in value:
+            _go_field_check(element, kind[0], struct, field_path, errors)
+        return
+    got = json_kind(value)
+    ok = {"string": got == "string", "bool": got == "bool", "map": got == "object",
+          "float64": got == "number", "int": got == "number" and _is_go_int(value)}[kind]
+    if not ok:
+        errors.append(_go_unmarshal_error(value, struct, field_path, kind if kind != "map"
+                                          else _go_type_name(kind)))
+
+
+def _go_unmarshal_error(value: Any, struct: str, field_path: str, gotype: str) -> str:
+    shown = json_kind(value)
+    if gotype == "int" and shown == "number":
+        shown = "number %s" % json.dumps(value)
+    return "json: cannot unmarshal %s into Go struct field %s.%s of type %s" % (
+        shown, struct, field_path, gotype)
+
+
+def go_struct_check(value: dict, spec: Tuple[str, dict], prefix: str = "",
+                    errors: Optional[List[str]] = None) -> List[str]:
+    """Go's decoder over one struct: the type errors of its known fields, in document order."""
+    errors = [] if errors is None else errors
+    name, fields = spec
+    for key, item in value.items():
+        if key in fields:
+            _go_field_check(item, fields[key], name, prefix + key, errors)
+    return errors
+
+
+def _rs_unmarshal(raw: Any, spec: Tuple[str, dict], peek: str) -> dict:
+    """json.Unmarshal of one item into a struct: a non-object is Go's error, null the zero value."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValueError("json: cannot unmarshal %s into Go value of type %s" % (json_kind(raw), peek))
+    errors = go_struct_check(raw, spec)
+    if errors:
+        raise ValueError(errors[0])
+    return raw
+
+
+def _rs_content(raw: Any) -> Tuple[str, dict]:
+    """unmarshalResponsesContent: (type, fields)."""
+    peek = _rs_unmarshal(raw, ("", {"type": "string"}), _PEEK_TYPE)
+    kind = peek.get("type") or ""
+    spec = _RS_CONTENT.get(kind)
+    if spec is None:
+        raise ValueError("unknown content type: %s" % kind)
+    return kind, _rs_unmarshal(raw, spec, "openai." + spec[0])
+
+
+def _rs_content_list(raw: Any, what: str) -> List[Tuple[str, dict]]:
+    """A ``content`` or ``output``: a string is one input_text; else an array of content items."""
+    if raw is None or isinstance(raw, str):
+        return [("input_text", {"type": "input_text", "text": raw or ""})]
+    if not isinstance(raw, list):
+        raise ValueError("%s must be a string or array: json: cannot unmarshal %s into Go value of "
+                         "type []json.RawMessage" % (what, json_kind(raw)))
+    out = []
+    for i, element in enumerate(raw):
+        try:
+            out.append(_rs_content(element))
+        except ValueError as exc:
+            raise ValueError("%s[%d]: %s" % (what, i, exc)) from None
+    return out
+
+
+def _rs_item(raw: Any) -> Tuple[str, dict]:
+    """unmarshalResponsesInputItem: (kind, fields), with ``content`` / ``output_items`` parsed."""
+    peek = _rs_unmarshal(raw, ("", {"type": "string", "role": "string"}), _PEEK_ITEM)
+    kind = peek.get("type") or ""
+    if not kind and peek.get("role"):
+        kind = "message"
+    if kind == "message":
+        item = _rs_unmarshal(raw, ("", {"type": "string", "role": "string", "content": "raw"}),
+                             _PEEK_ITEM)
+        parts = _rs_content_list(item["content"], "content") if "content" in item else []
+        return kind, {"role": item.get("role") or "", "content": parts}
+    spec = _RS_ITEMS.get(kind)
+    if spec is None:
+        if not kind:
+            raise ValueError("input item missing required 'type' field")
+        raise ValueError("unknown input item type: %s" % json.dumps(kind, ensure_ascii=False))
+    item = dict(_rs_unmarshal(raw, spec, "openai." + spec[0]))
+    if kind == "function_call_output":
+        output = item.get("output")
+        item["output_items"] = None
+        if isinstance(output, list) or (output is not None and not isinstance(output, str)):
+            item["output_items"] = parts = _rs_content_list(output, "output")
+            item["output"] = "".join(p.get("text") or "" for k, p in parts
+                                     if k in ("input_text", "output_text"))
+    return kind, item
+
+
+def bind_responses_request(body: bytes) -> Tuple[dict, str, List[Tuple[str, dict]]]:
+    """ShouldBindJSON into openai.ResponsesRequest: (fields, input text, input items)."""
+    value = bind_json(body, _RS_REQUEST[0], {}, empty_message="EOF", package="openai")
+    text, items = "", []
+    raw = value.get("input")
+    if isinstance(raw, str):
+        text = raw
+    elif isinstance(raw, list):
+        for i, element in enumerate(raw):
+            try:
+                items.append(_rs_item(element))
+            except ValueError as exc:
+                raise _middleware_error("input[%d]: %s" % (i, exc)) from None
+    elif raw is not None:
+        raise _middleware_error("input must be a string or array: json: cannot unmarshal %s into "
+                                "Go value of type []json.RawMessage" % json_kind(raw))
+    errors = go_struct_check(value, _RS_REQUEST)
+    if errors:
+        raise _middleware_error(errors[0])
+    return value, text, items
+
+
+def _rs_text_and_images(parts: List[Tuple[str, dict]]) -> Tuple[str, List[str]]:
+    """convertResponsesContent: texts concatenated, data-URL images decoded, files refused."""
+    text, images = "", []
+    for kind, part in parts:
+        if kind in ("input_text", "output_text"):
+            text += part.get("text") or ""
+        elif kind == "input_image":
+            if part.get("image_url"):
+                images.append(decode_image_url(part["image_url"]))
+        elif kind == "input_file":
+            raise _middleware_error("file inputs are not currently supported")
+    return text, images
+
+
+def _rs_arguments(text: str) -> dict:
+    """A replayed function call's arguments (an ordered object) or the middleware's 400."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        message = ("unexpected end of JSON input" if exc.pos >= len(text.rstrip(" \t\r\n"))
+                   or exc.msg.startswith("Unterminated string") else go_decode_message(exc))
+        raise _middleware_error("failed to parse function call arguments: " + message) from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _middleware_error("failed to parse function call arguments: " + _MALFORMED_OBJECT)
+    return _go_arguments(value)
+
+
+def _rs_tool_parameters(params: Any) -> dict:
+    """convertTool's round trip of ``parameters`` through api.ToolFunctionParameters."""
+    if params is None:
+        return _tool_parameters(None)
+    for key, kind, gotype in (("type", "string", "string"), ("required", "array", "[]string"),
+                              ("properties", "object", "api.ToolPropertiesMap")):
+        item = params.get(key)
+        if item is not None and json_kind(item) != kind:
+            raise _middleware_error("failed to unmarshal tool parameters: json: cannot unmarshal %s "
+                                    "into Go struct field ToolFunctionParameters.%s of type %s"
+                                    % (json_kind(item), key, gotype))
+    return _tool_parameters(params)
+
+
+def _rs_tools(tool: dict) -> List[dict]:
+    """convertTools: a namespace's members as ``<namespace>.<name>``, any other tool as itself."""
+    tool = tool or {}
+    if tool.get("type") != "namespace":
+        function: dict = {"name": tool.get("name") or ""}
+        if tool.get("description"):
+            function["description"] = tool["description"]
+        function["parameters"] = _rs_tool_parameters(tool.get("parameters"))
+        return [{"type": tool.get("type") or "", "function": function}]
+    out = []
+    name = tool.get("name") or ""
+    for member in tool.get("tools") or []:
+        for expanded in _rs_tools(member):
+            if name and not expanded["function"]["name"].startswith(name + "."):
+                expanded["function"]["name"] = name + "." + expanded["function"]["name"]
+            out.append(expanded)
+    return out
+
+
+def responses_request_to_native(body: dict, text: str, items: List[Tuple[str, dict]]) -> dict:
+    """FromResponsesRequest (agents-api.md §2.1-§2.2), then the middleware's ``stream``."""
+    messages: List[dict] = []
+    if body.get("instructions"):
+        messages.append(_native_message("system", body["instructions"]))
+    if text:
+        messages.append(_native_message("user", text))
+    pending = ""
+    for i, (kind, item) in enumerate(items):
+        if kind == "reasoning":
+            pending = item.get("encrypted_content") or ""
+        elif kind == "message":
+            content, images = _rs_text_and_images(item["content"])
+            msg = _native_message(item["role"], content, images=images)
+            if item["role"] == "assistant" and pending:
+                msg["thinking"], pending = pending, ""
+            following = items[i + 1] if i + 1 < len(items) else None
+            output_id = (following[1].get("call_id") or "") if following and following[0] == "function_call_output" else ""
+            last = messages[-1] if messages else None
+            if (item["role"] == "assistant" and output_id and last is not None
+                    and last["role"] == "assistant" and last.get("tool_calls")
+                    and any(c.get("id") == output_id for c in last["tool_calls"])):
+                if last["content"] and msg["content"]:
+                    last["content"] += "\n"
+                last["content"] += msg["content"]
+                if msg.get("images"):
+                    last["images"] = (last.get("images") or []) + msg["images"]
+                if msg.get("thinking"):
+                    last["thinking"] = msg["thinking"]
+                continue
+            messages.append(msg)
+        elif kind == "function_call":
+            call: dict = {"id": item["call_id"]} if item.get("call_id") else {}
+            call["function"] = {"index": 0, "name": item.get("name") or "",
+                                "arguments": _rs_arguments(item.get("arguments") or "")}
+            if messages and messages[-1]["role"] == "assistant":
+                messages[-1].setdefault("tool_calls", []).append(call)
+                if pending:
+                    messages[-1]["thinking"], pending = pending, ""
+            else:
+                messages.append(_native_message("assistant", tool_calls=[call], thinking=pending))
+                pending = ""
+        elif kind == "function_call_output":
+            content, images = item.get("output") or "", []
+            if item.get("output_items"):
+                content, images = _rs_text_and_images(item["output_items"])
+            messages.append(_native_message("tool", content, images=images,
+                                            tool_call_id=item.get("call_id") or ""))
+        # web_search_call: history only
+    if pending:
+        messages.append(_native_message("assistant", thinking=pending))
+    options: dict = {"temperature": body["temperature"] if body.get("temperature") is not None else 1.0}
+    if body.get("top_p") is not None:
+        options["top_p"] = body["top_p"]
+    if body.get("max_output_tokens") is not None:
+        options["num_predict"] = body["max_output_tokens"]
+    effort = (body.get("reasoning") or {}).get("effort") or ""
+    if effort and effort not in _REASONING_EFFORTS:
+        raise _middleware_error("invalid reasoning value: %s (must be \"minimal\", \"low\", "
+                                "\"medium\", \"high\", \"xhigh\", \"ultra\", \"max\", or \"none\")"
+                                % json.dumps(effort, ensure_ascii=False))
+    tools: List[dict] = []
+    declared = [t or {} for t in body.get("tools") or []]
+    web_search = any(t.get("type") == "web_search" for t in declared)
+    for tool in declared:
+        if tool.get("type") == "web_search":
+            tools.append(json.loads(json.dumps(RS_WEB_SEARCH_TOOL)))
+            continue
+        tools.extend(t for t in _rs_tools(tool)
+                     if not (web_search and t["function"]["name"] == "web_search"))
+    native: dict = {"model": body.get("model") or "", "messages": messages,
+                    "stream": body.get("stream") is True, "options": options}
+    if tools:
+        native["tools"] = tools
+    fmt = ((body.get("text") or {}).get("format") or {})
+    if fmt.get("type") == "json_schema" and fmt.get("schema") is not None:
+        native["format"] = fmt["schema"]
+    if effort:
+        native["think"] = _REASONING_EFFORTS[effort]
+    return native
+
+
+def _go_float(value: Any, default: float) -> Any:
+    """A float64 as Go writes it (1.0 as 1)."""
+    return _go_value(float(default if value is None else value))
+
+
+def go_sorted(obj: Any) -> Any:
+    """A value as Go marshals a map[string]any: keys sorted at every level (RawJSON kept)."""
+    if isinstance(obj, RawJSON):
+        return obj
+    if isinstance(obj, dict):
+        return {k: go_sorted(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, list):
+        return [go_sorted(v) for v in obj]
+    return obj
+
+
+def _rs_tool_echo(tool: Any) -> dict:
+    """One ResponsesTool as the struct re-marshals (non-streaming ``tools``)."""
+    tool = tool or {}
+    out = {"type": tool.get("type") or "", "name": tool.get("name") or "",
+           "description": tool.get("description"), "strict": tool.get("strict"),
+           "parameters": _go_value(tool["parameters"]) if tool.get("parameters") is not None else None}
+    if tool.get("tools"):
+        out["tools"] = [_rs_tool_echo(t) for t in tool["tools"]]
+    return out
+
+
+def _rs_text_format(body: dict) -> dict:
+    fmt = (body.get("text") or {}).get("format")
+    if fmt is None:
+        return {"type": "text"}
+    out: dict = {"type": fmt.get("type") or ""}
+    if fmt.get("name"):
+        out["name"] = fmt["name"]
+    if fmt.get("schema") is not None:
+        out["schema"] = RawJSON(fmt["schema"]) if isinstance(fmt["schema"], dict) else fmt["schema"]
+    if fmt.get("strict") is not None:
+        out["strict"] = fmt["strict"]
+    return out
+
+
+def _rs_usage(r: dict) -> dict:
+    prompt, completion = r.get("prompt_eval_count") or 0, r.get("eval_count") or 0
+    return {"input_tokens": prompt, "output_tokens": completion, "total_tokens": prompt + completion,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 0}}
+
+
+def _rs_output_text(text: str) -> dict:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def responses_object(r: dict, body: dict, response_id: str, item_id: str) -> dict:
+    """ToResponse of a whole native chat answer, completed_at stamped by the writer."""
+    msg = r.get("message") or {}
+    output: List[dict] = []
+    if msg.get("thinking"):
+        output.append({"id": "rs_" + response_id, "type": "reasoning",
+                       "summary": [{"type": "summary_text", "text": msg["thinking"]}],
+                       "encrypted_content": msg["thinking"]})
+    calls = v1_tool_calls(msg.get("tool_calls") or [])
+    for i, call in enumerate(calls):
+        item: dict = {"id": "fc_%s_%d" % (response_id, i), "type": "function_call",
+                      "status": "completed"}
+        for key, value in (("call_id", call["id"]), ("name", call["function"]["name"]),
+                           ("arguments", call["function"]["arguments"])):
+            if value:
+                item[key] = value
+        output.append(item)
+    if not calls:
+        output.append({"id": item_id, "type": "message", "status": "completed", "role": "assistant",
+                       "content": [_rs_output_text(msg.get("content") or "")]})
+    reasoning = body.get("reasoning") or {}
+    echo_reasoning = None
+    if reasoning.get("effort") or reasoning.get("summary"):
+        echo_reasoning = {}
+        for key in ("effort", "summary"):
+            if reasoning.get(key):
+                echo_reasoning[key] = reasoning[key]
+    return {"id": response_id, "object": "response", "created_at": unix_seconds(r.get("created_at")),
+            "completed_at": int(time.time()), "status": "completed", "incomplete_details": None,
+            "model": body.get("model") or "", "previous_response_id": None,
+            "instructions": body.get("instructions") or None, "output": output, "error": None,
+            "tools": [_rs_tool_echo(t) for t in body.get("tools") or []], "tool_choice": "auto",
+            "truncation": body["truncation"] if body.get("truncation") is not None else "disabled",
+            "parallel_tool_calls": True, "text": {"format": _rs_text_format(body)},
+            "top_p": _go_float(body.get("top_p"), 1.0), "presence_penalty": 0,
+            "frequency_penalty": 0, "top_logprobs": 0,
+            "temperature": _go_float(body.get("temperature"), 1.0), "reasoning": echo_reasoning,
+            "usage": _rs_usage(r), "max_output_tokens": body.get("max_output_tokens"),
+            "max_tool_calls": None, "store": False, "background": body.get("background") is True,
+            "service_tier": "default", "metadata": {}, "safety_identifier": None,
+            "prompt_cache_key": None}
+
+
+class ResponsesStream:
+    """ResponsesStreamConverter.Process: native chat objects in, named SSE events out (each
+    payload a Go map: keys sorted, a ``type`` and a ``sequence_number``)."""
+
+    def __init__(self, response_id: str, item_id: str, body: dict, rng: random.Random) -> None:
+        self.response_id, self.item_id, self.body, self.rng = response_id, item_id, body, rng
+        self.first = True
+        self.output_index = 0
+        self.content_started = self.tool_calls_sent = self.reasoning_started = False
+        self.text = self.thinking = self.reasoning_id = ""
+        self.sequence = 0
+        self.completed: List[dict] = []
+
+    def event(self, kind: str, data: dict) -> bytes:
+        data["type"] = kind
+        data["sequence_number"] = self.sequence
+        self.sequence += 1
+        return b"event: " + kind.encode() + b"\ndata: " + go_json(go_sorted(data)) + b"\n\n"
+
+    def response(self, status: str, output: list, usage: Optional[dict]) -> dict:
+        body = self.body
+        tools = [{"type": (t or {}).get("type") or "", "name": (t or {}).get("name") or "",
+                  "description": (t or {}).get("description"), "strict": (t or {}).get("strict"),
+                  "parameters": _go_value((t or {}).get("parameters"))} for t in body.get("tools") or []]
+        reasoning = body.get("reasoning") or {}
+        echo_reasoning = None
+        if reasoning.get("effort") or reasoning.get("summary"):
+            echo_reasoning = {"effort": reasoning.get("effort") or None,
+                              "summary": reasoning.get("summary") or None}
+        return {"id": self.response_id, "object": "response", "created_at": int(time.time()),
+                "completed_at": None, "status": status, "incomplete_details": None,
+                "model": body.get("model") or "", "previous_response_id": None,
+                "instructions": body.get("instructions") or None, "output": output, "error": None,
+                "tools": tools, "tool_choice": "auto",
+                "truncation": body["truncation"] if body.get("truncation") is not None else "disabled",
+                "parallel_tool_calls": True, "text": {"format": _rs_text_format(body)},
+                "top_p": _go_float(body.get("top_p"), 1.0), "presence_penalty": 0,
+                "frequency_penalty": 0, "top_logprobs": 0,
+                "temperature": _go_float(body.get("temperature"), 1.0), "reasoning": echo_reasoning,
+                "usage": usage, "max_output_tokens": body.get("max_output_tokens"),
+                "max_tool_calls": None, "store": False, "background": body.get("background") is True,
+                "service_tier": "default", "metadata": {}, "safety_identifier": None,
+                "prompt_cache_key": None}
+
+    def finish_reasoning(self) -> List[bytes]:
+        if not self.reasoning_started:
+            return []
+        item = {"id": self.reasoning_id, "type": "reasoning",
+                "summary": [{"type": "summary_text", "text": self.thinking}],
+                "encrypted_content": self.thinking}
+        self.completed.append(item)
+        index, text, item_id = self.output_index, self.thinking, self.reasoning_id
+        self.thinking = self.reasoning_id = ""
+        self.reasoning_started = False
+        self.output_index += 1
+        return [self.event("response.reasoning_summary_text.done", {
+                    "item_id": item_id, "output_index": index, "summary_index": 0, "text": text}),
+                self.event("response.output_item.done", {"output_index": index, "item": item})]
+
+    def _message(self, status: str) -> dict:
+        return {"id": self.item_id, "type": "message", "status": status, "role": "assistant",
+                "content": [_rs_output_text(self.text)]}
+
+    def process(self, r: dict) -> List[bytes]:
+        if "error" in r:  # a native error line decodes as an empty ChatResponse
+            r = {}
+        msg = r.get("message") or {}
+        calls = msg.get("tool_calls") or []
+        events: List[bytes] = []
+        if self.first:
+            self.first = False
+            events.append(self.event("response.created", {"response": self.response("in_progress", [], None)}))
+            events.append(self.event("response.in_progress", {"response": self.response("in_progress", [], None)}))
+        if msg.get("thinking"):
+            if not self.reasoning_started:
+                self.reasoning_started = True
+                self.reasoning_id = "rs_%d" % self.rng.randrange(999999)
+                events.append(self.event("response.output_item.added", {
+                    "output_index": self.output_index,
+                    "item": {"id": self.reasoning_id, "type": "reasoning", "summary": []}}))
+            self.thinking += msg["thinking"]
+            events.append(self.event("response.reasoning_summary_text.delta", {
+                "item_id": self.reasoning_id, "output_index": self.output_index,
+                "summary_index": 0, "delta": msg["thinking"]}))
+        if calls:
+            events.extend(self.finish_reasoning())
+            converted = v1_tool_calls(calls)
+            for i, call in enumerate(converted):
+                index = self.output_index + i
+                fc_id = "fc_%d_%d" % (self.rng.randrange(999999), i)
+                name, arguments = call["function"]["name"], call["function"]["arguments"]
+                item = {"id": fc_id, "type": "function_call", "status": "completed",
+                        "call_id": call["id"], "name": name, "arguments": arguments}
+                self.completed.append(item)
+                events.append(self.event("response.output_item.added", {"output_index": index, "item": dict(
+                    item, status="in_progress", arguments="")}))
+                events.append(self.event("response.function_call_arguments.delta", {
+                    "item_id": fc_id, "output_index": index, "delta": arguments}))
+                events.append(self.event("response.function_call_arguments.done", {
+                    "item_id": fc_id, "output_index": index, "arguments": arguments}))
+                events.append(self.event("response.output_item.done", {"output_index": index, "item": item}))
+            self.output_index += len(converted)
+            self.tool_calls_sent = True
+        content = msg.get("content") or ""
+        if not calls and not self.tool_calls_sent and content:
+            events.extend(self.finish_reasoning())
+            if not self.content_started:
+                self.content_started = True
+                events.append(self.event("response.output_item.added", {
+                    "output_index": self.output_index,
+                    "item": {"id": self.item_id, "type": "message", "status": "in_progress",
+                             "role": "assistant", "content": []}}))
+                events.append(self.event("response.content_part.added", {
+                    "item_id": self.item_id, "output_index": self.output_index, "content_index": 0,
+                    "part": _rs_output_text("")}))
+            self.text += content
+            events.append(self.event("response.output_text.delta", {
+                "item_id": self.item_id, "output_index": self.output_index, "content_index": 0,
+                "delta": content, "logprobs": []}))
+        if r.get("done"):
+            events.extend(self.finish_reasoning())
+            where = {"item_id": self.item_id, "output_index": self.output_index, "content_index": 0}
+            if not self.tool_calls_sent and self.content_started:
+                events.append(self.event("response.output_text.done", dict(where, text=self.text, logprobs=[])))
+                events.append(self.event("response.content_part.done", dict(where, part=_rs_output_text(self.text))))
+                events.append(self.event("response.output_item.done", {
+                    "output_index": self.output_index, "item": self._message("completed")}))
+            output = list(self.completed) + ([self._message("completed")] if self.content_started else [])
+            final = self.response("completed", output, _rs_usage(r))
+            final["completed_at"] = int(time.time())
+            events.append(self.event("response.completed", {"response": final}))
+        return events
+
+
+def responses_events(responses: Iterable[dict], converter: ResponsesStream) -> Iterator[bytes]:
+    """Each event its own line (for faults and delays); after a native error line, nothing."""
+    for r in responses:
+        yield from converter.process(r)
+        if "error" in r:
+            return
+
+
 _NOT_IMPLEMENTED_ROUTES = {"/api/me": "POST", "/api/signout": "POST",
                            "/api/experimental/web_search": "POST",
                            "/api/experimental/web_fetch": "POST",
                            "/api/experimental/model-recommendations": "GET",
-                           "/v1/responses": "POST", "/v1/audio/transcriptions": "POST"}
+                           "/v1/audio/transcriptions": "POST"}
 
 
 @dataclass
@@ -2413,6 +3013,7 @@ class FakeOllamaApp:
             "/v1/completions": {"POST": self.v1_completions},
             "/v1/embeddings": {"POST": self.v1_embeddings},
             "/v1/messages": {"POST": self.v1_messages},
+            "/v1/responses": {"POST": self.v1_responses},
             "/v1/models": {"GET": self.v1_models},
         }
         for path, method in _NOT_IMPLEMENTED_ROUTES.items():
@@ -2838,7 +3439,7 @@ class FakeOllamaApp:
         runner, loaded = self.schedule(model, options, keep_alive, rec.path, body.get("shift"))
         if loaded:
             ctx.load_ns += LOAD_NS
-        tools = body.get("tools")
+        tools = bound_tools(body.get("tools"))
         prompt = render_chat_prompt(messages, tools)
         rec.prompt_chars = len(prompt)
         rec.cache_reuse = 0 if loaded else common_prefix_length(runner.last_prompt, prompt)
@@ -3259,6 +3860,50 @@ class FakeOllamaApp:
         return Reply(200, CT_OPENAI,
                      body_fn=lambda: writer_body(anthropic_message(native_chat_response(gen),
                                                                    mid)),
+                     pre_delay=ctx.delay * gen.line_count, on_done=run.on_done)
+
+    def v1_responses(self, rec: Received, ctx: RequestContext) -> Reply:
+        """ResponsesMiddleware over ChatHandler (agents-api.md §2): a zstd body inflated, bind,
+        FromResponsesRequest (``Received.native``), then the native chat handler, its answer
+        converted by ToResponse or the ResponsesStreamConverter. The built-in web_search loop
+        (which calls ollama.com) is not modelled: such a request answers 501."""
+        raw = rec.body
+        if (rec.header("content-encoding") or "") == "zstd":
+            try:
+                from compression import zstd  # type: ignore[import-not-found]  # Python 3.14+
+            except ImportError:
+                raise HTTPError(501, NOT_IMPLEMENTED + ": zstd bodies need Python 3.14") from None
+            try:
+                raw = zstd.decompress(raw)
+            except zstd.ZstdError as exc:
+                raise _middleware_error("zstd: %s" % exc) from None
+        body, text, items = bind_responses_request(raw)
+        rec.native = native = responses_request_to_native(body, text, items)
+        if any((t or {}).get("type") == "web_search" for t in body.get("tools") or []):
+            raise HTTPError(501, NOT_IMPLEMENTED + ": the built-in web_search tool")
+        stream = native["stream"]
+        response_id = "resp_%d" % self.rng.randrange(999999)
+        item_id = "msg_%d" % self.rng.randrange(999999)
+        try:
+            run = self._run_chat(native, rec, ctx)
+        except HTTPError as exc:  # ResponsesWriter.writeError, after the SSE headers were set
+            reply = openai_error(exc.status, exc.message)
+            if stream:
+                reply.headers.extend(SSE_STREAM_HEADERS)
+            return reply
+        gen = run.gen
+        if stream:
+            responses = native_chat_responses(gen) if gen is not None else iter([run.immediate])
+            converter = ResponsesStream(response_id, item_id, body, self.rng)
+            return Reply(200, CT_SSE, lines=responses_events(responses, converter),
+                         line_delay=ctx.delay, headers=list(SSE_STREAM_HEADERS),
+                         on_done=run.on_done)
+        if gen is None:
+            return Reply(200, CT_OPENAI, writer_body(responses_object(run.immediate, body,
+                                                                      response_id, item_id)))
+        return Reply(200, CT_OPENAI,
+                     body_fn=lambda: writer_body(responses_object(native_chat_response(gen), body,
+                                                                  response_id, item_id)),
                      pre_delay=ctx.delay * gen.line_count, on_done=run.on_done)
 
     def v1_models(self, rec: Received, ctx: RequestContext) -> Reply:

@@ -602,9 +602,10 @@ def test_prompt_eval_count_formula():
             {"role": "system", "content": "abcde"}, {"role": "user", "content": "x" * 20}]}
         assert json.loads(request(fake, "POST", "/api/chat", body)[2])[
             "prompt_eval_count"] == 10 + 3
-        tools = [{"type": "function", "function": {"name": "f"}}]
+        tools = [{"type": "function", "function": {"name": "f", "strict": True}, "x": 1}]
         body["model"], body["tools"] = "llama3.2", tools
-        chars = 25 + len(json.dumps(tools, separators=(",", ":")))
+        bound = [{"type": "function", "function": {"name": "f", "parameters": {"type": "", "properties": None}}}]
+        chars = 25 + len(json.dumps(bound, separators=(",", ":")))  # as api.Tools re-marshals them
         assert json.loads(request(fake, "POST", "/api/chat", body)[2])[
             "prompt_eval_count"] == -(-chars // 4) + 10
         gen = {"model": "dense", "prompt": "y" * 11, "system": "zz", "stream": False}

@@ -294,5 +294,7 @@ def test_no_translate_passes_the_route_through(fake, start_proxy):
     """--no-translate: /v1/responses goes to Ollama as it came."""
     proxy = start_proxy(fake.url, "--no-translate")
     body = {"model": "llama3.2", "input": "q"}
-    raw_post(proxy.port, "/v1/responses", body)
+    status, _, answer = raw_post(proxy.port, "/v1/responses", body)
     assert fake.received[-1].target == "/v1/responses" and json.loads(fake.received[-1].body) == body
+    assert status == 200 and json.loads(answer)["object"] == "response"  # answered by the fake's own Responses layer
+    assert [r.path for r in fake.received if r.path not in ("/api/show",)] == ["/v1/responses"]  # nothing else upstream

@@ -18,13 +18,7 @@ import re
 from typing import Any, Optional, Tuple
 
 import pytest
-from fake_ollama import FakeOllamaApp
 from test_agents_fidelity import Answer, events  # the same answer holder and exact SSE framing check
-
-# The fake's own Responses layer is being written (issue 13); until it lands there is nothing
-# independent to compare with, and these tests say so instead of passing.
-pytestmark = pytest.mark.skipif(not hasattr(FakeOllamaApp, "v1_responses"),
-                                reason="the fake Ollama has no /v1/responses layer yet (issue 13, next step)")
 
 TIMEOUT = 10.0
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
@@ -122,6 +116,24 @@ CASES = {
                            "truncation": "auto", "store": False, "tool_choice": "auto", "parallel_tool_calls": False,
                            "text": {"format": {"type": "json_schema", "name": "answer", "schema": {"type": "object"}, "strict": True}}}, None),
     "max_output_tokens cut": ({"model": "llama3.2", "input": "Hello there!", "max_output_tokens": 2}, None),
+    "tool output as content items": ({"model": "llama3.2", "tools": [WEATHER], "input": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"},
+        {"type": "function_call_output", "call_id": "call_1", "output": [
+            {"type": "input_text", "text": "sunny, "}, {"type": "output_text", "text": "21C"},
+            {"type": "input_image", "detail": "auto", "image_url": "data:image/png;base64," + PNG}]}]}, None),
+    "assistant text between a call and its output": ({"model": "llama3.2", "tools": [WEATHER], "input": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "s"}], "encrypted_content": "look it up"},
+        {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{\"city\":\"Paris\",\"n\":{\"b\":1,\"a\":2}}"},
+        {"role": "assistant", "content": [{"type": "output_text", "text": "Checking."}]},
+        {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+        {"type": "web_search_call", "id": "ws_1", "status": "completed", "action": {"type": "search", "query": "q"}},
+        {"type": "reasoning", "encrypted_content": "trailing thought"}]}, None),
+    "empty input loads the model": ({"model": "llama3.2", "input": ""}, None),
+    "tool echo with numbers and unknown keys": ({"model": "llama3.2", "input": "x", "tools": [
+        {"type": "function", "name": "f", "parameters": {"type": "object", "properties": {"n": {"type": "number", "minimum": 1.0, "maximum": 2.5}}},
+         "extra": True}]}, None),
     "what Codex sends": ({"model": "llama3.2", "instructions": "You are Codex.", "input": [
         {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "fix it"}]}], "tools": [WEATHER],
         "tool_choice": "auto", "parallel_tool_calls": False, "reasoning": {"effort": "none"}, "store": False,
@@ -167,6 +179,27 @@ REFUSED = {
     "input a number": {"model": "llama3.2", "input": 5},
     "model a number": {"model": 5, "input": "x"},
     "unknown model": {"model": "nope", "input": "x"},
+    "arguments an array": {"model": "llama3.2", "input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "[1]"}]},
+    "arguments a bad character": {"model": "llama3.2", "input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": "{x}"}]},
+    "content a number": {"model": "llama3.2", "input": [{"role": "user", "content": 5}]},
+    "content item a string": {"model": "llama3.2", "input": [{"role": "user", "content": ["hi"]}]},
+    "item a string": {"model": "llama3.2", "input": ["hi"]},
+    "item null": {"model": "llama3.2", "input": [None]},
+    "item type a number": {"model": "llama3.2", "input": [{"type": 5}]},
+    "call_id a number": {"model": "llama3.2", "input": [{"type": "function_call", "call_id": 5, "name": "f"}]},
+    "output an object": {"model": "llama3.2", "input": [{"type": "function_call_output", "call_id": "c", "output": {}}]},
+    "output item unknown": {"model": "llama3.2", "input": [{"type": "function_call_output", "call_id": "c", "output": [{"type": "x"}]}]},
+    "file in a tool output": {"model": "llama3.2", "input": [{"type": "function_call_output", "call_id": "c", "output": [{"type": "input_file", "file_id": "f"}]}]},
+    "a type error before a bad input": {"temperature": "hot", "model": "llama3.2", "input": [{"type": "bogus"}]},
+    "two type errors": {"model": "llama3.2", "top_p": "high", "temperature": "hot", "input": "x"},
+    "max_output_tokens a fraction": {"model": "llama3.2", "input": "x", "max_output_tokens": 1.5},
+    "reasoning a string": {"model": "llama3.2", "input": "x", "reasoning": "high"},
+    "nested type error": {"model": "llama3.2", "input": "x", "text": {"format": {"type": 5}}},
+    "tool name a number": {"model": "llama3.2", "input": "x", "tools": [{"type": "function", "name": 5}]},
+    "namespace member name a number": {"model": "llama3.2", "input": "x", "tools": [{"type": "namespace", "name": "n", "tools": [{"type": "function", "name": 5}]}]},
+    "tools an object": {"model": "llama3.2", "input": "x", "tools": {}},
+    "body an array": [],
+    "image bad prefix": {"model": "llama3.2", "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "data:text/plain;base64,aGk="}]}]},
     "thinking on a model without it": {"model": "llama3.2", "input": "x", "reasoning": {"effort": "low"}},
 }
 
@@ -176,6 +209,43 @@ REFUSED = {
 def test_same_error(fake, start_proxy, case, stream):
     """A request Ollama refuses gets the same status, error body and head through the proxy."""
     proxy = start_proxy(fake.url)
-    via, direct = compare(fake, proxy, dict(REFUSED[case], stream=stream))
+    body = REFUSED[case]
+    via, direct = compare(fake, proxy, dict(body, stream=stream) if isinstance(body, dict) else body)
     assert direct.status in (400, 404), direct.body
     assert set(json.loads(direct.body)["error"]) == {"message", "type", "param", "code"}
+
+
+def test_proxy_and_fake_are_independent_paths(fake, start_proxy):
+    """The fake answers /v1/responses from its own layer (recording the native twin it made),
+    the proxy through /api/chat: each comparison above checks two separate translations."""
+    proxy = start_proxy(fake.url)
+    compare(fake, proxy, {"model": "llama3.2", "instructions": "Be brief.", "input": "Hello there!", "max_output_tokens": 40})
+    assert [r.path for r in fake.received if r.path != "/api/show"] == ["/api/chat", "/v1/responses"]
+    assert fake.received[-1].native == {
+        "model": "llama3.2", "stream": False, "options": {"temperature": 1.0, "num_predict": 40},
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello there!"}]}
+    sent = upstream_chat(fake)
+    assert sent["messages"] == fake.received[-1].native["messages"] and sent["options"]["num_predict"] == 40
+    assert "num_ctx" in sent["options"]  # the proxy's deliberate addition, invisible in answers
+
+
+def test_fake_web_search_tool_is_not_modelled(fake):
+    """The built-in web_search loop calls ollama.com; the fake says so instead of pretending."""
+    answer = post(fake.port, {"model": "llama3.2", "input": "news?", "tools": [{"type": "web_search"}]})
+    assert answer.status == 501 and "web_search" in json.loads(answer.body)["error"]["message"]
+
+
+def test_fake_stream_framing_and_sequence(fake):
+    """The fake's own stream: writeEvent framing, sequence numbers 0, 1, 2, ... and no [DONE]."""
+    answer = post(fake.port, {"model": "qwen3:8b", "input": "hi", "stream": True, "reasoning": {"effort": "low"}},
+                  headers={"X-Fake-Think-Chunks": "2"})
+    assert answer.status == 200 and answer.header("content-type") == "text/event-stream"
+    assert answer.header("cache-control") == "no-cache" and b"[DONE]" not in answer.body
+    got = events(answer.body)
+    assert [data["sequence_number"] for _, data in got] == list(range(len(got)))
+    names = [name for name, _ in got]
+    assert names[:3] == ["response.created", "response.in_progress", "response.output_item.added"]
+    assert names.count("response.reasoning_summary_text.delta") == 2 and names[-1] == "response.completed"
+    final = got[-1][1]["response"]
+    assert [item["type"] for item in final["output"]] == ["reasoning", "message"]
+    assert list(final) == sorted(final)  # a Go map: keys sorted

@@ -860,3 +860,51 @@ def test_stream_converter(response_id, item_id, model, steps):
                 # FinalOutputKeepsStreamedItemOrder's invariant: output[i] is the item streamed done at index i.
                 assert {i: item for i, item in enumerate(data["response"]["output"])} == done_items
     assert translator.finished == bool(steps[-1][0]["done"])
+
+
+# ---------------------------------------------------------------------------
+# The same request cases through the fake's own Responses layer (tests/fake_ollama.py): a second,
+# independent port that the fidelity tests compare the proxy with, checked here against Go's tests.
+# ---------------------------------------------------------------------------
+
+
+def _fake_native(body: Any) -> Dict[str, Any]:
+    import fake_ollama as fo
+    fields, text, items = fo.bind_responses_request(json.dumps(body).encode())
+    return fo.responses_request_to_native(fields, text, items)
+
+
+def _comparable(native: Dict[str, Any]) -> Dict[str, Any]:
+    """The fields the Go tests pin, without the marshalling details the docstring lists."""
+    out = json.loads(json.dumps(native))
+    out.pop("stream", None)
+    for message in out.get("messages") or []:
+        for call in message.get("tool_calls") or []:
+            call["function"].pop("index", None)
+    for tool in out.get("tools") or []:
+        if tool["function"].get("parameters", {}).get("properties", 0) is None:
+            del tool["function"]["parameters"]["properties"]
+    return out
+
+
+@pytest.mark.parametrize("body, expected", REQUEST_CASES)
+def test_fake_request_to_native(body, expected):
+    assert _comparable(_fake_native(body)) == _comparable(expected)
+
+
+@pytest.mark.parametrize("body, message", REQUEST_ERROR_CASES)
+def test_fake_request_refused(body, message):
+    import fake_ollama as fo
+    with pytest.raises(fo.HTTPError) as info:
+        _fake_native(body)
+    assert info.value.message == message and info.value.status == 400 and info.value.middleware
+
+
+@pytest.mark.parametrize("response_id, item_id, model, steps", STREAM_CASES)
+def test_fake_stream_converter(response_id, item_id, model, steps, monkeypatch):
+    import fake_ollama as fo
+    monkeypatch.setattr(fo.time, "time", lambda: NOW + 0.25)  # Go: time.Now() in buildResponseObject
+    converter = fo.ResponsesStream(response_id, item_id, {"model": model}, random.Random(20260821))
+    seen: Dict[str, str] = {}
+    for native_chunk, expected in steps:
+        assert pattern_ids(events(b"".join(converter.process(native_chunk))), seen) == expected
