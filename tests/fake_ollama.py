@@ -214,6 +214,35 @@ Cache-Control / Connection headers when streaming was asked); so do fault status
 path. ``/v1/messages/count_tokens`` is not a route: gin's plain ``404 page not found``.
 Not modelled: the cloud passthrough and the web-search loop (a web_search tool is only declared).
 
+/v1/responses: Ollama's Responses middleware (agents-api.md §2)
+-----------------------------------------------------------------
+Like ResponsesMiddleware, /v1/responses inflates a ``Content-Encoding: zstd`` body (only where
+Python has ``compression.zstd``, 3.14+; else 501), binds the body as Go would (a field of the
+wrong type is the first such field in document order, but an error inside ``input``, which has
+its own UnmarshalJSON, wins: ``input must be a string or array: ...``, ``input[i]: unknown input
+item type: "x"``, ``input[i]: input item missing required 'type' field``, ``input[i]:
+content[j]: unknown content type: x``, the struct type errors of each item), then
+FromResponsesRequest's own 400s (``file inputs are not currently supported``, the image URL
+errors, ``failed to parse function call arguments: ...``, ``invalid reasoning value: ...``,
+``failed to unmarshal tool parameters: ...``), all written by the middleware (gin's
+``application/json; charset=utf-8``, no newline). The native request (``Received.native``):
+instructions as the first system message, a string input as a user message, message items with
+their role as given and their text parts concatenated, function calls appended to the previous
+assistant message (or a new one), function_call_output as a ``tool`` message, a replayed
+reasoning item's ``encrypted_content`` as the next assistant message's thinking (a trailing one
+its own message), an assistant message between a call and its output merged into the call's
+message; options ``temperature`` (1.0 when absent), ``top_p`` and ``num_predict`` only when
+given; tools flattened (a namespace's members as ``ns.name``; a web_search tool as the built-in
+function, but the search loop itself is not modelled: 501); ``format`` from a json_schema text
+format; ``think`` from reasoning.effort; ``stream`` false unless true. Answers: ToResponse
+(``application/json`` and a newline; ``resp_<n>`` / ``msg_<n>`` ids, the reasoning item
+``rs_<response id>``, function calls ``fc_<response id>_<i>`` instead of the message item, the
+request's echo fields, float64s as Go writes them), or the ResponsesStreamConverter's named
+events (``text/event-stream``, Cache-Control, Connection; every payload a Go map, keys sorted,
+with ``type`` and ``sequence_number``; created, in_progress, the reasoning summary deltas, the
+message item, function calls, completed; no [DONE]; a native error mid-stream just ends it).
+Errors of the native handler come in OpenAI shape with ``application/json`` and a newline.
+
 Faults (``Fault`` dataclass)
 ----------------------------
 Each request that has been read completely takes the first fault, in ``add_fault`` order,
