@@ -6114,6 +6114,7 @@ class RequestReader:
         self._aliases = {a: m for a, m in config.aliases if not is_model_pattern(a)}
         self._alias_patterns = tuple((a, m) for a, m in config.aliases if is_model_pattern(a))
         self._rng = random.Random()
+        self._told_encoded = False  #: the first encoded body was logged as a warning, later ones at debug
 
     def start(self, ex: Exchange) -> None:
         """Access first, on the path as the client sent it (no prefix is read before); then
@@ -6152,6 +6153,18 @@ class RequestReader:
         req = ex.request
         body = await self.read_body(side, req.headers)
         if req.path not in MODEL_PATHS or not body:
+            ex.request = req._replace(body=body)
+            return
+        encoding = header_value(req.headers, b"content-encoding")
+        if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
+            # A compressed body (Codex can send zstd, which Ollama's /v1/responses inflates): the
+            # standard library cannot read zstd before Python 3.14, so the body goes upstream as
+            # it came and Ollama answers it, without the proxy's context control.
+            log.log(logging.DEBUG if self._told_encoded else logging.WARNING,
+                    "%s %s: body with Content-Encoding %s passed through untranslated and unmodified "
+                    "(the proxy does not decompress request bodies): no num_ctx or num_predict for this request",
+                    ex.method.decode("ascii", "replace"), req.path, encoding.decode("latin-1"))
+            self._told_encoded = True
             ex.request = req._replace(body=body)
             return
         try:

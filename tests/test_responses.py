@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import random
 import re
 from typing import Any, Dict, List, Tuple
@@ -298,3 +299,26 @@ def test_no_translate_passes_the_route_through(fake, start_proxy):
     assert fake.received[-1].target == "/v1/responses" and json.loads(fake.received[-1].body) == body
     assert status == 200 and json.loads(answer)["object"] == "response"  # answered by the fake's own Responses layer
     assert [r.path for r in fake.received if r.path not in ("/api/show",)] == ["/v1/responses"]  # nothing else upstream
+
+
+def test_compressed_body_passes_through_untranslated(fake, start_proxy, caplog):
+    """A zstd body (Codex can compress its requests; Ollama's /v1/responses inflates them): the
+    standard library cannot read zstd before 3.14, so the proxy sends it upstream byte for byte,
+    Content-Encoding kept, says so once as a warning (then at debug), and relays Ollama's answer."""
+    proxy = start_proxy(fake.url)
+    frame = bytes.fromhex("28b52ffd") + b"\x00 not decoded by the proxy"
+    with caplog.at_level(logging.DEBUG, logger="ollama_proxy"):
+        for _ in range(2):
+            conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=TIMEOUT)
+            try:
+                conn.request("POST", "/v1/responses", frame, {"Content-Type": "application/json", "Content-Encoding": "zstd"})
+                resp = conn.getresponse()
+                status, answer = resp.status, resp.read()
+            finally:
+                conn.close()
+            rec = fake.received[-1]
+            assert rec.path == "/v1/responses" and rec.body == frame and rec.header("content-encoding") == "zstd"
+            assert status != 400 or b"invalid JSON" not in answer  # Ollama's answer, not the proxy's refusal
+            assert not any(r.path == "/api/chat" for r in fake.received)
+    told = [r for r in caplog.records if "Content-Encoding zstd passed through untranslated" in r.getMessage()]
+    assert [r.levelno for r in told] == [logging.WARNING, logging.DEBUG] and "POST /v1/responses" in told[0].getMessage()

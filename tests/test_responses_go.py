@@ -36,10 +36,10 @@ Not ported, on purpose:
   search is ported as far as ``FromResponsesRequest`` goes;
 * ``TestDecodeImageURL`` is ported only through a responses ``input_image``;
 * ``TestResponsesMiddlewareZstd`` "zstd compressed" and "zstd over max decompressed size": the
-  proxy does not decompress request bodies.  It reads a /v1/responses body as JSON without
-  looking at ``Content-Encoding`` (``Reader.read`` -> ``parse_json``), so a zstd body is a 400
-  ``invalid JSON body: ...`` from the proxy, where Ollama decodes it.  The "plain JSON" case is
-  ported.
+  proxy does not decompress request bodies (the standard library has no zstd before Python
+  3.14). A body with a ``Content-Encoding`` goes upstream untranslated, byte for byte, and Ollama
+  inflates it (test_responses.py, ``test_compressed_body_passes_through_untranslated``). The
+  "plain JSON" case is ported.
 """
 
 from __future__ import annotations
