@@ -1314,6 +1314,123 @@ def run_openai(proxy_path, fake_path, logdir, streams=16, chunks=200, duration=3
     return {mode: (statistics.median(r[0] for r in rows), statistics.median(r[1] for r in rows)) for mode, rows in results.items()}
 
 
+# -- instructions (valgrind callgrind): deterministic counts, unmoved by the machine's noise ----------
+
+def callgrind_total(name, cmd, port, workload, logdir):
+    """Instructions one server process executes from start to exit (SIGTERM) under callgrind,
+    while ``workload(port)`` runs against it."""
+    out = os.path.join(logdir, "callgrind.%s.out" % name)
+    logpath = os.path.join(logdir, "callgrind.%s.log" % name)
+    proc = spawn(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out] + cmd, logpath, stdin=subprocess.DEVNULL)
+    wait_port(port, proc, 300.0, logpath)
+    time.sleep(0.5)  # let start-up work (the first probe round, if any) finish before the workload
+    try:
+        workload(port)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(300)
+    with open(out) as f:
+        for line in f:
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise RuntimeError("no totals in %s" % out)
+
+
+def http_exchange(sock, path, body, headers=b""):
+    """One request on a kept-alive socket; the whole answer read (Content-Length or chunked)."""
+    sock.sendall(b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n%sContent-Length: %d\r\n\r\n%s"
+                 % (path, headers, len(body), body))
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise RuntimeError("connection closed: %r" % data[:300])
+        data += chunk
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if not sep:
+            continue
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError("bench: %r" % head[:300])
+        low = head.lower()
+        if b"transfer-encoding: chunked" in low:
+            if rest.endswith(b"0\r\n\r\n"):
+                return rest
+        else:
+            length = int(re.search(rb"content-length: *(\d+)", low).group(1))
+            if len(rest) >= length:
+                return rest
+
+
+def requests_workload(path, body, count, headers=b""):
+    def run(port):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            for _ in range(count):
+                http_exchange(sock, path, body, headers)
+    return run
+
+
+def run_instructions(proxy_path, logdir, requests=(40, 240), lines=(20, 420)):
+    """Instructions per non-streamed request, per streamed NDJSON line and per translated SSE
+    event, each the difference of two runs of one process under callgrind (so that start-up and
+    shutdown cancel out) divided by the extra requests or lines. The floor relay and the proxy
+    run against the lean fake (no probes there: it has no /api/tags); the /v1 rows against the
+    normal-mode fake, whose /v1 layers give the passed-through rows their upstream."""
+    py = sys.executable
+    fast_port = free_port()
+    start_server("fake-fast", [py, os.path.join(HERE, "fast_ollama.py"), "--host", "127.0.0.1", "--port", str(fast_port)], fast_port, logdir)
+    faithful_port = free_port()
+    start_server("fake-v1", [py, FAITHFUL_FAKE, "--host", "127.0.0.1", "--port", str(faithful_port)], faithful_port, logdir)
+
+    def floor(port):
+        return [py, os.path.join(HERE, "floor_relay.py"), "--host", "127.0.0.1", "--upstream", "127.0.0.1:%d" % fast_port, "--port", str(port)]
+
+    def proxy(upstream, *extra):
+        return lambda port: [py, proxy_path, "--host", "127.0.0.1", "--port", str(port), "--backend", "http://127.0.0.1:%d" % upstream,
+                             "--scan-interval", "0"] + list(extra)
+
+    generate = BODY.encode()
+    ndjson = json.dumps({"model": "llama3.2", "prompt": "hi", "stream": True}).encode()
+    chat = json.dumps({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
+    messages = json.dumps({"model": "llama3.2", "max_tokens": 4096, "messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
+    responses = json.dumps({"model": "llama3.2", "input": "hi", "stream": True}).encode()
+    rows = [  # (row, unit, command maker, path, body, vary requests (True) or lines per request (False))
+        ("floor relay", "request", floor, b"/api/generate", generate, True),
+        ("proxy, info logging", "request", proxy(fast_port), b"/api/generate", generate, True),
+        ("proxy, warning logging", "request", proxy(fast_port, "--log-level", "warning"), b"/api/generate", generate, True),
+        ("floor relay", "NDJSON line", floor, b"/api/generate", ndjson, False),
+        ("proxy, info logging", "NDJSON line", proxy(fast_port), b"/api/generate", ndjson, False),
+        ("/v1/chat/completions passed through", "SSE event", proxy(faithful_port, "--no-translate"), b"/v1/chat/completions", chat, False),
+        ("/v1/chat/completions translated", "SSE event", proxy(faithful_port), b"/v1/chat/completions", chat, False),
+        ("/v1/messages translated", "SSE event", proxy(faithful_port), b"/v1/messages", messages, False),
+        ("/v1/responses translated", "SSE event", proxy(faithful_port), b"/v1/responses", responses, False),
+    ]
+    out = []
+    for i, (row, unit, make, path, body, vary_requests) in enumerate(rows):
+        totals = []
+        for n in (requests if vary_requests else lines):
+            port = free_port()
+            if vary_requests:
+                work = requests_workload(path, body, n)
+            else:
+                work = requests_workload(path, body, 4, b"X-Fake-Chunks: %d\r\n" % n)
+            totals.append(callgrind_total("%d-%d" % (i, n), make(port), port, work, logdir))
+        extra = (requests[1] - requests[0]) if vary_requests else 4 * (lines[1] - lines[0])
+        out.append((row, unit, (totals[1] - totals[0]) / extra))
+        print("  %-40s %12.0f instructions per %s" % (row, out[-1][2], unit), flush=True)
+    return out
+
+
+def print_instructions(rows):
+    print("instructions (valgrind callgrind, difference of two runs; --scan-interval 0):")
+    floor = {unit: per for row, unit, per in rows if row == "floor relay"}
+    passthrough = next((per for row, unit, per in rows if row.endswith("passed through")), None)
+    for row, unit, per in rows:
+        ref = floor.get(unit) if unit in floor else passthrough
+        rel = "" if ref in (None, 0) or row == "floor relay" or row.endswith("passed through") else \
+            "  %.2f x %s" % (per / ref, "the floor" if unit in floor else "passed through")
+        print("  %-40s %-12s %12.0f%s" % (row, unit, per, rel))
+
+
 def print_openai(result):
     print("/v1/chat/completions, /v1/messages and /v1/responses streamed (16 streams x 200 chunks, normal-mode fake, proxy defaults):")
     print(f"  {'':<34} {'events/s':>10} {'proxy CPU ms / 1000 events':>28}")
@@ -1335,7 +1452,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="ollama-proxy benchmark (direct vs floor relay vs proxy)")
     ap.add_argument("--quick", action="store_true", help="2 repeats, shorter runs (~2 min)")
     ap.add_argument("--repeats", type=int, default=None, help="repeats (default 5, --quick 2)")
-    ap.add_argument("--only", choices=("nonstream", "stream", "reloads", "openai", "failover", "choice"), help="run only one section")
+    ap.add_argument("--only", choices=("nonstream", "stream", "reloads", "openai", "failover", "choice", "instructions"), help="run only one section")
     ap.add_argument("--json", metavar="FILE", help="also write the JSON result to FILE")
     ap.add_argument("--ns-duration", type=int, default=None, help="seconds per wrk run (default 4, quick 2)")
     ap.add_argument("--stream-duration", type=float, default=None,
@@ -1348,7 +1465,7 @@ def main(argv=None):
     repeats = max(1, args.repeats or (2 if args.quick else 5))
     ns_dur = max(1, args.ns_duration or (2 if args.quick else 4))
     st_dur = max(0.2, args.stream_duration or (1.0 if args.quick else 3.0))
-    if args.only in ("reloads", "openai", "failover", "choice"):
+    if args.only in ("reloads", "openai", "failover", "choice", "instructions"):
         logdir = tempfile.mkdtemp(prefix="ollama-proxy-bench-")
         t_begin = time.monotonic()
         extra = None
@@ -1357,6 +1474,8 @@ def main(argv=None):
                 print_reloads(run_reloads(args.proxy, logdir))
             elif args.only == "openai":
                 print_openai(run_openai(args.proxy, FAITHFUL_FAKE, logdir))
+            elif args.only == "instructions":
+                print_instructions(run_instructions(args.proxy, logdir))
             else:
                 raise_nofile()
                 print(f"ollama-proxy bench --only {args.only}: python {sys.version.split()[0]}; logs in {logdir}", flush=True)
