@@ -203,6 +203,7 @@ class Config:
     translate: bool = True  #: translate /v1 chat, completions and embeddings to the native API
     stable_prefix: bool = True  #: replace Claude Code's per-request billing hash by a fixed one (SPEC §7.2)
     check: bool = False  #: run the doctor and exit
+    notes: Tuple[str, ...] = ()  #: settings named twice (ours and another proxy's name): which one was used, logged at start
 
 
 def _strip_env_value(value: str) -> str:
@@ -357,6 +358,118 @@ def _parse_bool(flag: str, text: str) -> bool:
     if lowered in ("0", "false", "no", "off", "f", "n", ""):
         return False
     raise ConfigError("%s: %r is not a boolean (use true or false)" % (flag, text))
+
+
+def _parse_port(flag: str, text: Any, minimum: int = 0) -> int:
+    port = _parse_number(flag, text, int, minimum)
+    if port > 65535:
+        raise ConfigError("%s: %d is out of range (%d to 65535)" % (flag, port, minimum))
+    return port
+
+
+#: The seeds' names for our log levels: gollamas' logrus (warn, trace, fatal, panic), arosboro's
+#: tracing (warn, trace), Python's own critical.  trace is debug, the most we say.
+_LEVEL_SYNONYMS = {"warn": "warning", "trace": "debug", "fatal": "error", "panic": "error", "critical": "error"}
+
+
+def _level_name(text: str) -> Optional[str]:
+    level = _strip_env_value(str(text)).lower()
+    level = _LEVEL_SYNONYMS.get(level, level)
+    return level if level in LOG_LEVELS else None
+
+
+def parse_log_level(flag: str, text: str) -> str:
+    """A log level in any case (``DEBUG``), ours or a seed's name for it (``warn``, ``trace``)."""
+    level = _level_name(text)
+    if level is None:
+        raise ConfigError("%s: %r is not one of %s" % (flag, text, ", ".join(LOG_LEVELS)))
+    return level
+
+
+def rust_log_level(value: str) -> Optional[str]:
+    """Our log level from arosboro's ``RUST_LOG``, read as Rust's env_logger and tracing read it:
+    comma-separated directives, each ``LEVEL`` (every target), ``TARGET=LEVEL`` or a bare ``TARGET``
+    (trace for it), then an optional ``/regex`` filter.  The seed's own target (``ollama_proxy``, later
+    ``ollama_proxy_rs``) wins over the global level; ``trace`` is debug and ``off`` error.  None when
+    it sets no level for the seed or an unknown one: the seed fell back to info then, and so do we."""
+    found: Dict[bool, str] = {}  #: own target? -> its level, the last directive winning
+    for directive in (d.strip() for d in _strip_env_value(value).split("/", 1)[0].split(",")):
+        target, sep, level = directive.rpartition("=")
+        if not sep and _level_name(directive) is None and directive.lower() != "off":
+            target, level = directive, "trace"
+        target = target.split("[", 1)[0].strip().lower()  # TARGET[span{field=value}]=LEVEL
+        if directive and (not target or target.startswith("ollama_proxy")):
+            found[bool(target)] = level
+    for own in (True, False):
+        level = found.get(own, "")
+        if level.strip().lower() == "off":
+            return "error"
+        if _level_name(level):
+            return _level_name(level)
+    return None
+
+
+def parse_listen(flag: str, value: str) -> Tuple[str, int]:
+    """gollamas' ``--listen HOST:PORT`` (a Go listen address: ``[::1]:11434``; ``:11434`` is every address)."""
+    host, port = _split_host_port(value.strip())
+    if port is None:
+        raise ConfigError("%s %r: expected HOST:PORT, e.g. 0.0.0.0:11434" % (flag, value))
+    return host or "0.0.0.0", _parse_port(flag, port)
+
+
+def backend_from_host_port(host: Optional[str], port: Optional[str]) -> BackendSpec:
+    """ollama-context-proxy's ``--ollama-host HOST --ollama-port PORT``: the backend http://HOST:PORT.
+    HOST may be a URL (``http://localhost``); the port is --ollama-port, else the URL's, else 11434."""
+    text = (host or "").strip() or "127.0.0.1"
+    spec = parse_backend(text if "://" in text else "http://" + text)
+    explicit = urlsplit(text).port if "://" in text else None
+    number = _parse_port("--ollama-port", port, 1) if port is not None else explicit or 11434
+    return dataclasses.replace(spec, port=number, name=_default_name(spec.host, number))
+
+
+def parse_connection(flag: str, item: str) -> BackendSpec:
+    """gollamas' ``--connection ID=URL``: the backend ``--backend ID=URL``, the ID required."""
+    name, sep, url = item.partition("=")
+    if not sep or not name.strip() or not url.strip():
+        raise ConfigError("%s %r: expected ID=URL, e.g. c1=http://server:11434" % (flag, item))
+    return parse_backend(item)
+
+
+def parse_proxy(flag: str, item: str) -> Tuple[str, str]:
+    """gollamas' ``--proxy MODEL=URL|ID`` into (model, destination: a URL or a backend's name)."""
+    model, sep, dest = item.partition("=")
+    if not sep or not model.strip() or not dest.strip():
+        raise ConfigError("%s %r: expected MODEL=URL or MODEL=ID, e.g. llama3.2=http://server:11434 or llama3.2=c1" % (flag, item))
+    return model.strip(), dest.strip()
+
+
+def _seed_items(singular: Optional[List[str]], singular_flag: str, plural: Optional[str], plural_flag: str,
+                environ: Mapping[str, str], env: str) -> List[Tuple[str, str]]:
+    """A gollamas list, as gollamas builds it: the repeated singular flag, then the comma-separated
+    plural flag (else its variable); each item with the name it came from, for error messages."""
+    items = [(singular_flag, i) for i in singular or []]
+    text, where = (plural, plural_flag) if plural is not None else (environ.get(env, ""), env)
+    return items + [(where, i.strip()) for i in _strip_env_value(text).split(",") if i.strip()]
+
+
+def _seed_env(environ: Mapping[str, str], name: str) -> Optional[str]:
+    """A seed's variable, None when unset or empty (gollamas' examples set some to "")."""
+    value = _strip_env_value(environ.get(name, ""))
+    return value or None
+
+
+def _choose(setting: str, label: str, sources: Sequence[Tuple[str, Any, bool]], notes: List[str]) -> Tuple[str, Any]:
+    """One setting that several names give: the first given of ``sources`` (name, value or None, ours?),
+    listed in precedence order: our flag, a seed's flag, our variable, a seed's variable.  Returns the
+    name to report a bad value under (``label`` for ours, the seed's own name) and the value (None when
+    none is given).  When ours and a seed's were both given, ``notes`` gets a line saying which was used."""
+    given = [(name, value, ours) for name, value, ours in sources if value is not None]
+    if not given:
+        return label, None
+    name, value, ours = given[0]
+    if len({o for _, _, o in given}) > 1:
+        notes.append("%s from %s (%s ignored)" % (setting, name, ", ".join(n for n, _, _ in given[1:])))
+    return (label if ours else name), value
 
 
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -608,6 +721,32 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-sticky", dest="sticky", action="store_const", const="false", default=None, help="turn sticky conversations off")
     parser.add_argument("--check", action="store_true", help="run the doctor: check each backend, its models and the Ollama settings, then exit")
     parser.add_argument("--version", action="version", version="ollama-proxy " + __version__)
+    seeds = parser.add_argument_group(
+        "compatibility with other proxies",
+        "The flags and variables of ollama-context-proxy, gollamas and arosboro's ollama-proxy, with their meaning, so "
+        "that their command lines work unchanged. Where one of our names gives the same setting too, ours wins (a flag "
+        "still wins over a variable) and the start logs which was used. gollamas' connections, routes and aliases are "
+        "added to ours. Also read: $GOLLAMAS_LIST_ALIASES (as --list-aliases) and arosboro's $RUST_LOG (as --log-level "
+        "when $LOG_LEVEL is unset: its level, or the one it sets for the ollama_proxy target; trace is debug).")
+    seeds.add_argument("--ollama-host", dest="ollama_host", default=None, metavar="HOST",
+                       help="ollama-context-proxy: the backend's host name or URL; with --ollama-port, --backend "
+                            "http://HOST:PORT [default 127.0.0.1]")
+    seeds.add_argument("--ollama-port", dest="ollama_port", default=None, metavar="PORT",
+                       help="ollama-context-proxy: the backend's port [default 11434]")
+    seeds.add_argument("--proxy-port", dest="proxy_port", default=None, metavar="PORT", help="ollama-context-proxy: --port")
+    seeds.add_argument("--listen", dest="listen", default=None, metavar="HOST:PORT", help="gollamas: --host and --port [$GOLLAMAS_LISTEN]")
+    seeds.add_argument("--connection", dest="connection", action="append", default=None, metavar="ID=URL",
+                       help="gollamas: a backend named ID, as --backend ID=URL (repeat)")
+    seeds.add_argument("--connections", dest="connections", default=None, metavar="ID=URL,...",
+                       help="gollamas: --connection, comma-separated [$GOLLAMAS_CONNECTIONS]")
+    seeds.add_argument("--proxy", dest="proxy", action="append", default=None, metavar="MODEL=URL|ID",
+                       help="gollamas: --route MODEL=ID; a URL is the backend of that URL, created unless one has it (repeat)")
+    seeds.add_argument("--proxies", dest="proxies", default=None, metavar="MODEL=URL|ID,...",
+                       help="gollamas: --proxy, comma-separated [$GOLLAMAS_PROXIES]")
+    seeds.add_argument("--aliases", dest="aliases", default=None, metavar="ALIAS=MODEL,...",
+                       help="gollamas: --alias, comma-separated [$GOLLAMAS_ALIASES]")
+    seeds.add_argument("--level", dest="level", default=None, metavar="LEVEL",
+                       help="gollamas: --log-level (warn is warning, trace debug, fatal and panic error)")
     return parser
 
 
@@ -619,6 +758,8 @@ def build_config(argv: Optional[Sequence[str]], environ: Mapping[str, str]) -> C
     args = build_arg_parser().parse_args(list(argv) if argv is not None else None)
     raw: Dict[str, Any] = {}
     for dest, env, default, _ in _ENV_FLAGS:
+        if dest in ("host", "port", "log_level"):
+            continue  # a seed's name may give these too: chosen below
         value = getattr(args, dest)
         if value is None:
             value = environ.get(env)
@@ -626,15 +767,24 @@ def build_config(argv: Optional[Sequence[str]], environ: Mapping[str, str]) -> C
                 value = _strip_env_value(value)
         raw[dest] = default if value is None else value
     flag = lambda dest: "--" + dest.replace("_", "-")  # noqa: E731 - a tiny local helper
-    port = _parse_number(flag("port"), raw["port"], int)
-    if port > 65535:
-        raise ConfigError("--port: %d is out of range (0 to 65535)" % port)
-    host = str(raw["host"]).strip()
+    notes: List[str] = []  # settings given both by our name and by a seed's (SPEC §3)
+    listen = parse_listen("--listen", args.listen) if args.listen is not None else (None, None)
+    seed_listen = _seed_env(environ, "GOLLAMAS_LISTEN")
+    env_listen = parse_listen("GOLLAMAS_LISTEN", seed_listen) if seed_listen else (None, None)
+    label, value = _choose("listen port", "--port", [("--port", args.port, True), ("--proxy-port", args.proxy_port, False),
+                                                     ("--listen", listen[1], False), ("PROXY_PORT", environ.get("PROXY_PORT"), True),
+                                                     ("GOLLAMAS_LISTEN", env_listen[1], False)], notes)
+    port = _parse_port(label, _strip_env_value(str(value)) if value is not None else "11435")
+    label, value = _choose("listen address", "--host", [("--host", args.host, True), ("--listen", listen[0], False),
+                                                        ("PROXY_HOST", environ.get("PROXY_HOST"), True), ("GOLLAMAS_LISTEN", env_listen[0], False)], notes)
+    host = _strip_env_value(value) if value is not None else "127.0.0.1"
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    log_level = str(raw["log_level"]).lower()
-    if log_level not in LOG_LEVELS:
-        raise ConfigError("--log-level: %r is not one of %s" % (raw["log_level"], ", ".join(LOG_LEVELS)))
+    rust_log = _seed_env(environ, "RUST_LOG")
+    label, value = _choose("log level", "--log-level", [("--log-level", args.log_level, True), ("--level", args.level, False),
+                                                        ("LOG_LEVEL", environ.get("LOG_LEVEL"), True),
+                                                        ("RUST_LOG", rust_log_level(rust_log) if rust_log else None, False)], notes)
+    log_level = parse_log_level(label, value if value is not None else "info")
     log_format = str(raw["log_format"]).lower()
     if log_format not in LOG_FORMATS:
         raise ConfigError("--log-format: %r is not one of %s" % (raw["log_format"], ", ".join(LOG_FORMATS)))
@@ -651,7 +801,7 @@ def build_config(argv: Optional[Sequence[str]], environ: Mapping[str, str]) -> C
     scan_interval = _parse_number(flag("scan_interval"), raw["scan_interval"], float)
     if scan is not None and scan_interval <= 0:
         raise ConfigError("--scan needs --scan-interval above 0: discovery happens in the probe rounds")
-    backends = _build_backends(args.backend, environ, scan is not None)
+    backends, seed_routes = _build_backends(args, environ, scan is not None, notes)
     for backend in backends:
         if _is_same_address(host, port, backend):
             raise ConfigError("backend %s (%s) is this proxy's own listen address: it would loop" % (backend.name, backend.url))
@@ -660,7 +810,7 @@ def build_config(argv: Optional[Sequence[str]], environ: Mapping[str, str]) -> C
         if names.count(name) > 1:
             raise ConfigError("backend name %r is used twice" % name)
     routes = []
-    for pattern, route_names in (parse_route(i) for i in _list_setting(args.route, environ, "PROXY_ROUTES")):
+    for where, pattern, route_names in [("--route",) + parse_route(i) for i in _list_setting(args.route, environ, "PROXY_ROUTES")] + seed_routes:
         resolved = []
         for name in route_names:
             scanned = _scan_name(name, scan) if name not in names else None
@@ -669,16 +819,24 @@ def build_config(argv: Optional[Sequence[str]], environ: Mapping[str, str]) -> C
                 spec = BackendSpec(name=scanned[0], scheme="http", host=scan[0], port=scanned[1])
                 named = [b.name for b in backends if (b.host.lower(), b.port) == (scan[0].lower(), scanned[1])]
                 if named:
-                    raise ConfigError("--route %s: %s is the backend named %r: use that name" % (pattern, name, named[0]))
+                    raise ConfigError("%s %s: %s is the backend named %r: use that name" % (where, pattern, name, named[0]))
                 if _is_same_address(host, port, spec):
-                    raise ConfigError("--route %s: %s is this proxy's own listen address" % (pattern, name))
+                    raise ConfigError("%s %s: %s is this proxy's own listen address" % (where, pattern, name))
                 name = scanned[0]
             elif name not in names:
-                raise ConfigError("--route %s: no backend is named %r (backends: %s%s)" % (
-                    pattern, name, ", ".join(names) or "none", "; or a host:port of the --scan range" if scan else ""))
+                raise ConfigError("%s %s: no backend is named %r (backends: %s%s)" % (
+                    where, pattern, name, ", ".join(names) or "none", "; or a host:port of the --scan range" if scan else ""))
             resolved.append(name)
         routes.append((pattern, tuple(resolved)))
-    aliases = tuple(parse_alias(i) for i in _list_setting(args.alias, environ, "PROXY_ALIASES"))
+    aliases = [parse_alias(i) for i in _list_setting(args.alias, environ, "PROXY_ALIASES")]
+    for _, item in _seed_items(None, "", args.aliases, "--aliases", environ, "GOLLAMAS_ALIASES"):
+        alias = parse_alias(item)
+        if alias[0] not in [a for a, _ in aliases]:  # ours (and gollamas' own --alias, the same flag) first
+            aliases.append(alias)
+    label, value = _choose("alias listing", "--list-aliases", [("--list-aliases", args.list_aliases, True),
+                                                               ("PROXY_LIST_ALIASES", environ.get("PROXY_LIST_ALIASES"), True),
+                                                               ("GOLLAMAS_LIST_ALIASES", _seed_env(environ, "GOLLAMAS_LIST_ALIASES"), False)], notes)
+    list_aliases = _parse_bool(label, value if value is not None else "false")
     api_key = raw["api_key"] or None
     context_mode = str(raw["context_mode"]).strip().lower()
     if context_mode not in CONTEXT_MODES:
@@ -717,8 +875,8 @@ def build_config(argv: Optional[Sequence[str]], environ: Mapping[str, str]) -> C
         scan=scan,
         probe_timeout=_parse_number(flag("probe_timeout"), raw["probe_timeout"], float, 0.001),
         routes=tuple(routes),
-        aliases=aliases,
-        list_aliases=_parse_bool("--list-aliases", args.list_aliases if args.list_aliases is not None else environ.get("PROXY_LIST_ALIASES", "false")),
+        aliases=tuple(aliases),
+        list_aliases=list_aliases,
         preload=tuple(normalize_model(m) for m in _list_setting(args.preload, environ, "PROXY_PRELOAD") if m.strip()),
         max_retries=_parse_number(flag("max_retries"), raw["max_retries"], int),
         max_concurrent=_parse_number(flag("max_concurrent"), raw["max_concurrent"], int),
@@ -731,24 +889,44 @@ def build_config(argv: Optional[Sequence[str]], environ: Mapping[str, str]) -> C
         stable_prefix=_parse_bool("--no-stable-prefix/PROXY_STABLE_PREFIX",
                                   args.stable_prefix if args.stable_prefix is not None else environ.get("PROXY_STABLE_PREFIX", "true")),
         check=bool(args.check),
+        notes=tuple(notes),
     )
 
 
-def _build_backends(flags: Optional[List[str]], environ: Mapping[str, str], scanning: bool = False) -> List[BackendSpec]:
-    """--backend values, else OLLAMA_BACKENDS; with --scan that is all (possibly none);
-    else OLLAMA_HOST, OLLAMA_BASE_URL, the default."""
-    values = flags
-    if values is None and environ.get("OLLAMA_BACKENDS", "").strip():
-        values = [v for v in _strip_env_value(environ["OLLAMA_BACKENDS"]).split(",") if v.strip()]
-    if values:
-        return [parse_backend(v) for v in values]
-    if scanning:
-        return []
+def _build_backends(args: argparse.Namespace, environ: Mapping[str, str], scanning: bool,
+                    notes: List[str]) -> Tuple[List[BackendSpec], List[Tuple[str, str, Tuple[str, ...]]]]:
+    """The backends, and gollamas' routes as (where, model pattern, backend names).
+
+    --backend values, else ollama-context-proxy's --ollama-host/--ollama-port, else OLLAMA_BACKENDS;
+    plus gollamas' connections and the backends its --proxy URLs name (one per address, as in
+    gollamas).  With none of these: with --scan, none; else OLLAMA_HOST, OLLAMA_BASE_URL, the default."""
+    context_proxy = None
+    if args.ollama_host is not None or args.ollama_port is not None:
+        context_proxy = [backend_from_host_port(args.ollama_host, args.ollama_port)]
+    env_values = [v for v in _strip_env_value(environ.get("OLLAMA_BACKENDS", "")).split(",") if v.strip()] or None
+    _, values = _choose("backends", "--backend", [("--backend", args.backend, True), ("--ollama-host/--ollama-port", context_proxy, False),
+                                                  ("OLLAMA_BACKENDS", env_values, True)], notes)
+    backends = [v if isinstance(v, BackendSpec) else parse_backend(v) for v in values or []]
+    backends += [parse_connection(where, item)
+                 for where, item in _seed_items(args.connection, "--connection", args.connections, "--connections", environ, "GOLLAMAS_CONNECTIONS")]
+    routes = []
+    for where, item in _seed_items(args.proxy, "--proxy", args.proxies, "--proxies", environ, "GOLLAMAS_PROXIES"):
+        model, dest = parse_proxy(where, item)
+        if dest not in [b.name for b in backends] and "://" in dest:  # a URL, not a connection's ID
+            spec = parse_backend(dest)
+            address = (spec.scheme, spec.host.lower(), spec.port, spec.path_prefix, spec.auth)
+            known = [b for b in backends if (b.scheme, b.host.lower(), b.port, b.path_prefix, b.auth) == address]
+            if not known:
+                backends.append(spec)
+            dest = (known or [spec])[0].name
+        routes.append((where, _model_pattern(model), (dest,)))
+    if backends or scanning:
+        return backends, routes
     if environ.get("OLLAMA_HOST", "").strip():
-        return [backend_from_ollama_host(environ["OLLAMA_HOST"])]
+        return [backend_from_ollama_host(environ["OLLAMA_HOST"])], routes
     if environ.get("OLLAMA_BASE_URL", "").strip():
-        return [parse_backend(_strip_env_value(environ["OLLAMA_BASE_URL"]))]
-    return [parse_backend("http://127.0.0.1:11434")]
+        return [parse_backend(_strip_env_value(environ["OLLAMA_BASE_URL"]))], routes
+    return [parse_backend("http://127.0.0.1:11434")], routes
 
 
 # ---------------------------------------------------------------------------
@@ -7250,6 +7428,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("ollama-proxy: error: %s" % redact_secrets(str(exc)), file=sys.stderr)
         return 2
     setup_logging(config)
+    if config.notes:  # one line, whatever the number of settings named twice
+        log.warning("settings named twice, by our name and by another proxy's: %s", "; ".join(config.notes))
     if config.check:
         return asyncio.run(run_doctor(config, os.environ))
     return asyncio.run(_run(config))

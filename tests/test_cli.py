@@ -34,7 +34,8 @@ CHAT = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}
 TIMEOUT = 15.0  # generous: only there so that a broken proxy fails the test instead of hanging it
 LISTENING_RE = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 #: Variables the proxy reads; the tests start from an environment without any of them.
-ENV_PREFIXES = ("PROXY_", "OLLAMA_", "LOG_", "BACKEND_", "REQUEST_TIMEOUT", "REJECT_STREAMING", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+ENV_PREFIXES = ("PROXY_", "OLLAMA_", "LOG_", "BACKEND_", "REQUEST_TIMEOUT", "REJECT_STREAMING", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+                "GOLLAMAS_", "RUST_LOG")
 
 
 def clean_env(**extra: str) -> Dict[str, str]:
