@@ -76,7 +76,98 @@ __version__ = "0.1.0"
 # 0. Header
 # ---------------------------------------------------------------------------
 
-log = logging.getLogger("ollama_proxy")
+class ProxyLog:
+    """The proxy's log: the calls of a ``logging.Logger`` (debug, info, warning, error,
+    exception, log, isEnabledFor; ``extra={"fields": {...}}`` for the JSON lines).
+
+    Until ``write_to`` is called every call goes to the standard logger ``ollama_proxy`` (so an
+    embedding program or a test sees ordinary records). ``main()`` calls it: from then on each
+    line is formatted here and written to the descriptor with one ``os.write``, unbuffered, so a
+    line is out before the call returns and nothing is lost when the process dies, and without
+    the standard machinery's per-record cost (the caller lookup, a LogRecord, a handler lock,
+    strftime for every line: the time prefix is made once a second). Text lines read
+    ``2026-12-03 09:15:16,123 INFO message`` (local time), JSON lines
+    ``{"time": "...Z", "level": "info", "message": ..., <fields>}``.
+    """
+
+    _NAMES = {logging.DEBUG: "DEBUG", logging.INFO: "INFO", logging.WARNING: "WARNING", logging.ERROR: "ERROR",
+              logging.CRITICAL: "CRITICAL"}
+
+    def __init__(self, name: str) -> None:
+        self.logger = logging.getLogger(name)
+        self.fd: Optional[int] = None  #: None: the standard logger does the work
+        self.level = logging.INFO
+        self.json = False
+        self._second = -1
+        self._stamp = ""
+
+    def write_to(self, fd: int, level: int, json_lines: bool) -> None:
+        self.fd, self.level, self.json = fd, level, json_lines
+        self.logger.setLevel(level)  # for anything still asking the standard logger
+
+    def isEnabledFor(self, level: int) -> bool:
+        if self.fd is None:
+            return self.logger.isEnabledFor(level)
+        return level >= self.level
+
+    def debug(self, msg: str, *args: Any, extra: Optional[Dict[str, Any]] = None, exc_info: Any = None) -> None:
+        self._emit(logging.DEBUG, msg, args, extra, exc_info)
+
+    def info(self, msg: str, *args: Any, extra: Optional[Dict[str, Any]] = None, exc_info: Any = None) -> None:
+        self._emit(logging.INFO, msg, args, extra, exc_info)
+
+    def warning(self, msg: str, *args: Any, extra: Optional[Dict[str, Any]] = None, exc_info: Any = None) -> None:
+        self._emit(logging.WARNING, msg, args, extra, exc_info)
+
+    def error(self, msg: str, *args: Any, extra: Optional[Dict[str, Any]] = None, exc_info: Any = None) -> None:
+        self._emit(logging.ERROR, msg, args, extra, exc_info)
+
+    def exception(self, msg: str, *args: Any, extra: Optional[Dict[str, Any]] = None, exc_info: Any = True) -> None:
+        self._emit(logging.ERROR, msg, args, extra, exc_info)
+
+    def log(self, level: int, msg: str, *args: Any, extra: Optional[Dict[str, Any]] = None, exc_info: Any = None) -> None:
+        self._emit(level, msg, args, extra, exc_info)
+
+    def _emit(self, level: int, msg: str, args: Tuple[Any, ...], extra: Optional[Dict[str, Any]], exc_info: Any) -> None:
+        if self.fd is None:  # stacklevel 3: the record names the caller of info() / log(), not this class
+            self.logger.log(level, msg, *args, extra=extra, exc_info=exc_info, stacklevel=3)
+            return
+        if level < self.level:
+            return
+        try:
+            message = msg % args if args else msg
+        except (TypeError, ValueError) as exc:  # a bad format must not cost the request
+            message = "%s %r (log format error: %s)" % (msg, args, exc)
+        trace = None
+        if exc_info:
+            import traceback
+            trace = "".join(traceback.format_exception(*sys.exc_info())).rstrip("\n")
+        now = time.time()
+        if self.json:
+            obj: Dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + ".%03dZ" % (now % 1 * 1000),
+                                   "level": self._NAMES.get(level, "LEVEL %d" % level).lower(), "message": message}
+            fields = extra.get("fields") if extra else None
+            if fields:
+                obj.update(fields)
+            if trace:
+                obj["traceback"] = trace
+            line = json.dumps(obj) + "\n"
+        else:
+            second = int(now)
+            if second != self._second:
+                self._second, self._stamp = second, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+            line = "%s,%03d %s %s\n" % (self._stamp, (now - second) * 1000, self._NAMES.get(level, "Level %d" % level), message)
+            if trace:
+                line += trace + "\n"
+        data = line.encode("utf-8", "backslashreplace")
+        try:
+            while data:
+                data = data[os.write(self.fd, data):]
+        except OSError:  # stderr closed or a broken pipe: the proxy goes on without its log
+            pass
+
+
+log = ProxyLog("ollama_proxy")
 
 #: Headers that belong to one hop and are never forwarded (RFC 9110 §7.6.1),
 #: plus the framing headers that h11 sets itself.
@@ -7390,14 +7481,25 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(config: Config) -> None:
+    """The proxy's own lines straight to stderr (``ProxyLog``); anything else that logs through
+    the standard machinery (asyncio's own complaints) in the same format on the same stream."""
     handler = logging.StreamHandler(sys.stderr)
     if config.log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.handlers[:] = [handler]
-    log.setLevel(config.log_level.upper())
-    log.propagate = False
+    level = getattr(logging, config.log_level.upper())
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # stderr replaced by an object without a descriptor
+        log.logger.handlers[:] = [handler]
+        log.logger.setLevel(level)
+        log.logger.propagate = False
+        return
+    logging.root.handlers[:] = [handler]
+    logging.root.setLevel(logging.WARNING)
+    log.logger.propagate = False
+    log.write_to(fd, level, config.log_format == "json")
 
 
 async def _run(config: Config) -> int:

@@ -2,7 +2,8 @@
 
 Run by hand (not part of CI):
 
-    python3 tests/perf/bench.py [--quick] [--repeats N] [--only nonstream|stream|reloads|openai|failover|choice] [--json FILE]
+    python3 tests/perf/bench.py [--quick] [--repeats N] [--only nonstream|stream|reloads|openai|failover|choice|instructions]
+        [--json FILE]
         [--ns-duration S] [--stream-duration S] [--fake PATH] [--proxy PATH] [--standin]
 
 A default run takes about 11 minutes (failover and choice about 2 of them), ``--quick`` about 2. Needs ``wrk`` in PATH and
@@ -14,6 +15,8 @@ Processes (all on 127.0.0.1, started with the same Python as the bench, killed o
 * the floor relay, ``tests/perf/floor_relay.py``            -> target "floor"
   (bare asyncio + h11 pass-through, one upstream connection per client connection)
 * the proxy, ``ollama_proxy.py --backend http://fake``      -> target "proxy"
+  in its default configuration, as users run it: info logging (one access line per request
+  and its modification lines), probes every 5 s, the model context policy, ``num_predict``
   (if ollama_proxy.py does not exist, or with ``--standin``, a second floor relay is
   started in its place and the output says so)
 
@@ -80,6 +83,12 @@ What is measured
    how long until the dead backend was marked unhealthy and got its last attempt, how long until
    the restarted fake was healthy again and got a request. Run once as is and once with
    ``--max-concurrent 40`` (100 clients > 2 x 40 slots: requests queue while one backend is down).
+9. Instructions (``--only instructions``, about 4 minutes; needs valgrind): instructions per
+   non-streamed request, per streamed NDJSON line and per translated SSE event, counted by
+   valgrind's callgrind, which does not move with the machine's noise. Each row is one process
+   (floor relay, proxy in its default configuration, the proxy with one feature off) run twice
+   under callgrind with a different amount of work; the difference of the totals over the extra
+   requests or lines cancels start-up and shutdown.
 8. Choice (``--only choice``): the cost of choosing a backend among 100. (a) the pure functions
    ``eligible_backends`` + ``choose_backend`` on 100 Backend objects against 1, timeit median,
    with routes and with ``--max-concurrent``; (b) end to end: wrk -c16 non-streamed
@@ -1321,7 +1330,10 @@ def callgrind_total(name, cmd, port, workload, logdir):
     while ``workload(port)`` runs against it."""
     out = os.path.join(logdir, "callgrind.%s.out" % name)
     logpath = os.path.join(logdir, "callgrind.%s.log" % name)
-    proc = spawn(["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out] + cmd, logpath, stdin=subprocess.DEVNULL)
+    # --separate-threads: the event loop's thread (the first file) apart from the proxy's scanner
+    # thread, whose probe rounds come every --scan-interval of wall time, which valgrind stretches
+    proc = spawn(["valgrind", "--tool=callgrind", "--separate-threads=yes", "--callgrind-out-file=" + out] + cmd, logpath,
+                 stdin=subprocess.DEVNULL)
     wait_port(port, proc, 300.0, logpath)
     time.sleep(0.5)  # let start-up work (the first probe round, if any) finish before the workload
     try:
@@ -1329,11 +1341,15 @@ def callgrind_total(name, cmd, port, workload, logdir):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(300)
-    with open(out) as f:
+    import glob
+    files = sorted(glob.glob(out + "*"))
+    if not files:
+        raise RuntimeError("no callgrind output for %s" % name)
+    with open(files[0]) as f:  # thread 1: the event loop
         for line in f:
             if line.startswith(("summary:", "totals:")):
                 return int(line.split()[1])
-    raise RuntimeError("no totals in %s" % out)
+    raise RuntimeError("no totals in %s" % files[0])
 
 
 def http_exchange(sock, path, body, headers=b""):
@@ -1372,8 +1388,11 @@ def requests_workload(path, body, count, headers=b""):
 def run_instructions(proxy_path, logdir, requests=(40, 240), lines=(20, 420)):
     """Instructions per non-streamed request, per streamed NDJSON line and per translated SSE
     event, each the difference of two runs of one process under callgrind (so that start-up and
-    shutdown cancel out) divided by the extra requests or lines. The floor relay and the proxy
-    run against the lean fake (no probes there: it has no /api/tags); the /v1 rows against the
+    shutdown cancel out) divided by the extra requests or lines. Only the event loop's thread is
+    counted: the probes run in the scanner thread every --scan-interval of wall time, a cost per
+    second, not per request (and valgrind stretches the seconds). The proxy runs in its default
+    configuration (info logging, probes on, the model context policy), plus rows with one feature off.
+    The floor relay and the proxy run against the lean fake; the /v1 rows against the
     normal-mode fake, whose /v1 layers give the passed-through rows their upstream."""
     py = sys.executable
     fast_port = free_port()
@@ -1385,8 +1404,7 @@ def run_instructions(proxy_path, logdir, requests=(40, 240), lines=(20, 420)):
         return [py, os.path.join(HERE, "floor_relay.py"), "--host", "127.0.0.1", "--upstream", "127.0.0.1:%d" % fast_port, "--port", str(port)]
 
     def proxy(upstream, *extra):
-        return lambda port: [py, proxy_path, "--host", "127.0.0.1", "--port", str(port), "--backend", "http://127.0.0.1:%d" % upstream,
-                             "--scan-interval", "0"] + list(extra)
+        return lambda port: [py, proxy_path, "--host", "127.0.0.1", "--port", str(port), "--backend", "http://127.0.0.1:%d" % upstream] + list(extra)
 
     generate = BODY.encode()
     ndjson = json.dumps({"model": "llama3.2", "prompt": "hi", "stream": True}).encode()
@@ -1395,10 +1413,12 @@ def run_instructions(proxy_path, logdir, requests=(40, 240), lines=(20, 420)):
     responses = json.dumps({"model": "llama3.2", "input": "hi", "stream": True}).encode()
     rows = [  # (row, unit, command maker, path, body, vary requests (True) or lines per request (False))
         ("floor relay", "request", floor, b"/api/generate", generate, True),
-        ("proxy, info logging", "request", proxy(fast_port), b"/api/generate", generate, True),
-        ("proxy, warning logging", "request", proxy(fast_port, "--log-level", "warning"), b"/api/generate", generate, True),
+        ("proxy, defaults", "request", proxy(fast_port), b"/api/generate", generate, True),
+        ("proxy, --log-level warning", "request", proxy(fast_port, "--log-level", "warning"), b"/api/generate", generate, True),
+        ("proxy, --scan-interval 0 (no probes)", "request", proxy(fast_port, "--scan-interval", "0"), b"/api/generate", generate, True),
+        ("proxy, no modifiers", "request", proxy(fast_port, "--context-mode", "off", "--num-predict", "0"), b"/api/generate", generate, True),
         ("floor relay", "NDJSON line", floor, b"/api/generate", ndjson, False),
-        ("proxy, info logging", "NDJSON line", proxy(fast_port), b"/api/generate", ndjson, False),
+        ("proxy, defaults", "NDJSON line", proxy(fast_port), b"/api/generate", ndjson, False),
         ("/v1/chat/completions passed through", "SSE event", proxy(faithful_port, "--no-translate"), b"/v1/chat/completions", chat, False),
         ("/v1/chat/completions translated", "SSE event", proxy(faithful_port), b"/v1/chat/completions", chat, False),
         ("/v1/messages translated", "SSE event", proxy(faithful_port), b"/v1/messages", messages, False),
@@ -1421,7 +1441,7 @@ def run_instructions(proxy_path, logdir, requests=(40, 240), lines=(20, 420)):
 
 
 def print_instructions(rows):
-    print("instructions (valgrind callgrind, difference of two runs; --scan-interval 0):")
+    print("instructions (valgrind callgrind, difference of two runs; the proxy in its default configuration unless the row says):")
     floor = {unit: per for row, unit, per in rows if row == "floor relay"}
     passthrough = next((per for row, unit, per in rows if row.endswith("passed through")), None)
     for row, unit, per in rows:
@@ -1522,10 +1542,10 @@ def main(argv=None):
         if standin:
             proxy_cmd = floor_cmd + [str(ports["proxy"])]
         else:
-            # --scan-interval 0: no health probes. The fast-mode fake answers only /, /api/version,
-            # /api/chat and /api/generate, so a probe (GET /api/tags) would mark it unhealthy (503s).
+            # The default configuration, as users run it: info logging, probes every 5 s (the lean
+            # fake answers /api/tags, /api/ps and /api/show), the model context policy, num_predict.
             proxy_cmd = [py, args.proxy, "--host", "127.0.0.1", "--port", str(ports["proxy"]),
-                         "--backend", "http://" + upstream, "--log-level", "warning", "--scan-interval", "0"]
+                         "--backend", "http://" + upstream]
         proxy, _ = start_server("proxy", proxy_cmd, ports["proxy"], logdir)
         pids = {"direct": fake.pid, "floor": floor.pid, "proxy": proxy.pid}
         for t in TARGETS:

@@ -6,7 +6,9 @@ A plain asyncio.Protocol server with its own small parser: request line, headers
 Content-Length body; keep-alive, pipelined or not; answers from precomputed bytes:
 ``GET|HEAD /``, ``GET|HEAD /api/version``, ``POST /api/generate`` and ``POST /api/chat``
 (NDJSON stream by default, one JSON object when the body contains ``"stream": false`` or
-``"stream":false``), everything else 404.  No faults, no JSON parsing, nothing recorded (only
+``"stream":false``), and what a proxy's probes and metadata lookups ask (``GET /api/tags``,
+``GET /api/ps`` with nothing loaded, ``POST /api/show`` of any name: the one model), those
+bodies made once at start by the faithful fake's own handlers; everything else 404.  No faults, no JSON parsing, nothing recorded (only
 connections are counted), so memory does not grow with the request count.  The
 ``X-Fake-Chunks`` and ``X-Fake-Delay-Ms`` request headers work as in tests/fake_ollama.py,
 whose JSON encoding and constants it shares.  Only the benchmark uses it; the tests use the
@@ -29,6 +31,7 @@ from typing import List, Optional, Tuple
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from fake_ollama import (  # noqa: E402
+    DEFAULT_MODELS, FakeOllamaApp, Received, RequestContext, copy_model,
     CT_GIN_PLAIN, CT_JSON, CT_NDJSON, CT_TEXT, DEFAULT_CHUNKS, DEFAULT_VERSION, MAX_CHUNKS, MAX_HEAD, _reason, go_json, ndjson_line,
     now_rfc3339,
 )
@@ -48,6 +51,17 @@ class FastResponder:
         self.root = self.whole(200, CT_TEXT, b"Ollama is running")
         self.version = self.whole(200, CT_JSON, go_json({"version": version}))
         self.not_found = self.whole(404, CT_GIN_PLAIN, b"404 page not found")
+        template = next(m for m in DEFAULT_MODELS if m.name == "llama3.2:latest")
+        name = model if ":" in model else model + ":latest"
+        app = FakeOllamaApp([copy_model(template, name=name)], version=version)
+
+        def answer(method: str, path: str, body: bytes = b"") -> Tuple[bytes, bytes]:
+            reply = app.handle(Received(0, method, path, [], body, "1.1"), RequestContext())
+            return self.whole(reply.status, reply.content_type, reply.body)
+
+        self.tags = answer("GET", "/api/tags")
+        self.ps = answer("GET", "/api/ps")
+        self.show = answer("POST", "/api/show", go_json({"model": name}))
         self._cache: dict = {}
 
     @staticmethod
@@ -205,6 +219,12 @@ class FastProtocol(asyncio.Protocol):
             head, data = r.root
         elif path == b"/api/version" and method in (b"GET", b"HEAD"):
             head, data = r.version
+        elif path == b"/api/tags" and method in (b"GET", b"HEAD"):
+            head, data = r.tags
+        elif path == b"/api/ps" and method == b"GET":
+            head, data = r.ps
+        elif path == b"/api/show" and method == b"POST":
+            head, data = r.show
         else:
             head, data = r.not_found
         return [head if method == b"HEAD" else head + data], 0.0, False
