@@ -7502,6 +7502,22 @@ def setup_logging(config: Config) -> None:
     log.write_to(fd, level, config.log_format == "json")
 
 
+def release_freed_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing).
+
+    Where no bytecode is cached (a read-only install directory, PYTHONDONTWRITEBYTECODE), the
+    import compiles the whole file, and the compiler's garbage, some 15-20 MB, stays in the
+    process's heap after it is freed; trimming once before serving brings the idle process down
+    to what an import of cached bytecode costs."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (ImportError, OSError, AttributeError):  # musl, no ctypes: keep the memory
+        pass
+
+
 async def _run(config: Config) -> int:
     app = App(config)
     try:
@@ -7534,8 +7550,40 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log.warning("settings named twice, by our name and by another proxy's: %s", "; ".join(config.notes))
     if config.check:
         return asyncio.run(run_doctor(config, os.environ))
+    release_freed_memory()
     return asyncio.run(_run(config))
 
 
+#: What the re-executed interpreter runs: this file imported as the module ``ollama_proxy`` (its
+#: bytecode cached in __pycache__ where that is writable), then main() with the original arguments.
+_BOOT = ("import sys, importlib.util as u; p = sys.argv[1]; s = u.spec_from_file_location('ollama_proxy', p); "
+         "m = u.module_from_spec(s); sys.modules['ollama_proxy'] = m; s.loader.exec_module(m); sys.argv = sys.argv[1:]; "
+         "sys.exit(m.main())")
+
+
+def run_from_bytecode() -> None:
+    """``python3 ollama_proxy.py``: replace this process (same PID, for launchd and systemd) with
+    one that imports the file as a module, unless OLLAMA_PROXY_NO_REEXEC is set.
+
+    A script's syntax tree stays in memory for as long as the script runs (CPython frees it only
+    when the script returns), some 20 MB for this file; a module's is freed once it is compiled,
+    and its bytecode is cached for the next start. The interpreter's options go along."""
+    if os.name != "posix" or os.environ.get("OLLAMA_PROXY_NO_REEXEC"):
+        return
+    flags = sys.flags
+    options = ["-X%s" % k if v is True else "-X%s=%s" % (k, v) for k, v in getattr(sys, "_xoptions", {}).items()]
+    options += ["-W" + w for w in sys.warnoptions]
+    options += [o for o, on in (("-E", flags.ignore_environment), ("-s", flags.no_user_site), ("-B", flags.dont_write_bytecode),
+                                ("-I", getattr(flags, "isolated", 0)), ("-u", False)) if on]
+    options += ["-O"] * flags.optimize
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable] + options + ["-c", _BOOT, os.path.abspath(__file__)] + sys.argv[1:])
+    except OSError:  # no exec here: run as the script, with its memory
+        pass
+
+
 if __name__ == "__main__":
+    run_from_bytecode()
     sys.exit(main())

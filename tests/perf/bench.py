@@ -1332,8 +1332,10 @@ def callgrind_total(name, cmd, port, workload, logdir):
     logpath = os.path.join(logdir, "callgrind.%s.log" % name)
     # --separate-threads: the event loop's thread (the first file) apart from the proxy's scanner
     # thread, whose probe rounds come every --scan-interval of wall time, which valgrind stretches
+    # OLLAMA_PROXY_NO_REEXEC: the proxy stays the process valgrind watches (it would otherwise
+    # re-execute itself as a module, outside callgrind)
     proc = spawn(["valgrind", "--tool=callgrind", "--separate-threads=yes", "--callgrind-out-file=" + out] + cmd, logpath,
-                 stdin=subprocess.DEVNULL)
+                 stdin=subprocess.DEVNULL, env=dict(os.environ, OLLAMA_PROXY_NO_REEXEC="1"))
     wait_port(port, proc, 300.0, logpath)
     time.sleep(0.5)  # let start-up work (the first probe round, if any) finish before the workload
     try:
@@ -1341,15 +1343,12 @@ def callgrind_total(name, cmd, port, workload, logdir):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(300)
-    import glob
-    files = sorted(glob.glob(out + "*"))
-    if not files:
-        raise RuntimeError("no callgrind output for %s" % name)
-    with open(files[0]) as f:  # thread 1: the event loop
+    path = out + "-01" if os.path.exists(out + "-01") else out  # thread 1: the event loop
+    with open(path) as f:
         for line in f:
             if line.startswith(("summary:", "totals:")):
                 return int(line.split()[1])
-    raise RuntimeError("no totals in %s" % files[0])
+    raise RuntimeError("no totals in %s" % path)
 
 
 def http_exchange(sock, path, body, headers=b""):
