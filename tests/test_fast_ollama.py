@@ -51,8 +51,23 @@ def test_fast_fake_basic(fast):
     status, headers, data = request(fast, "POST", "/api/generate",
                                     b'{"model":"llama3.2","stream": false}')
     assert json.loads(data)["response"] == "tok0 tok1 tok2 tok3 tok4 "
-    assert request(fast, "GET", "/api/tags")[0] == 404
+    assert request(fast, "GET", "/api/pull")[0] == 404
     assert fast.connections_accepted == 5
+
+
+def test_fast_fake_answers_probes_and_show_as_the_faithful_fake_does(fast):
+    """What a proxy's probes and metadata lookups ask, so the benchmark can run it with probes on."""
+    from fake_ollama import FakeOllama
+    with FakeOllama() as faithful:
+        for method, path, body in (("GET", "/api/tags", None), ("GET", "/api/ps", None),
+                                   ("POST", "/api/show", b'{"model":"llama3.2"}')):
+            got, want = request(fast, method, path, body), request(faithful, method, path, body)
+            assert got[0] == want[0] == 200 and got[1]["content-type"] == want[1]["content-type"]
+            mine, theirs = json.loads(got[2]), json.loads(want[2])
+            if path == "/api/tags":
+                mine = [m for m in mine["models"] if m["name"] == "llama3.2:latest"]
+                theirs = [m for m in theirs["models"] if m["name"] == "llama3.2:latest"]
+            assert mine == theirs, path
 
 
 def test_fast_fake_keep_alive_pipelined_and_delay(fast):
