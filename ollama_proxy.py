@@ -26,7 +26,8 @@ Section map (``grep -n '^# [0-9]*\\. ' `` prints the same list):
     11. Merged lists        /api/tags, /api/ps, /api/version from many backends; Metrics
     12. Server              Exchange, Planner (each Attempt), Relay (every answer), OwnEndpoints,
                             RequestReader, and App: accept loop, connection loop, the wiring
-    13. Doctor              --check and the flash-attention check: what Ollama sees, what the proxy sends
+    13. Doctor              --check and the flash-attention check: what Ollama sees, what the proxy sends;
+                            --check --limits MODEL: the sizes this machine really runs
     14. CLI                 argument parser, logging setup, main()
 
 Invariants: only sections 3, 4, 12, the probes of 5 and the doctor touch sockets and
@@ -43,6 +44,7 @@ import argparse
 import asyncio
 import base64
 import calendar
+import collections
 import dataclasses
 import fnmatch
 import functools
@@ -279,12 +281,15 @@ class Config:
     keep_alive: Tuple[Tuple[str, Any], ...] = ()  #: (model pattern, keep_alive value)
     scan_interval: float = 5.0  #: seconds between probe rounds (health, /api/tags, /api/ps); 0 = no probes
     scan: Optional[Tuple[str, int, int]] = None  #: (host, first port, last port) to discover backends on
+    discover_dns: Tuple[Tuple[str, int], ...] = ()  #: (DNS name, port): a backend at every address the name resolves to
     probe_timeout: float = 1.0  #: timeout of one probe (both of its requests)
     routes: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()  #: (model pattern, backend names)
     aliases: Tuple[Tuple[str, str], ...] = ()  #: (normalized alias, the model sent upstream)
     list_aliases: bool = False  #: also list aliases in /api/tags and /v1/models
     preload: Tuple[str, ...] = ()  #: normalized models loaded on every backend that has them
     max_retries: int = 2  #: extra attempts on other backends after a failure
+    eject_after: int = 3  #: failed requests in a row after which a backend is ejected (SPEC §6); 0 = never
+    eject_seconds: float = 10.0  #: the first cool-off of an ejection; each one in a row doubles it, up to 300
     max_concurrent: int = 0  #: requests one backend serves at once; 0 = no cap
     queue_timeout: float = 300.0  #: longest wait in the queue
     max_queue: int = 512  #: waiting requests beyond this get 503 at once
@@ -294,7 +299,13 @@ class Config:
     translate: bool = True  #: translate /v1 chat, completions and embeddings to the native API
     stable_prefix: bool = True  #: replace Claude Code's per-request billing hash by a fixed one (SPEC §7.2)
     check: bool = False  #: run the doctor and exit
+    limits: Optional[str] = None  #: with check: the model whose context limits the doctor measures (SPEC §8)
     notes: Tuple[str, ...] = ()  #: settings named twice (ours and another proxy's name): which one was used, logged at start
+
+    @property
+    def discovering(self) -> bool:
+        """Are backends found while running (--scan, --discover-dns), so that the set grows and shrinks?"""
+        return self.scan is not None or bool(self.discover_dns)
 
 
 def _strip_env_value(value: str) -> str:
@@ -664,6 +675,21 @@ def parse_scan(value: str) -> Tuple[str, int, int]:
     return host, start, end
 
 
+def parse_discover_dns(value: str) -> Tuple[str, int]:
+    """``--discover-dns NAME:PORT`` into (name, port).  NAME is a DNS name as written (an IP
+    literal works too, IPv6 in brackets); the port is required: a headless Service has none to offer."""
+    text = value.strip()
+    usage = "--discover-dns %r: expected NAME:PORT, e.g. ollama-headless.ollama.svc.cluster.local:11434" % value
+    name, port = _split_host_port(text) if "/" not in text else (text, None)
+    if port is None or not port.strip() or not name:
+        raise ConfigError(usage)
+    if name in UNSPECIFIED_HOSTS:
+        raise ConfigError("--discover-dns %r: %r is not a name to resolve" % (value, name))
+    if not (_NAME_RE.match(name) or (":" in name and re.fullmatch(r"[0-9A-Fa-f:.]+", name))):
+        raise ConfigError("--discover-dns %r: %r is not a DNS name (letters, digits, '.', '_' and '-')" % (value, name))
+    return name, _parse_port("--discover-dns %r" % value, port, 1)
+
+
 def is_model_pattern(text: str) -> bool:
     """Is a --route or --alias model an fnmatch pattern (``claude-*``) rather than a name?"""
     return any(ch in text for ch in "*?[")
@@ -745,6 +771,8 @@ _ENV_FLAGS = (
     ("scan_interval", "SCAN_INTERVAL_SECONDS", "5", "seconds between probe rounds (health, /api/tags, /api/ps of every backend); 0 = no probes, every backend counts as healthy"),
     ("probe_timeout", "PROBE_TIMEOUT_SECONDS", "1.0", "timeout of one probe, seconds"),
     ("max_retries", "MAX_RETRIES", "2", "extra attempts on other backends after a failure before the answer started"),
+    ("eject_after", "PROXY_EJECT_AFTER", "3", "failed requests in a row (5xx, transport failure, silence past --request-timeout; not 4xx) after which a backend is ejected for a cool-off; 0 = never"),
+    ("eject_seconds", "PROXY_EJECT_SECONDS", "10", "the first cool-off of an ejected backend, seconds; each ejection in a row doubles it, up to 300"),
     ("max_concurrent", "MAX_CONCURRENT_PER_BACKEND", "0", "requests one backend serves at once, the rest wait in the queue; 0 = no cap"),
     ("queue_timeout", "QUEUE_TIMEOUT_SECONDS", "300", "longest wait in the queue before 503 with Retry-After, seconds"),
     ("max_queue", "PROXY_MAX_QUEUE", "512", "waiting requests beyond this get 503 with Retry-After at once"),
@@ -797,6 +825,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--scan", dest="scan", default=None, metavar="HOST:START-END",
                         help="discover backends by probing every port in the range [$BACKEND_HOST, $BACKEND_PORT_START, $BACKEND_PORT_END, default off]")
+    parser.add_argument("--discover-dns", dest="discover_dns", action="append", default=None, metavar="NAME:PORT",
+                        help="a backend at every address (IPv4 and IPv6) the DNS name resolves to, such as a Kubernetes headless "
+                             "Service, named NAME@ADDRESS:PORT; resolved again every --scan-interval, and an address that "
+                             "disappears is forgotten (repeat) [$PROXY_DISCOVER_DNS, default none]")
     parser.add_argument("--route", dest="route", action="append", default=None, metavar="MODEL=NAME[+NAME...]",
                         help="pin a model or fnmatch pattern to named backends (repeat) [$PROXY_ROUTES, default none]")
     parser.add_argument("--alias", dest="alias", action="append", default=None, metavar="ALIAS=MODEL",
@@ -811,6 +843,11 @@ def build_arg_parser() -> argparse.ArgumentParser:
                         help="keep a conversation on the backend that served its previous turn [$PROXY_STICKY, default on]")
     parser.add_argument("--no-sticky", dest="sticky", action="store_const", const="false", default=None, help="turn sticky conversations off")
     parser.add_argument("--check", action="store_true", help="run the doctor: check each backend, its models and the Ollama settings, then exit")
+    parser.add_argument("--limits", dest="limits", default=None, metavar="MODEL",
+                        help="with --check: load MODEL at each --context-sizes entry up to its training context, smallest first, with a "
+                             "prompt that fills it, measure load time, tokens/s and the share in GPU memory, stop at the first size that "
+                             "fails, spills to the CPU or stalls, and advise the --max-context to use; needs --check [$PROXY_LIMITS, "
+                             "read only with --check, default none]")
     parser.add_argument("--version", action="version", version="ollama-proxy " + __version__)
     seeds = parser.add_argument_group(
         "compatibility with other proxies",
@@ -892,7 +929,13 @@ def build_config(argv: Optional[Sequence[str]], environ: Mapping[str, str]) -> C
     scan_interval = _parse_number(flag("scan_interval"), raw["scan_interval"], float)
     if scan is not None and scan_interval <= 0:
         raise ConfigError("--scan needs --scan-interval above 0: discovery happens in the probe rounds")
-    backends, seed_routes = _build_backends(args, environ, scan is not None, notes)
+    discover_dns = tuple(parse_discover_dns(i) for i in _list_setting(args.discover_dns, environ, "PROXY_DISCOVER_DNS"))
+    for i, (name, dns_port) in enumerate(discover_dns):
+        if (name.lower(), dns_port) in [(n.lower(), p) for n, p in discover_dns[:i]]:
+            raise ConfigError("--discover-dns %s:%d is given twice" % (name, dns_port))
+    if discover_dns and scan_interval <= 0:
+        raise ConfigError("--discover-dns needs --scan-interval above 0: the names are resolved in the probe rounds")
+    backends, seed_routes = _build_backends(args, environ, scan is not None or bool(discover_dns), notes)
     for backend in backends:
         if _is_same_address(host, port, backend):
             raise ConfigError("backend %s (%s) is this proxy's own listen address: it would loop" % (backend.name, backend.url))
@@ -942,6 +985,11 @@ def build_config(argv: Optional[Sequence[str]], environ: Mapping[str, str]) -> C
             items = [i for i in _strip_env_value(environ[env]).split(",") if i.strip()]
         convert = _parse_context_value if dest == "num_ctx" else parse_duration
         pairs[dest] = parse_model_values(flag(dest), items or [], convert)
+    if args.limits is not None and not args.check:
+        raise ConfigError("--limits needs --check: run it as --check --limits MODEL")
+    limits = args.limits if args.limits is not None else (_strip_env_value(environ.get("PROXY_LIMITS", "")) or None) if args.check else None
+    if limits is not None and not limits.strip():
+        raise ConfigError("--limits: give the model to measure, e.g. --check --limits llama3.2")
     return Config(
         host=host,
         port=port,
@@ -964,12 +1012,15 @@ def build_config(argv: Optional[Sequence[str]], environ: Mapping[str, str]) -> C
         keep_alive=pairs["keep_alive"],
         scan_interval=scan_interval,
         scan=scan,
+        discover_dns=discover_dns,
         probe_timeout=_parse_number(flag("probe_timeout"), raw["probe_timeout"], float, 0.001),
         routes=tuple(routes),
         aliases=tuple(aliases),
         list_aliases=list_aliases,
         preload=tuple(normalize_model(m) for m in _list_setting(args.preload, environ, "PROXY_PRELOAD") if m.strip()),
         max_retries=_parse_number(flag("max_retries"), raw["max_retries"], int),
+        eject_after=_parse_number(flag("eject_after"), raw["eject_after"], int),
+        eject_seconds=_parse_number(flag("eject_seconds"), raw["eject_seconds"], float, 0.001),
         max_concurrent=_parse_number(flag("max_concurrent"), raw["max_concurrent"], int),
         queue_timeout=_parse_number(flag("queue_timeout"), raw["queue_timeout"], float, 0.001),
         max_queue=_parse_number(flag("max_queue"), raw["max_queue"], int),
@@ -980,17 +1031,19 @@ def build_config(argv: Optional[Sequence[str]], environ: Mapping[str, str]) -> C
         stable_prefix=_parse_bool("--no-stable-prefix/PROXY_STABLE_PREFIX",
                                   args.stable_prefix if args.stable_prefix is not None else environ.get("PROXY_STABLE_PREFIX", "true")),
         check=bool(args.check),
+        limits=limits.strip() if limits is not None else None,
         notes=tuple(notes),
     )
 
 
-def _build_backends(args: argparse.Namespace, environ: Mapping[str, str], scanning: bool,
+def _build_backends(args: argparse.Namespace, environ: Mapping[str, str], discovering: bool,
                     notes: List[str]) -> Tuple[List[BackendSpec], List[Tuple[str, str, Tuple[str, ...]]]]:
     """The backends, and gollamas' routes as (where, model pattern, backend names).
 
     --backend values, else ollama-context-proxy's --ollama-host/--ollama-port, else OLLAMA_BACKENDS;
     plus gollamas' connections and the backends its --proxy URLs name (one per address, as in
-    gollamas).  With none of these: with --scan, none; else OLLAMA_HOST, OLLAMA_BASE_URL, the default."""
+    gollamas).  With none of these: with --scan or --discover-dns, none; else OLLAMA_HOST,
+    OLLAMA_BASE_URL, the default."""
     context_proxy = None
     if args.ollama_host is not None or args.ollama_port is not None:
         context_proxy = [backend_from_host_port(args.ollama_host, args.ollama_port)]
@@ -1011,7 +1064,7 @@ def _build_backends(args: argparse.Namespace, environ: Mapping[str, str], scanni
                 backends.append(spec)
             dest = (known or [spec])[0].name
         routes.append((where, _model_pattern(model), (dest,)))
-    if backends or scanning:
+    if backends or discovering:
         return backends, routes
     if environ.get("OLLAMA_HOST", "").strip():
         return [backend_from_ollama_host(environ["OLLAMA_HOST"])], routes
@@ -1043,6 +1096,11 @@ class BadRequest(ProxyError):
 
 class Unauthorized(ProxyError):
     status = 401
+
+    def __init__(self, message: str, challenge: bool = False) -> None:
+        super().__init__(message)
+        #: extra response headers: a Basic challenge, so that a browser asks for the key (the status page)
+        self.headers: Headers = [(b"www-authenticate", b'Basic realm="ollama-proxy"')] if challenge else []
 
 
 class NotFound(ProxyError):
@@ -1864,12 +1922,19 @@ class Pool:
 # ---------------------------------------------------------------------------
 #
 # Theory.  Every --scan-interval a thread of its own probes each configured
-# backend and each port of the --scan range (GET /api/tags, GET /api/ps), all at
-# once on a private event loop, each probe bounded by --probe-timeout.  The
-# results go to the proxy's loop through call_soon_threadsafe and nothing else
-# crosses the thread boundary.  On the proxy's loop, the Fleet owns the backends:
-# it applies each round, marks a backend that failed a forwarded request, and
-# answers for the health reports.
+# backend, each port of the --scan range and each address the --discover-dns
+# names resolve to at that moment (GET /api/tags, GET /api/ps), all at once on a
+# private event loop, each probe bounded by --probe-timeout.  The results go to
+# the proxy's loop through call_soon_threadsafe and nothing else crosses the
+# thread boundary.  On the proxy's loop, the Fleet owns the backends: it applies
+# each round (a discovered backend comes with its first good probe and goes after
+# FORGET_ROUNDS bad ones, or at once when its address is no longer probed: its
+# DNS name stopped resolving to it), marks a backend that failed a forwarded
+# request, and answers for the health reports.  Beside the probes' health, each
+# backend's RequestHealth records what its forwarded requests said (SPEC §6,
+# health from real traffic): the App reports each attempt's outcome (Fleet.judge),
+# the record's pure transitions decide ejection, trial and recovery, and the
+# Fleet logs and counts them.
 
 FORGET_ROUNDS = 3  #: a discovered backend that failed this many probe rounds in a row is forgotten
 PROBE_CONCURRENCY = 256  #: probes in flight at once within a round
@@ -1877,6 +1942,86 @@ SCAN_DEBOUNCE_SECONDS = 0.5  #: a round asked for after a request waits this lon
 METADATA_TIMEOUT = 10.0  #: seconds for the proxy's own /api/show, /api/tags, /api/ps calls
 MERGE_TIMEOUT = 3.0  #: at least this long for each backend's part of a merged list
 RETRY_AFTER_SECONDS = 5  #: the Retry-After of a 503 (no healthy backend, queue full or wait over)
+EJECT_MAX_SECONDS = 300.0  #: the longest cool-off of an ejection (unless --eject-seconds itself is longer)
+RECENT_FAILURE_SECONDS = 60.0  #: a backend with a failed request this recent comes after the others in the choice
+RECENTLY_FAILED_RANK = 1 << 40  #: added to its in-flight count in the choice's key: after every backend without one
+
+
+def cool_off_seconds(first: float, ejections: int) -> float:
+    """The cool-off of the ``ejections``-th ejection in a row: ``first`` (--eject-seconds), doubled
+    for each ejection before it, up to EJECT_MAX_SECONDS (or ``first`` when that is longer)."""
+    return min(first * 2.0 ** min(max(ejections - 1, 0), 32), max(first, EJECT_MAX_SECONDS))
+
+
+@dataclass(frozen=True)
+class RequestHealth:
+    """What the forwarded requests say of one backend (SPEC §6, health from real traffic).
+
+    Probes see liveness only (Ollama answers /api/tags while its runner is wedged), so each
+    forwarded request's outcome is judged too.  Pure: each transition returns the new record and
+    what happened, for the one log line ("" when nothing did); ``now`` is the caller's monotonic
+    clock.  After ``eject_after`` failed requests in a row the backend is *ejected* until
+    ``until``; once that is past, one request at a time may try it (``trial``): its success makes
+    the record whole again, its failure ejects it again for twice as long.
+    """
+
+    failures: int = 0  #: failed requests in a row
+    ejections: int = 0  #: ejections in a row (each one doubles the cool-off); 0 while not ejected
+    until: float = 0.0  #: when the current ejection's cool-off ends (0: not ejected)
+    cool_off: float = 0.0  #: that cool-off's length, seconds
+    trial: bool = False  #: the one trial request after the cool-off is in flight
+    last_failure: Optional[float] = None  #: when a request last failed (None: none since the last recovery)
+    reason: str = ""  #: why the last failed request failed
+
+    @property
+    def ejected(self) -> bool:
+        return self.until > 0.0
+
+    def available(self, now: float) -> bool:
+        """May a request be sent here: not ejected, or the cool-off is over and no trial is in flight."""
+        return self.until == 0.0 or (now >= self.until and not self.trial)
+
+    def trial_due(self, now: float) -> bool:
+        """Is the cool-off over with no trial in flight (the next request sent here is the trial)?"""
+        return self.until > 0.0 and now >= self.until and not self.trial
+
+    def failed_recently(self, now: float) -> bool:
+        """Did a request fail here within RECENT_FAILURE_SECONDS (the choice puts it after the others)?"""
+        return self.last_failure is not None and now - self.last_failure < RECENT_FAILURE_SECONDS
+
+    def trying(self) -> "RequestHealth":
+        """The trial request is on its way."""
+        return dataclasses.replace(self, trial=True)
+
+    def failed(self, now: float, reason: str, eject_after: int, first: float, trial: bool) -> Tuple["RequestHealth", str]:
+        """A request failed here (``trial``: it was the trial).  "ejected" after ``eject_after`` in a
+        row (0: never), "ejected again" (twice the cool-off) when the trial failed; a request sent
+        before the ejection that fails now changes nothing but the counts."""
+        failures = self.failures + 1
+        if self.until > 0.0:
+            if trial and self.trial:
+                n = self.ejections + 1
+                length = cool_off_seconds(first, n)
+                return RequestHealth(failures, n, now + length, length, False, now, reason), "ejected again"
+            return dataclasses.replace(self, failures=failures, last_failure=now, reason=reason), ""
+        if eject_after > 0 and failures >= eject_after:
+            length = cool_off_seconds(first, 1)
+            return RequestHealth(failures, 1, now + length, length, False, now, reason), "ejected"
+        return dataclasses.replace(self, failures=failures, last_failure=now, reason=reason), ""
+
+    def succeeded(self, trial: bool) -> Tuple["RequestHealth", str]:
+        """A request was served here.  The trial's success: "recovered", the record whole again; any
+        other success resets the failures in a row (while ejected only the trial decides)."""
+        if self.until > 0.0:
+            if trial and self.trial:
+                return RequestHealth(), "recovered"
+            return self, ""
+        return (dataclasses.replace(self, failures=0) if self.failures else self), ""
+
+    def unjudged(self, trial: bool) -> "RequestHealth":
+        """A request that says nothing of the backend (a 4xx, a client that left): were it the
+        trial, the next request may try instead."""
+        return dataclasses.replace(self, trial=False) if trial and self.trial else self
 
 
 @dataclass
@@ -1893,11 +2038,12 @@ class Backend:
     digests: Dict[str, str] = field(default_factory=dict, repr=False)  #: model -> digest, from /api/tags
     loaded: Dict[str, int] = field(default_factory=dict, repr=False)  #: model -> context it is loaded with
     healthy: Optional[bool] = None  #: the last probe answered 200 (None: not probed, or probes are off)
-    discovered: bool = False  #: found by --scan (forgotten again when it stays away)
+    discovered: bool = False  #: found by --scan or --discover-dns (forgotten again when it stays away or leaves DNS)
     tags: List[Dict[str, Any]] = field(default_factory=list, repr=False)  #: /api/tags entries of the last probe
     last_probe: float = 0.0  #: Unix time of the last probe (0: never)
     failed_rounds: int = 0  #: probe rounds failed in a row
     failed_at: float = 0.0  #: Unix time a forwarded request last failed in transport (older good probes do not count)
+    request_health: RequestHealth = field(default_factory=RequestHealth, repr=False)  #: what forwarded requests say (the Fleet's)
 
     def __post_init__(self) -> None:
         self.host_header = self.spec.host_header.encode("idna")
@@ -1915,6 +2061,92 @@ def scan_targets(config: Config, own_port: int) -> List[BackendSpec]:
             spec = BackendSpec(name=_default_name(host, port), scheme="http", host=host, port=port)
             if (host.lower(), port) in taken or _is_same_address(config.host, own_port, spec):
                 continue
+            targets.append(spec)
+    return targets
+
+
+def dns_backend_name(name: str, address: str, port: int) -> str:
+    """The name of the backend at one address of a --discover-dns NAME: ``NAME@ADDRESS:PORT``
+    (``ollama-headless@10.1.2.3:11434``, ``ollama-headless@[fd00::3]:11434``)."""
+    return "%s@%s" % (name, _default_name(address, port))
+
+
+#: getaddrinfo's errors that are the DNS's answer "this name has no address" (NXDOMAIN, or no A or
+#: AAAA record), as for a Kubernetes headless Service with no ready pod; any other error (EAI_AGAIN:
+#: no DNS server answered) is a lookup that failed, which says nothing about the name.
+_NO_ADDRESS_ERRORS = frozenset(getattr(socket, n) for n in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, n))
+
+
+def resolve_addresses(name: str, port: int) -> List[str]:
+    """Every address ``name`` resolves to, IPv4 and IPv6, each once, in the resolver's order; []
+    when the DNS says it has none.  OSError when the lookup itself failed.  Blocks: scanner thread only."""
+    try:
+        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        if exc.errno in _NO_ADDRESS_ERRORS:
+            return []
+        raise
+    addresses: List[str] = []
+    for family, _, _, _, sockaddr in infos:
+        if family in (socket.AF_INET, socket.AF_INET6) and sockaddr[0] not in addresses:
+            addresses.append(str(sockaddr[0]))
+    return addresses
+
+
+class DnsDiscovery:
+    """--discover-dns (SPEC §6): what each NAME:PORT resolves to, as probe targets, once a round.
+
+    Once the scanner runs, only its thread calls ``targets()``.  The one decision on lookups is here:
+    a name that the DNS says has no address (NXDOMAIN: a headless Service with no ready pod) has no
+    backends, so the ones it had are forgotten; a lookup that fails (no DNS answer, a timeout) keeps
+    the addresses of the last good answer, which the probes go on judging.  Each change of a name's
+    state is logged once.  ``resolve(name, port)`` (``resolve_addresses``) is the seam tests replace.
+    """
+
+    def __init__(self, names: Sequence[Tuple[str, int]]) -> None:
+        self.names = list(names)
+        self.resolve: Callable[[str, int], List[str]] = resolve_addresses
+        self._known: Dict[Tuple[str, int], List[str]] = {}  #: each name's addresses from its last answer
+        self._state: Dict[Tuple[str, int], str] = {}  #: "ok", "empty" or "failed": what was last logged
+
+    def targets(self) -> List[BackendSpec]:
+        """Every address of every name, as a plain-http backend named ``NAME@ADDRESS:PORT``."""
+        return [BackendSpec(name=dns_backend_name(name, address, port), scheme="http", host=address, port=port)
+                for name, port in self.names for address in self._lookup(name, port)]
+
+    def _lookup(self, name: str, port: int) -> List[str]:
+        key = (name, port)
+        try:
+            addresses = list(self.resolve(name, port))
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a label idna refuses (longer than 63)
+            kept = self._known.get(key, [])
+            self._log(key, "failed", "DNS name %s:%d: lookup failed (%s); %s", name, port,
+                      getattr(exc, "strerror", None) or exc, "keeping its last %d address(es)" % len(kept) if kept else "no backends from it yet")
+            return kept
+        if addresses:
+            self._log(key, "ok", "DNS name %s:%d resolves to %s", name, port, ", ".join(addresses))
+        else:
+            self._log(key, "empty", "DNS name %s:%d resolves to no address (no ready pod behind the Service?); %s", name, port,
+                      "its backends are forgotten" if self._known.get(key) else "no backends from it until it does")
+        self._known[key] = addresses
+        return addresses
+
+    def _log(self, key: Tuple[str, int], state: str, message: str, *args: Any) -> None:
+        """Log a name's new state, once: a warning for trouble, info when it resolves (again)."""
+        if self._state.get(key) != state:
+            self._state[key] = state
+            log.log(logging.INFO if state == "ok" else logging.WARNING, message, *args)
+
+
+def round_targets(static: Sequence[BackendSpec], found: Sequence[BackendSpec], listen_host: str, own_port: int) -> List[BackendSpec]:
+    """One round's targets: the fixed ones (``scan_targets``), then each address found in DNS that
+    is neither one of them, nor found twice (the first name keeps it), nor this proxy's own address."""
+    targets = list(static)
+    taken = {(s.host.lower(), s.port) for s in static}
+    for spec in found:
+        address = (spec.host.lower(), spec.port)
+        if address not in taken and not _is_same_address(listen_host, own_port, spec):
+            taken.add(address)
             targets.append(spec)
     return targets
 
@@ -2000,13 +2232,18 @@ async def probe_all(targets: Sequence[BackendSpec], timeout: float, via: bytes) 
 class Scanner:
     """The probe rounds, in a daemon thread with an event loop of its own.
 
-    ``deliver(results)`` is called on the proxy's loop (through ``call_soon_threadsafe``)
-    after each round; ``wake()`` asks for a round soon; ``stop()`` ends the thread.
+    ``deliver(results, complete)`` is called on the proxy's loop (through ``call_soon_threadsafe``)
+    after each round (``complete`` False when the round failed as a whole); ``wake()`` asks for a
+    round soon; ``stop()`` ends the thread.  ``discover()``, when given, is called here before
+    each round and returns its targets: the fixed ``targets`` and what the --discover-dns names
+    resolve to now (``round_targets``).
     """
 
     def __init__(self, targets: Sequence[BackendSpec], interval: float, timeout: float, via: bytes,
-                 loop: asyncio.AbstractEventLoop, deliver: Callable[[List[ProbeResult]], None]) -> None:
+                 loop: asyncio.AbstractEventLoop, deliver: Callable[[List[ProbeResult], bool], None],
+                 discover: Optional[Callable[[], List[BackendSpec]]] = None) -> None:
         self.targets = list(targets)
+        self.discover = discover
         self.interval = interval
         self.timeout = timeout
         self.via = via
@@ -2030,18 +2267,20 @@ class Scanner:
         loop = asyncio.new_event_loop()
         try:
             while not self._stop.is_set():
+                complete = True
                 try:
-                    results = loop.run_until_complete(probe_all(self.targets, self.timeout, self.via))
+                    targets = self.targets if self.discover is None else self.discover()
+                    results = loop.run_until_complete(probe_all(targets, self.timeout, self.via))
                 except Exception:
                     log.exception("probe round failed; trying again in %gs", self.interval)
-                    results = []  # still delivered: the first round is over
+                    results, complete = [], False  # still delivered: the first round is over
                 # The probes' aborted connections close their sockets on the loop's next turn:
                 # give it that turn now, not at the next round (or never, once stopped).
                 loop.run_until_complete(asyncio.sleep(0))
                 if self._stop.is_set():
                     break
                 try:
-                    self.loop.call_soon_threadsafe(self.deliver, results)
+                    self.loop.call_soon_threadsafe(self.deliver, results, complete)
                 except RuntimeError:  # the proxy's loop is closed
                     break
                 if self._wake.wait(self.interval) and not self._stop.is_set():
@@ -2056,9 +2295,13 @@ class Fleet:
     """The backends, their health and what each one has (SPEC §6): the one owner of ``backends``.
 
     Health comes from the probe rounds (``apply_probes``, delivered by the scanner thread) and
-    from forwarded requests that failed in transport (``mark_failed``).  What follows from a
-    change is the caller's: ``on_up(backend)`` when one becomes healthy, ``on_down()`` when one
-    goes or is forgotten, ``on_round()`` after each probe round.
+    from forwarded requests that failed in transport (``mark_failed``); beside it, each
+    backend's ``request_health`` (a RequestHealth) from the outcome of every forwarded request
+    (``judge``, and ``take`` for the trial after a cool-off), decided there and logged here.
+    What follows from a change is the caller's: ``on_up(backend)`` when one becomes healthy,
+    ``on_down()`` when one goes, is forgotten or is ejected, ``on_back(backend)`` when an
+    ejected one may take requests again, ``on_round()`` after each probe round;
+    ``count(event, backend)`` counts ejections, trials, recoveries and failed requests.
     """
 
     def __init__(self, config: Config, models: Models, via: bytes) -> None:
@@ -2072,7 +2315,12 @@ class Fleet:
         self.on_up: Callable[[Backend], None] = lambda backend: None
         self.on_down: Callable[[], None] = lambda: None
         self.on_round: Callable[[], None] = lambda: None
+        self.on_back: Callable[[Backend], None] = lambda backend: None
+        self.count: Callable[[str, str], None] = lambda event, backend: None
+        self._ejected: set = set()  #: names of the backends ejected now (for ``choice_clock``'s fast path)
+        self._recent_until = 0.0  #: until when a failed request is recent enough to weigh in the choice
         self.scanner: Optional[Scanner] = None
+        self.dns = DnsDiscovery(config.discover_dns)  #: the --discover-dns lookups (the scanner thread's, once started)
         self._first_round: Optional[asyncio.Event] = None  #: set once the first probe round is in
         self._closed = False
 
@@ -2082,8 +2330,13 @@ class Fleet:
             backend.pool = Pool(backend, self.config.connect_timeout)
         if self.probing:
             self._first_round = asyncio.Event()
-            self.scanner = Scanner(scan_targets(self.config, own_port), self.config.scan_interval, self.config.probe_timeout,
-                                   self.via, loop, self.apply_probes)
+            static = scan_targets(self.config, own_port)
+            discover = None
+            if self.config.discover_dns:
+                discover = lambda: round_targets(static, self.dns.targets(), self.config.host, own_port)  # noqa: E731
+                log.info("backends from DNS: every address of %s, resolved every %gs",
+                         ", ".join("%s:%d" % n for n in self.config.discover_dns), self.config.scan_interval)
+            self.scanner = Scanner(static, self.config.scan_interval, self.config.probe_timeout, self.via, loop, self.apply_probes, discover)
             self.scanner.start()
 
     def stop(self) -> None:
@@ -2116,7 +2369,7 @@ class Fleet:
 
     def several(self) -> bool:
         """Is there a choice to make (else every request goes to the one backend)?"""
-        return len(self.backends) > 1 or self.config.scan is not None
+        return len(self.backends) > 1 or self.config.discovering
 
     def named(self, name: str) -> Backend:
         for backend in self.backends:
@@ -2128,7 +2381,18 @@ class Fleet:
         return any(model in b.digests for b in self.backends)
 
     def eligible(self, model: Optional[str], exclude: Sequence[str] = ()) -> List[Backend]:
-        return eligible_backends(self.backends, model, self.config.routes, exclude)
+        return eligible_backends(self.backends, model, self.config.routes, exclude, self.choice_clock())
+
+    def choice_clock(self) -> Optional[float]:
+        """The time at which the choice weighs what requests said of the backends (monotonic), or
+        None when nothing of it can matter now (no backend ejected, no failed request within
+        RECENT_FAILURE_SECONDS): then the choice skips those facts, as fast as without them."""
+        now = time.monotonic()
+        if self._ejected:
+            if any(b.request_health.until for b in self.backends):
+                return now
+            self._ejected.clear()  # the ejected ones were forgotten meanwhile
+        return now if now < self._recent_until else None
 
     async def request_json(self, backend: Backend, method: bytes, path: str, body: Any = None,
                            timeout: float = METADATA_TIMEOUT) -> Tuple[int, Any]:
@@ -2138,10 +2402,16 @@ class Fleet:
 
     # -- health and inventory -------------------------------------------------
 
-    def apply_probes(self, results: List[ProbeResult]) -> None:
-        """A probe round's results (called on this loop by the scanner thread)."""
+    def apply_probes(self, results: List[ProbeResult], complete: bool = True) -> None:
+        """A probe round's results (called on this loop by the scanner thread).  In a ``complete``
+        round every target has its result: a discovered backend without one is no longer a target
+        (its DNS name stopped resolving to it) and is forgotten now."""
         if self._closed:
             return
+        if complete:
+            probed = {(r.spec.host.lower(), r.spec.port) for r in results}
+            for backend in [b for b in self.backends if b.discovered and (b.spec.host.lower(), b.spec.port) not in probed]:
+                self._forget(backend, "its DNS name no longer resolves to it")
         self.generation += 1
         by_address = {(b.spec.host.lower(), b.spec.port): b for b in self.backends}
         discovered = False
@@ -2154,7 +2424,8 @@ class Fleet:
                 backend.pool = Pool(backend, self.config.connect_timeout)
                 self.backends.append(backend)
                 discovered = True
-                log.info("backend %s discovered on the scan range (%d models)", backend.name, len(result.tags))
+                log.info("backend %s discovered %s (%d models)", backend.name,
+                         "in DNS" if "@" in backend.name else "on the scan range", len(result.tags))  # NAME@ADDRESS:PORT
             backend.last_probe = result.at
             if result.ok and result.at < backend.failed_at:
                 continue  # this probe started before a request failed there: it proves nothing now
@@ -2169,7 +2440,7 @@ class Fleet:
                 if backend.healthy is not False:
                     self._set_health(backend, False, result.error)
                 if backend.discovered and backend.failed_rounds >= FORGET_ROUNDS:
-                    self._forget(backend)
+                    self._forget(backend, "no answer for %d probe rounds" % backend.failed_rounds)
         if discovered:
             configured = [b for b in self.backends if not b.discovered]
             found = sorted((b for b in self.backends if b.discovered), key=lambda b: b.spec.port)
@@ -2213,9 +2484,9 @@ class Fleet:
                     "; %d sticky conversation(s) will move" % gone if gone else "")
         self.on_down()
 
-    def _forget(self, backend: Backend) -> None:
-        """A discovered backend that stayed away: out of the set (requests on it finish)."""
-        log.info("backend %s forgotten: no answer for %d probe rounds", backend.name, backend.failed_rounds)
+    def _forget(self, backend: Backend, why: str) -> None:
+        """A discovered backend that stayed away or left DNS: out of the set (requests on it finish)."""
+        log.info("backend %s forgotten: %s", backend.name, why)
         self.backends.remove(backend)
         self.generation += 1
         self.sticky.forget_backend(backend.name)
@@ -2231,6 +2502,76 @@ class Fleet:
         if self.probing and backend.healthy is not False:
             self._set_health(backend, False, reason)
 
+    # -- health from real traffic (SPEC §6) -------------------------------------
+
+    def take(self, backend: Backend, now: float) -> bool:
+        """A request goes to ``backend`` (the Scheduler's choice): True when it is the one trial
+        after the cool-off, which is then in flight (no other request goes there meanwhile)."""
+        health = backend.request_health
+        if not health.until or not health.trial_due(now):
+            return False
+        backend.request_health = health.trying()
+        self.generation += 1
+        log.info("backend %s: cool-off of %gs over: trying it with one request", backend.name, health.cool_off,
+                 extra={"fields": {"event": "trial", "backend": backend.name, "cool_off": health.cool_off}})
+        self.count("trial", backend.name)
+        return True
+
+    def judge(self, backend: Backend, failure: Optional[str], trial: bool = False) -> None:
+        """What one forwarded request says of its backend: ``failure`` is why it failed (SPEC §6: a
+        transport failure, a 5xx, silence past --request-timeout, a stream that broke), "" that it
+        was served, None nothing (a 4xx, a client that left).  ``trial``: it was the trial."""
+        health = backend.request_health
+        if failure == "" and not health.failures and not health.until:
+            return  # the common case: served, nothing failed before
+        if failure is None:
+            after = health.unjudged(trial)
+            if after is not health:
+                backend.request_health = after
+                self.generation += 1
+                self.on_back(backend)  # the trial ended without a verdict: the next request may try
+            return
+        if failure == "":
+            after, event = health.succeeded(trial)
+            backend.request_health = after
+            if event:
+                self._ejected.discard(backend.name)
+                self.generation += 1
+                log.info("backend %s recovered: its trial request succeeded (after %d ejection(s) in a row)", backend.name, health.ejections,
+                         extra={"fields": {"event": "recovered", "backend": backend.name, "ejections": health.ejections}})
+                self.count("recovery", backend.name)
+                self.on_back(backend)
+            return
+        now = time.monotonic()
+        eject_after = self.config.eject_after if self.several() else 0  # a lone backend has nowhere else to send its requests
+        after, event = health.failed(now, failure, eject_after, self.config.eject_seconds, trial)
+        backend.request_health = after
+        self._recent_until = max(self._recent_until, now + RECENT_FAILURE_SECONDS)
+        self.count("request_failure", backend.name)
+        if not event:
+            return
+        self._ejected.add(backend.name)
+        self.generation += 1
+        self.count("ejection", backend.name)
+        if event == "ejected":
+            log.warning("backend %s ejected for %gs: %d failed requests in a row (the last: %s)", backend.name, after.cool_off, after.failures,
+                        failure, extra={"fields": {"event": "ejected", "backend": backend.name, "cool_off": after.cool_off,
+                                                   "failures": after.failures, "reason": failure}})
+        else:
+            log.warning("backend %s ejected again for %gs: its trial request failed (%s)", backend.name, after.cool_off, failure,
+                        extra={"fields": {"event": "ejected", "backend": backend.name, "cool_off": after.cool_off,
+                                          "ejections": after.ejections, "reason": failure}})
+        self.on_down()  # queued requests that only this backend could serve get their 503
+
+    def ejected_note(self, backend: Backend, now: float) -> Optional[str]:
+        """Why an ejected backend takes no request now (None when it may)."""
+        health = backend.request_health
+        if health.available(now):
+            return None
+        if health.trial:
+            return "ejected, its trial request in flight"
+        return "ejected for another %.1fs after %d failed requests (the last: %s)" % (health.until - now, health.failures, health.reason)
+
     # -- what the reports say -------------------------------------------------
 
     def is_healthy(self, backend: Backend) -> bool:
@@ -2238,17 +2579,24 @@ class Fleet:
         return backend.healthy is True if self.probing else backend.healthy is not False
 
     def health(self) -> Tuple[int, Dict[str, Any]]:
-        healthy = sum(1 for b in self.backends if self.is_healthy(b))
+        """/__proxy/health: an ejected backend does not count as healthy (it takes no requests)."""
+        healthy = sum(1 for b in self.backends if self.is_healthy(b) and not b.request_health.until)
         status = "down" if not healthy else "ok" if healthy == len(self.backends) else "degraded"
         return (503 if not healthy else 200), {"status": status, "healthy_backends": healthy}
 
     def no_backend_message(self, model: Optional[str]) -> str:
         names = route_for(model, self.config.routes) if model else None
+        now = time.monotonic()
         if names is not None:
-            return "no healthy backend for model '%s' (routed to %s)" % (model, ", ".join(names))
+            ejected = ["%s %s" % (b.name, self.ejected_note(b, now)) for b in self.backends if b.name in names and self.ejected_note(b, now)]
+            return "no healthy backend for model '%s' (routed to %s)%s" % (model, ", ".join(names), ": " + "; ".join(ejected[:5]) if ejected else "")
         if not self.backends:
-            return "no healthy backend: none found yet on the --scan range"
-        return "no healthy backend (%s)" % "; ".join("%s: %s" % (b.name, b.last_error or "not answering") for b in self.backends[:5])
+            where = ["on the --scan range"] if self.config.scan is not None else []
+            if self.config.discover_dns:
+                where.append("at the addresses of " + ", ".join("%s:%d" % n for n in self.config.discover_dns))
+            return "no healthy backend: none found yet " + " or ".join(where)
+        return "no healthy backend (%s)" % "; ".join("%s: %s" % (b.name, self.ejected_note(b, now) or b.last_error or "not answering")
+                                                     for b in self.backends[:5])
 
     def report(self, backend: Backend) -> Dict[str, Any]:
         return {
@@ -2263,6 +2611,25 @@ class Fleet:
             "loaded": [{"model": m, "context_length": c} for m, c in sorted(backend.loaded.items())],
             "last_error": backend.last_error,
             "last_probe": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(backend.last_probe)) if backend.last_probe else None,
+            **self._request_health_report(backend.request_health),
+        }
+
+    @staticmethod
+    def _request_health_report(health: RequestHealth) -> Dict[str, Any]:
+        """The report's part from real traffic: ejected (and until when, for how long, the how-many-th
+        in a row), the failed requests in a row and the last one's reason, a trial in flight."""
+        until = None
+        if health.until:
+            unix = time.time() + (health.until - time.monotonic())
+            until = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(unix)) + ".%03dZ" % int(unix % 1 * 1000)
+        return {
+            "ejected": bool(health.until),
+            "ejected_until": until,
+            "cool_off_seconds": health.cool_off if health.until else None,
+            "ejections_in_a_row": health.ejections,
+            "consecutive_failures": health.failures,
+            "last_request_failure": health.reason or None,
+            "trial_in_progress": health.trial,
         }
 
     async def ask_all(self, path: str) -> List[Tuple[Backend, Dict[str, Any]]]:
@@ -2299,7 +2666,8 @@ class Fleet:
 # ---------------------------------------------------------------------------
 #
 # Theory.  The choice of a backend for a request is a pure function of the
-# backends' state (health, models, what is loaded, requests in flight), the
+# backends' state (health, models, what is loaded, requests in flight, what their
+# requests said: ejected, failed recently, a trial due), the clock passed in, the
 # routes and the sticky table (choose_backend); so is the pick of the queued
 # request that gets a freed slot (assign).  The Scheduler owns the slots and the
 # queue and does what those two decide.
@@ -2332,11 +2700,15 @@ def alias_target(model: str, exact: Mapping[str, str], patterns: Sequence[Tuple[
 
 
 def eligible_backends(backends: Sequence[Backend], model: Optional[str], routes: Sequence[Tuple[str, Tuple[str, ...]]],
-                      exclude: Sequence[str] = ()) -> List[Backend]:
+                      exclude: Sequence[str] = (), now: Optional[float] = None) -> List[Backend]:
     """Healthy backends that may serve a request for ``model``, minus ``exclude``: narrowed to the
     model's route if it has one, else to those listing it when any does.  Model-less (None): the
-    first healthy one only."""
-    healthy = [b for b in backends if b.healthy is not False]
+    first healthy one only.  With ``now`` (monotonic; None: no backend is ejected), an ejected
+    backend is not among them until its cool-off is over, nor while its one trial is in flight."""
+    if now is None:
+        healthy = [b for b in backends if b.healthy is not False]
+    else:
+        healthy = [b for b in backends if b.healthy is not False and (not b.request_health.until or b.request_health.available(now))]
     if model:
         names = route_for(model, routes)
         if names is not None:
@@ -2357,12 +2729,17 @@ def has_free_slot(backend: Backend, cap: int, embed: bool = False) -> bool:
 
 
 def choose_backend(candidates: Sequence[Backend], model: Optional[str], sticky: Optional[str] = None, need_ctx: int = 0,
-                   cap: int = 0, embed: bool = False) -> Optional[Backend]:
+                   cap: int = 0, embed: bool = False, now: Optional[float] = None) -> Optional[Backend]:
     """The backend for a request among ``candidates`` (in list order), or None when none has a free slot.
 
-    Model-less: the first with a free slot.  Otherwise: the sticky one; then where the model is
-    loaded with at least ``need_ctx``; then where it is loaded; then fewest in flight; then the
-    lower port; then the earlier in the list.
+    Model-less: the first with a free slot.  Otherwise: the sticky one; then an ejected one whose
+    cool-off is over at ``now`` (its one trial: it comes back only by being tried); then where the
+    model is loaded with at least ``need_ctx``; then where it is loaded; then those without a
+    failed request in the last RECENT_FAILURE_SECONDS (a backend that fails fast has few requests
+    in flight: it must not attract more); then fewest in flight; then the lower port; then the
+    earlier in the list.  The health facts are each candidate's ``request_health`` at ``now``
+    (monotonic); with None (nothing failed lately, nobody ejected: ``Fleet.choice_clock``) they are
+    skipped.
     """
     best: Optional[Backend] = None
     best_key: Tuple[int, ...] = ()
@@ -2374,7 +2751,18 @@ def choose_backend(candidates: Sequence[Backend], model: Optional[str], sticky: 
         if sticky is not None and backend.spec.name == sticky:
             return backend
         loaded = backend.loaded.get(model)  # 0: loaded, context not known (Ollama before 0.10)
-        key = (0 if loaded is not None and loaded >= need_ctx else 1, 0 if loaded is not None else 1, backend.in_flight, backend.spec.port, index)
+        # One tuple of five: the trial ranks before "loaded with enough" (-1), a recent failure
+        # before the in-flight count (an offset no count reaches).
+        rank = 0 if loaded is not None and loaded >= need_ctx else 1
+        in_flight = backend.in_flight
+        if now is not None:
+            health = backend.request_health
+            if health.last_failure is not None:
+                if health.trial_due(now):
+                    rank = -1
+                elif health.failed_recently(now):
+                    in_flight += RECENTLY_FAILED_RANK
+        key = (rank, 0 if loaded is not None else 1, in_flight, backend.spec.port, index)
         if best is None or key < best_key:
             best, best_key = backend, key
     return best
@@ -2458,6 +2846,7 @@ class Want:
     need: Callable[[], int] = lambda: 0  #: the context it needs, asked only where the model is loaded
     need_ctx: int = -1  #: ``need()``'s answer once asked
     embed: bool = False  #: an embedding request: it may use the extra slot (EMBED_PATHS)
+    trial: bool = False  #: its current attempt is its backend's one trial after a cool-off (set by the Scheduler)
 
 
 @dataclass
@@ -2496,7 +2885,8 @@ def assign(queue: Sequence[Waiter], backend: Backend, cap: int, may_use: Callabl
 class Scheduler:
     """The choice of a backend, the slots (--max-concurrent) and the queue (SPEC §6).
 
-    ``acquire`` returns a backend with a slot taken, at once or after a FIFO wait;
+    ``acquire`` returns a backend with a slot taken, at once or after a FIFO wait (and tells the
+    Fleet, ``take``, so that an ejected backend's trial is one request at a time);
     ``release`` gives it back and hands it to a waiter that can use it.  The fleet's changes
     arrive as ``dispatch_all`` (a probe round), ``dispatch(backend)`` (back up) and
     ``fail_stranded`` (one went away).
@@ -2514,8 +2904,10 @@ class Scheduler:
         return len(self.queue)
 
     async def acquire(self, want: Want, tried: List[str]) -> Backend:
-        """A backend for the request with its slot taken (given back by ``release``)."""
+        """A backend for the request with its slot taken (given back by ``release``); ``want.trial``
+        says whether this attempt is the backend's one trial after a cool-off."""
         fleet = self.fleet
+        want.trial = False
         if not fleet.first_round_done:
             await fleet.ready()
         model = want.model
@@ -2530,9 +2922,12 @@ class Scheduler:
         sticky = fleet.sticky.get(want.sticky_key, time.monotonic()) if want.sticky_key is not None else None
         if model and want.need_ctx < 0 and len(candidates) > 1 and any(model in b.loaded for b in candidates):
             want.need_ctx = want.need()  # only matters where the model is loaded
-        backend = choose_backend(candidates, model, sticky, max(want.need_ctx, 0), self.config.max_concurrent, want.embed)
+        now = fleet.choice_clock()
+        backend = choose_backend(candidates, model, sticky, max(want.need_ctx, 0), self.config.max_concurrent, want.embed, now)
         if backend is not None:
             backend.in_flight += 1
+            if now is not None and want.pinned is None:
+                want.trial = fleet.take(backend, now)
             return backend
         return await self._wait(want, model, tried)
 
@@ -2558,6 +2953,8 @@ class Scheduler:
                 self.queue.remove(waiter)
             if not granted:
                 if future.done() and not future.cancelled() and future.exception() is None:
+                    if want.trial:
+                        self.fleet.judge(future.result(), None, True)  # a trial that never went: the next request may try
                     self.release(future.result())  # granted just as the wait ended: pass the slot on
                 else:
                     future.cancel()
@@ -2585,7 +2982,10 @@ class Scheduler:
             waiter.generation = generation
             pinned = waiter.want.pinned
             waiter.eligible = {id(pinned)} if pinned is not None else {id(b) for b in self.fleet.eligible(waiter.model, waiter.tried)}
-        return id(backend) in waiter.eligible and (backend.healthy is not False or waiter.want.pinned is not None)
+        if waiter.want.pinned is not None:
+            return id(backend) in waiter.eligible
+        return id(backend) in waiter.eligible and backend.healthy is not False and (
+            not backend.request_health.until or backend.request_health.available(time.monotonic()))
 
     def dispatch(self, backend: Backend) -> None:
         """Hand free slots of ``backend`` to queued requests, as ``assign`` decides."""
@@ -2598,6 +2998,7 @@ class Scheduler:
                 waiter.overtaken += 1
             self.queue.remove(chosen)
             backend.in_flight += 1
+            chosen.want.trial = chosen.want.pinned is None and bool(backend.request_health.until) and self.fleet.take(backend, time.monotonic())
             chosen.future.set_result(backend)
 
     def dispatch_all(self) -> None:
@@ -3020,6 +3421,7 @@ class ModifyContext:
     loaded_ctx: int = 0  #: the context this model is loaded with on the chosen backend (0: not loaded)
     chars_per_token: float = DEFAULT_CHARS_PER_TOKEN
     chosen_ctx: int = 0  #: set by the context modifier when the proxy chose num_ctx (for the OOM fallback)
+    reload_avoided: bool = False  #: set by the context modifier: the loaded context kept instead of the size it would choose
     ceiling: int = 0  #: a size this backend failed to load the model at, minus one step (0: none known)
     prompt: Optional[Tuple[int, int]] = None  #: prompt_size() of the body, when the caller already has it
     embed_limit: int = 0  #: with chunking: no embedding piece is longer than this (0: no chunking)
@@ -3072,6 +3474,8 @@ class ContextModifier(Modifier):
                     chars = min(chars, ctx.embed_limit)  # long inputs go up in pieces of at most this
                 needed = needed_context(estimate_tokens(chars, images, ctx.chars_per_token), response_budget(ctx.path, ctx.body))
                 value, why = choose_auto_size(needed, config.context_sizes, cap, ctx.loaded_ctx)
+                # SPEC §8's "reloads avoided": the loaded context kept where another size would have been chosen.
+                ctx.reload_avoided = bool(ctx.loaded_ctx) and value == ctx.loaded_ctx and choose_auto_size(needed, config.context_sizes, cap)[0] != value
                 why = "auto: " + why
                 short = value < needed  # no size holds it: the cap, which Ollama will truncate to
             else:
@@ -5159,6 +5563,15 @@ _SINGLE_COUNTERS = {  # event -> (family, help); always rendered, 0 before the f
 }
 
 
+_BACKEND_EVENTS = {  # Fleet.count's event -> (family, help), each by backend (SPEC §6, health from real traffic)
+    "request_failure": ("backend_request_failures_total", "Forwarded requests that failed their backend (a transport failure, a 5xx, "
+                        "silence past --request-timeout, a stream that broke; not a 4xx or a client that left), by backend."),
+    "ejection": ("ejections_total", "Backends ejected for a cool-off after failed requests in a row, or again after a failed trial, by backend."),
+    "trial": ("ejection_trials_total", "Trial requests sent to an ejected backend after its cool-off, by backend."),
+    "recovery": ("ejection_recoveries_total", "Ejected backends whose trial request succeeded, by backend."),
+}
+
+
 def prom_float(value: float) -> str:
     """A sample value or ``le`` bound in the exposition format: repr precision, +Inf, -Inf, NaN."""
     if isinstance(value, bool):
@@ -5202,6 +5615,9 @@ class Metrics:
         self.tokens_per_s: Dict[str, float] = {}  #: model -> tokens/s of its last answer with final stats
         self.events: Dict[str, int] = {}  #: event name -> count
         self.truncated: Dict[str, int] = {}  #: model -> prompts Ollama truncated (SPEC §5)
+        self.reloads_avoided: Dict[str, int] = {}  #: model -> requests sent at the loaded context instead of another size
+        self.backend_events: Dict[Tuple[str, str], int] = {}  #: (event, backend) -> count: ejection, trial, recovery, request_failure
+        self.recent = Recent()  #: the last requests and minutes, for the status page (SPEC §8)
 
     def observe_request(
         self,
@@ -5240,7 +5656,16 @@ class Metrics:
     def count_truncated(self, model: str) -> None:
         self.truncated[model] = self.truncated.get(model, 0) + 1
 
-    def render(self, in_flight: Dict[str, int], healthy: Dict[str, bool], queue_depth: int) -> str:
+    def count_reload_avoided(self, model: str) -> None:
+        self.reloads_avoided[model] = self.reloads_avoided.get(model, 0) + 1
+
+    def count_backend(self, event: str, backend: str) -> None:
+        """One of a backend's health events from real traffic (the names of _BACKEND_EVENTS)."""
+        key = (event, backend)
+        self.backend_events[key] = self.backend_events.get(key, 0) + 1
+
+    def render(self, in_flight: Dict[str, int], healthy: Dict[str, bool], queue_depth: int,
+               ejected: Optional[Dict[str, bool]] = None) -> str:
         """Every metric family in Prometheus text format 0.0.4, ending with a newline."""
         out: List[str] = []
 
@@ -5293,6 +5718,13 @@ class Metrics:
             "Prompts (and embedding inputs) that Ollama truncated to the context they ran with, by model.",
             [("", [("model", m)], n) for m, n in sorted(self.truncated.items())],
         )
+        family(
+            "reloads_avoided_total",
+            "counter",
+            "Requests sent at the context their model is loaded with instead of the size the proxy would otherwise have chosen "
+            "(no reload), by model.",
+            [("", [("model", m)], n) for m, n in sorted(self.reloads_avoided.items())],
+        )
         modified = sorted((e[len(_MODIFIED_PREFIX) :], n) for e, n in self.events.items() if e.startswith(_MODIFIED_PREFIX))
         family(
             "modifications_total",
@@ -5317,7 +5749,168 @@ class Metrics:
             "1 if the backend passed its last health check, else 0.",
             [("", [("backend", b)], 1 if ok else 0) for b, ok in sorted(healthy.items())],
         )
+        family(
+            "backend_ejected",
+            "gauge",
+            "1 while the backend is ejected after failed requests (its cool-off, then its trial), else 0.",
+            [("", [("backend", b)], 1 if out_now else 0) for b, out_now in sorted((ejected or {}).items())],
+        )
+        for event, (name, help_text) in _BACKEND_EVENTS.items():
+            family(name, "counter", help_text,
+                   [("", [("backend", b)], n) for (e, b), n in sorted(self.backend_events.items()) if e == event])
         return "\n".join(out) + "\n"
+
+
+# -- the status page's memory (SPEC §8): the last requests, the last minutes ------------------
+
+RECENT_REQUESTS = 100  #: finished requests the status page lists
+SERIES_MINUTES = 15  #: minutes its charts span
+#: The fields of one ``Recent.ring`` entry, a plain tuple made by ``log_access`` (nothing else per request).
+RECENT_FIELDS = ("finished", "duration", "method", "client_path", "path", "model", "client_model", "rename", "backend", "status",
+                 "rate", "changes", "truncated", "error")
+
+
+def is_failed_request(status: int, error: Optional[str]) -> bool:
+    """A failed request as the status page counts it: a 5xx, no answer at all, or an error after a
+    good head (a stream that broke); not a 4xx, nor a client that left (499)."""
+    return status >= 500 or status == 0 or (error is not None and status < 400)
+
+
+def iso_ms(unix: float) -> str:
+    """``2026-12-03T09:15:16.123Z``: a Unix time in UTC, to the millisecond."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(unix)) + ".%03dZ" % int(unix % 1 * 1000)
+
+
+class Recent:
+    """What the status page shows of the past (SPEC §8), bounded in memory: the last
+    ``RECENT_REQUESTS`` finished requests, each the tuple of ``RECENT_FIELDS`` that ``add`` appends
+    to a deque; and per minute of the monotonic clock (a list [minute, requests, failed, tokens,
+    deepest queue, {backend: [requests, failed, tokens]}]) the last ``SERIES_MINUTES``.  Owned by
+    Metrics; ``add`` is the only per-request cost, the JSON is built when it is asked for."""
+
+    def __init__(self, size: int = RECENT_REQUESTS, minutes: int = SERIES_MINUTES) -> None:
+        self.ring: "collections.deque[tuple]" = collections.deque(maxlen=size)
+        self.minutes: "collections.deque[list]" = collections.deque(maxlen=minutes + 1)  #: the current one, partly over, too
+
+    def _bucket(self, minute: int) -> list:
+        minutes = self.minutes
+        if minutes and minutes[-1][0] == minute:
+            return minutes[-1]
+        bucket = [minute, 0, 0, 0, 0, {}]
+        minutes.append(bucket)
+        return bucket
+
+    def add(self, entry: tuple) -> None:
+        """One finished request (``RECENT_FIELDS``; ``finished`` is time.monotonic())."""
+        self.ring.append(entry)
+        minutes = self.minutes
+        minute = int(entry[0] // 60)
+        bucket = minutes[-1] if minutes and minutes[-1][0] == minute else self._bucket(minute)
+        status, error, rate, backend = entry[9], entry[13], entry[10], entry[8]
+        failed = 1 if status >= 500 or status == 0 or (error is not None and status < 400) else 0  # is_failed_request, inline
+        tokens = rate[0] if rate else 0
+        bucket[1] += 1
+        bucket[2] += failed
+        bucket[3] += tokens
+        if backend is not None:
+            per = bucket[5].get(backend)
+            if per is None:
+                per = bucket[5][backend] = [0, 0, 0]
+            per[0] += 1
+            per[1] += failed
+            per[2] += tokens
+
+    def sample_queue(self, depth: int, now: float) -> None:
+        """The queue's depth at monotonic time ``now`` (each probe round, each status asked): the
+        deepest of a minute is charted."""
+        bucket = self._bucket(int(now // 60))
+        if depth > bucket[4]:
+            bucket[4] = depth
+
+
+def describe_change(change: Any) -> Dict[str, Any]:
+    """One modification of a request (a ``Change``) as the status page shows it."""
+    return {"modifier": change.modifier, "what": change.what, "old": change.old, "new": change.new, "reason": change.reason}
+
+
+def recent_request_json(entry: tuple, wall_offset: float) -> Dict[str, Any]:
+    """One ring entry (``RECENT_FIELDS``) as JSON; ``wall_offset`` is time.time() - time.monotonic()."""
+    (finished, duration, method, client_path, path, model, client_model, rename, backend, status, rate, changes, truncated,
+     error) = entry
+    asked = rename[1].decode("utf-8", "replace") if rename else (client_model or model)
+    return {
+        "time": iso_ms(finished - duration + wall_offset),
+        "method": method.decode("latin-1"),
+        "path": client_path,
+        "upstream_path": path,
+        "model": model,
+        "model_asked": asked,
+        "backend": backend,
+        "status": status,
+        "duration_s": round(duration, 4),
+        "eval_count": rate[0] if rate else None,
+        "tokens_per_s": round(rate[1], 1) if rate else None,
+        "changes": [describe_change(c) for c in changes],
+        "truncated_at": truncated or None,
+        "error": error,
+        "failed": is_failed_request(status, error),
+    }
+
+
+def minute_series(buckets: Sequence[list], minute_now: int, wall_offset: float, minutes: int = SERIES_MINUTES) -> List[Dict[str, Any]]:
+    """The last ``minutes`` minutes, oldest first, ending with the current one (``minute_now``, of
+    the monotonic clock): each minute's start as a Unix time, its requests, failed requests, tokens
+    generated, deepest queue, and the same by backend; a minute without data is zeros."""
+    by_minute = {b[0]: b for b in buckets}
+    out = []
+    for minute in range(minute_now - minutes + 1, minute_now + 1):
+        bucket = by_minute.get(minute)
+        row: Dict[str, Any] = {"start": round(minute * 60 + wall_offset, 3), "requests": 0, "failed": 0, "tokens": 0, "queue_max": 0, "backends": {}}
+        if bucket is not None:
+            row.update(requests=bucket[1], failed=bucket[2], tokens=bucket[3], queue_max=bucket[4],
+                       backends={name: {"requests": r, "failed": f, "tokens": t} for name, (r, f, t) in sorted(bucket[5].items())})
+        out.append(row)
+    return out
+
+
+def backend_state(report: Mapping[str, Any]) -> Tuple[str, str]:
+    """(state, why) of one backend report (``Fleet.report``), the status page's verdict: "ejected"
+    (by real traffic), "down" (its probes fail), "failing" (up, but its last requests failed) or
+    "healthy"; why is "" when healthy."""
+    if report.get("ejected"):
+        if report.get("trial_in_progress"):
+            return "ejected", "trial request in flight after %d failed requests (last: %s)" % (
+                report.get("consecutive_failures") or 0, report.get("last_request_failure") or "?")
+        return "ejected", "%d failed requests in a row (last: %s), cool-off %ss until %s" % (
+            report.get("consecutive_failures") or 0, report.get("last_request_failure") or "?",
+            prom_float(report.get("cool_off_seconds") or 0), report.get("ejected_until"))
+    if not report.get("healthy"):
+        return "down", report.get("last_error") or ("not probed yet" if not report.get("probed") else "not answering its probes")
+    if report.get("consecutive_failures"):
+        return "failing", "%d failed requests in a row (last: %s)" % (report["consecutive_failures"], report.get("last_request_failure") or "?")
+    return "healthy", ""
+
+
+def status_report(reports: Sequence[Dict[str, Any]], queue: Dict[str, Any], recent: Recent, mono_now: float, wall_now: float,
+                  start_time: float) -> Dict[str, Any]:
+    """GET /__proxy/status (SPEC §8): the backends (their reports with a state and why), the
+    queue, the last requests (newest first) and the per-minute series."""
+    offset = wall_now - mono_now
+    backends = []
+    for report in reports:
+        state, why = backend_state(report)
+        backends.append(dict(report, state=state, why=why))
+    return {
+        "version": __version__,
+        "time": iso_ms(wall_now),
+        "uptime_s": round(wall_now - start_time, 1),
+        "backends": backends,
+        "queue": queue,
+        "recent": [recent_request_json(e, offset) for e in reversed(recent.ring)],
+        "recent_limit": recent.ring.maxlen,
+        "series": minute_series(list(recent.minutes), int(mono_now // 60), offset),
+        "series_minutes": SERIES_MINUTES,
+    }
 
 
 #: Route labels for the metrics; anything else is "other", so clients cannot grow the label set.
@@ -5414,6 +6007,8 @@ class Exchange:
     num_ctx: int = 0  #: the num_ctx of the attempt that went up (0: none)
     num_ctx_changed: bool = False  #: the proxy set or changed it (X-Ollama-Proxy-Num-Ctx)
     translator: Any = None  #: the StreamTranslator of a translated stream once it began (it ends a broken one)
+    changes: Sequence[Any] = ()  #: the Changes the modifiers made to the attempt that went up (the status page)
+    truncated: int = 0  #: the context Ollama truncated the prompt to (0: it did not)
 
     @property
     def dialect(self) -> str:
@@ -5595,6 +6190,9 @@ class Planner:
             prompt=prompt,
         )
         changes = apply_modifiers(ctx)
+        ex.changes = changes  #: this attempt's (a retry elsewhere is prepared afresh)
+        if ctx.reload_avoided:
+            self.metrics.count_reload_avoided(model)
         if prompt is not None:
             attempt.prompt_chars = prompt[0]  # for the calibration against Ollama's prompt_eval_count
         options = body.get("options")
@@ -5663,6 +6261,8 @@ class Planner:
         log.warning("%s: num_ctx %d -> %d (%s: the backend %s could not load it: %s)", ex.label(), attempt.chosen_ctx, smaller, ex.request.model,
                     backend.name, message)
         self.metrics.count("oom_fallback")
+        ex.changes = [c for c in ex.changes if c.modifier != "num_ctx"] + [
+            Change("num_ctx", "num_ctx", attempt.chosen_ctx, smaller, "%s could not load it: %s" % (backend.name, message))]
         self.models.record_oom(backend, normalize_model(ex.request.model or ""), smaller)  # do not ask for the failing size again
         body = dict(attempt.body)
         body["options"] = dict(body["options"], num_ctx=smaller)
@@ -5720,6 +6320,7 @@ class Planner:
             # Ollama cut the prompt without an error (SPEC §5): say so; the denser ratio gives the
             # conversation's next request (auto mode) a size that holds it.
             self.metrics.count_truncated(model)
+            ex.truncated = window
             log.warning("%s: Ollama truncated the prompt: about %d tokens in a context of %d (it evaluated %d)%s",
                         ex.label(), estimate, window, count, self._truncation_advice(ex, model, window, trained), extra={"fields": {
                             "event": "truncated", "conn": ex.conn_id, "model": model, "num_ctx": window, "estimate": estimate,
@@ -5785,11 +6386,16 @@ class Planner:
 
 def log_access(ex: Exchange, metrics: Metrics) -> None:
     """A finished request: its metrics, and its access log line (method, path, model, backend, status, time, speed)."""
-    duration = time.monotonic() - ex.started
+    now = time.monotonic()
+    duration = now - ex.started
     rate = tokens_per_second(ex.tail) if ex.tail else None
-    if ex.request.route != "/__proxy/metrics":
-        metrics.observe_request(metric_route(ex.request.route), ex.status, ex.backend or "-", duration if ex.backend else -1.0,
-                                     rate[0] if rate else 0, rate[1] if rate else 0.0, normalize_model(ex.request.model) if ex.request.model else "")
+    req = ex.request
+    if req.route != "/__proxy/metrics":
+        metrics.observe_request(metric_route(req.route), ex.status, ex.backend or "-", duration if ex.backend else -1.0,
+                                     rate[0] if rate else 0, rate[1] if rate else 0.0, normalize_model(req.model) if req.model else "")
+    if not req.route.startswith("/__proxy/"):  # the page's own refreshes and health checks would crowd out the traffic
+        metrics.recent.add((now, duration, ex.method, ex.client_path, req.path, req.model, req.client_model, req.rename, ex.backend, ex.status,
+                            rate, ex.changes, ex.truncated, ex.error))
     if not log.isEnabledFor(logging.INFO):
         return
     fields: Dict[str, Any] = {
@@ -5905,7 +6511,7 @@ class Relay:
         close = conn.their_state is not h11.DONE or self.shutting_down
         body = error_body(err.status, err.message, ex.dialect)
         retry_after = getattr(err, "retry_after", 0)
-        await self.send_body(side, ex, err.status, body, b"application/json; charset=utf-8", close, retry_after)
+        await self.send_body(side, ex, err.status, body, b"application/json; charset=utf-8", close, retry_after, getattr(err, "headers", ()))
 
     async def answer_and_close(self, side: ServerSide, status: int, message: str, head: bool = False) -> None:
         """An error answer to a request that cannot be served, then close (no body to a HEAD)."""
@@ -6217,6 +6823,208 @@ class Relay:
         return json_bytes(dict(obj, models=models))
 
 
+#: The two paths of the status page (SPEC §8), which also take Basic authentication under --api-key.
+STATUS_PAGE_PATHS = frozenset({"/__proxy/", "/__proxy/status"})
+#: GET /__proxy/: the status page, self-contained (no external script, font, style or image: it works on an
+#: air-gapped host), refreshed every few seconds from GET /__proxy/status (relative: under any prefix).
+STATUS_PAGE = r"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>ollama-proxy status</title>
+<link rel="icon" href="data:,">
+<style>
+body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f4f5f7;color:#1c1e21}
+header{background:#1f2937;color:#f9fafb;padding:10px 16px;display:flex;flex-wrap:wrap;gap:6px 18px;align-items:baseline}
+header h1{font-size:17px;margin:0}
+#summary{color:#d1d5db}#problem{color:#fecaca;font-weight:600}
+main{padding:12px 16px;display:grid;gap:12px}
+section{background:#fff;border:1px solid #dde1e6;border-radius:6px;padding:10px 12px;min-width:0}
+h2{font-size:12px;text-transform:uppercase;letter-spacing:.05em;color:#57606a;margin:0 0 8px}
+.cards{display:flex;flex-wrap:wrap;gap:10px}
+.card{border:1px solid #dde1e6;border-left:7px solid #8c959f;border-radius:5px;padding:8px 10px;flex:1 1 280px;max-width:480px}
+.card.healthy{border-left-color:#1a7f37}.card.failing{border-left-color:#d4a72c;background:#fffbeb}
+.card.ejected{border-left-color:#cf222e;background:#fff1f0}.card.down{border-left-color:#57606a;background:#eef0f2}
+.card .name{font-weight:600;font-size:15px;margin-right:6px}
+.badge{display:inline-block;padding:0 8px;border-radius:9px;font-size:12px;font-weight:700;color:#fff;background:#8c959f;vertical-align:1px}
+.badge.healthy{background:#1a7f37}.badge.failing{background:#bf8700}.badge.ejected{background:#cf222e}.badge.down{background:#57606a}
+.why{color:#82071e;margin:3px 0}.card.failing .why{color:#7d4e00}.card.down .why{color:#24292f}
+.kv{color:#57606a;font-size:12.5px}.kv b{color:#1c1e21;font-weight:600}
+.models{margin:4px 0 2px;padding:0;list-style:none}.models li{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12.5px}
+.ctx{display:inline-block;background:#ddf4ff;color:#0550ae;border-radius:4px;padding:0 5px;margin-left:4px}
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(260px,1fr));gap:12px}
+.chart .title{font-size:12.5px;color:#57606a}.chart .title b{color:#1c1e21}
+svg{display:block;width:100%}
+table{border-collapse:collapse;width:100%;font-size:12.5px}
+th{text-align:left;color:#57606a;font-weight:600;border-bottom:1px solid #d0d7de;padding:3px 6px;position:sticky;top:0;background:#fff}
+td{padding:3px 6px;border-bottom:1px solid #eef0f2;vertical-align:top;white-space:nowrap}
+td.wrap{white-space:normal;max-width:420px}
+tr.failed td{background:#fff1f0}tr.failed td.st{color:#cf222e;font-weight:700}
+.mono{font-family:ui-monospace,Menlo,Consolas,monospace}
+.muted{color:#8c959f}.change{color:#0550ae}.err{color:#cf222e}
+.scroll{max-height:480px;overflow:auto}
+</style>
+</head>
+<body>
+<header><h1>ollama-proxy</h1><span id="summary">loading…</span><span id="problem"></span></header>
+<main>
+<section><h2>Backends</h2><div id="backends" class="cards"></div></section>
+<section><h2>Last 15 minutes</h2><div id="charts" class="charts"></div></section>
+<section><h2>What the proxy changed (recent requests)</h2><div id="changes"></div></section>
+<section><h2>Queue</h2><div id="queue"></div></section>
+<section><h2>Recent requests</h2><div class="scroll"><table id="requests"><thead><tr>
+<th>time</th><th>request</th><th>model</th><th>backend</th><th>status</th><th>duration</th><th>tok/s</th><th>changed</th><th>error</th>
+</tr></thead><tbody></tbody></table></div></section>
+</main>
+<script>
+"use strict";
+var REFRESH_MS = 3000;
+function el(tag, cls, text) {
+  var e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined && text !== null) e.textContent = String(text);
+  return e;
+}
+function add(parent) { for (var i = 1; i < arguments.length; i++) if (arguments[i]) parent.appendChild(arguments[i]); return parent; }
+function clear(e) { while (e.firstChild) e.removeChild(e.firstChild); return e; }
+function clock(iso) { var d = new Date(iso); return isNaN(d) ? "" : d.toLocaleTimeString([], {hour12: false}); }
+function secs(s) { return s == null ? "" : s < 1 ? Math.round(s * 1000) + " ms" : s.toFixed(s < 10 ? 2 : 1) + " s"; }
+function change(c) {
+  return c.what + " " + (c.old == null ? "unset" : c.old) + " \u2192 " + c.new + (c.reason ? " (" + c.reason + ")" : "");
+}
+function kv(label, value) { var s = el("span", "kv", label + " "); add(s, el("b", "", value)); return s; }
+
+function renderBackends(st) {
+  var box = clear(document.getElementById("backends")), slots = st.queue.max_concurrent;
+  if (!st.backends.length) add(box, el("div", "muted", "no backend yet"));
+  st.backends.forEach(function (b) {
+    var card = el("div", "card " + b.state), head = el("div");
+    card.setAttribute("data-backend", b.name);
+    add(head, el("span", "name", b.name), el("span", "badge " + b.state, b.state));
+    add(card, head, el("div", "kv mono", b.url));
+    if (b.why) add(card, el("div", "why", b.why));
+    var line = el("div");
+    add(line, kv("in flight", b.in_flight + (slots ? " / " + slots : "")), document.createTextNode(" · "),
+        kv("requests", b.requests), document.createTextNode(" · "), kv("models", b.models.length));
+    add(card, line);
+    var list = el("ul", "models");
+    if (!b.loaded.length) add(list, el("li", "muted", "no model loaded"));
+    b.loaded.forEach(function (m) { var li = el("li", "", m.model); add(li, el("span", "ctx", "ctx " + m.context_length)); add(list, li); });
+    add(card, list);
+    var per = st.series.map(function (row) { var x = row.backends[b.name]; return x ? [x.requests, x.failed] : [0, 0]; });
+    add(card, el("div", "kv", "requests a minute, failed in red, last " + st.series_minutes + " min"), bars(per, 28, "#6e7781"));
+    var foot = el("div", "kv");
+    foot.textContent = (b.last_probe ? "probed " + clock(b.last_probe) : "not probed") +
+        (b.last_error && b.state !== "down" ? " · last error: " + b.last_error : "");
+    add(card, foot);
+    add(box, card);
+  });
+}
+
+// values: [[total, red part], ...] or [n, ...]: an inline SVG bar chart, a bar a minute (numbers only in the markup)
+function bars(values, height, color) {
+  var w = 300, bw = w / (values.length || 1), max = 1, out = [];
+  values.forEach(function (v) { var t = Array.isArray(v) ? v[0] : v; if (t > max) max = t; });
+  function rect(x, y, h, fill) {
+    out.push('<rect x="' + (x + 0.5).toFixed(1) + '" width="' + Math.max(bw - 1, 1).toFixed(1) + '" y="' + y.toFixed(1) +
+             '" height="' + h.toFixed(1) + '" fill="' + fill + '"/>');
+  }
+  out.push('<svg viewBox="0 0 ' + w + " " + height + '" preserveAspectRatio="none" height="' + height + '" role="img">');
+  out.push('<line x1="0" x2="' + w + '" y1="' + (height - 0.5) + '" y2="' + (height - 0.5) + '" stroke="#d0d7de"/>');
+  values.forEach(function (v, i) {
+    var t = Number(Array.isArray(v) ? v[0] : v) || 0, red = Number(Array.isArray(v) ? v[1] : 0) || 0;
+    var h = (height - 2) * t / max, hr = (height - 2) * red / max;
+    if (t > 0) rect(i * bw, height - 1 - h, h, color);
+    if (red > 0) rect(i * bw, height - 1 - hr, hr, "#cf222e");
+  });
+  out.push("</svg>");
+  var box = el("div", "bars");
+  box.title = "peak " + (Math.round(max * 10) / 10);
+  box.innerHTML = out.join("");
+  return box;
+}
+
+function renderCharts(st) {
+  var box = clear(document.getElementById("charts")), s = st.series;
+  function chart(title, now, values, color) {
+    var c = el("div", "chart"), t = el("div", "title", title + " ");
+    add(t, el("b", "", now));
+    add(c, t, bars(values, 70, color));
+    var ax = el("div", "kv"); ax.textContent = "-" + st.series_minutes + " min … now";
+    add(box, add(c, ax));
+  }
+  var last = s.length ? s[s.length - 1] : {requests: 0, failed: 0, tokens: 0, queue_max: 0};
+  var reqs = s.reduce(function (a, r) { return a + r.requests; }, 0), failed = s.reduce(function (a, r) { return a + r.failed; }, 0);
+  chart("requests a minute (failed in red) · 15 min:", reqs + " (" + failed + " failed)", s.map(function (r) { return [r.requests, r.failed]; }), "#0969da");
+  chart("tokens/s generated, a minute's average · now:", (last.tokens / 60).toFixed(1), s.map(function (r) { return r.tokens / 60; }), "#8250df");
+  chart("queue depth (deepest seen each minute) · now:", st.queue.depth, s.map(function (r) { return r.queue_max; }), "#bf8700");
+}
+
+function renderChanges(st) {
+  var box = clear(document.getElementById("changes")), shown = 0, table = el("table"), body = el("tbody");
+  st.recent.forEach(function (r) {
+    if (!r.changes.length && !r.truncated_at || shown >= 12) return;
+    shown++;
+    var tr = el("tr");
+    var what = r.changes.map(change);
+    if (r.truncated_at) what.push("Ollama truncated the prompt to " + r.truncated_at + " tokens");
+    add(tr, el("td", "", clock(r.time)), el("td", "mono", r.model || ""), el("td", "", r.backend || ""), el("td", "wrap change", what.join("; ")));
+    add(body, tr);
+  });
+  if (!shown) { add(box, el("div", "muted", "nothing changed in the last " + st.recent.length + " requests")); return; }
+  add(box, add(table, body));
+}
+
+function renderQueue(st) {
+  var box = clear(document.getElementById("queue")), q = st.queue;
+  var text = q.depth ? q.depth + " waiting: " + q.waiting.map(function (w) { return (w.model || "-") + " " + w.path; }).join(", ") : "empty";
+  text += q.max_concurrent ? " · at most " + q.max_concurrent + " at once per backend" : " · no per-backend cap";
+  add(box, el("div", q.depth ? "" : "muted", text));
+}
+
+function renderRequests(st) {
+  var body = clear(document.querySelector("#requests tbody"));
+  if (!st.recent.length) { var tr0 = el("tr"); add(tr0, add(el("td", "muted", "no request yet"))); add(body, tr0); }
+  st.recent.forEach(function (r) {
+    var tr = el("tr", r.failed ? "failed" : ""), path = r.method + " " + r.path;
+    if (r.upstream_path !== r.path.split("?")[0]) path += " \u2192 " + r.upstream_path;
+    var model = r.model_asked && r.model && r.model_asked !== r.model ? r.model_asked + " \u2192 " + r.model : (r.model || "");
+    var changed = r.changes.map(change);
+    if (r.truncated_at) changed.push("truncated at " + r.truncated_at);
+    add(tr, el("td", "", clock(r.time)), el("td", "mono", path), el("td", "mono", model), el("td", "", r.backend || "-"),
+        el("td", "st", r.status || "-"), el("td", "", secs(r.duration_s)), el("td", "", r.tokens_per_s == null ? "" : r.tokens_per_s),
+        el("td", "wrap change", changed.join("; ")), el("td", "wrap err", r.error || ""));
+    add(body, tr);
+  });
+}
+
+function render(st) {
+  var counts = {};
+  st.backends.forEach(function (b) { counts[b.state] = (counts[b.state] || 0) + 1; });
+  var parts = ["healthy", "failing", "ejected", "down"].filter(function (k) { return counts[k]; }).map(function (k) { return counts[k] + " " + k; });
+  document.getElementById("summary").textContent = st.backends.length + " backend" + (st.backends.length === 1 ? "" : "s") +
+      (parts.length ? " (" + parts.join(", ") + ")" : "") + " · queue " + st.queue.depth + " · v" + st.version + " · updated " + clock(st.time);
+  var sick = st.backends.filter(function (b) { return b.state !== "healthy"; }).map(function (b) { return b.name + " " + b.state; });
+  document.getElementById("problem").textContent = sick.join(" · ");
+  renderBackends(st); renderCharts(st); renderChanges(st); renderQueue(st); renderRequests(st);
+}
+
+function refresh() {
+  fetch("status", {cache: "no-store", credentials: "same-origin"}).then(function (r) {
+    if (!r.ok) throw new Error("GET /__proxy/status answered " + r.status);
+    return r.json();
+  }).then(function (st) { render(st); }).catch(function (e) {
+    document.getElementById("problem").textContent = "status unavailable: " + e.message;
+  }).then(function () { setTimeout(refresh, REFRESH_MS); });
+}
+refresh();
+</script>
+</body>
+</html>
+""".encode("utf-8")
+
+
 class OwnEndpoints:
     """What the proxy answers itself (SPEC §6, §8): a path -> handler table.
 
@@ -6236,13 +7044,15 @@ class OwnEndpoints:
         self.relay = relay
         self.warn_once = warn_once
         #: /api/tags, /api/ps, /api/version are composed from several answers (else passed through)
-        self.merging = len(config.backends) > 1 or config.scan is not None or bool(config.routes) or (config.list_aliases and bool(config.aliases))
+        self.merging = len(config.backends) > 1 or config.discovering or bool(config.routes) or (config.list_aliases and bool(config.aliases))
         self.handlers: Dict[str, Callable[[ServerSide, Exchange], Awaitable[None]]] = {
             "/": self._root,
             "/__proxy/metrics": self._metrics,
             "/__proxy/health": self._health,
             "/health": self._health,
             "/__proxy/backends": self._backends,
+            "/__proxy/": self._page,
+            "/__proxy/status": self._status,
         }
         if self.merging:
             self.handlers.update({"/api/tags": self._tags, "/api/ps": self._ps, "/api/version": self._version})
@@ -6295,7 +7105,8 @@ class OwnEndpoints:
         backends = self.fleet.backends
         in_flight = {b.name: b.in_flight for b in backends}
         healthy = {b.name: self.fleet.is_healthy(b) for b in backends}
-        body = self.metrics.render(in_flight, healthy, self.scheduler.depth).encode("utf-8")
+        ejected = {b.name: bool(b.request_health.until) for b in backends}
+        body = self.metrics.render(in_flight, healthy, self.scheduler.depth, ejected).encode("utf-8")
         await self.relay.send_body(side, ex, 200, body, b"text/plain; version=0.0.4; charset=utf-8")
 
     async def _health(self, side: ServerSide, ex: Exchange) -> None:
@@ -6308,7 +7119,27 @@ class OwnEndpoints:
         await self.relay.send_json(side, ex, status, obj)
 
     async def _backends(self, side: ServerSide, ex: Exchange) -> None:
-        report = {"backends": [self.fleet.report(b) for b in self.fleet.backends], "queue_depth": self.scheduler.depth}
+        report = {"backends": self.backend_reports(), "queue_depth": self.scheduler.depth}
+        await self.relay.send_json(side, ex, 200, report)
+
+    def backend_reports(self) -> List[Dict[str, Any]]:
+        """Each backend as /__proxy/backends and /__proxy/status report it (Fleet.report)."""
+        return [self.fleet.report(b) for b in self.fleet.backends]
+
+    async def _page(self, side: ServerSide, ex: Exchange) -> None:
+        """GET /__proxy/: the status page (SPEC §8); its data comes from /__proxy/status."""
+        await self.relay.send_body(side, ex, 200, STATUS_PAGE, b"text/html; charset=utf-8",
+                                   extra=[(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")])
+
+    async def _status(self, side: ServerSide, ex: Exchange) -> None:
+        """GET /__proxy/status: the backends, the queue, the last requests and minutes, as JSON (SPEC §8)."""
+        mono, wall = time.monotonic(), time.time()
+        depth = self.scheduler.depth
+        recent = self.metrics.recent
+        recent.sample_queue(depth, mono)
+        queue = {"depth": depth, "max_concurrent": self.config.max_concurrent,
+                 "waiting": [{"model": w.want.model, "path": w.want.path} for w in self.scheduler.queue[:50]]}
+        report = status_report(self.backend_reports(), queue, recent, mono, wall, self.metrics.start_time)
         await self.relay.send_json(side, ex, 200, report)
 
     async def _tags(self, side: ServerSide, ex: Exchange) -> None:
@@ -6367,6 +7198,20 @@ class OwnEndpoints:
         return settings
 
 
+def basic_password(authorization: bytes) -> Optional[bytes]:
+    """The password of an ``Authorization: Basic base64(user:password)`` value (any user); None
+    when the value is not one."""
+    scheme, _, encoded = authorization.strip().partition(b" ")
+    if scheme.lower() != b"basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True)
+    except ValueError:  # binascii.Error
+        return None
+    user, colon, password = decoded.partition(b":")
+    return password if colon else None
+
+
 class RequestReader:
     """A request as the proxy reads it, before any backend is chosen (SPEC §4, §6): the API key
     and the loop check first, the URL prefixes, the body (bounded) and its JSON, then (once the
@@ -6415,6 +7260,12 @@ class RequestReader:
         assert self._bearer is not None
         if (auth is not None and hmac.compare_digest(auth, self._bearer)) or (key is not None and hmac.compare_digest(key, self._api_key)):
             return
+        if req.path in STATUS_PAGE_PATHS:  # a browser: Basic authentication, the key as the password (SPEC §8)
+            password = basic_password(auth) if auth is not None else None
+            if password is not None and hmac.compare_digest(password, self._api_key):
+                return
+            raise Unauthorized("missing or wrong API key: send 'Authorization: Bearer <key>', 'x-api-key: <key>', "
+                               "or Basic authentication with the key as the password", challenge=True)
         raise Unauthorized("missing or wrong API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
 
     async def read(self, side: ServerSide, ex: Exchange) -> None:
@@ -6604,10 +7455,17 @@ class App:
         self.reader.merging = self.own.merging
         self.fleet.on_up = self._backend_up
         self.fleet.on_down = self.scheduler.fail_stranded
-        self.fleet.on_round = self.scheduler.dispatch_all
+        self.fleet.on_round = self._round
+        self.fleet.on_back = self.scheduler.dispatch
+        self.fleet.count = self.metrics.count_backend
 
     def count(self, event: str, n: int = 1) -> None:
         self.metrics.count(event, n)
+
+    def _round(self) -> None:
+        """After each probe round: waiting requests may go to what changed; the queue's depth for the status page's chart."""
+        self.scheduler.dispatch_all()
+        self.metrics.recent.sample_queue(self.scheduler.depth, time.monotonic())
 
     # -- lifecycle --------------------------------------------------------
 
@@ -6893,7 +7751,8 @@ class App:
     async def _forward(self, side: ServerSide, ex: Exchange, upload: bool) -> None:
         """Choose a backend (waiting in the queue if all are busy), prepare the request for it,
         send it, and relay the answer.  A failure before the answer started goes to another
-        backend not yet tried, up to --max-retries times (SPEC §6)."""
+        backend not yet tried, up to --max-retries times (SPEC §6).  Each attempt's outcome is
+        reported to the Fleet (``judge``), which decides what it means for the backend's health."""
         tried: List[str] = []
         heartbeat: Optional[asyncio.Task] = None
         if ex.request.streaming and self.config.heartbeat > 0:
@@ -6904,6 +7763,7 @@ class App:
             while True:
                 backend: Optional[Backend] = None
                 upconn: Optional[UpstreamConnection] = None
+                failure: Optional[str] = None  #: the attempt's verdict on its backend: why it failed, "" served, None neither
                 try:
                     backend = await scheduler.acquire(want, tried)  # may fail after the heartbeat's head: in-band below
                     ex.backend = backend.name
@@ -6918,26 +7778,34 @@ class App:
                         upconn, response, attempt = await self._send(side, ex, attempt, upload)
                     except (BadGateway, UpstreamTimeout) as err:
                         upconn = None
+                        failure = err.message
                         self.fleet.mark_failed(backend, err.message)
                         if not upload and scheduler.may_retry(want, tried, backend):
                             log.warning("%s: %s: trying another backend", ex.label(), err.message)
                             continue
                         raise
-                    if response.status_code >= 500 and not upload and scheduler.may_retry(want, tried, backend):
-                        body = await upconn.receive_whole_body()
-                        self._release_connection(backend, upconn)
-                        upconn = None
-                        log.warning("%s: backend %s answered %d (%s): trying another backend", ex.label(), backend.name, response.status_code,
-                                    error_message_from_body(body))
-                        continue
+                    if response.status_code >= 500:
+                        failure = "backend %s answered %d" % (backend.name, response.status_code)
+                        if not upload and scheduler.may_retry(want, tried, backend):
+                            body = await upconn.receive_whole_body()
+                            self._release_connection(backend, upconn)
+                            upconn = None
+                            failure += " (%s)" % error_message_from_body(body)
+                            log.warning("%s: %s: trying another backend", ex.label(), failure)
+                            continue
                     if heartbeat is not None:
                         await self.relay.stop_heartbeat(heartbeat)
                         heartbeat = None
                     await self._answer(side, ex, want, attempt, upconn, response)
+                    if failure is None and response.status_code < 400:
+                        failure = ex.error or ""  # an error after a 2xx head: the stream broke
+                    elif failure is not None and (ex.error or ex.tail):
+                        failure += " (%s)" % (ex.error or error_message_from_body(ex.tail))[:200]
                     return
                 except ProxyError as err:
                     if backend is not None and isinstance(err, (BadGateway, UpstreamTimeout)):
                         backend.last_error = err.message
+                        failure = failure or err.message
                     if upconn is not None:
                         upconn.abort()
                         upconn = None
@@ -6952,6 +7820,8 @@ class App:
                     if backend is not None:
                         if upconn is not None:
                             self._release_connection(backend, upconn)
+                        if want.pinned is None:  # /proxy-backend/ is for debugging: it neither ejects nor recovers
+                            self.fleet.judge(backend, failure, want.trial)
                         scheduler.release(backend)
         finally:
             if heartbeat is not None:
@@ -7101,6 +7971,8 @@ class App:
 # Theory.  --check and the start-up flash-attention check read what Ollama will
 # see (its environment, the machine's memory, each model's metadata) and say what
 # the proxy would send; pure readers first, then run_doctor, the one with I/O.
+# --check --limits MODEL loads the model at growing sizes and measures what this
+# machine really runs: pure ladder, verdict, table and advice, then run_limits.
 
 
 # -- readers of what Ollama sees (SPEC §8) --------
@@ -7378,6 +8250,12 @@ def _would_send(config: Config, model: str, info: ModelInfo) -> str:
     return "the client's (at most %d)" % cap if cap else "the client's"
 
 
+async def scanned_backends(config: Config, via: bytes) -> List[BackendSpec]:
+    """The Ollama servers answering now on the --scan ports that are not configured backends."""
+    scanned = [t for t in scan_targets(config, config.port) if t not in config.backends]
+    return [r.spec for r in await probe_all(scanned, config.probe_timeout, via) if r.ok]
+
+
 async def run_doctor(config: Config, environ: Mapping[str, str]) -> int:
     """--check: each backend, its version and models, the num_ctx the proxy would send, the
     Ollama settings and, on macOS, the GPU memory; advice.  0 when every backend answered."""
@@ -7388,8 +8266,7 @@ async def run_doctor(config: Config, environ: Mapping[str, str]) -> int:
     largest_kv = 0
     if config.scan is not None:
         host, first, last = config.scan
-        scanned = [t for t in scan_targets(config, config.port) if t not in config.backends]
-        found = [r.spec for r in await probe_all(scanned, config.probe_timeout, via) if r.ok]
+        found = await scanned_backends(config, via)
         sections.append(("scan %s ports %d-%d" % (host, first, last),
                          ["found %d Ollama server(s)%s" % (len(found), ": " + ", ".join(s.name for s in found) if found else " (none answering now)")]))
         backends.extend(Backend(spec, discovered=True) for spec in found)
@@ -7456,6 +8333,374 @@ async def run_doctor(config: Config, environ: Mapping[str, str]) -> int:
     sections.append(("advice", advice))
     print(format_report(sections))
     return 0 if answered else 1
+
+
+# -- the limits probe: --check --limits MODEL (SPEC §8) --------
+
+LIMITS_FILL = 0.85  #: the share of each size's context the probe's prompt fills, in estimated tokens
+LIMITS_NUM_PREDICT = 16  #: tokens each load generates: enough for a generation rate
+LIMITS_KEEP_ALIVE = "5m"  #: each load stays listed in /api/ps until it is measured, whatever OLLAMA_KEEP_ALIVE says
+LIMITS_QUESTION = "\n\nIn one sentence: what is the text above about?"
+LIMITS_FILLER = (
+    "The lighthouse keeper wrote down the weather every morning: wind from the west, a grey sea, two fishing "
+    "boats leaving the harbour before seven. In the afternoon she painted the railings, counted the gulls on "
+    "the breakwater and mended a net for her neighbour, who brought bread and news from the village. "
+)
+LIMITS_COLUMNS = ("num_ctx", "prompt", "load s", "prompt tok/s", "gen tok/s", "in GPU", "in time", "result")
+LIMITS_RESULT_WIDTH = 72  #: the table cuts a longer result (the advice has it whole)
+
+
+@dataclass(frozen=True)
+class LimitProbe:
+    """What one load of the limits probe answered: its measurements, or why it did not answer."""
+
+    num_ctx: int
+    error: str = ""  #: why the load or the answer failed ("" when it answered)
+    stalled: bool = False  #: the backend was silent for --request-timeout
+    seconds: float = 0.0  #: the whole request, wall clock
+    prompt_tokens: int = 0  #: prompt_eval_count
+    load_seconds: float = 0.0  #: load_duration
+    prompt_rate: float = 0.0  #: prompt tokens/s: prompt_eval_count / prompt_eval_duration (0: not reported)
+    eval_rate: float = 0.0  #: generated tokens/s: eval_count / eval_duration (0: not reported)
+    size: int = 0  #: the bytes /api/ps says the loaded model takes (0: not listed)
+    size_vram: int = 0  #: of which in GPU memory
+
+    @property
+    def answered(self) -> bool:
+        """Did it measure anything (an answer with done:true within --request-timeout)?"""
+        return not self.error and not self.stalled
+
+    @property
+    def gpu_share(self) -> Optional[float]:
+        """size_vram / size from /api/ps; None when it did not list the model."""
+        return min(1.0, self.size_vram / self.size) if self.size > 0 else None
+
+
+def limits_ladder(sizes: Sequence[int], training: int) -> List[int]:
+    """The sizes the probe loads, smallest first: the --context-sizes up to the training context (all of
+    them when it is unknown, 0), or the training context alone when every size is above it."""
+    return sorted({s for s in sizes if training <= 0 or s <= training}) or [training]
+
+
+def limits_prompt(num_ctx: int, chars_per_token: float, fill: float = LIMITS_FILL) -> str:
+    """A user message of about ``fill`` × num_ctx tokens at ``chars_per_token``: prose, then a short question."""
+    chars = max(0, int(num_ctx * fill * chars_per_token) - len(LIMITS_QUESTION))
+    return (LIMITS_FILLER * (chars // len(LIMITS_FILLER) + 1))[:chars] + LIMITS_QUESTION
+
+
+def stream_failure(status: int, objects: Sequence[Any]) -> str:
+    """Why a streamed answer failed ("" when it ended with done:true): an error line (before the stream,
+    with a status other than 200, or in it, with 200: ollama-api.md §4), another status, or an end
+    without done:true."""
+    for obj in objects:
+        if isinstance(obj, dict) and isinstance(obj.get("error"), str):
+            return obj["error"] if status == 200 else "status %d: %s" % (status, obj["error"])
+    if status != 200:
+        return "status %d" % status
+    if not objects or not isinstance(objects[-1], dict) or objects[-1].get("done") is not True:
+        return "the answer ended without done:true"
+    return ""
+
+
+def _stat(value: Any) -> int:
+    """A count or a duration of Ollama's stats (omitted when zero): a positive integer, else 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def ps_entry(ps: Any, model: str) -> Optional[Dict[str, Any]]:
+    """The /api/ps entry of the (normalized) ``model``, by its name or model field; None when not loaded."""
+    models = ps.get("models") if isinstance(ps, dict) else None
+    for entry in models if isinstance(models, list) else []:
+        if isinstance(entry, dict) and any(isinstance(entry.get(k), str) and normalize_model(entry[k]) == model for k in ("name", "model")):
+            return entry
+    return None
+
+
+def limit_probe(num_ctx: int, final: Mapping[str, Any], seconds: float, entry: Optional[Mapping[str, Any]]) -> LimitProbe:
+    """The measurements of one answered load: the final object's stats (ollama-api.md §4) and the model's /api/ps entry."""
+    entry = entry or {}
+
+    def rate(count: str, duration: str) -> float:
+        n, ns = _stat(final.get(count)), _stat(final.get(duration))
+        return n * 1e9 / ns if n and ns else 0.0
+
+    return LimitProbe(num_ctx, seconds=seconds, prompt_tokens=_stat(final.get("prompt_eval_count")),
+                      load_seconds=_stat(final.get("load_duration")) / 1e9, prompt_rate=rate("prompt_eval_count", "prompt_eval_duration"),
+                      eval_rate=rate("eval_count", "eval_duration"), size=_stat(entry.get("size")), size_vram=_stat(entry.get("size_vram")))
+
+
+def limit_verdict(probe: LimitProbe) -> Tuple[bool, str]:
+    """(passed, what happened) for one load, the one place that decides where the ladder stops: a load
+    passes when it answered in time with all of the model in GPU memory (or /api/ps not listing it)."""
+    if probe.stalled:
+        return False, "stalled: %s" % probe.error
+    if probe.error:
+        return False, "failed: %s" % probe.error
+    share = probe.gpu_share
+    if share is not None and share < 1.0:
+        return False, "spills to the CPU: %d%% in GPU memory" % int(share * 100)
+    return True, "ok"
+
+
+def limits_progress(probe: LimitProbe, index: int, count: int) -> str:
+    """The line that reports one load when it is done: its size, its verdict and what it measured."""
+    line = "num_ctx %d (%d/%d): %s" % (probe.num_ctx, index, count, limit_verdict(probe)[1])
+    if not probe.answered:
+        return line
+    share = probe.gpu_share
+    return line + " (load %.2f s, prompt %d tokens at %.0f tokens/s, generation %.1f tokens/s, %s in GPU, %.1f s in all)" % (
+        probe.load_seconds, probe.prompt_tokens, probe.prompt_rate, probe.eval_rate, "?" if share is None else "%d%%" % int(share * 100),
+        probe.seconds)
+
+
+def _limits_row(probe: LimitProbe) -> Tuple[str, ...]:
+    why = limit_verdict(probe)[1]
+    if len(why) > LIMITS_RESULT_WIDTH:
+        why = why[: LIMITS_RESULT_WIDTH - 3] + "..."
+    if not probe.answered:
+        return (str(probe.num_ctx), "-", "-", "-", "-", "-", "no" if probe.stalled else "yes", why)
+    share = probe.gpu_share
+    return (str(probe.num_ctx), str(probe.prompt_tokens), "%.2f" % probe.load_seconds, "%.0f" % probe.prompt_rate if probe.prompt_rate else "?",
+            "%.1f" % probe.eval_rate if probe.eval_rate else "?", "?" if share is None else "%d%%" % int(share * 100), "yes", why)
+
+
+def format_limits_table(probes: Sequence[LimitProbe]) -> str:
+    """The probe's table: a header and one row per load, numbers right-aligned, the result last and left-aligned."""
+    rows = [LIMITS_COLUMNS] + [_limits_row(p) for p in probes]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(LIMITS_COLUMNS) - 1)]
+    return "".join(("  ".join(cell.rjust(w) for cell, w in zip(row, widths)) + "  " + row[-1]).rstrip() + "\n" for row in rows)
+
+
+def limits_advice(model: str, probes: Sequence[LimitProbe], training: int, sends: int) -> List[str]:
+    """What to set, from the loads made (in ladder order; a failed one is the last): the largest size that
+    passed as --max-context N or --num-ctx MODEL=N, what stopped the ladder, and whether the proxy as set up
+    now would send this model more than that (``sends``: the most it sends, 0 = no cap)."""
+    verdicts = [limit_verdict(p) for p in probes]
+    passed = [p.num_ctx for p, (ok, _) in zip(probes, verdicts) if ok]
+    stop = next(((p.num_ctx, why) for p, (ok, why) in zip(probes, verdicts) if not ok), None)
+    if not passed:
+        if stop is None:
+            return ["no size was tried"]
+        return ["no size passed: the smallest, %d, %s" % stop,
+                "this machine cannot run %s with %d tokens of context as it is set up: try a smaller model or quantization, "
+                "or fewer models loaded beside it" % (model, stop[0])]
+    best = max(passed)
+    if stop is not None:
+        lines = ["largest size that passed: %d; %d %s" % (best, stop[0], stop[1])]
+    elif training and best >= training:
+        lines = ["every size passed, up to the model's training context, %d" % best]
+    else:
+        lines = ["every size tried passed, up to %d; larger ones were not tried (the training context is %s): add them to --context-sizes to go on"
+                 % (best, training or "unknown")]
+    lines.append("use --max-context %d (a cap for every model), or --num-ctx %s=%d (this model only)" % (best, model, best))
+    if stop is not None and (sends == 0 or sends > best):
+        lines.append("as set up now the proxy may send %s num_ctx %s, more than passed here" % (model, sends or "without a cap"))
+    return lines
+
+
+def limits_sends(config: Config, model: str, training: int) -> int:
+    """The largest num_ctx the proxy as configured sends ``model`` (0: no cap), as context_source decides it."""
+    cap = context_cap(training, config.max_context)
+    source, fixed = context_source(config, model, None, None)
+    if source == "fixed" and fixed is not None:
+        return min(fixed, cap) if cap else fixed
+    return cap
+
+
+class LimitsProgress:
+    """Progress lines on ``out``: on a terminal each size's line shows while it loads and is rewritten
+    (``\\r``) with its result; otherwise one plain line per size once it is done."""
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        isatty = getattr(out, "isatty", None)
+        self.tty = bool(isatty()) if callable(isatty) else False
+        self.width = 0  #: of the pending line, which the next one must cover
+
+    def pending(self, text: str) -> None:
+        if self.tty:
+            self.out.write("\r" + text.ljust(self.width))
+            self.out.flush()
+            self.width = len(text)
+
+    def done(self, text: str) -> None:
+        self.out.write(("\r" + text.ljust(self.width) if self.tty else text) + "\n")
+        self.out.flush()
+        self.width = 0
+
+
+async def stream_request(pool: Pool, path: str, body: Any, via: bytes, timeout: float) -> Tuple[int, List[Any]]:
+    """One streamed JSON exchange of the doctor's own (a load of the limits probe): (status, the
+    answer's NDJSON objects, None for a line that is not JSON); UpstreamTimeout when the backend
+    sends nothing for ``timeout`` seconds (the meaning of --request-timeout)."""
+    backend = pool.backend
+    spec = backend.spec
+    data = json.dumps(body).encode("utf-8")
+    headers: Headers = [(b"host", backend.host_header), (b"accept", b"application/x-ndjson"), (b"via", via),
+                        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
+    if spec.auth is not None:
+        headers.append((b"authorization", spec.auth.encode("latin-1")))
+    upconn = pool.take_idle() or await pool.connect()
+    try:
+        upconn.timer.start(timeout)
+        await upconn.send_request(b"POST", (spec.path_prefix + path).encode("latin-1"), headers, data)
+        response = await upconn.receive_response()
+        raw = await upconn.receive_whole_body()
+    except BaseException:
+        upconn.abort()
+        raise
+    pool.release(upconn)
+    objects: List[Any] = []
+    for line in raw.split(b"\n"):
+        if line.strip():
+            try:
+                objects.append(parse_json(line))
+            except ValueError:
+                objects.append(None)
+    return response.status_code, objects
+
+
+async def _limits_find(specs: Sequence[BackendSpec], model: str, config: Config,
+                       via: bytes) -> Tuple[Optional[Backend], str, List[str], List[str]]:
+    """The first backend of ``specs`` that answers and lists ``model`` (normalized), with its pool open,
+    and the name it lists it by; then the backends that did not answer (with why) and those without it."""
+    unreachable: List[str] = []
+    without: List[str] = []
+    for spec in specs:
+        backend = Backend(spec)
+        pool = backend.pool = Pool(backend, config.connect_timeout)
+        try:
+            status, version = await pool.request_json(b"GET", "/api/version", None, via, METADATA_TIMEOUT)
+            if status != 200 or not isinstance(version, dict) or not isinstance(version.get("version"), str):
+                raise BadGateway("/api/version answered %d without a version (is this Ollama?)" % status)
+            status, tags = await pool.request_json(b"GET", "/api/tags", None, via, METADATA_TIMEOUT)
+        except (ProxyError, OSError) as exc:
+            unreachable.append("%s: %s" % (spec.name, exc))
+            pool.close()
+            continue
+        entries = tags.get("models") if isinstance(tags, dict) else None
+        listed = [e.get("name") or e.get("model") for e in entries or [] if isinstance(e, dict)]
+        name = next((n for n in listed if isinstance(n, str) and n and normalize_model(n) == model), None)
+        if name is not None:
+            return backend, name, unreachable, without
+        without.append(spec.name)
+        pool.close()
+    return None, "", unreachable, without
+
+
+async def _limits_load(pool: Pool, name: str, model: str, num_ctx: int, chars_per_token: float, config: Config, via: bytes) -> Tuple[LimitProbe, int]:
+    """One load at ``num_ctx`` with a prompt that fills most of it, measured; and the prompt's characters."""
+    prompt = limits_prompt(num_ctx, chars_per_token)
+    body = {"model": name, "messages": [{"role": "user", "content": prompt}], "stream": True, "keep_alive": LIMITS_KEEP_ALIVE,
+            "options": {"num_ctx": num_ctx, "num_predict": LIMITS_NUM_PREDICT}}
+    started = time.monotonic()
+    try:
+        status, objects = await stream_request(pool, "/api/chat", body, via, config.request_timeout)
+    except UpstreamTimeout:
+        return LimitProbe(num_ctx, error="no answer for %gs (--request-timeout)" % config.request_timeout, stalled=True), len(prompt)
+    except (ProxyError, OSError) as exc:
+        return LimitProbe(num_ctx, error=str(exc)), len(prompt)
+    seconds = time.monotonic() - started
+    failure = stream_failure(status, objects)
+    if failure:
+        return LimitProbe(num_ctx, error=failure, seconds=seconds), len(prompt)
+    try:
+        _, ps = await pool.request_json(b"GET", "/api/ps", None, via, METADATA_TIMEOUT)
+    except (ProxyError, OSError):
+        ps = None
+    return limit_probe(num_ctx, objects[-1], seconds, ps_entry(ps, model)), len(prompt)
+
+
+async def _limits_leave(pool: Pool, name: str, model: str, before: Optional[int], config: Config, via: bytes) -> str:
+    """Unload the model (keep_alive 0), or, when it was loaded before (at ``before``, 0 = size unknown),
+    leave it loaded at that size (with the proxy's --keep-alive for it, if any); says which."""
+    try:
+        if before is None:
+            status, _ = await pool.request_json(b"POST", "/api/chat", {"model": name, "messages": [], "keep_alive": 0, "stream": False},
+                                                via, config.request_timeout)
+            return "unloaded %s" % name if status == 200 else "could not unload %s: status %d" % (name, status)
+        _, ps = await pool.request_json(b"GET", "/api/ps", None, via, METADATA_TIMEOUT)
+        entry = ps_entry(ps, model)
+        if entry is not None and (not before or entry.get("context_length") == before):
+            return "%s was loaded before: left loaded" % name
+        body: Dict[str, Any] = {"model": name, "messages": [], "stream": False}
+        if before:
+            body["options"] = {"num_ctx": before}
+        keep_alive = lookup_model_value(config.keep_alive, model)
+        if keep_alive is not None:
+            body["keep_alive"] = keep_alive
+        status, _ = await pool.request_json(b"POST", "/api/chat", body, via, config.request_timeout)
+        what = " at num_ctx %d" % before if before else ""
+        return "%s was loaded before: loaded again%s" % (name, what) if status == 200 else "could not load %s again%s: status %d" % (name, what, status)
+    except (ProxyError, OSError) as exc:
+        return "could not %s %s: %s" % ("unload" if before is None else "load again", name, exc)
+
+
+async def run_limits(config: Config, model: str, out: Any = None) -> int:
+    """--check --limits MODEL (SPEC §8): on the first backend that answers and has the model (among those
+    of its --route, if any), load it at each size of limits_ladder, smallest first, with a prompt that
+    fills most of the context; stop at the first size limit_verdict does not pass; then unload it (or
+    leave it loaded as it was), print the table and the advice.  0 when at least one size was measured."""
+    out = out if out is not None else sys.stdout
+    via = ("1.1 ollama-proxy-" + uuid.uuid4().hex[:12]).encode("ascii")
+    wanted = normalize_model(model)
+    target = alias_target(wanted, {a: m for a, m in config.aliases if not is_model_pattern(a)},
+                          [(a, m) for a, m in config.aliases if is_model_pattern(a)])
+    wanted = normalize_model(target) if target else wanted
+    specs = list(config.backends) + (await scanned_backends(config, via) if config.scan is not None else [])
+    route = route_for(wanted, config.routes)
+    if route is not None:
+        specs = [spec for name in route for spec in specs if spec.name == name]
+    backend, name, unreachable, without = await _limits_find(specs, wanted, config, via)
+    if backend is None or backend.pool is None:
+        if not without:
+            print("ollama-proxy: error: --limits: no backend reachable (%s)" % ("; ".join(unreachable) or "none configured"), file=sys.stderr)
+        else:
+            print("ollama-proxy: error: --limits: model %r is not on %s%s; check the name or pull it" % (
+                wanted, "backend " + without[0] if len(without) == 1 else "any of the backends " + ", ".join(without),
+                " (not reachable: %s)" % "; ".join(unreachable) if unreachable else ""), file=sys.stderr)
+        return 1
+    pool = backend.pool
+    try:
+        status, show = await pool.request_json(b"POST", "/api/show", {"model": name}, via, METADATA_TIMEOUT)
+        _, ps = await pool.request_json(b"GET", "/api/ps", None, via, METADATA_TIMEOUT)
+    except (ProxyError, OSError) as exc:
+        print("ollama-proxy: error: --limits: backend %s: %s" % (backend.name, exc), file=sys.stderr)
+        pool.close()
+        return 1
+    info = model_info_from_show(wanted, show if isinstance(show, dict) else {})
+    if status != 200 or info.is_embedding:
+        reason = show.get("error") if isinstance(show, dict) and status != 200 else None
+        print("ollama-proxy: error: --limits: %s" % ("/api/show %s: status %d%s" % (name, status, ": %s" % reason if reason else "")
+                                                     if status != 200 else "%s is an embedding model: it generates nothing to measure" % name),
+              file=sys.stderr)
+        pool.close()
+        return 1
+    entry = ps_entry(ps, wanted)
+    before = None if entry is None else _stat(entry.get("context_length"))
+    ladder = limits_ladder(config.context_sizes, info.context_length)
+    print("limits of %s on backend %s (%s): training context %s, trying num_ctx %s%s" % (
+        name, backend.name, backend.spec.url, info.context_length or "unknown", ", ".join(map(str, ladder)),
+        "; loaded before at %s" % (before or "an unknown size") if entry is not None else ""), file=out)
+    progress = LimitsProgress(out)
+    probes: List[LimitProbe] = []
+    ratio = DEFAULT_CHARS_PER_TOKEN
+    try:
+        for index, num_ctx in enumerate(ladder, 1):
+            progress.pending("num_ctx %d (%d/%d): loading with a prompt of about %d tokens..." % (num_ctx, index, len(ladder), int(num_ctx * LIMITS_FILL)))
+            probe, chars = await _limits_load(pool, name, wanted, num_ctx, ratio, config, via)
+            probes.append(probe)
+            progress.done(limits_progress(probe, index, len(ladder)))
+            if not limit_verdict(probe)[0]:
+                break
+            ratio, _ = calibrate(ratio, chars, probe.prompt_tokens, num_ctx)  # the next prompt fills its context as planned
+    finally:
+        left = await _limits_leave(pool, name, wanted, before, config, via)
+        pool.close()
+    print("\n" + format_limits_table(probes), file=out)
+    print(format_report([("advice", limits_advice(name, probes, info.context_length, limits_sends(config, wanted, info.context_length)) + [left])]),
+          end="", file=out)
+    return 0 if any(p.answered for p in probes) else 1
 
 
 # ---------------------------------------------------------------------------
@@ -7548,6 +8793,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logging(config)
     if config.notes:  # one line, whatever the number of settings named twice
         log.warning("settings named twice, by our name and by another proxy's: %s", "; ".join(config.notes))
+    if config.check and config.limits is not None:
+        return asyncio.run(run_limits(config, config.limits))
     if config.check:
         return asyncio.run(run_doctor(config, os.environ))
     release_freed_memory()

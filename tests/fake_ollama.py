@@ -34,7 +34,7 @@ check_host=True)``: ``start()`` (returns self once listening), ``stop()``, conte
 (-> bool); faults ``add_fault(Fault) -> Fault``, ``clear_faults()``, ``gate() -> Gate``;
 ``refuse()`` / ``accept()`` close and reopen the listening socket (same port); scheduler
 ``loaded``, ``loads``, ``load_count(model=None)``, ``reload_count(model=None)``,
-``oom_above`` and ``default_num_ctx`` (settable), see below.
+``oom_above``, ``spill_above`` and ``default_num_ctx`` (settable), see below.
 
 ``Received``: conn_id, method, target, headers (lower-cased names, in order), body,
 http_version, ``native`` (on /v1 chat, completions, embeddings and /v1/messages: the native
@@ -71,6 +71,9 @@ the request's own 400/404 checks, as Ollama's scheduler gives one:
   for streaming requests; OpenAI shape on /v1), and the model is then not loaded (a runner it
   was to replace is gone too). An *automatic* num_ctx is retried once with a smaller tier
   (> 32768 -> 32768, > 4096 -> 4096); an explicit one is never reduced.
+* GPU memory: a runner whose effective num_ctx is above ``spill_above`` (None = never) loads,
+  but does not fit the GPU: /api/ps reports ``size_vram`` = model size + ``spill_above`` x
+  block_count x 4096 (what fits), below ``size``, as Ollama does for a model partly on the CPU.
 * ``keep_alive: 0`` unloads the runner once the last request using it ended (its answer sent
   or cut off, or an error after the load; a later request without keep_alive that reused it
   keeps the 0, as in Ollama). The unload happens before the last bytes a client waits for (the
@@ -94,7 +97,8 @@ reload; an OOM retry is not one either).
 "num_gpu", "main_gpu", "num_thread", "use_mmap", "draft_num_predict", "shift"}, "keep_alive":
 seconds (math.inf = for ever), "expires_at": Unix seconds}``; expired runners are dropped.
 ``/api/ps`` lists the same runners, latest ``expires_at`` first, with ``context_length`` = the
-effective num_ctx and ``size`` = ``size_vram`` = model size + num_ctx x block_count x 4096.
+effective num_ctx and ``size`` = ``size_vram`` = model size + num_ctx x block_count x 4096
+(``size_vram`` smaller above ``spill_above``).
 
 Token counts
 ------------
@@ -281,8 +285,9 @@ Deliberate differences from real Ollama
 ---------------------------------------
 No CORS handling; the loopback Host check (403, empty body) is on by default and can be turned
 off with ``check_host=False``. Loads take no time, there is no scheduler queue (503) and no
-model-count or memory limit besides ``oom_above``: models stay loaded beside each other, and
-requests that would wait in Ollama for a runner to unload do not wait. Routes Ollama
+model-count or memory limit besides ``oom_above`` and ``spill_above`` (num_ctx thresholds of one
+runner, not memory the loaded models share; a spilled runner is no slower): models stay loaded
+beside each other, and requests that would wait in Ollama for a runner to unload do not wait. Routes Ollama
 registers but the fake does not model (/api/me, /api/signout, /api/user/keys/*,
 /api/experimental/*, /v1/audio/transcriptions) answer 501
 ``{"error": "not implemented by fake_ollama"}``. Tool calls are always to the first tool, with
@@ -3019,6 +3024,7 @@ class FakeOllamaApp:
         self.runners: dict = {}  # model.blob -> Runner
         self.loads: List[dict] = []  # every load attempt, in order
         self.oom_above: Optional[int] = None  # a load with a larger num_ctx fails
+        self.spill_above: Optional[int] = None  # a runner with a larger num_ctx is partly on the CPU
         self.blobs: dict = {}  # "sha256:<hex>" -> size in bytes
         self.default_num_ctx = DEFAULT_NUM_CTX
         self.rng = random.Random(0)
@@ -3304,11 +3310,14 @@ class FakeOllamaApp:
         for runner in runners:
             model, context = runner.model, runner.options.num_ctx
             in_use = model.size + self.kv_cache_bytes(model, context)
+            on_gpu = in_use
+            if self.spill_above is not None and context > self.spill_above:
+                on_gpu = model.size + self.kv_cache_bytes(model, self.spill_above)
             entries.append({"name": model.name, "model": model.name, "size": in_use,
                             "digest": model.digest,
                             "details": self.details(model, lengths=False),
                             "expires_at": rfc3339_nano(int(runner.expires_at * 1e9)),
-                            "size_vram": in_use, "context_length": context})
+                            "size_vram": on_gpu, "context_length": context})
         return json_reply({"models": entries})
 
     # -- /api/show ------------------------------------------------------------------------
@@ -4307,6 +4316,15 @@ class FakeOllama:
         self.app.oom_above = value
 
     @property
+    def spill_above(self) -> Optional[int]:
+        """A runner with an effective num_ctx above this is partly on the CPU: /api/ps size_vram < size (None: never)."""
+        return self.app.spill_above
+
+    @spill_above.setter
+    def spill_above(self, value: Optional[int]) -> None:
+        self.app.spill_above = value
+
+    @property
     def default_num_ctx(self) -> int:
         """The automatic num_ctx (Ollama's VRAM-based default; 4096 here)."""
         return self.app.default_num_ctx
@@ -4511,6 +4529,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
                         help="the automatic num_ctx (Ollama's VRAM-based default)")
     parser.add_argument("--oom-above", type=int, default=None, metavar="N",
                         help="a model load with num_ctx above N fails as out of memory")
+    parser.add_argument("--spill-above", type=int, default=None, metavar="N",
+                        help="a model loaded with num_ctx above N is partly on the CPU (/api/ps size_vram below size)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
     return parser
 
@@ -4523,6 +4543,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                       version=args.ollama_version)
     fake.default_num_ctx = args.num_ctx
     fake.oom_above = args.oom_above
+    fake.spill_above = args.spill_above
     try:
         fake.start()
     except OSError as exc:

@@ -440,11 +440,12 @@ def test_model_less_requests_go_to_first_healthy_backend(make_fake, start_proxy)
 def test_killing_a_backend_under_load_loses_no_request(make_fake, start_proxy):
     """100 concurrent non-streamed chats over three backends; the lowest-port one is stopped
     mid-way: every answer is a complete 200; it is marked unhealthy, and once a fake listens on
-    its port again it is healthy and served again."""
+    its port again it is healthy and served again (its failed requests ejected it: once its
+    cool-off is over, the next request is its trial)."""
     fakes = sorted_fakes(make_fake, 3)
     victim = fakes[0]
     port = victim.port
-    proxy = start_proxy([f.url for f in fakes], scan_interval=0.2)
+    proxy = start_proxy([f.url for f in fakes], "--eject-after", "1", "--eject-seconds", "0.3", scan_interval=0.2)
     wait_healthy(proxy, 3)
     n = 100
     jobs = [Background(call, proxy.port, "POST", "/api/chat", chat("load %d" % i), {"X-Fake-Delay-Ms": "60"})
@@ -466,7 +467,9 @@ def test_killing_a_backend_under_load_loses_no_request(make_fake, start_proxy):
 
     reborn = make_fake(port=port)
     wait_for(lambda: health_of(proxy)[name(victim)] is True, what="the restarted backend healthy again")
-    # qwen3:8b is loaded nowhere and nothing is in flight: the lowest port, the reborn backend, wins
+    wait_for(lambda: proxy.call(lambda: proxy.app.fleet.named(name(victim)).request_health.trial_due(time.monotonic())),
+             what="the victim's cool-off over")
+    # its trial: the next request goes there
     answer = call(proxy.port, "POST", "/api/chat", chat("after the restart", model="qwen3:8b"))
     assert answer.status == 200 and answer.backend == name(victim), answer
     assert chat_texts(reborn) == ["after the restart"]

@@ -156,6 +156,7 @@ EXPECTED_TYPES = {
     "ollama_proxy_tokens_generated_total": "counter",
     "ollama_proxy_tokens_per_second": "gauge",
     "ollama_proxy_truncated_prompts_total": "counter",
+    "ollama_proxy_reloads_avoided_total": "counter",
     "ollama_proxy_modifications_total": "counter",
     "ollama_proxy_oom_fallbacks_total": "counter",
     "ollama_proxy_chunked_inputs_total": "counter",
@@ -164,6 +165,11 @@ EXPECTED_TYPES = {
     "ollama_proxy_events_total": "counter",
     "ollama_proxy_queue_depth": "gauge",
     "ollama_proxy_backend_healthy": "gauge",
+    "ollama_proxy_backend_ejected": "gauge",
+    "ollama_proxy_backend_request_failures_total": "counter",
+    "ollama_proxy_ejections_total": "counter",
+    "ollama_proxy_ejection_trials_total": "counter",
+    "ollama_proxy_ejection_recoveries_total": "counter",
 }
 
 # ---------------------------------------------------------------------------
