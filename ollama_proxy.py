@@ -11,19 +11,21 @@ Run it::
 
 Section map (``grep -n '^# [0-9]*\\. ' `` prints the same list):
 
-    0. Header               constants, the logger
+    0. Header               constants, the logger (ProxyLog: one unbuffered write a line)
     1. Configuration        Config, pure parsers, build_config(argv, environ)
     2. Errors               ProxyError and its subclasses, error bodies (Ollama and OpenAI shape)
     3. HTTP plumbing        header helpers, IdleTimer, LineSplitter, the server-side h11 stream
     4. Upstream client      UpstreamConnection (one h11 client socket), the per-backend pool, its JSON client
-    5. Backends             Backend, the probes, the scanner thread, Fleet (health, inventories, reports)
+    5. Backends             Backend, the probes, DNS discovery, the scanner thread, Fleet (health
+                            from probes and from real traffic: ejection; inventories, reports)
     6. Routing and queue    routes, the pure choice and queue pick, StickyTable, Scheduler (slots, queue)
     7. Models               model names, /api/show metadata, prompt estimates, context sizes, Models
     8. Request modifiers    num_ctx, num_predict, keep_alive: one interface, one ordered list
     9. OpenAI translation   /v1 requests (chat, completions, embeddings, Anthropic messages,
                             responses) to the native API and the answers back, streaming too
     10. Embedding chunking  split long inputs, average the pieces' vectors
-    11. Merged lists        /api/tags, /api/ps, /api/version from many backends; Metrics
+    11. Merged lists        /api/tags, /api/ps, /api/version from many backends; Metrics, and
+                            Recent (the last requests and minutes for the status page)
     12. Server              Exchange, Planner (each Attempt), Relay (every answer), OwnEndpoints,
                             RequestReader, and App: accept loop, connection loop, the wiring
     13. Doctor              --check and the flash-attention check: what Ollama sees, what the proxy sends;
@@ -6394,8 +6396,11 @@ def log_access(ex: Exchange, metrics: Metrics) -> None:
         metrics.observe_request(metric_route(req.route), ex.status, ex.backend or "-", duration if ex.backend else -1.0,
                                      rate[0] if rate else 0, rate[1] if rate else 0.0, normalize_model(req.model) if req.model else "")
     if not req.route.startswith("/__proxy/"):  # the page's own refreshes and health checks would crowd out the traffic
+        error = ex.error
+        if error is None and ex.status >= 400 and ex.tail:  # a backend's error answer, relayed: its message
+            error = error_message_from_body(ex.tail[-2048:])[:500]
         metrics.recent.add((now, duration, ex.method, ex.client_path, req.path, req.model, req.client_model, req.rename, ex.backend, ex.status,
-                            rate, ex.changes, ex.truncated, ex.error))
+                            rate, ex.changes, ex.truncated, error))
     if not log.isEnabledFor(logging.INFO):
         return
     fields: Dict[str, Any] = {
@@ -7011,7 +7016,8 @@ function render(st) {
 }
 
 function refresh() {
-  fetch("status", {cache: "no-store", credentials: "same-origin"}).then(function (r) {
+  // relative (the page works under any prefix), without the user:key@ of the page's own URL, which fetch refuses
+  fetch(location.origin + location.pathname.replace(/[^\/]*$/, "") + "status", {cache: "no-store", credentials: "same-origin"}).then(function (r) {
     if (!r.ok) throw new Error("GET /__proxy/status answered " + r.status);
     return r.json();
   }).then(function (st) { render(st); }).catch(function (e) {
