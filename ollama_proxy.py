@@ -109,6 +109,12 @@ class ProxyLog:
         self.fd, self.level, self.json = fd, level, json_lines
         self.logger.setLevel(level)  # for anything still asking the standard logger
 
+    @property
+    def fields_wanted(self) -> bool:
+        """Whether ``extra={"fields": ...}`` is read (json lines, or records for the standard
+        logger): a caller may skip building them otherwise."""
+        return self.json or self.fd is None
+
     def isEnabledFor(self, level: int) -> bool:
         if self.fd is None:
             return self.logger.isEnabledFor(level)
@@ -6207,10 +6213,10 @@ class Planner:
             self.metrics.count("modified_" + change.modifier)
             if change.modifier == "num_ctx":
                 attempt.num_ctx_changed = True
+            extra = {"fields": {"event": "modification", "conn": ex.conn_id, "model": model, "modifier": change.modifier,
+                                "old": change.old, "new": change.new, "reason": change.reason}} if log.fields_wanted else None
             log.log(logging.WARNING if change.warn else logging.INFO, "conn %d: %s %s: %s", ex.conn_id, ex.method.decode("latin-1"), ex.client_path,
-                    change.describe(model), extra={"fields": {
-                "event": "modification", "conn": ex.conn_id, "model": model, "modifier": change.modifier,
-                "old": change.old, "new": change.new, "reason": change.reason}})
+                    change.describe(model), extra=extra)
         return True
 
     def _embed_limit(self, model: str, attempt: Attempt) -> int:
@@ -6403,31 +6409,29 @@ def log_access(ex: Exchange, metrics: Metrics) -> None:
                             rate, ex.changes, ex.truncated, error))
     if not log.isEnabledFor(logging.INFO):
         return
-    fields: Dict[str, Any] = {
-        "event": "request",
-        "conn": ex.conn_id,
-        "method": ex.method.decode("latin-1"),
-        "path": ex.client_path,
-        "model": ex.request.model,
-        "backend": ex.backend,
-        "status": ex.status,
-        "duration_s": round(duration, 4),
-    }
-    text = "conn %d: %s %s" % (ex.conn_id, fields["method"], ex.client_path)
-    if ex.request.path != ex.client_path:
-        fields["upstream_path"] = ex.request.path
-        text += " -> %s" % ex.request.path
-    if ex.request.model:
-        text += " model=%s" % ex.request.model
+    method = ex.method.decode("latin-1")
+    text = "conn %d: %s %s" % (ex.conn_id, method, ex.client_path)
+    if req.path != ex.client_path:
+        text += " -> %s" % req.path
+    if req.model:
+        text += " model=%s" % req.model
     text += " backend=%s status=%s %.3fs" % (ex.backend or "-", ex.status or "-", duration)
     if rate is not None:
-        fields["eval_count"] = rate[0]
-        fields["tokens_per_s"] = round(rate[1], 1)
         text += " %d tokens %.1f tok/s" % rate
     if ex.error:
-        fields["error"] = ex.error
         text += " error=%r" % ex.error
-    log.info(text, extra={"fields": fields})
+    fields: Optional[Dict[str, Any]] = None
+    if log.fields_wanted:  # json lines: the same facts as fields
+        fields = {"event": "request", "conn": ex.conn_id, "method": method, "path": ex.client_path, "model": req.model,
+                  "backend": ex.backend, "status": ex.status, "duration_s": round(duration, 4)}
+        if req.path != ex.client_path:
+            fields["upstream_path"] = req.path
+        if rate is not None:
+            fields["eval_count"] = rate[0]
+            fields["tokens_per_s"] = round(rate[1], 1)
+        if ex.error:
+            fields["error"] = ex.error
+    log.info(text, extra={"fields": fields} if fields is not None else None)
     if log.isEnabledFor(logging.DEBUG) and ex.request.body:
         log.debug("conn %d request body: %s", ex.conn_id, ex.request.body[:4096].decode("utf-8", "replace"))
 
@@ -7441,6 +7445,9 @@ class App:
         self.config = config
         self.token = uuid.uuid4().hex[:12]
         self.via = ("1.1 ollama-proxy-" + self.token).encode("ascii")
+        #: request headers never sent upstream: ours are set per backend, the key is the proxy's own
+        self._upstream_drop = frozenset({b"host", b"content-length", b"expect", b"via"}
+                                        | ({b"x-api-key", b"authorization"} if config.api_key else set()))
         self.server: Optional[asyncio.AbstractServer] = None
         self.port = 0
         self._conn_ids = itertools.count(1)
@@ -7737,11 +7744,7 @@ class App:
         ``body_length`` >= 0 sends that Content-Length; CHUNKED streams the body; NO_BODY
         sends neither (a GET without a body).
         """
-        drop = {b"host", b"content-length", b"expect", b"via"}
-        if self.config.api_key:
-            drop.add(b"x-api-key")
-            drop.add(b"authorization")
-        headers = strip_hop_by_hop(ex.request.headers, frozenset(drop))
+        headers = strip_hop_by_hop(ex.request.headers, self._upstream_drop)
         spec = backend.spec
         headers.insert(0, (b"host", backend.host_header))
         if body_length >= 0:
