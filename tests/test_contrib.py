@@ -445,6 +445,8 @@ def test_dockerfile_reads_right():
     assert uid.isdigit() and int(uid) > 0 and (not gid or int(gid) > 0), user
     (run,) = df["RUN"]
     assert "--uid %s" % uid in run  # the user exists in the image (a name in /etc/passwd for the logs)
+    assert "python -m compileall -q /app" in run  # cached bytecode beside the one file: a start without compiling it
+    assert df["COPY"] and list(df).index("COPY") < list(df).index("RUN")  # compiled after it is copied
     env = image_env()
     assert env["OLLAMA_BASE_URL"] == "http://host.docker.internal:11434"
     assert env["PROXY_HOST"] == "0.0.0.0"
