@@ -1901,10 +1901,19 @@ class Pool:
     async def request_json(self, method: bytes, path: str, body: Any, via: bytes, timeout: float) -> Tuple[int, Any]:
         """One small JSON exchange of the proxy's own with this backend (/api/show, merged lists,
         preload, the doctor): (status, parsed body or None); the socket is pooled like any other."""
+        status, raw = await self.exchange(method, path, body, via, timeout, b"application/json")
+        try:
+            return status, parse_json(raw) if raw else None
+        except ValueError:
+            return status, None
+
+    async def exchange(self, method: bytes, path: str, body: Any, via: bytes, timeout: float, accept: bytes) -> Tuple[int, bytes]:
+        """One exchange of the proxy's own: ``body`` sent as JSON (none when None), the whole
+        answer read; (status, raw body). ``timeout`` is the longest silence from the backend."""
         backend = self.backend
         spec = backend.spec
         data = json.dumps(body).encode("utf-8") if body is not None else b""
-        headers: Headers = [(b"host", backend.host_header), (b"accept", b"application/json"), (b"via", via)]
+        headers: Headers = [(b"host", backend.host_header), (b"accept", accept), (b"via", via)]
         if body is not None:
             headers += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
         if spec.auth is not None:
@@ -1919,10 +1928,7 @@ class Pool:
             upconn.abort()
             raise
         self.release(upconn)
-        try:
-            return response.status_code, parse_json(raw) if raw else None
-        except ValueError:
-            return response.status_code, None
+        return response.status_code, raw
 
 
 # ---------------------------------------------------------------------------
@@ -8542,23 +8548,7 @@ async def stream_request(pool: Pool, path: str, body: Any, via: bytes, timeout: 
     """One streamed JSON exchange of the doctor's own (a load of the limits probe): (status, the
     answer's NDJSON objects, None for a line that is not JSON); UpstreamTimeout when the backend
     sends nothing for ``timeout`` seconds (the meaning of --request-timeout)."""
-    backend = pool.backend
-    spec = backend.spec
-    data = json.dumps(body).encode("utf-8")
-    headers: Headers = [(b"host", backend.host_header), (b"accept", b"application/x-ndjson"), (b"via", via),
-                        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
-    if spec.auth is not None:
-        headers.append((b"authorization", spec.auth.encode("latin-1")))
-    upconn = pool.take_idle() or await pool.connect()
-    try:
-        upconn.timer.start(timeout)
-        await upconn.send_request(b"POST", (spec.path_prefix + path).encode("latin-1"), headers, data)
-        response = await upconn.receive_response()
-        raw = await upconn.receive_whole_body()
-    except BaseException:
-        upconn.abort()
-        raise
-    pool.release(upconn)
+    status, raw = await pool.exchange(b"POST", path, body, via, timeout, b"application/x-ndjson")
     objects: List[Any] = []
     for line in raw.split(b"\n"):
         if line.strip():
@@ -8566,7 +8556,7 @@ async def stream_request(pool: Pool, path: str, body: Any, via: bytes, timeout: 
                 objects.append(parse_json(line))
             except ValueError:
                 objects.append(None)
-    return response.status_code, objects
+    return status, objects
 
 
 async def _limits_find(specs: Sequence[BackendSpec], model: str, config: Config,

@@ -3879,25 +3879,33 @@ class FakeOllamaApp:
         if (native.get("think") not in (None, False) and model is not None
                 and "thinking" not in model.capabilities):
             run_body = {k: v for k, v in native.items() if k != "think"}  # relax_thinking
+        return self._agent_writer(
+            run_body, rec, ctx, stream, anthropic_error,
+            lambda responses: anthropic_events(responses, AnthropicStream(mid, native["model"], estimate)),
+            lambda r: anthropic_message(r, mid))
+
+    def _agent_writer(self, body: dict, rec: Received, ctx: RequestContext, stream: bool,
+                      error: Callable[[int, str], Reply],
+                      events: Callable[[Iterator[dict]], Iterator[bytes]],
+                      whole: Callable[[dict], dict]) -> Reply:
+        """The native chat handler under an agent route's writer (AnthropicWriter,
+        ResponsesWriter): its errors in the route's shape (with the SSE headers, set before the
+        handler ran, when streaming), its stream as the route's events, or its one answer."""
         try:
-            run = self._run_chat(run_body, rec, ctx)
-        except HTTPError as exc:  # AnthropicWriter.writeError, after the SSE headers were set
-            reply = anthropic_error(exc.status, exc.message)
+            run = self._run_chat(body, rec, ctx)
+        except HTTPError as exc:
+            reply = error(exc.status, exc.message)
             if stream:
                 reply.headers.extend(SSE_STREAM_HEADERS)
             return reply
         gen = run.gen
         if stream:
             responses = native_chat_responses(gen) if gen is not None else iter([run.immediate])
-            converter = AnthropicStream(mid, native["model"], estimate)
-            return Reply(200, CT_SSE, lines=anthropic_events(responses, converter),
-                         line_delay=ctx.delay, headers=list(SSE_STREAM_HEADERS),
-                         on_done=run.on_done)
+            return Reply(200, CT_SSE, lines=events(responses), line_delay=ctx.delay,
+                         headers=list(SSE_STREAM_HEADERS), on_done=run.on_done)
         if gen is None:
-            return Reply(200, CT_OPENAI, writer_body(anthropic_message(run.immediate, mid)))
-        return Reply(200, CT_OPENAI,
-                     body_fn=lambda: writer_body(anthropic_message(native_chat_response(gen),
-                                                                   mid)),
+            return Reply(200, CT_OPENAI, writer_body(whole(run.immediate)))
+        return Reply(200, CT_OPENAI, body_fn=lambda: writer_body(whole(native_chat_response(gen))),
                      pre_delay=ctx.delay * gen.line_count, on_done=run.on_done)
 
     def v1_responses(self, rec: Received, ctx: RequestContext) -> Reply:
@@ -3922,27 +3930,10 @@ class FakeOllamaApp:
         stream = native["stream"]
         response_id = "resp_%d" % self.rng.randrange(999999)
         item_id = "msg_%d" % self.rng.randrange(999999)
-        try:
-            run = self._run_chat(native, rec, ctx)
-        except HTTPError as exc:  # ResponsesWriter.writeError, after the SSE headers were set
-            reply = openai_error(exc.status, exc.message)
-            if stream:
-                reply.headers.extend(SSE_STREAM_HEADERS)
-            return reply
-        gen = run.gen
-        if stream:
-            responses = native_chat_responses(gen) if gen is not None else iter([run.immediate])
-            converter = ResponsesStream(response_id, item_id, body, self.rng)
-            return Reply(200, CT_SSE, lines=responses_events(responses, converter),
-                         line_delay=ctx.delay, headers=list(SSE_STREAM_HEADERS),
-                         on_done=run.on_done)
-        if gen is None:
-            return Reply(200, CT_OPENAI, writer_body(responses_object(run.immediate, body,
-                                                                      response_id, item_id)))
-        return Reply(200, CT_OPENAI,
-                     body_fn=lambda: writer_body(responses_object(native_chat_response(gen), body,
-                                                                  response_id, item_id)),
-                     pre_delay=ctx.delay * gen.line_count, on_done=run.on_done)
+        return self._agent_writer(
+            native, rec, ctx, stream, openai_error,
+            lambda responses: responses_events(responses, ResponsesStream(response_id, item_id, body, self.rng)),
+            lambda r: responses_object(r, body, response_id, item_id))
 
     def v1_models(self, rec: Received, ctx: RequestContext) -> Reply:
         data = [{"id": m.name, "object": "model", "created": int(m.modified_at),

@@ -19,7 +19,8 @@ from typing import Any, Dict, List
 
 import pytest
 from fake_ollama import DEFAULT_MODELS, Fault, FakeOllama
-from test_many_backends import TEXT, Background, call, chat, chats, stop_fake, wait_for
+import test_many_backends
+from test_many_backends import TEXT, Background, call, chat, chats, wait_for
 from test_metrics import parse, values
 
 import ollama_proxy as op
@@ -281,21 +282,7 @@ def test_context_modifier_says_when_it_kept_the_loaded_context(loaded, chars, av
 # ---------------------------------------------------------------------------------------------
 
 LLAMA_QWEN = [m for m in DEFAULT_MODELS if m.name in (LATEST, QWEN)]
-
-
-@pytest.fixture
-def make_fake():
-    """make_fake(models=None, **kwargs) -> a started FakeOllama, stopped at teardown."""
-    started: List[FakeOllama] = []
-
-    def make(models=None, **kwargs) -> FakeOllama:
-        fake = FakeOllama(models, **kwargs).start()
-        started.append(fake)
-        return fake
-
-    yield make
-    for fake in started:
-        stop_fake(fake)
+make_fake = test_many_backends.make_fake  # the fixture: make_fake(models=None, **kwargs) -> a started FakeOllama
 
 
 def report(proxy) -> Dict[str, dict]:
