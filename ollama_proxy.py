@@ -15,7 +15,8 @@ Section map (``grep -n '^# [0-9]*\\. ' `` prints the same list):
     1. Configuration        Config, pure parsers, build_config(argv, environ)
     2. Errors               ProxyError and its subclasses, error bodies (Ollama and OpenAI shape)
     3. HTTP plumbing        header helpers, IdleTimer, LineSplitter, the server-side h11 stream
-    4. Upstream client      UpstreamConnection (one h11 client socket), the per-backend pool, its JSON client
+    4. Upstream client      ResponseParser (the backends' HTTP/1.1 answers, sans-IO), UpstreamConnection,
+                            the per-backend pool, its JSON client
     5. Backends             Backend, the probes, DNS discovery, the scanner thread, Fleet (health
                             from probes and from real traffic: ejection; inventories, reports)
     6. Routing and queue    routes, the pure choice and queue pick, StickyTable, Scheduler (slots, queue)
@@ -32,8 +33,9 @@ Section map (``grep -n '^# [0-9]*\\. ' `` prints the same list):
                             --check --limits MODEL: the sizes this machine really runs
     14. CLI                 argument parser, logging setup, main()
 
-Invariants: only sections 3, 4, 12, the probes of 5 and the doctor touch sockets and
-know h11 (section 4 turns h11 exceptions into ours); everything else is pure data and
+Invariants: only sections 3, 4, 12, the probes of 5 and the doctor touch sockets; h11
+reads the clients' requests (sections 3 and 12), ResponseParser the backends' answers
+(section 4 turns its errors into ours); everything else is pure data and
 functions, unit-tested alone.  The scanner thread hands its results to the event loop
 through call_soon_threadsafe, nothing else.  Each piece of mutable state has one owner
 (Fleet the backends, Scheduler the queue, Models what is known of the models, Metrics
@@ -1633,18 +1635,302 @@ class ServerSide:
 # 4. Upstream client and pool
 # ---------------------------------------------------------------------------
 #
-# Theory.  One UpstreamConnection is one socket to a backend with its own h11
-# client state machine and a lifecycle apart from h11's: NEW (connected, never
-# used), ACTIVE (an exchange in progress), IDLE (in the pool), CLOSED.  A
-# connection goes back to the pool only when both h11 sides are DONE; anything
-# else (an exception, a cancellation, a client that left, a body not read to the
-# end) closes the socket, which is also what makes Ollama stop generating.  h11
-# exceptions never leave this section: they become BadGateway.
+# Theory.  The proxy is the only client of its upstream sockets and builds every
+# request head itself, from headers h11 already parsed on the client side or from
+# its own constants: so it writes them directly, and reads the answers with
+# ResponseParser, a small strict sans-IO reader of HTTP/1.1 responses (RFC 9112:
+# status line, fields, Content-Length, chunked, read-until-close, 1xx skipped, no
+# body for HEAD, 204 and 304).  It is pure: bytes in, heads and body bytes out,
+# table-tested alone; what h11 did here cost a quarter of a request's instructions.
+#
+# One UpstreamConnection is one socket to a backend with a lifecycle: NEW
+# (connected, never used), ACTIVE (an exchange in progress), IDLE (in the pool),
+# CLOSED.  A connection goes back to the pool only when its request went out whole
+# and its response was read to the end with keep-alive; anything else (an
+# exception, a cancellation, a client that left, a body not read to the end)
+# closes the socket, which is also what makes Ollama stop generating.  Parser
+# errors never leave this section: they become BadGateway.
 
 NEW, ACTIVE, IDLE, CLOSED = "NEW", "ACTIVE", "IDLE", "CLOSED"
 CHUNKED, NO_BODY = -1, -2  #: request body framings other than a Content-Length
 POOL_IDLE_SECONDS = 30.0  #: an idle pooled connection older than this is closed, not reused
 POOL_MAX_IDLE = 256  #: idle connections kept per backend; the oldest beyond this are closed
+MAX_CHUNK_LINE = 4096  #: a chunk-size line (with its extensions) longer than this is refused
+
+
+class ResponseError(ValueError):
+    """A backend's bytes are not an HTTP/1.1 response, or it closed in the middle of one."""
+
+
+class ResponseHead(NamedTuple):
+    """The final head of a response (field names lower-case, values as sent)."""
+
+    status_code: int
+    reason: bytes
+    headers: Headers
+    http_version: bytes
+
+
+def encode_request_head(method: bytes, target: bytes, headers: Headers) -> bytes:
+    """The bytes of a request head.  The header lines come from h11's parser of the client's
+    request or are the proxy's own, so they are not validated again here."""
+    return b"%s %s HTTP/1.1\r\n%s\r\n" % (method, target, b"".join([n + b": " + v + b"\r\n" for n, v in headers]))
+
+
+def request_body_framing(headers: Headers) -> int:
+    """How a request head frames its body: its Content-Length, CHUNKED, or NO_BODY."""
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value)
+        if name == b"transfer-encoding":
+            return CHUNKED
+    return NO_BODY
+
+
+_STATUS_LINE_RE = re.compile(rb"HTTP/([0-9]\.[0-9]) ([0-9]{3})(?: ([\t\x20-\x7e\x80-\xff]*))?\r?\n")
+_FIELD_LINE_RE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([\t\x20-\x7e\x80-\xff]*?)[ \t]*\r?\n")
+_HEX_RE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+
+
+def parse_response_head(block: bytes) -> ResponseHead:
+    """A response head (status line and field lines, each ended by LF or CRLF, without the blank
+    line); ResponseError when it is not one.  Obsolete line folding is unfolded (RFC 9112 §5.2);
+    repeated Content-Length values must agree and become one field."""
+    match = _STATUS_LINE_RE.match(block)
+    if match is None:
+        raise ResponseError("not an HTTP/1.x status line: %r" % redact_secrets(repr(block[:60]))[1:])
+    version, status, reason = match.groups()
+    headers: Headers = []
+    pos, end = match.end(), len(block)
+    lengths = 0
+    while pos < end:
+        field_match = _FIELD_LINE_RE.match(block, pos)
+        if field_match is None:
+            line = block[pos:block.find(b"\n", pos) + 1 or end]
+            if line[:1] in (b" ", b"\t") and headers and _FIELD_LINE_RE.match(b"x:" + line):  # obs-fold
+                name, value = headers[-1]
+                folded = line.strip(b" \t\r\n")
+                headers[-1] = (name, value + b" " + folded if value else folded)
+                pos += len(line)
+                continue
+            raise ResponseError("malformed header line %s" % redact_secrets(repr(line[:80]))[1:])
+        name = field_match.group(1).lower()
+        if name == b"content-length":
+            lengths += 1
+        headers.append((name, field_match.group(2)))
+        pos = field_match.end()
+    if lengths:
+        values = {v.strip(b" \t") for n, value in headers if n == b"content-length" for v in value.split(b",")}
+        if len(values) != 1 or not next(iter(values)).isdigit() or len(next(iter(values))) > 18:
+            raise ResponseError("invalid Content-Length %s" % b", ".join(sorted(values)).decode("latin-1"))
+        if lengths > 1 or b"," in header_value(headers, b"content-length"):
+            first = next(i for i, (n, _) in enumerate(headers) if n == b"content-length")
+            headers = [h for i, h in enumerate(headers) if h[0] != b"content-length" or i == first]
+            headers[first] = (b"content-length", values.pop())
+    return ResponseHead(int(status), reason or b"", headers, version)
+
+
+#: Body framings of a response (RFC 9112 §6.3).
+BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_UNTIL_CLOSE = range(4)
+#: Where a chunked body's reader is.
+_CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _CHUNK_TRAILER = range(4)
+
+
+def response_framing(head: ResponseHead, head_request: bool) -> Tuple[int, int, bool]:
+    """(framing, length, keep-alive) of a final response to a request (HEAD or not)."""
+    keep_alive = head.http_version >= b"1.1"
+    length = -1
+    chunked = False
+    for name, value in head.headers:
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding":
+            if chunked or value.strip(b" \t").lower() != b"chunked":
+                raise ResponseError("unsupported Transfer-Encoding %s (only chunked is)" % value.decode("latin-1"))
+            chunked = True
+        elif name == b"connection" and keep_alive:
+            keep_alive = b"close" not in {t.strip(b" \t").lower() for t in value.split(b",")}
+    if chunked and length >= 0:
+        raise ResponseError("both Transfer-Encoding and Content-Length (RFC 9112 §6.1)")
+    status = head.status_code
+    if head_request or status == 204 or status == 304:
+        return BODY_NONE, 0, keep_alive
+    if chunked:
+        return BODY_CHUNKED, 0, keep_alive
+    if length >= 0:
+        return BODY_LENGTH, length, keep_alive
+    return BODY_UNTIL_CLOSE, 0, False
+
+
+class ResponseParser:
+    """Sans-IO reader of the responses on one connection: ``feed`` bytes (b"" at EOF), then
+    ``read_head`` (None until the final head is complete; 1xx heads are skipped) and
+    ``read_body`` (the body bytes available now, and whether the body is complete).
+
+    A fault met after some body bytes is kept for the next ``read_body``: the bytes before it
+    come out first.  Every buffer is bounded: a head by MAX_HEAD_BYTES, a chunk line by
+    MAX_CHUNK_LINE, the trailer by MAX_HEAD_BYTES."""
+
+    __slots__ = ("_buf", "_eof", "head_request", "framing", "left", "keep_alive", "done", "_chunk", "_trailer", "_fault", "received")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._eof = False
+        self.received = 0  #: body bytes handed out for the current response
+        self.start(False)
+
+    def start(self, head_request: bool) -> None:
+        """A new request went out: its response comes next (``head_request``: it was a HEAD)."""
+        self.head_request = head_request
+        self.framing = -1  #: before the final head
+        self.left = 0  #: body bytes (BODY_LENGTH) or bytes of the current chunk still to come
+        self.keep_alive = False
+        self.done = False
+        self._chunk = _CHUNK_SIZE
+        self._trailer = 0
+        self._fault: Optional[ResponseError] = None
+        self.received = 0
+
+    @property
+    def trailing(self) -> bool:
+        """Bytes beyond the end of the response (the next exchange would take them as its own)."""
+        return bool(self._buf)
+
+    def feed(self, data: bytes) -> None:
+        if data:
+            self._buf = self._buf + data if self._buf else data
+        else:
+            self._eof = True
+
+    def read_head(self) -> Optional[ResponseHead]:
+        while True:
+            buf = self._buf
+            crlf = buf.find(b"\n\r\n")
+            lf = buf.find(b"\n\n", 0, crlf if crlf >= 0 else len(buf))
+            if lf >= 0:
+                block, self._buf = buf[:lf + 1], buf[lf + 2:]
+            elif crlf >= 0:
+                block, self._buf = buf[:crlf + 1], buf[crlf + 3:]
+            else:
+                if len(buf) > MAX_HEAD_BYTES:
+                    raise ResponseError("a response head over %d bytes" % MAX_HEAD_BYTES)
+                if self._eof:
+                    raise ResponseError("closed the connection in the middle of the response head" if buf.strip() else
+                                        "closed the connection before responding")
+                return None
+            if len(block) > MAX_HEAD_BYTES:
+                raise ResponseError("a response head over %d bytes" % MAX_HEAD_BYTES)
+            head = parse_response_head(block)
+            if head.status_code < 200:
+                if head.status_code == 101:
+                    raise ResponseError("switched protocols (101), which the proxy never asks for")
+                continue  # 100 Continue, 102, 103: the final head follows
+            self.framing, self.left, self.keep_alive = response_framing(head, self.head_request)
+            self.done = self.framing == BODY_NONE
+            return head
+
+    def read_body(self) -> Tuple[bytes, bool]:
+        """The body bytes that the buffer holds, and whether the body is complete."""
+        if self.done:
+            return b"", True
+        if self._fault is not None:
+            raise self._fault
+        framing = self.framing
+        buf = self._buf
+        if framing == BODY_LENGTH:
+            left = self.left
+            if len(buf) >= left:
+                data, self._buf = (buf, b"") if len(buf) == left else (buf[:left], buf[left:])
+                self.left = 0
+                self.done = True
+                self.received += left
+                return data, True
+            self._buf = b""
+            self.left = left - len(buf)
+            self.received += len(buf)
+            if self._eof:
+                self._fault = ResponseError("closed the connection mid-response (%d of %d body bytes)" % (self.received, self.received + self.left))
+                if not buf:
+                    raise self._fault
+            return buf, False
+        if framing == BODY_UNTIL_CLOSE:
+            self._buf = b""
+            self.received += len(buf)
+            self.done = self._eof
+            return buf, self._eof
+        if framing == BODY_CHUNKED:
+            return self._read_chunked()
+        raise ResponseError("no response head yet")
+
+    def _read_chunked(self) -> Tuple[bytes, bool]:
+        parts: List[bytes] = []
+        buf = self._buf
+        pos = 0
+        try:
+            while True:
+                state = self._chunk
+                if state == _CHUNK_DATA:
+                    left = self.left
+                    have = len(buf) - pos
+                    if have <= 0:
+                        break
+                    if have < left:
+                        parts.append(buf[pos:] if pos else buf)
+                        self.left = left - have
+                        pos = len(buf)
+                        break
+                    parts.append(buf[pos:pos + left])
+                    pos += left
+                    self.left = 0
+                    self._chunk = _CHUNK_END
+                elif state == _CHUNK_SIZE:
+                    nl = buf.find(b"\n", pos, pos + MAX_CHUNK_LINE)
+                    if nl < 0:
+                        if len(buf) - pos > MAX_CHUNK_LINE:
+                            raise ResponseError("a chunk-size line over %d bytes" % MAX_CHUNK_LINE)
+                        break
+                    if nl == pos or buf[nl - 1] != 13:
+                        raise ResponseError("a chunk-size line that does not end in CRLF")
+                    size = buf[pos:nl - 1].split(b";", 1)[0].strip(b" \t")
+                    if _HEX_RE.fullmatch(size) is None:
+                        raise ResponseError("a bad chunk size %r" % size[:20])
+                    pos = nl + 1
+                    self.left = int(size, 16)
+                    self._chunk = _CHUNK_DATA if self.left else _CHUNK_TRAILER
+                elif state == _CHUNK_END:
+                    if len(buf) - pos < 2:
+                        break
+                    if buf[pos:pos + 2] != b"\r\n":
+                        raise ResponseError("a chunk not followed by CRLF")
+                    pos += 2
+                    self._chunk = _CHUNK_SIZE
+                else:  # the trailer: field lines up to an empty line, dropped
+                    nl = buf.find(b"\n", pos)
+                    if nl < 0:
+                        if self._trailer + len(buf) - pos > MAX_HEAD_BYTES:
+                            raise ResponseError("a trailer over %d bytes" % MAX_HEAD_BYTES)
+                        break
+                    line, pos = buf[pos:nl + 1], nl + 1
+                    self._trailer += len(line)
+                    if line in (b"\r\n", b"\n"):
+                        self.done = True
+                        break
+                    if self._trailer > MAX_HEAD_BYTES:
+                        raise ResponseError("a trailer over %d bytes" % MAX_HEAD_BYTES)
+            if not self.done and self._eof:
+                raise ResponseError("closed the connection mid-response (in a chunked body)")
+        except ResponseError as exc:
+            self._buf = b""
+            if not parts:
+                raise
+            self._fault = exc
+            data = b"".join(parts)
+            self.received += len(data)
+            return data, False
+        self._buf = buf[pos:] if pos < len(buf) else b""
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self.received += len(data)
+        return data, self.done
 
 
 class UpstreamConnection:
@@ -1654,14 +1940,15 @@ class UpstreamConnection:
         self.backend = backend
         self.reader = reader
         self.writer = writer
-        self.h11 = h11.Connection(h11.CLIENT)
+        self.parser = ResponseParser()
         self.state = NEW
         self.requests = 0
         self.expires_at = 0.0
+        self.send_left = 0  #: request body bytes still to send (CHUNKED: a chunked body not ended; 0: sent whole)
+        self.send_failed = False  #: a write failed: the request did not go out whole
         self.timed_out = False  #: set when the idle timer aborted the socket (maps to 504)
         self.received_any = False  #: any byte of a response arrived on this exchange
         self.replay: Optional[bytes] = None  #: a body already read (to look at it) that still goes to the client
-        self.broken: Optional[ProxyError] = None  #: a failure met after body bytes that were handed out first
         self.timer = IdleTimer(asyncio.get_running_loop(), self._on_silence)
 
     def __repr__(self) -> str:
@@ -1682,45 +1969,56 @@ class UpstreamConnection:
             and not getattr(self.reader, "_buffer", b"")  # StreamReader's buffer; no public API says "readable"
         )
 
+    def finished_cleanly(self) -> bool:
+        """The request went out whole and its response was read to its end, with nothing after it
+        and keep-alive: the socket can carry the next exchange."""
+        parser = self.parser
+        return (self.state == ACTIVE and parser.done and parser.keep_alive and not parser.trailing
+                and self.send_left == 0 and not self.send_failed and not self.timed_out)
+
     async def send_request(self, method: bytes, target: bytes, headers: Headers, body: Optional[bytes]) -> None:
-        """Send the head and (when given) the whole body."""
+        """Send the head and (when given) the whole body; without one, ``send_body_part`` and
+        ``end_body`` send it as the head's framing says."""
         self.state = ACTIVE
         self.requests += 1
         self.received_any = False
         self.replay = None
-        self.broken = None
-        conn = self.h11
-        try:
-            # _parsed=True: the headers came out of h11's parser or are our own constants, so
-            # h11's per-header regex validation (a third of the proxy's per-request cost) is skipped.
-            data = conn.send(h11.Request(method=method, target=target, headers=headers, _parsed=True))
-            if body is not None:
-                if body:
-                    data += conn.send(h11.Data(data=body))
-                data += conn.send(h11.EndOfMessage())
-        except h11.LocalProtocolError as exc:
-            raise BadGateway("cannot send the request upstream: %s" % exc) from None
+        self.parser.start(method == b"HEAD")
+        framing = request_body_framing(headers)
+        data = encode_request_head(method, target, headers)
+        if body is None:
+            self.send_left = 0 if framing == NO_BODY else framing
+        else:
+            if len(body) != (0 if framing == NO_BODY else framing):
+                raise BadGateway("cannot send the request upstream: a body of %d bytes under the framing %d" % (len(body), framing))
+            data += body
+            self.send_left = 0
         try:
             self.writer.write(data)
         except (OSError, RuntimeError):
-            self.h11.send_failed()
+            self.send_failed = True
             return
         if self.writer.transport.get_write_buffer_size():
             await self._write(b"")
 
     async def send_body_part(self, data: bytes) -> None:
-        try:
-            out = self.h11.send(h11.Data(data=data)) if data else b""
-        except h11.LocalProtocolError as exc:  # the body does not match the length the client declared
-            raise BadRequest("the request body does not match its framing: %s" % exc) from None
-        await self._write(out)
+        if not data:
+            return
+        left = self.send_left
+        if left == CHUNKED:
+            data = b"%x\r\n%s\r\n" % (len(data), data)
+        elif len(data) > left:  # the body does not match the length the client declared
+            raise BadRequest("the request body does not match its framing: %d bytes more than its Content-Length" % (len(data) - left))
+        else:
+            self.send_left = left - len(data)
+        await self._write(data)
 
     async def end_body(self) -> None:
-        try:
-            out = self.h11.send(h11.EndOfMessage())
-        except h11.LocalProtocolError as exc:
-            raise BadRequest("the request body does not match its framing: %s" % exc) from None
-        await self._write(out)
+        if self.send_left == CHUNKED:
+            self.send_left = 0
+            await self._write(b"0\r\n\r\n")
+        elif self.send_left:
+            raise BadRequest("the request body does not match its framing: %d bytes short of its Content-Length" % self.send_left)
 
     async def _write(self, data: bytes) -> None:
         try:
@@ -1731,7 +2029,7 @@ class UpstreamConnection:
         except (OSError, RuntimeError):
             # The backend may have answered early (e.g. 400 before reading the whole body):
             # the response is still read, so this is not an error yet.
-            self.h11.send_failed()
+            self.send_failed = True
 
     async def _read(self) -> bytes:
         try:
@@ -1748,69 +2046,40 @@ class UpstreamConnection:
             return UpstreamTimeout("backend %s sent nothing for too long (%s)" % (self.backend.name, what))
         return BadGateway("backend %s %s" % (self.backend.name, what))
 
-    async def receive_response(self) -> h11.Response:
+    async def receive_response(self) -> ResponseHead:
         """Read up to the final response head (skipping 1xx)."""
-        conn = self.h11
+        parser = self.parser
         while True:
             try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise self._failure("sent an invalid response: %s" % exc) from None
-            if event is h11.NEED_DATA:
-                data = await self._read()
-                if not data and conn.their_state == h11.SEND_RESPONSE:
-                    raise self._failure("closed the connection before responding")
-                conn.receive_data(data)
-                continue
-            if type(event) is h11.Response:
-                return event
-            if type(event) is h11.InformationalResponse:
-                continue
-            raise self._failure("closed the connection before responding")
+                head = parser.read_head()
+            except ResponseError as exc:
+                message = str(exc)
+                raise self._failure(message if message.startswith("closed") else "sent an invalid response: %s" % message) from None
+            if head is not None:
+                return head
+            parser.feed(await self._read())
 
     def take_buffered(self) -> Tuple[bytes, bool]:
-        """The body bytes h11 can give without reading the socket, and whether the body is complete.
+        """The body bytes at hand without reading the socket, and whether the body is complete.
 
         A failure met after some bytes were taken is kept for the next call: the bytes before it
         (lines the client should still get) come out first."""
-        if self.broken is not None:
-            raise self.broken
-        conn = self.h11
-        parts: List[bytes] = []
-        while True:
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                failure = self._failure("broke the response: %s" % exc)
-                break
-            kind = type(event)
-            if kind is h11.Data:
-                parts.append(event.data)
-            elif kind is h11.EndOfMessage:
-                return b"".join(parts), True
-            elif event is h11.NEED_DATA:
-                return b"".join(parts), False
-            elif kind is h11.ConnectionClosed:
-                failure = self._failure("closed the connection mid-response")
-                break
-            else:
-                failure = self._failure("sent an unexpected %s" % kind.__name__)
-                break
-        if not parts:
-            raise failure
-        self.broken = failure
-        return b"".join(parts), False
+        try:
+            return self.parser.read_body()
+        except ResponseError as exc:
+            message = str(exc)
+            raise self._failure(message if message.startswith("closed") else "broke the response: %s" % message) from None
 
     async def receive_body(self) -> Tuple[bytes, bool]:
         """The body bytes of one socket read, and whether the body is complete.
 
-        Everything h11 yields from one read is joined, so the relay writes it out once.
+        Everything one read brings is joined, so the relay writes it out once.
         """
         while True:
             data, done = self.take_buffered()
             if data or done:
                 return data, done
-            self.h11.receive_data(await self._read())
+            self.parser.feed(await self._read())
 
     async def receive_whole_body(self, limit: int = MAX_JSON_BODY) -> bytes:
         if self.replay is not None:
@@ -1871,18 +2140,11 @@ class Pool:
         return UpstreamConnection(self.backend, reader, writer)
 
     def release(self, conn: UpstreamConnection) -> None:
-        """Back to the pool if both h11 sides finished cleanly, else closed."""
+        """Back to the pool if the exchange finished cleanly, else closed."""
         conn.timer.stop()
         conn.replay = None
-        h = conn.h11
-        reusable = conn.state == ACTIVE and h.our_state is h11.DONE and h.their_state is h11.DONE and not conn.timed_out and not self.closed
-        if not reusable or h.trailing_data != (b"", False):
+        if self.closed or not conn.finished_cleanly():
             conn.abort()  # includes bytes after the response: the next exchange would read them
-            return
-        try:
-            h.start_next_cycle()
-        except h11.LocalProtocolError:
-            conn.abort()
             return
         now = time.monotonic()
         conn.state = IDLE
@@ -2181,26 +2443,24 @@ async def _probe_get(spec: BackendSpec, path: str, via: bytes, ssl_context: Opti
     """One GET on a fresh connection; the ``models`` list of a 200 JSON answer, else ValueError."""
     reader, writer = await asyncio.open_connection(spec.host, spec.port, ssl=ssl_context, limit=READ_SIZE)
     try:
-        conn = h11.Connection(h11.CLIENT)
         headers = [(b"host", spec.host_header.encode("idna")), (b"accept", b"application/json"), (b"via", via), (b"connection", b"close")]
         if spec.auth is not None:
             headers.append((b"authorization", spec.auth.encode("latin-1")))
-        request = h11.Request(method=b"GET", target=(spec.path_prefix + path).encode("latin-1"), headers=headers)
-        writer.write(conn.send(request) + (conn.send(h11.EndOfMessage()) or b""))
-        status, parts = 0, []
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await reader.read(READ_SIZE))
-                continue
-            if type(event) is h11.Response:
-                status = event.status_code
-            elif type(event) is h11.Data:
-                parts.append(bytes(event.data))
-                if sum(len(p) for p in parts) > MAX_JSON_BODY:
-                    raise ValueError("GET %s: answer too large" % path)
-            elif type(event) in (h11.EndOfMessage, h11.ConnectionClosed):
-                break
+        writer.write(encode_request_head(b"GET", (spec.path_prefix + path).encode("latin-1"), headers))
+        parser = ResponseParser()
+        head = None
+        while head is None:
+            parser.feed(await reader.read(READ_SIZE))
+            head = parser.read_head()
+        status, parts, size, done = head.status_code, [], 0, False
+        while not done:
+            data, done = parser.read_body()
+            parts.append(data)
+            size += len(data)
+            if size > MAX_JSON_BODY:
+                raise ValueError("GET %s: answer too large" % path)
+            if not done:
+                parser.feed(await reader.read(READ_SIZE))
     finally:
         writer.transport.abort()
     if status != 200:
@@ -2225,7 +2485,7 @@ async def probe_backend(spec: BackendSpec, timeout: float, via: bytes) -> ProbeR
         return ProbeResult(spec, False, started, "no answer within %gs" % timeout)
     except (OSError, ssl.SSLError) as exc:
         return ProbeResult(spec, False, started, exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc))
-    except (ValueError, h11.ProtocolError) as exc:
+    except ValueError as exc:  # ResponseError among them
         return ProbeResult(spec, False, started, str(exc) or type(exc).__name__)
     except Exception as exc:  # anything a strange server makes us raise (RecursionError on deep JSON...) fails this probe only
         return ProbeResult(spec, False, started, "unusable answer (%s)" % type(exc).__name__)
@@ -6574,7 +6834,7 @@ class Relay:
         if not heartbeat.cancelled() and heartbeat.exception() is not None:
             raise heartbeat.exception()  # type: ignore[misc]
 
-    async def native(self, side: ServerSide, ex: Exchange, backend: Backend, upconn: UpstreamConnection, response: h11.Response) -> None:
+    async def native(self, side: ServerSide, ex: Exchange, backend: Backend, upconn: UpstreamConnection, response: ResponseHead) -> None:
         """Copy the response body, one client write per upstream read."""
         conn = side.h11
         upstream_headers = list(response.headers)
@@ -6660,7 +6920,7 @@ class Relay:
             if done:
                 break
 
-    async def _rewritten(self, side: ServerSide, ex: Exchange, upconn: UpstreamConnection, response: h11.Response) -> None:
+    async def _rewritten(self, side: ServerSide, ex: Exchange, upconn: UpstreamConnection, response: ResponseHead) -> None:
         """A whole JSON answer naming the real model of an alias: renamed, with its new length (or
         a tag list with its broken entries repaired)."""
         rename = ex.request.rename
@@ -6721,7 +6981,7 @@ class Relay:
         headers: Headers = [(b"cache-control", b"no-cache")] if ex.request.streaming else []
         await self.send_body(side, ex, status, json_bytes(obj) + b"\n", b"application/json", extra=headers)
 
-    async def transformed(self, side: ServerSide, ex: Exchange, attempt: Attempt, upconn: UpstreamConnection, response: h11.Response) -> None:
+    async def transformed(self, side: ServerSide, ex: Exchange, attempt: Attempt, upconn: UpstreamConnection, response: ResponseHead) -> None:
         """The native answer to a translated or chunked request, turned into what the client asked for."""
         if response.status_code != 200 or not ex.request.streaming:
             await self._transformed_whole(side, ex, attempt, upconn, response.status_code)
@@ -7842,7 +8102,7 @@ class App:
             if heartbeat is not None:
                 await self.relay.stop_heartbeat(heartbeat)
 
-    async def _send(self, side: ServerSide, ex: Exchange, attempt: Attempt, upload: bool) -> Tuple[UpstreamConnection, h11.Response, Attempt]:
+    async def _send(self, side: ServerSide, ex: Exchange, attempt: Attempt, upload: bool) -> Tuple[UpstreamConnection, ResponseHead, Attempt]:
         """Send the attempt and read the answer's head.  A load that ran out of memory at a size the
         proxy chose goes up once more, smaller (then that is the attempt)."""
         upconn, response = await self._open_exchange(side, ex, attempt, upload)
@@ -7859,7 +8119,7 @@ class App:
         return upconn, response, attempt
 
     async def _answer(self, side: ServerSide, ex: Exchange, want: Want, attempt: Attempt, upconn: UpstreamConnection,
-                      response: h11.Response) -> None:
+                      response: ResponseHead) -> None:
         """The answer to the client: relayed, or translated and combined; then what it teaches."""
         if ex.request.kind is None and attempt.chunks is None:
             await self.relay.native(side, ex, attempt.backend, upconn, response)
@@ -7911,7 +8171,7 @@ class App:
 
     # -- answers of the proxy's own: merged lists, health -------------------------------
 
-    async def _open_exchange(self, side: ServerSide, ex: Exchange, attempt: Attempt, upload: bool) -> Tuple[UpstreamConnection, h11.Response]:
+    async def _open_exchange(self, side: ServerSide, ex: Exchange, attempt: Attempt, upload: bool) -> Tuple[UpstreamConnection, ResponseHead]:
         """Connect (or reuse), send the request, and read the response head.
 
         A pooled socket that the backend closed meanwhile fails before any response byte;
