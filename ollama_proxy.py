@@ -14,7 +14,8 @@ Section map (``grep -n '^# [0-9]*\\. ' `` prints the same list):
     0. Header               constants, the logger (ProxyLog: one unbuffered write a line)
     1. Configuration        Config, pure parsers, build_config(argv, environ)
     2. Errors               ProxyError and its subclasses, error bodies (Ollama and OpenAI shape)
-    3. HTTP plumbing        header helpers, IdleTimer, LineSplitter, the server-side h11 stream
+    3. HTTP plumbing        header helpers, IdleTimer, LineSplitter, ServerSide (h11 reads the
+                            requests; the responses are written by response_head and ServerSide)
     4. Upstream client      ResponseParser (the backends' HTTP/1.1 answers, sans-IO), UpstreamConnection,
                             the per-backend pool, its JSON client
     5. Backends             Backend, the probes, DNS discovery, the scanner thread, Fleet (health
@@ -34,7 +35,8 @@ Section map (``grep -n '^# [0-9]*\\. ' `` prints the same list):
     14. CLI                 argument parser, logging setup, main()
 
 Invariants: only sections 3, 4, 12, the probes of 5 and the doctor touch sockets; h11
-reads the clients' requests (sections 3 and 12), ResponseParser the backends' answers
+reads the clients' requests (sections 3 and 12), the responses to them are written in
+section 3 (byte for byte as h11 wrote them), ResponseParser reads the backends' answers
 (section 4 turns its errors into ours); everything else is pure data and
 functions, unit-tested alone.  The scanner thread hands its results to the event loop
 through call_soon_threadsafe, nothing else.  Each piece of mutable state has one owner
@@ -1548,11 +1550,70 @@ class ClientProtocol(asyncio.StreamReaderProtocol):
         self._mark_gone()
 
 
+#: Where the response to the current request is (ServerSide.response).
+RESPONSE_NOT_STARTED, RESPONSE_BODY, RESPONSE_DONE, RESPONSE_FAILED = range(4)
+#: Response body framings toward the client, besides a Content-Length (>= 0).
+FRAME_CHUNKED, FRAME_NONE, FRAME_UNTIL_CLOSE = -1, -2, -3
+
+
+def client_keeps_alive(request: h11.Request) -> bool:
+    """Whether the client's request lets the connection carry another (HTTP/1.1 without
+    ``Connection: close``; RFC 9112 §9.3), as h11 decides it."""
+    if request.http_version < b"1.1":
+        return False
+    for name, value in request.headers:
+        if name == b"connection" and b"close" in {t.strip(b" \t").lower() for t in value.split(b",")}:
+            return False
+    return True
+
+
+def response_head(status: int, headers: Headers, reason: bytes, request_method: bytes, client_http11: bool,
+                  keep_alive: bool) -> Tuple[bytes, int, bool]:
+    """(the bytes of a response head, its body framing, whether the connection closes after it).
+
+    The framing is the head's Content-Length, none for HEAD, 204 and 304, else chunked toward an
+    HTTP/1.1 client and until-close toward HTTP/1.0 (RFC 9112 §6).  A head whose own
+    ``Connection`` says close, or a client that did not keep alive, closes the connection; the
+    head then says ``Connection: close``.  The bytes are those h11 writes for the same head: the
+    framing headers it sets itself title-cased and last."""
+    length = -1
+    close = False
+    for name, value in headers:
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"connection" and b"close" in {t.strip(b" \t").lower() for t in value.split(b",")}:
+            close = True
+    no_body = request_method == b"HEAD" or status == 204 or status == 304
+    need_close = False
+    if length < 0 and status != 204 and status != 304:
+        headers = [h for h in headers if h[0] != b"transfer-encoding"]
+        if client_http11:
+            headers.append((b"Transfer-Encoding", b"chunked"))
+        elif request_method != b"HEAD":
+            need_close = True
+    if not keep_alive or need_close:
+        tokens = {t.strip(b" \t").lower() for n, v in headers if n == b"connection" for t in v.split(b",")} - {b"keep-alive", b""}
+        tokens.add(b"close")
+        headers = [h for h in headers if h[0] != b"connection"] + [(b"Connection", t) for t in sorted(tokens)]
+        close = True
+    if no_body:
+        framing = FRAME_NONE
+    elif length >= 0:
+        framing = length
+    else:
+        framing = FRAME_CHUNKED if client_http11 else FRAME_UNTIL_CLOSE
+    data = b"HTTP/1.1 %d %s\r\n%s\r\n" % (status, reason, b"".join([n + b": " + v + b"\r\n" for n, v in headers]))
+    return data, framing, close
+
+
 class ServerSide:
-    """The client-facing half: one h11 server connection over one stream pair.
+    """The client-facing half: h11 reads the requests of one stream pair, one at a time; the
+    responses are written here (``start``, ``body``, ``end``, ``respond``), with their framing
+    and the connection's keep-alive decided in ``response_head``.
 
     ``next_event`` never returns NEED_DATA: it reads (answering 100-continue first)
     until h11 has an event.  Reads are bounded by ``timer``, whose phase the caller sets.
+    Each request gets a new h11 connection (``next_cycle``), fed what the last one had left.
     """
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn_id: int, timer: IdleTimer, config: Config) -> None:
@@ -1566,6 +1627,49 @@ class ServerSide:
         self.client_gone = False  #: the client left while its request was being served
         self.fed = 0  #: bytes given to h11 since the current request head began
         self.awaiting_head = False  #: idle keep-alive: the first bytes of a head switch to --header-timeout
+        self.response = RESPONSE_NOT_STARTED
+        self.must_close = True  #: the connection closes after this response (until a request says otherwise)
+        self.request_method = b""
+        self.client_http11 = False  #: the request was HTTP/1.1 (chunked bodies allowed); False before one was read
+        self._keep_alive = True  #: the request allows keep-alive (before one was read: the head says close, if it must)
+        self._left = 0  #: the response framing: Content-Length bytes still to send, or a FRAME_* value
+        self._continue_sent = False
+
+    def begin(self, request: h11.Request) -> None:
+        """A request head was read: its response is the next one."""
+        self.request_method = request.method
+        self.client_http11 = request.http_version >= b"1.1"
+        self._keep_alive = keep = client_keeps_alive(request)
+        self.must_close = not keep
+        self.response = RESPONSE_NOT_STARTED
+
+    def next_cycle(self) -> bool:
+        """Ready for the next request on this connection (False when it must close instead)."""
+        old = self.h11
+        if self.must_close or self.response != RESPONSE_DONE or not self.request_read:
+            return False
+        data, closed = old.trailing_data
+        self.h11 = conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        if data:
+            conn.receive_data(data)
+        if closed:
+            conn.receive_data(b"")
+        self.response = RESPONSE_NOT_STARTED
+        self.must_close = True
+        self._continue_sent = False
+        return True
+
+    @property
+    def request_read(self) -> bool:
+        """The whole request was read.  (A request that offers an Upgrade stays in h11's
+        MIGHT_SWITCH_PROTOCOL, which only h11's own response would end: the proxy never switches.)"""
+        state = self.h11.their_state
+        return state is h11.DONE or state is h11.MIGHT_SWITCH_PROTOCOL
+
+    @property
+    def client_waits_for_continue(self) -> bool:
+        """The client sent ``Expect: 100-continue`` and nothing answered it yet."""
+        return self.h11.they_are_waiting_for_100_continue and not self._continue_sent and self.response == RESPONSE_NOT_STARTED
 
     def watch_disconnect(self, task: asyncio.Task) -> None:
         """From now until ``unwatch``, a client EOF or reset cancels ``task``."""
@@ -1594,8 +1698,9 @@ class ServerSide:
                 problem = chunk_framing_problem(conn, body_budget)
                 if problem is not None:
                     raise problem
-            if conn.they_are_waiting_for_100_continue:
-                await self.send(h11.InformationalResponse(status_code=100, headers=[]))
+            if self.client_waits_for_continue:
+                self._continue_sent = True
+                await self.write(b"HTTP/1.1 100 \r\n\r\n")
             try:
                 data = await self.reader.read(READ_SIZE)
             except OSError:
@@ -1606,29 +1711,71 @@ class ServerSide:
                 self.timer.start(self.config.header_timeout)
             conn.receive_data(data)
 
-    async def send(self, *events: Any) -> None:
-        """Send events in one write; a failed write marks h11 and raises ClientGone."""
-        conn = self.h11
-        data = b"".join([conn.send(e) or b"" for e in events])
-        await self.write(data)
+    # -- the response ------------------------------------------------------
+
+    def start(self, status: int, headers: Headers, reason: bytes = b"") -> bytes:
+        """The bytes of the response head; the body follows through ``body`` and ``end``."""
+        if self.response != RESPONSE_NOT_STARTED:
+            raise h11.LocalProtocolError("a response was already started")
+        data, self._left, close = response_head(status, headers, reason, self.request_method, self.client_http11, self._keep_alive)
+        self.must_close = self.must_close or close
+        self.response = RESPONSE_BODY
+        return data
+
+    def body(self, data: bytes) -> bytes:
+        """The bytes that carry ``data`` in the response body (its chunk, under chunked framing)."""
+        left = self._left
+        if left == FRAME_CHUNKED:
+            return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+        if left >= 0:
+            if len(data) > left:
+                raise h11.LocalProtocolError("Too much data for declared Content-Length")
+            self._left = left - len(data)
+            return data
+        if left == FRAME_NONE and data:
+            raise h11.LocalProtocolError("a response to HEAD, or a 204 or 304, has no body")
+        return data
+
+    def end(self) -> bytes:
+        """The bytes that end the response body."""
+        if self.response != RESPONSE_BODY:
+            raise h11.LocalProtocolError("no response body to end")
+        left = self._left
+        if left > 0:
+            raise h11.LocalProtocolError("Too little data for declared Content-Length")
+        self.response = RESPONSE_DONE
+        return b"0\r\n\r\n" if left == FRAME_CHUNKED else b""
+
+    async def respond(self, status: int, headers: Headers, body: bytes = b"", reason: bytes = b"") -> None:
+        """A whole response in one write (no body bytes where none may go: HEAD, 204, 304)."""
+        data = self.start(status, headers, reason)
+        if body and self._left != FRAME_NONE:
+            data += self.body(body)
+        await self.write(data + self.end())
 
     async def write(self, data: bytes) -> None:
-        if self.writer.transport.is_closing():
-            self.h11.send_failed()
+        """Write; a failed write (the client went away) fails the response and raises ClientGone."""
+        writer = self.writer
+        if writer.transport.is_closing():
+            self._failed()
             raise ClientGone("client connection closed")
         try:
-            self.writer.write(data)
-            if self.writer.transport.get_write_buffer_size():
+            writer.write(data)
+            if writer.transport.get_write_buffer_size():
                 # A client that stops reading may hold us for --request-timeout, no longer:
                 # the timer aborts the transport, and drain raises.
                 self.timer.start(self.config.request_timeout)
                 try:
-                    await self.writer.drain()
+                    await writer.drain()
                 finally:
                     self.timer.stop()
         except (OSError, RuntimeError) as exc:
-            self.h11.send_failed()
+            self._failed()
             raise ClientGone(str(exc)) from None
+
+    def _failed(self) -> None:
+        self.response = RESPONSE_FAILED
+        self.must_close = True
 
 
 # ---------------------------------------------------------------------------
@@ -6764,12 +6911,8 @@ class Relay:
         if retry_after:
             headers.append((b"retry-after", b"%d" % retry_after))
         self.head(ex, headers, close=close)
-        events: List[Any] = [h11.Response(status_code=status, headers=headers)]
-        if ex.method != b"HEAD":
-            events.append(h11.Data(data=body))
-        events.append(h11.EndOfMessage())
         ex.response_started = True
-        await side.send(*events)
+        await side.respond(status, headers, body)
 
     async def send_json(self, side: ServerSide, ex: Exchange, status: int, obj: Any) -> None:
         """An answer the proxy composed itself (translated or merged)."""
@@ -6780,25 +6923,21 @@ class Relay:
         """Answer an error the proxy decided itself, in Ollama's or OpenAI's shape."""
         ex.status = err.status
         ex.error = err.message
-        conn = side.h11
-        if conn.our_state is not h11.SEND_RESPONSE:
+        if side.response != RESPONSE_NOT_STARTED:
             return
-        close = conn.their_state is not h11.DONE or self.shutting_down
+        close = not side.request_read or self.shutting_down
         body = error_body(err.status, err.message, ex.dialect)
         retry_after = getattr(err, "retry_after", 0)
         await self.send_body(side, ex, err.status, body, b"application/json; charset=utf-8", close, retry_after, getattr(err, "headers", ()))
 
-    async def answer_and_close(self, side: ServerSide, status: int, message: str, head: bool = False) -> None:
+    async def answer_and_close(self, side: ServerSide, status: int, message: str) -> None:
         """An error answer to a request that cannot be served, then close (no body to a HEAD)."""
-        if side.h11.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        if side.response != RESPONSE_NOT_STARTED:
             return
         body = error_body(status, message, NATIVE)
         headers = self.head(None, [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))], close=True)
-        events: List[Any] = [h11.Response(status_code=status, headers=headers)]
-        if not head:
-            events.append(h11.Data(data=body))
         try:
-            await side.send(*events, h11.EndOfMessage())
+            await side.respond(status, headers, body)
         except (ClientGone, h11.LocalProtocolError):
             pass
 
@@ -6816,14 +6955,14 @@ class Relay:
             headers.append((b"cache-control", b"no-cache"))
         self.head(ex, headers)
         ex.status = 200
-        ex.response_started = True  # before the await: h11 is in its body state from the send on
-        await side.send(h11.Response(status_code=200, headers=headers))
+        ex.response_started = True  # before the await: the response is in its body from the start on
+        await side.write(side.start(200, headers))
         ex.line_framed = True  # chunked NDJSON or SSE from here on
         log.info("%s: %s for %.0fs: response head sent", ex.label(),
                  "backend %s silent (loading the model?)" % ex.backend if ex.backend else "waiting in the queue", interval)
         filler = ANTHROPIC_PING if ex.dialect == ANTHROPIC else b": waiting for the model\n\n"
         while sse:
-            await side.write(side.h11.send(h11.Data(data=filler)))
+            await side.write(side.body(filler))
             await asyncio.sleep(interval)
 
     async def stop_heartbeat(self, heartbeat: asyncio.Task) -> None:
@@ -6836,7 +6975,6 @@ class Relay:
 
     async def native(self, side: ServerSide, ex: Exchange, backend: Backend, upconn: UpstreamConnection, response: ResponseHead) -> None:
         """Copy the response body, one client write per upstream read."""
-        conn = side.h11
         upstream_headers = list(response.headers)
         rename = ex.request.rename
         if (rename is not None or ex.request.repair_tags) and not ex.response_started:
@@ -6857,7 +6995,7 @@ class Relay:
         else:
             headers = self.response_headers(ex, upstream_headers)
             ex.status = response.status_code
-            head = conn.send(h11.Response(status_code=response.status_code, headers=headers, reason=response.reason, _parsed=True))
+            head = side.start(response.status_code, headers, response.reason)
             ex.response_started = True
             chunked = header_value(headers, b"content-length") is None
             ctype = header_value(upstream_headers, b"content-type") or b""
@@ -6903,14 +7041,14 @@ class Relay:
                 if rename is not None:
                     data = rename_model(data, *rename)
                 prev, last = last, data
-                out += conn.send(h11.Data(data=data))
+                out += side.body(data)
             if done:
                 tail = (prev + last)[-2048:]
                 if must_finish and not has_final_line(last or prev):  # the relay writes whole lines: ``last`` ends with the final one
                     ex.error = "backend %s ended the stream without a final done message" % backend.name
                     log.warning("%s: %s", ex.label(), ex.error)
-                    out += conn.send(h11.Data(data=error_line(502, ex.error, NATIVE)))
-                out += conn.send(h11.EndOfMessage()) or b""
+                    out += side.body(error_line(502, ex.error, NATIVE))
+                out += side.end()
                 ex.tail = tail
             if out:
                 if writer.transport.is_closing() or writer.transport.get_write_buffer_size():
@@ -6930,11 +7068,8 @@ class Relay:
         headers = [(n, v) for n, v in self.response_headers(ex, list(response.headers)) if n not in (b"content-length", b"transfer-encoding")]
         headers.append((b"content-length", b"%d" % len(body)))
         ex.status = response.status_code
-        events: List[Any] = [h11.Response(status_code=response.status_code, headers=headers, reason=response.reason)]
-        if ex.method != b"HEAD":
-            events.append(h11.Data(data=body))
         ex.response_started = True
-        await side.send(*events, h11.EndOfMessage())
+        await side.respond(response.status_code, headers, body, response.reason)
 
     async def _transformed_whole(self, side: ServerSide, ex: Exchange, attempt: Attempt, upconn: UpstreamConnection, status: int) -> None:
         """A whole native answer (or error), translated or with its pieces' vectors combined."""
@@ -6989,7 +7124,6 @@ class Relay:
         backend = attempt.backend
         # A streamed /v1 answer: native NDJSON lines in, SSE events out, one write per read.
         translator = ex.translator = stream_translator(ex.request, attempt_num_predict(attempt))
-        conn = side.h11
         out = b""
         ex.line_framed = True
         if not ex.response_started:
@@ -6998,7 +7132,7 @@ class Relay:
             headers = self.head(ex, [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")])
             ex.status = 200
             ex.response_started = True
-            await side.send(h11.Response(status_code=200, headers=headers))
+            await side.write(side.start(200, headers))
         splitter = LineSplitter(b"\n", MAX_LINE_BYTES)
         while True:
             data, done = await upconn.receive_body()
@@ -7032,9 +7166,9 @@ class Relay:
                 events.append(translator.fail(ex.error))
             payload = b"".join(events)
             if payload:
-                out += conn.send(h11.Data(data=payload))
+                out += side.body(payload)
             if done:
-                out += conn.send(h11.EndOfMessage()) or b""
+                out += side.end()
             if out:
                 await side.write(out)
                 out = b""
@@ -7055,8 +7189,7 @@ class Relay:
         """The response head is out: end the body with one error line (NDJSON) or event (SSE)."""
         ex.error = message
         log.warning("%s backend=%s: stream ended with an error: %s", ex.label(), ex.backend, message)
-        conn = side.h11
-        if conn.our_state is not h11.SEND_BODY:
+        if side.response != RESPONSE_BODY:
             return
         if not ex.line_framed:
             # A JSON (or other) body cut short cannot carry an error line: appending one would
@@ -7064,7 +7197,7 @@ class Relay:
             side.writer.transport.abort()
             raise ClientGone("response cut short")
         try:
-            out = conn.send(h11.Data(data=self.final_error(ex, status, message))) + (conn.send(h11.EndOfMessage()) or b"")
+            out = side.body(self.final_error(ex, status, message)) + side.end()
         except h11.LocalProtocolError:
             # Content-Length framing: nothing more can be said in-band; the client sees a short body.
             side.writer.transport.abort()
@@ -7073,11 +7206,10 @@ class Relay:
 
     def write_final_error(self, side: ServerSide, ex: Exchange, message: str) -> None:
         """Best effort, without waiting: end a started stream with one error line (used when cancelled)."""
-        conn = side.h11
-        if not ex.response_started or conn.our_state is not h11.SEND_BODY or side.writer.is_closing():
+        if not ex.response_started or side.response != RESPONSE_BODY or side.writer.is_closing():
             return
         try:
-            side.writer.write(conn.send(h11.Data(data=self.final_error(ex, 503, message))) + (conn.send(h11.EndOfMessage()) or b""))
+            side.writer.write(side.body(self.final_error(ex, 503, message)) + side.end())
         except (h11.LocalProtocolError, OSError, RuntimeError):
             pass
 
@@ -7618,7 +7750,7 @@ class RequestReader:
         A larger one is left unread: the error response then closes the connection.
         """
         conn = side.h11
-        if conn.their_state is not h11.SEND_BODY or conn.they_are_waiting_for_100_continue:
+        if conn.their_state is not h11.SEND_BODY or side.client_waits_for_continue:
             return  # a client waiting for 100 Continue gets the final status instead (RFC 9110 §10.1.1)
         declared = header_value(headers, b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
@@ -7863,17 +7995,17 @@ class App:
             self._idle_conns.pop(conn_id, None)
             try:
                 if not writer.is_closing():
-                    await close_writer(writer, reader if side.h11.our_state is h11.MUST_CLOSE else None)
+                    await close_writer(writer, reader if side.response == RESPONSE_DONE and side.must_close else None)
                 else:
                     writer.transport.abort()
             finally:
                 self._conn_tasks.pop(conn_id, None)
 
     async def _connection_loop(self, side: ServerSide) -> None:
-        conn = side.h11
         config = self.config
         first = True
         while True:
+            conn = side.h11
             # Phase: waiting for a request head.  A fresh connection gets --header-timeout,
             # a kept-alive one --idle-timeout until its next request starts.
             self._idle_conns[side.conn_id] = side
@@ -7896,30 +8028,24 @@ class App:
             side.timer.stop()
             side.awaiting_head = False
             first = False
+            side.begin(event)
             if side.fed - len(conn.trailing_data[0]) > MAX_HEAD_BYTES:
                 # h11 bounds only an *incomplete* head; one that arrived whole in a read is counted here.
-                await self._send_protocol_error(side, h11.RemoteProtocolError("request head too large", 431), event.method == b"HEAD")
+                await self._send_protocol_error(side, h11.RemoteProtocolError("request head too large", 431))
                 return
             target, status, message = check_request_head(event)
             if status:
                 await self._refuse_head(side, event, status, message)
-                if status != 200 or conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                if status != 200 or not side.next_cycle():
                     return
-                conn.start_next_cycle()
                 continue
             if target is not event.target:
                 event = h11.Request(method=event.method, target=target, headers=event.headers, http_version=event.http_version, _parsed=True)
             await self._handle_request(side, event)
-            if conn.our_state is h11.MUST_CLOSE or self._shutting_down:
-                return
-            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                return  # the client is still sending, or something broke: close
-            try:
-                conn.start_next_cycle()
-            except h11.LocalProtocolError:
-                return
+            if self._shutting_down or not side.next_cycle():
+                return  # the response says close, the client is still sending, or something broke
 
-    async def _send_protocol_error(self, side: ServerSide, exc: h11.RemoteProtocolError, head: bool = False) -> None:
+    async def _send_protocol_error(self, side: ServerSide, exc: h11.RemoteProtocolError) -> None:
         """A request h11 could not parse: 400 (431 for a head too large) and close.  The message is
         h11's, which may quote a header line whole: secrets are cut out of it first."""
         status = exc.error_status_hint or 400
@@ -7927,7 +8053,7 @@ class App:
             status = 400
         message = "request header fields too large" if status == 431 else "malformed HTTP request: %s" % redact_secrets(str(exc))
         log.info("conn %d: %d %s", side.conn_id, status, message)
-        await self.relay.answer_and_close(side, status, message, head)
+        await self.relay.answer_and_close(side, status, message)
 
     async def _refuse_head(self, side: ServerSide, request: h11.Request, status: int, message: str) -> None:
         """A head check_request_head refused (or ``OPTIONS *``, answered 200 and kept alive)."""
@@ -7937,11 +8063,11 @@ class App:
                 if type(conn.next_event()) not in (h11.Data, h11.EndOfMessage):
                     break
             headers = self.relay.head(None, [(b"content-length", b"0"), (b"allow", b"GET, HEAD, POST, PUT, DELETE, OPTIONS")])
-            await side.send(h11.Response(status_code=200, headers=headers), h11.EndOfMessage())
+            await side.respond(200, headers)
             return
         log.info("conn %d: %s %s: %d %s", side.conn_id, request.method.decode("latin-1"), redact_secrets(request.target.decode("latin-1"))[:200],
                  status, message)
-        await self.relay.answer_and_close(side, status, message, request.method == b"HEAD")
+        await self.relay.answer_and_close(side, status, message)
 
     # -- one request ------------------------------------------------------
 

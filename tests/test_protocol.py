@@ -308,6 +308,21 @@ def test_head_has_no_body_and_keeps_alive(fake, proxy):
     c.close()
 
 
+def test_upgrade_offer_is_ignored_and_keeps_alive(fake, proxy):
+    """A request offering an Upgrade (h2c) is served as HTTP/1.1, and the connection then serves
+    the next request: the proxy never switches protocols (found by the head fuzzer)."""
+    sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+    sock.sendall(b"GET /api/version HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+                 b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    data = b""
+    while data.count(b"HTTP/1.1 200") < 2 or not data.endswith(b"Ollama is running"):
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    assert b"101" not in data.split(b"\r\n")[0]
+    sock.close()
+
+
 def test_http10_client(fake, proxy):
     """An HTTP/1.0 client gets a complete answer, and the connection is closed after it."""
     sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
