@@ -49,13 +49,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import calendar
 import collections
 import dataclasses
 import fnmatch
 import functools
-import hashlib
-import hmac
 import itertools
 import json
 import logging
@@ -71,7 +68,6 @@ import struct
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 from urllib.parse import unquote, urlsplit
@@ -79,6 +75,7 @@ from urllib.parse import unquote, urlsplit
 import h11
 
 __version__ = "0.1.0"
+_LOADED_AT = time.time()  #: when this module began to run (compiled_at_start compares its bytecode's age)
 
 # ---------------------------------------------------------------------------
 # 0. Header
@@ -262,6 +259,13 @@ class BackendSpec:
         """The Host header Ollama expects: its own host:port."""
         host = "[%s]" % self.host if ":" in self.host else self.host
         return "%s:%d" % (host, self.port)
+
+    @property
+    def host_bytes(self) -> bytes:
+        """``host_header`` as sent: ASCII, or IDNA for an international name (the idna codec, and
+        the unicodedata tables it loads, cost 0.4 MB of memory: only such a name pays for them)."""
+        text = self.host_header
+        return text.encode("ascii") if text.isascii() else text.encode("idna")
 
     @property
     def url(self) -> str:
@@ -1634,6 +1638,7 @@ class ServerSide:
         self._keep_alive = True  #: the request allows keep-alive (before one was read: the head says close, if it must)
         self._left = 0  #: the response framing: Content-Length bytes still to send, or a FRAME_* value
         self._continue_sent = False
+        self._watched: Optional[asyncio.Task] = None  #: what a client EOF or reset cancels
 
     def begin(self, request: h11.Request) -> None:
         """A request head was read: its response is the next one."""
@@ -1673,15 +1678,16 @@ class ServerSide:
 
     def watch_disconnect(self, task: asyncio.Task) -> None:
         """From now until ``unwatch``, a client EOF or reset cancels ``task``."""
-
-        def gone() -> None:
-            self.client_gone = True
-            task.cancel()
-
+        self._watched = task
         if self.protocol.gone:
-            gone()
+            self._gone()
         else:
-            self.protocol.on_gone = gone
+            self.protocol.on_gone = self._gone
+
+    def _gone(self) -> None:
+        self.client_gone = True
+        if self._watched is not None:
+            self._watched.cancel()
 
     def unwatch(self) -> None:
         self.protocol.on_gone = None
@@ -2220,13 +2226,21 @@ class UpstreamConnection:
     async def receive_body(self) -> Tuple[bytes, bool]:
         """The body bytes of one socket read, and whether the body is complete.
 
-        Everything one read brings is joined, so the relay writes it out once.
+        Everything one read brings is joined, so the relay writes it out once.  (The read is
+        ``_read`` written out: a stream waits here for its life, one frame less per stream.)
         """
         while True:
             data, done = self.take_buffered()
             if data or done:
                 return data, done
-            self.parser.feed(await self._read())
+            try:
+                data = await self.reader.read(READ_SIZE)
+            except OSError:
+                data = b""
+            if data:
+                self.received_any = True
+            self.timer.touch()
+            self.parser.feed(data)
 
     async def receive_whole_body(self, limit: int = MAX_JSON_BODY) -> bytes:
         if self.replay is not None:
@@ -2469,7 +2483,7 @@ class Backend:
     request_health: RequestHealth = field(default_factory=RequestHealth, repr=False)  #: what forwarded requests say (the Fleet's)
 
     def __post_init__(self) -> None:
-        self.host_header = self.spec.host_header.encode("idna")
+        self.host_header = self.spec.host_bytes
         self.name = self.spec.name
 
 
@@ -2590,7 +2604,7 @@ async def _probe_get(spec: BackendSpec, path: str, via: bytes, ssl_context: Opti
     """One GET on a fresh connection; the ``models`` list of a 200 JSON answer, else ValueError."""
     reader, writer = await asyncio.open_connection(spec.host, spec.port, ssl=ssl_context, limit=READ_SIZE)
     try:
-        headers = [(b"host", spec.host_header.encode("idna")), (b"accept", b"application/json"), (b"via", via), (b"connection", b"close")]
+        headers = [(b"host", spec.host_bytes), (b"accept", b"application/json"), (b"via", via), (b"connection", b"close")]
         if spec.auth is not None:
             headers.append((b"authorization", spec.auth.encode("latin-1")))
         writer.write(encode_request_head(b"GET", (spec.path_prefix + path).encode("latin-1"), headers))
@@ -3215,6 +3229,7 @@ def conversation_key(model: str, body: Mapping[str, Any]) -> Optional[str]:
         if isinstance(message, dict) and message.get("role") == "user":
             break
     text = json.dumps([model, head], sort_keys=True, ensure_ascii=False, default=str)
+    import hashlib  # here, not at the top: OpenSSL's digests cost every proxy 0.7 MB, and only sticky routing needs one
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
@@ -4025,6 +4040,8 @@ def rfc3339_to_unix(value: Any) -> Optional[int]:
         return None
     year, month, day, hour, minute, second = (int(g) for g in m.group(1, 2, 3, 4, 5, 6))
     try:
+        import calendar  # here, not at the top: only this parser needs it
+
         seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
     except (ValueError, OverflowError):
         return None
@@ -7013,6 +7030,7 @@ class Relay:
                 pending = head
             else:
                 await side.write(head)
+            head, headers = b"", []  # not held for the life of a stream
         ctype = header_value(upstream_headers, b"content-type") or b""
         sse = ctype.startswith(b"text/event-stream")
         lines = chunked and (sse or ctype.startswith(b"application/x-ndjson"))
@@ -7055,6 +7073,7 @@ class Relay:
                     await side.write(out)  # the slow path: drain, stalled-client timeout, errors
                 else:
                     writer.write(out)
+                out = data = b""  # not held while the next read waits
             if done:
                 break
 
@@ -7633,6 +7652,10 @@ class RequestReader:
         self.merging = False  #: the lists are composed by the proxy (else one backend's, relayed); set by the wiring
         self._api_key = config.api_key.encode("utf-8") if config.api_key else None
         self._bearer = b"Bearer " + self._api_key if self._api_key else None
+        if self._api_key:
+            import hmac  # here, not at the top: it loads OpenSSL's digests (0.7 MB), which only --api-key needs
+
+            self._same = hmac.compare_digest
         self._aliases = {a: m for a, m in config.aliases if not is_model_pattern(a)}
         self._alias_patterns = tuple((a, m) for a, m in config.aliases if is_model_pattern(a))
         self._rng = random.Random()
@@ -7666,11 +7689,11 @@ class RequestReader:
         auth = header_value(req.headers, b"authorization")
         key = header_value(req.headers, b"x-api-key")
         assert self._bearer is not None
-        if (auth is not None and hmac.compare_digest(auth, self._bearer)) or (key is not None and hmac.compare_digest(key, self._api_key)):
+        if (auth is not None and self._same(auth, self._bearer)) or (key is not None and self._same(key, self._api_key)):
             return
         if req.path in STATUS_PAGE_PATHS:  # a browser: Basic authentication, the key as the password (SPEC §8)
             password = basic_password(auth) if auth is not None else None
-            if password is not None and hmac.compare_digest(password, self._api_key):
+            if password is not None and self._same(password, self._api_key):
                 return
             raise Unauthorized("missing or wrong API key: send 'Authorization: Bearer <key>', 'x-api-key: <key>', "
                                "or Basic authentication with the key as the password", challenge=True)
@@ -7841,7 +7864,7 @@ class App:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.token = uuid.uuid4().hex[:12]
+        self.token = os.urandom(6).hex()
         self.via = ("1.1 ollama-proxy-" + self.token).encode("ascii")
         #: request headers never sent upstream: ours are set per backend, the key is the proxy's own
         self._upstream_drop = frozenset({b"host", b"content-length", b"expect", b"via"}
@@ -8266,7 +8289,7 @@ class App:
         """What the request asks of the choice: its model, a pinned backend, its conversation."""
         model = normalize_model(ex.request.model) if ex.request.model else None
         body = ex.request.json if isinstance(ex.request.json, dict) else None
-        want = Want(ex.label, ex.request.path, model, ex.request.pinned, need=lambda: self.planner.need(ex, model or ""),
+        want = Want(ex.label, ex.request.path, model, ex.request.pinned, need=functools.partial(self.planner.need, ex, model or ""),
                     embed=ex.request.path in EMBED_PATHS)
         if ex.request.path == "/api/create" and body is not None:
             base = body.get("from")
@@ -8660,7 +8683,7 @@ async def scanned_backends(config: Config, via: bytes) -> List[BackendSpec]:
 async def run_doctor(config: Config, environ: Mapping[str, str]) -> int:
     """--check: each backend, its version and models, the num_ctx the proxy would send, the
     Ollama settings and, on macOS, the GPU memory; advice.  0 when every backend answered."""
-    via = ("1.1 ollama-proxy-" + uuid.uuid4().hex[:12]).encode("ascii")
+    via = ("1.1 ollama-proxy-" + os.urandom(6).hex()).encode("ascii")
     backends = [Backend(spec) for spec in config.backends]
     sections: List[Tuple[str, List[str]]] = []
     answered = True
@@ -9027,7 +9050,7 @@ async def run_limits(config: Config, model: str, out: Any = None) -> int:
     fills most of the context; stop at the first size limit_verdict does not pass; then unload it (or
     leave it loaded as it was), print the table and the advice.  0 when at least one size was measured."""
     out = out if out is not None else sys.stdout
-    via = ("1.1 ollama-proxy-" + uuid.uuid4().hex[:12]).encode("ascii")
+    via = ("1.1 ollama-proxy-" + os.urandom(6).hex()).encode("ascii")
     wanted = normalize_model(model)
     target = alias_target(wanted, {a: m for a, m in config.aliases if not is_model_pattern(a)},
                           [(a, m) for a, m in config.aliases if is_model_pattern(a)])
@@ -9132,14 +9155,27 @@ def setup_logging(config: Config) -> None:
     log.write_to(fd, level, config.log_format == "json")
 
 
+def compiled_at_start() -> bool:
+    """Whether this process compiled the file instead of loading cached bytecode: it runs as a
+    script, or its cached bytecode is missing or was written by this very start."""
+    cached = globals().get("__cached__")
+    if __name__ == "__main__" or not cached:
+        return True
+    try:
+        return os.stat(cached).st_mtime >= _LOADED_AT - 2.0
+    except OSError:
+        return True
+
+
 def release_freed_memory() -> None:
     """Give the C heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing).
 
-    Where no bytecode is cached (a read-only install directory, PYTHONDONTWRITEBYTECODE), the
-    import compiles the whole file, and the compiler's garbage, some 15-20 MB, stays in the
-    process's heap after it is freed; trimming once before serving brings the idle process down
-    to what an import of cached bytecode costs."""
-    if not sys.platform.startswith("linux"):
+    Where no bytecode is cached (a read-only install directory, PYTHONDONTWRITEBYTECODE, the
+    first start), the import compiles the whole file, and the compiler's garbage, some 15-20 MB,
+    stays in the process's heap after it is freed; trimming once before serving brings the idle
+    process down to what an import of cached bytecode costs.  Loaded from cached bytecode there is
+    nothing to give back, and ctypes (0.35 MB) is not loaded."""
+    if not sys.platform.startswith("linux") or not compiled_at_start():
         return
     try:
         import ctypes

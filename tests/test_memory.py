@@ -77,3 +77,30 @@ def test_the_re_executed_proxy_carries_no_syntax_tree():
         stop(as_module)
         stop(as_script)
     assert script_kb - module_kb > 8 * 1024, (module_kb, script_kb)
+
+
+def _loaded_modules_after_start(tmp_path, compile_first: bool):
+    """Start a copy of the file as the re-executed module, its bytecode cached or not, and list
+    which of the modules only some starts need are loaded once it serves."""
+    copy = tmp_path / "ollama_proxy.py"
+    with open(PROXY, "rb") as f:
+        copy.write_bytes(f.read())
+    if compile_first:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(tmp_path)], check=True)
+        os.utime(copy, (time.time() - 60, time.time() - 60))  # older than its bytecode, as after an install
+        subprocess.run([sys.executable, "-m", "compileall", "-q", "-f", str(tmp_path)], check=True)
+        time.sleep(2.1)  # the bytecode predates this start
+    code = ("import sys, importlib.util as u; s = u.spec_from_file_location('ollama_proxy', %r); m = u.module_from_spec(s); "
+            "sys.modules['ollama_proxy'] = m; s.loader.exec_module(m); m.release_freed_memory(); "
+            "print(m.compiled_at_start(), *[n for n in ('ctypes', 'hashlib', 'calendar', 'uuid', 'encodings.idna') if n in sys.modules])"
+            % str(copy))
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
+
+
+def test_loaded_from_cached_bytecode_nothing_is_trimmed_and_ctypes_is_not_loaded(tmp_path):
+    assert _loaded_modules_after_start(tmp_path, compile_first=True) == ["False"]
+
+
+def test_compiled_at_this_start_the_heap_is_trimmed(tmp_path):
+    assert _loaded_modules_after_start(tmp_path, compile_first=False) == ["True", "ctypes"]

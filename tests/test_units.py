@@ -304,3 +304,10 @@ def test_module_docstring_maps_the_banners():
     mapped = re.findall(r"^\s{4}(\d+)\. (\S+(?: \S+)*?)\s{2,}", doc, re.M)
     assert [n for n, _ in banners] == [str(i) for i in range(len(banners))]
     assert [(n, t.split()[0]) for n, t in banners] == [(n, t.split()[0]) for n, t in mapped]
+
+
+def test_host_bytes_are_ascii_unless_the_name_is_international():
+    """The Host header sent upstream; only an international name needs the idna codec."""
+    assert op.parse_backend("http://127.0.0.1:11434").host_bytes == b"127.0.0.1:11434"
+    assert op.parse_backend("http://[::1]:11434").host_bytes == b"[::1]:11434"
+    assert op.parse_backend("http://bücher.example:11434").host_bytes == b"xn--bcher-kva.example:11434"
