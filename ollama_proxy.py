@@ -1639,6 +1639,7 @@ class ServerSide:
         self._left = 0  #: the response framing: Content-Length bytes still to send, or a FRAME_* value
         self._continue_sent = False
         self._watched: Optional[asyncio.Task] = None  #: what a client EOF or reset cancels
+        self._leftover: Tuple[bytes, bool] = (b"", False)  #: h11's trailing_data, once the parser is dropped
 
     def begin(self, request: h11.Request) -> None:
         """A request head was read: its response is the next one."""
@@ -1650,10 +1651,9 @@ class ServerSide:
 
     def next_cycle(self) -> bool:
         """Ready for the next request on this connection (False when it must close instead)."""
-        old = self.h11
         if self.must_close or self.response != RESPONSE_DONE or not self.request_read:
             return False
-        data, closed = old.trailing_data
+        data, closed = self.h11.trailing_data if self.h11 is not None else self._leftover
         self.h11 = conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
         if data:
             conn.receive_data(data)
@@ -1668,13 +1668,15 @@ class ServerSide:
     def request_read(self) -> bool:
         """The whole request was read.  (A request that offers an Upgrade stays in h11's
         MIGHT_SWITCH_PROTOCOL, which only h11's own response would end: the proxy never switches.)"""
-        state = self.h11.their_state
-        return state is h11.DONE or state is h11.MIGHT_SWITCH_PROTOCOL
+        if self.h11 is None:  # dropped by ``start`` once the request was read
+            return True
+        state = self.h11.their_state  # MUST_CLOSE: read, and the client asked to close after it
+        return state is h11.DONE or state is h11.MIGHT_SWITCH_PROTOCOL or state is h11.MUST_CLOSE
 
     @property
     def client_waits_for_continue(self) -> bool:
         """The client sent ``Expect: 100-continue`` and nothing answered it yet."""
-        return self.h11.they_are_waiting_for_100_continue and not self._continue_sent and self.response == RESPONSE_NOT_STARTED
+        return self.response == RESPONSE_NOT_STARTED and not self._continue_sent and self.h11.they_are_waiting_for_100_continue
 
     def watch_disconnect(self, task: asyncio.Task) -> None:
         """From now until ``unwatch``, a client EOF or reset cancels ``task``."""
@@ -1726,6 +1728,11 @@ class ServerSide:
         data, self._left, close = response_head(status, headers, reason, self.request_method, self.client_http11, self._keep_alive)
         self.must_close = self.must_close or close
         self.response = RESPONSE_BODY
+        if self.request_read and self.h11 is not None:
+            # The request is read: only what h11 holds beyond it (pipelined bytes) is kept, not the
+            # parser, for as long as the answer streams.
+            self._leftover = self.h11.trailing_data
+            self.h11 = None  # type: ignore[assignment]
         return data
 
     def body(self, data: bytes) -> bytes:
@@ -7773,7 +7780,7 @@ class RequestReader:
         A larger one is left unread: the error response then closes the connection.
         """
         conn = side.h11
-        if conn.their_state is not h11.SEND_BODY or side.client_waits_for_continue:
+        if conn is None or conn.their_state is not h11.SEND_BODY or side.client_waits_for_continue:  # None: read whole
             return  # a client waiting for 100 Continue gets the final status instead (RFC 9110 §10.1.1)
         declared = header_value(headers, b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
@@ -8028,11 +8035,10 @@ class App:
         config = self.config
         first = True
         while True:
-            conn = side.h11
             # Phase: waiting for a request head.  A fresh connection gets --header-timeout,
             # a kept-alive one --idle-timeout until its next request starts.
             self._idle_conns[side.conn_id] = side
-            side.fed = len(conn.trailing_data[0])  # a pipelined head may already be buffered
+            side.fed = len(side.h11.trailing_data[0])  # a pipelined head may already be buffered
             side.awaiting_head = not first and side.fed == 0
             side.timer.start(config.idle_timeout if side.awaiting_head else config.header_timeout)
             try:
@@ -8052,7 +8058,7 @@ class App:
             side.awaiting_head = False
             first = False
             side.begin(event)
-            if side.fed - len(conn.trailing_data[0]) > MAX_HEAD_BYTES:
+            if side.fed - len(side.h11.trailing_data[0]) > MAX_HEAD_BYTES:
                 # h11 bounds only an *incomplete* head; one that arrived whole in a read is counted here.
                 await self._send_protocol_error(side, h11.RemoteProtocolError("request head too large", 431))
                 return
@@ -8062,9 +8068,9 @@ class App:
                 if status != 200 or not side.next_cycle():
                     return
                 continue
-            if target is not event.target:
-                event = h11.Request(method=event.method, target=target, headers=event.headers, http_version=event.http_version, _parsed=True)
-            await self._handle_request(side, event)
+            method, headers = event.method, list(event.headers)
+            event = None  # h11's Request is not held for the life of a stream: its method, target and headers are
+            await self._handle_request(side, method, target, headers)
             if self._shutting_down or not side.next_cycle():
                 return  # the response says close, the client is still sending, or something broke
 
@@ -8094,9 +8100,9 @@ class App:
 
     # -- one request ------------------------------------------------------
 
-    async def _handle_request(self, side: ServerSide, request: h11.Request) -> None:
-        path, _ = split_target(request.target)
-        ex = Exchange(side.conn_id, request.method, path, time.monotonic(), Request(request.target, path, path, list(request.headers)))
+    async def _handle_request(self, side: ServerSide, method: bytes, target: bytes, headers: Headers) -> None:
+        path, _ = split_target(target)
+        ex = Exchange(side.conn_id, method, path, time.monotonic(), Request(target, path, path, headers))
         try:
             try:
                 reader = self.reader

@@ -51,16 +51,27 @@ def h11_bytes(request, status, headers, pieces, reason):
     return out, conn.our_state is h11.MUST_CLOSE, event
 
 
+def ready_side(request=REQUESTS["GET 1.1"]):
+    """A ServerSide with only the writer's state (no stream), its request read by h11."""
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(request)
+    side = op.ServerSide.__new__(op.ServerSide)
+    side.h11 = conn
+    side.response = op.RESPONSE_NOT_STARTED
+    side.must_close = True
+    side._continue_sent = False
+    side.begin(conn.next_event())
+    assert type(conn.next_event()) is h11.EndOfMessage
+    return side
+
+
 @pytest.mark.parametrize("name", list(REQUESTS))
 @pytest.mark.parametrize("status,headers,pieces", RESPONSES)
 def test_responses_are_written_as_h11_writes_them(name, status, headers, pieces):
     expected, h11_closes, request = h11_bytes(REQUESTS[name], status, headers, pieces, b"OK" if status == 200 else b"")
     head, framing, closes = op.response_head(status, list(headers), b"OK" if status == 200 else b"", request.method,
                                              request.http_version >= b"1.1", op.client_keeps_alive(request))
-    side = op.ServerSide.__new__(op.ServerSide)  # only the writer's state; no stream needed
-    side.response = op.RESPONSE_NOT_STARTED
-    side.must_close = True
-    side.begin(request)
+    side = ready_side(REQUESTS[name])
     out = side.start(status, list(headers), b"OK" if status == 200 else b"")
     assert out == head
     for piece in pieces:
@@ -69,16 +80,9 @@ def test_responses_are_written_as_h11_writes_them(name, status, headers, pieces)
     out += side.end()
     assert out == expected
     assert closes == h11_closes == side.must_close
+    assert side.h11 is None and side.next_cycle() == (not closes)  # the parser is dropped once the answer starts
 
 
-def ready_side(request=REQUESTS["GET 1.1"]):
-    conn = h11.Connection(h11.SERVER)
-    conn.receive_data(request)
-    side = op.ServerSide.__new__(op.ServerSide)
-    side.response = op.RESPONSE_NOT_STARTED
-    side.must_close = True
-    side.begin(conn.next_event())
-    return side
 
 
 def test_too_much_and_too_little_for_a_content_length_are_refused():

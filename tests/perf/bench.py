@@ -88,7 +88,10 @@ What is measured
    valgrind's callgrind, which does not move with the machine's noise. Each row is one process
    (floor relay, proxy in its default configuration, the proxy with one feature off) run twice
    under callgrind with a different amount of work; the difference of the totals over the extra
-   requests or lines cancels start-up and shutdown.
+   requests or lines cancels start-up and shutdown. Two rows send from 16 connections at once.
+   Then the floor and the proxy once more with callgrind's cache and branch simulation: level-1
+   cache misses and mispredicted branches per request, which instructions alone do not show
+   (they are why CPU time can differ more than instruction counts).
 8. Choice (``--only choice``): the cost of choosing a backend among 100. (a) the pure functions
    ``eligible_backends`` + ``choose_backend`` on 100 Backend objects against 1, timeit median,
    with routes and with ``--max-concurrent``; (b) end to end: wrk -c16 non-streamed
@@ -129,6 +132,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -1325,16 +1329,18 @@ def run_openai(proxy_path, fake_path, logdir, streams=16, chunks=200, duration=3
 
 # -- instructions (valgrind callgrind): deterministic counts, unmoved by the machine's noise ----------
 
-def callgrind_total(name, cmd, port, workload, logdir):
+def callgrind_total(name, cmd, port, workload, logdir, simulate=False):
     """Instructions one server process executes from start to exit (SIGTERM) under callgrind,
-    while ``workload(port)`` runs against it."""
+    while ``workload(port)`` runs against it.  With ``simulate``, callgrind's cache and branch
+    simulation also runs, and the answer is every event it counted (Ir, I1mr, D1mr, Bcm, Bim...)."""
     out = os.path.join(logdir, "callgrind.%s.out" % name)
     logpath = os.path.join(logdir, "callgrind.%s.log" % name)
     # --separate-threads: the event loop's thread (the first file) apart from the proxy's scanner
     # thread, whose probe rounds come every --scan-interval of wall time, which valgrind stretches
     # OLLAMA_PROXY_NO_REEXEC: the proxy stays the process valgrind watches (it would otherwise
     # re-execute itself as a module, outside callgrind)
-    proc = spawn(["valgrind", "--tool=callgrind", "--separate-threads=yes", "--callgrind-out-file=" + out] + cmd, logpath,
+    sim = ["--cache-sim=yes", "--branch-sim=yes"] if simulate else []
+    proc = spawn(["valgrind", "--tool=callgrind", "--separate-threads=yes"] + sim + ["--callgrind-out-file=" + out] + cmd, logpath,
                  stdin=subprocess.DEVNULL, env=dict(os.environ, OLLAMA_PROXY_NO_REEXEC="1"))
     wait_port(port, proc, 300.0, logpath)
     time.sleep(0.5)  # let start-up work (the first probe round, if any) finish before the workload
@@ -1344,10 +1350,14 @@ def callgrind_total(name, cmd, port, workload, logdir):
         proc.send_signal(signal.SIGTERM)
         proc.wait(300)
     path = out + "-01" if os.path.exists(out + "-01") else out  # thread 1: the event loop
+    events = None
     with open(path) as f:
         for line in f:
-            if line.startswith(("summary:", "totals:")):
-                return int(line.split()[1])
+            if line.startswith("events:"):
+                events = line.split()[1:]
+            elif line.startswith(("summary:", "totals:")):
+                counts = [int(x) for x in line.split()[1:]]
+                return dict(zip(events, counts)) if simulate else counts[0]
     raise RuntimeError("no totals in %s" % path)
 
 
@@ -1384,6 +1394,17 @@ def requests_workload(path, body, count, headers=b""):
     return run
 
 
+def concurrent_workload(path, body, count, clients=16):
+    """``count`` requests from each of ``clients`` connections at once (threads)."""
+    def run(port):
+        threads = [threading.Thread(target=requests_workload(path, body, count), args=(port,)) for _ in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    return run
+
+
 def run_instructions(proxy_path, logdir, requests=(40, 240), lines=(20, 420)):
     """Instructions per non-streamed request, per streamed NDJSON line and per translated SSE
     event, each the difference of two runs of one process under callgrind (so that start-up and
@@ -1410,36 +1431,53 @@ def run_instructions(proxy_path, logdir, requests=(40, 240), lines=(20, 420)):
     chat = json.dumps({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
     messages = json.dumps({"model": "llama3.2", "max_tokens": 4096, "messages": [{"role": "user", "content": "hi"}], "stream": True}).encode()
     responses = json.dumps({"model": "llama3.2", "input": "hi", "stream": True}).encode()
-    rows = [  # (row, unit, command maker, path, body, vary requests (True) or lines per request (False))
-        ("floor relay", "request", floor, b"/api/generate", generate, True),
-        ("proxy, defaults", "request", proxy(fast_port), b"/api/generate", generate, True),
-        ("proxy, --log-level warning", "request", proxy(fast_port, "--log-level", "warning"), b"/api/generate", generate, True),
-        ("proxy, --scan-interval 0 (no probes)", "request", proxy(fast_port, "--scan-interval", "0"), b"/api/generate", generate, True),
-        ("proxy, no modifiers", "request", proxy(fast_port, "--context-mode", "off", "--num-predict", "0"), b"/api/generate", generate, True),
-        ("floor relay", "NDJSON line", floor, b"/api/generate", ndjson, False),
-        ("proxy, defaults", "NDJSON line", proxy(fast_port), b"/api/generate", ndjson, False),
-        ("/v1/chat/completions passed through", "SSE event", proxy(faithful_port, "--no-translate"), b"/v1/chat/completions", chat, False),
-        ("/v1/chat/completions translated", "SSE event", proxy(faithful_port), b"/v1/chat/completions", chat, False),
-        ("/v1/messages translated", "SSE event", proxy(faithful_port), b"/v1/messages", messages, False),
-        ("/v1/responses translated", "SSE event", proxy(faithful_port), b"/v1/responses", responses, False),
+    rows = [  # (row, unit, command maker, path, body, what varies: "requests", "lines" per request, or "c16" requests)
+        ("floor relay", "request", floor, b"/api/generate", generate, "requests"),
+        ("proxy, defaults", "request", proxy(fast_port), b"/api/generate", generate, "requests"),
+        ("floor relay, 16 clients at once", "request", floor, b"/api/generate", generate, "c16"),
+        ("proxy, defaults, 16 clients at once", "request", proxy(fast_port), b"/api/generate", generate, "c16"),
+        ("proxy, --log-level warning", "request", proxy(fast_port, "--log-level", "warning"), b"/api/generate", generate, "requests"),
+        ("proxy, --scan-interval 0 (no probes)", "request", proxy(fast_port, "--scan-interval", "0"), b"/api/generate", generate, "requests"),
+        ("proxy, no modifiers", "request", proxy(fast_port, "--context-mode", "off", "--num-predict", "0"), b"/api/generate", generate, "requests"),
+        ("floor relay", "NDJSON line", floor, b"/api/generate", ndjson, "lines"),
+        ("proxy, defaults", "NDJSON line", proxy(fast_port), b"/api/generate", ndjson, "lines"),
+        ("/v1/chat/completions passed through", "SSE event", proxy(faithful_port, "--no-translate"), b"/v1/chat/completions", chat, "lines"),
+        ("/v1/chat/completions translated", "SSE event", proxy(faithful_port), b"/v1/chat/completions", chat, "lines"),
+        ("/v1/messages translated", "SSE event", proxy(faithful_port), b"/v1/messages", messages, "lines"),
+        ("/v1/responses translated", "SSE event", proxy(faithful_port), b"/v1/responses", responses, "lines"),
     ]
     out = []
-    for i, (row, unit, make, path, body, vary_requests) in enumerate(rows):
+    for i, (row, unit, make, path, body, varies) in enumerate(rows):
         totals = []
-        for n in (requests if vary_requests else lines):
+        for n in (lines if varies == "lines" else requests):
             port = free_port()
-            if vary_requests:
+            if varies == "requests":
                 work = requests_workload(path, body, n)
+            elif varies == "c16":
+                work = concurrent_workload(path, body, n // 8)
             else:
                 work = requests_workload(path, body, 4, b"X-Fake-Chunks: %d\r\n" % n)
             totals.append(callgrind_total("%d-%d" % (i, n), make(port), port, work, logdir))
-        extra = (requests[1] - requests[0]) if vary_requests else 4 * (lines[1] - lines[0])
+        extra = {"requests": requests[1] - requests[0], "c16": 16 * (requests[1] // 8 - requests[0] // 8),
+                 "lines": 4 * (lines[1] - lines[0])}[varies]
         out.append((row, unit, (totals[1] - totals[0]) / extra))
         print("  %-40s %12.0f instructions per %s" % (row, out[-1][2], unit), flush=True)
-    return out
+    # Instructions are not all of the CPU time: callgrind's cache and branch simulation (the same
+    # deterministic counting) shows how well they run, per non-streamed request.
+    simulated = []
+    for name, make in (("floor relay", floor), ("proxy, defaults", proxy(fast_port))):
+        counts = []
+        for n in requests:
+            port = free_port()
+            counts.append(callgrind_total("sim-%s-%d" % (name[:5], n), make(port), port, requests_workload(b"/api/generate", generate, n), logdir, simulate=True))
+        per = {k: (counts[1][k] - counts[0][k]) / (requests[1] - requests[0]) for k in counts[0]}
+        simulated.append((name, per))
+        print("  %-40s %s" % (name, " ".join("%s %.0f" % kv for kv in sorted(per.items()))), flush=True)
+    return out, simulated
 
 
-def print_instructions(rows):
+def print_instructions(result):
+    rows, simulated = result
     print("instructions (valgrind callgrind, difference of two runs; the proxy in its default configuration unless the row says):")
     floor = {unit: per for row, unit, per in rows if row == "floor relay"}
     passthrough = next((per for row, unit, per in rows if row.endswith("passed through")), None)
@@ -1448,6 +1486,18 @@ def print_instructions(rows):
         rel = "" if ref in (None, 0) or row == "floor relay" or row.endswith("passed through") else \
             "  %.2f x %s" % (per / ref, "the floor" if unit in floor else "passed through")
         print("  %-40s %-12s %12.0f%s" % (row, unit, per, rel))
+    if simulated:
+        print("how they run, per non-streamed request (callgrind --cache-sim --branch-sim: level-1 instruction and data cache misses,")
+        print("mispredicted conditional and indirect branches; each costs the CPU some 10-20 cycles where an instruction costs about one):")
+        print(f"  {'':<40} {'instructions':>18} {'I1 misses':>16} {'D1 misses':>16} {'mispredicted':>16}")
+        base = simulated[0][1]
+        for name, per in simulated:
+            values = (per["Ir"], per["I1mr"], per["D1mr"] + per["D1mw"], per["Bcm"] + per["Bim"])
+            if per is base:
+                print("  %-40s %18.0f %16.0f %16.0f %16.0f" % ((name,) + values))
+            else:
+                refs = (base["Ir"], base["I1mr"], base["D1mr"] + base["D1mw"], base["Bcm"] + base["Bim"])
+                print("  %-40s %18s %16s %16s %16s" % ((name,) + tuple("%.0f (%.2fx)" % (v, v / r) for v, r in zip(values, refs))))
 
 
 def print_openai(result):
