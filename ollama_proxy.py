@@ -1264,14 +1264,16 @@ def error_message_from_body(body: bytes) -> str:
 # 3. HTTP plumbing
 # ---------------------------------------------------------------------------
 #
-# Theory.  Each side of the proxy is an h11.Connection over one asyncio stream
-# pair.  h11 is sans-IO: we feed it bytes (b"" at EOF) and pull events, and it
-# turns our events into bytes.  Timeouts are *per phase* and never wrap whole
-# handlers: an IdleTimer per socket holds a deadline that the hot path pushes
-# forward with a float assignment; when it fires, it aborts the transport, so
-# the pending read fails and the phase that was waiting decides what it means
-# (header timeout: drop; upstream silence: 504).  No timer callback touches an
-# h11 state machine.
+# Theory.  The client side is one asyncio stream pair per connection.  h11 reads
+# the requests (sans-IO: we feed it bytes, b"" at EOF, and pull events), one h11
+# connection per request cycle; the responses are written here by
+# ``response_head`` and ServerSide, with the framing and keep-alive h11 would
+# choose and the same bytes (h11's send path was a sixth of a request's cost).
+# Timeouts are *per phase* and never wrap whole handlers: an IdleTimer per
+# socket holds a deadline that the hot path pushes forward with a float
+# assignment; when it fires, it aborts the transport, so the pending read fails
+# and the phase that was waiting decides what it means (header timeout: drop;
+# upstream silence: 504).  No timer callback touches a parser's state.
 
 
 Headers = List[Tuple[bytes, bytes]]
