@@ -2874,10 +2874,13 @@ class Fleet:
             if result.ok and result.at < backend.failed_at:
                 continue  # this probe started before a request failed there: it proves nothing now
             if result.ok:
+                restarted = backend.failed_rounds > 0  # its probes had failed: it was down, and is back
                 backend.failed_rounds = 0
                 self._apply_inventory(backend, result.tags, result.ps)
                 if backend.healthy is not True:
                     self._set_health(backend, True, None)
+                if restarted and backend.request_health.ejected:
+                    self._end_ejection_after_restart(backend)
             else:
                 backend.failed_rounds += 1
                 backend.last_error = result.error
@@ -2909,6 +2912,19 @@ class Fleet:
         digests = {normalize_model(str(m.get("name") or m.get("model") or "")): str(m.get("digest") or "") for m in tags}
         backend.digests = digests
         self.models.digests_changed(backend, digests)
+
+    def _end_ejection_after_restart(self, backend: Backend) -> None:
+        """An ejected backend whose probes failed and now pass was down and came back (a restart):
+        the requests that failed before do not speak for it now, so its ejection ends.  (A backend
+        whose probes pass all along stays ejected: that is what ejection is for.)"""
+        ejections = backend.request_health.ejections
+        backend.request_health = RequestHealth()
+        self._ejected.discard(backend.name)
+        self.generation += 1
+        log.info("backend %s recovered: its probes saw it down and back up (after %d ejection(s) in a row)", backend.name, ejections,
+                 extra={"fields": {"event": "recovered", "backend": backend.name, "ejections": ejections}})
+        self.count("recovery", backend.name)
+        self.on_back(backend)
 
     def _set_health(self, backend: Backend, healthy: bool, reason: Optional[str]) -> None:
         """A health change, logged once."""

@@ -20,7 +20,7 @@ from typing import Any, Dict, List
 import pytest
 from fake_ollama import DEFAULT_MODELS, Fault, FakeOllama
 import test_many_backends
-from test_many_backends import TEXT, Background, call, chat, chats, wait_for
+from test_many_backends import TEXT, Background, call, chat, chats, stop_fake, wait_for
 from test_metrics import parse, values
 
 import ollama_proxy as op
@@ -583,6 +583,36 @@ def test_a_stalled_backend_is_ejected_although_its_probes_pass(make_fake, start_
         answer = call(proxy.port, "POST", "/api/chat", chat("after %d" % i))
         assert answer.status == 200 and answer.backend == "b", answer
     assert fault.hits == 3
+
+
+def test_a_backend_its_probes_saw_down_and_back_is_no_longer_ejected(make_fake, start_proxy, caplog):
+    """a answers every chat with 500 until it is ejected (its probes pass: it stays ejected); then
+    it goes down (its probes fail) and comes back on its port, restarted: that ends the ejection at
+    its first good probe, long before the 30 s cool-off, and requests reach it again."""
+    caplog.set_level(logging.INFO, logger="ollama_proxy")
+    a, b = preloaded(make_fake, 2, loaded=1)
+    proxy = start(start_proxy, [a, b], "--max-retries", "0", "--eject-seconds", "30")
+    a.add_fault(Fault(path="/api/chat", status=500, error="runner wedged", times=3))
+    for i in range(3):
+        assert call(proxy.port, "POST", "/api/chat", chat("failing %d" % i)).status == 500
+    assert report(proxy)["a"]["ejected"] is True
+    time.sleep(0.5)  # good probes meanwhile: still ejected
+    assert report(proxy)["a"]["ejected"] is True
+    port = a.port
+    stop_fake(a)
+    wait_for(lambda: proxy.call(lambda: proxy.app.fleet.named("a").healthy) is False, what="a seen down by its probes")
+    assert report(proxy)["a"]["ejected"] is True
+    restarted = make_fake(LLAMA_QWEN, port=port)
+    assert call(restarted.port, "POST", "/api/generate", {"model": "llama3.2"}).status == 200  # loaded again: chosen first
+    wait_for(lambda: report(proxy)["a"]["ejected"] is False, timeout=10, what="a no longer ejected after its restart")
+    entry = report(proxy)["a"]
+    assert entry["healthy"] is True and entry["consecutive_failures"] == 0
+    wait_for(lambda: LATEST in proxy.call(lambda: proxy.app.fleet.named("a").loaded), what="a's loaded model known")
+    answer = call(proxy.port, "POST", "/api/chat", chat("back"))
+    assert answer.status == 200 and answer.backend == "a", answer
+    said = records(caplog, "recovered: its probes saw it down and back up")
+    assert len(said) == 1 and said[0].startswith("backend a recovered"), said
+    assert per_backend(metrics(proxy), "ejection_recoveries_total") == {"a": 1.0}
 
 
 def test_the_fast_failing_backend_gets_no_extra_share(make_fake, start_proxy):

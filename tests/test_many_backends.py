@@ -440,8 +440,8 @@ def test_model_less_requests_go_to_first_healthy_backend(make_fake, start_proxy)
 def test_killing_a_backend_under_load_loses_no_request(make_fake, start_proxy):
     """100 concurrent non-streamed chats over three backends; the lowest-port one is stopped
     mid-way: every answer is a complete 200; it is marked unhealthy, and once a fake listens on
-    its port again it is healthy and served again (its failed requests ejected it: once its
-    cool-off is over, the next request is its trial)."""
+    its port again it is healthy and served again (its failed requests ejected it: a good probe
+    after failed ones ends that, or else the next request after the cool-off is its trial)."""
     fakes = sorted_fakes(make_fake, 3)
     victim = fakes[0]
     port = victim.port
@@ -467,9 +467,9 @@ def test_killing_a_backend_under_load_loses_no_request(make_fake, start_proxy):
 
     reborn = make_fake(port=port)
     wait_for(lambda: health_of(proxy)[name(victim)] is True, what="the restarted backend healthy again")
-    wait_for(lambda: proxy.call(lambda: proxy.app.fleet.named(name(victim)).request_health.trial_due(time.monotonic())),
-             what="the victim's cool-off over")
-    # its trial: the next request goes there
+    wait_for(lambda: proxy.call(lambda: proxy.app.fleet.named(name(victim)).request_health.available(time.monotonic())),
+             what="the victim available again")
+    # no longer ejected (its probes saw it down and back), or its trial after the cool-off: the next request goes there
     answer = call(proxy.port, "POST", "/api/chat", chat("after the restart", model="qwen3:8b"))
     assert answer.status == 200 and answer.backend == name(victim), answer
     assert chat_texts(reborn) == ["after the restart"]
