@@ -58,7 +58,6 @@ import json
 import logging
 import math
 import os
-import random
 import re
 import signal
 import socket
@@ -70,7 +69,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
-from urllib.parse import unquote, urlsplit
 
 import h11
 
@@ -404,6 +402,74 @@ def _default_name(host: str, port: int) -> str:
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
+_PERCENT_RE = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+_C0_AND_SPACE = "".join(map(chr, range(33)))
+
+
+def percent_decode(text: str) -> str:
+    """``text`` with its %XX escapes decoded as UTF-8 (an invalid sequence becomes U+FFFD), as
+    ``urllib.parse.unquote`` does.  (urllib.parse is not loaded: on Python 3.13 it brings
+    ipaddress along, 0.4 MB of every proxy's memory for two functions.)"""
+    if "%" not in text:
+        return text
+    return _PERCENT_RE.sub(lambda m: bytes.fromhex(m.group(0).replace("%", "")).decode("utf-8", "replace"), text)
+
+
+class SplitURL(NamedTuple):
+    """What ``split_url`` finds in ``scheme://user:password@host:port/path?query#fragment``."""
+
+    scheme: str
+    username: Optional[str]
+    password: Optional[str]
+    hostname: str  #: lower-case, without the brackets of an IPv6 literal
+    port: Optional[int]
+    path: str
+    query: str
+    fragment: str
+
+
+def split_url(text: str) -> SplitURL:
+    """A URL's parts, as ``urllib.parse.urlsplit`` gives them (``hostname``, ``port``, ``username``,
+    ``password``): the scheme lower-case, ASCII tab and newlines dropped, a port that is not a
+    number from 0 to 65535, or brackets around anything but an IPv6 address, refused with ValueError."""
+    text = text.lstrip(_C0_AND_SPACE).translate({9: None, 10: None, 13: None})
+    scheme, sep, rest = text.partition("://")
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        scheme, rest = "", text
+    rest, _, fragment = rest.partition("#")
+    rest, _, query = rest.partition("?")
+    cut = rest.find("/")
+    netloc, path = (rest, "") if cut < 0 else (rest[:cut], rest[cut:])
+    userinfo, at, hostport = netloc.rpartition("@")
+    username = password = None
+    if at:
+        username, colon, pw = userinfo.partition(":")
+        password = pw if colon else None
+    if hostport.startswith("["):
+        close = hostport.find("]")
+        if close < 0:
+            raise ValueError("Invalid IPv6 URL")
+        host, after = hostport[1:close], hostport[close + 1 :]
+        try:
+            socket.inet_pton(socket.AF_INET6, host.partition("%")[0])
+        except OSError:
+            raise ValueError("%r is not a valid IPv6 address" % host) from None
+        port_text = after[1:] if after.startswith(":") else None
+    else:
+        if "[" in hostport or "]" in hostport:
+            raise ValueError("Invalid IPv6 URL")
+        host, colon, port_text = hostport.partition(":")
+        port_text = port_text if colon else None
+    port = None
+    if port_text:
+        if not port_text.isdigit() or not port_text.isascii():
+            raise ValueError("Port could not be cast to integer value as %r" % port_text)
+        port = int(port_text)
+        if port > 65535:
+            raise ValueError("Port out of range 0-65535")
+    return SplitURL(scheme.lower(), username, password, host.lower(), port, path, query, fragment)
+
+
 def parse_backend(value: str) -> BackendSpec:
     """Parse a ``--backend [NAME=]URL`` value strictly: anything doubtful is a ConfigError.
 
@@ -423,16 +489,15 @@ def parse_backend(value: str) -> BackendSpec:
     had_scheme = "://" in text
     if not had_scheme:
         text = "http://" + text
-    parts = urlsplit(text)
+    try:
+        parts = split_url(text)
+    except ValueError:
+        raise ConfigError("backend %r: the port must be a number from 1 to 65535" % value) from None
     if parts.scheme not in ("http", "https"):
         raise ConfigError("backend %r: the scheme must be http or https, not %r" % (value, parts.scheme))
     if parts.query or parts.fragment:
         raise ConfigError("backend %r: a backend URL takes no query or fragment" % value)
-    try:
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        raise ConfigError("backend %r: the port must be a number from 1 to 65535" % value) from None
+    host, port = parts.hostname, parts.port
     if not host:
         raise ConfigError("backend %r: no host" % value)
     if host in UNSPECIFIED_HOSTS:
@@ -443,7 +508,7 @@ def parse_backend(value: str) -> BackendSpec:
         raise ConfigError("backend %r: the port must be from 1 to 65535" % value)
     auth = None
     if parts.username is not None:
-        pair = "%s:%s" % (unquote(parts.username), unquote(parts.password or ""))
+        pair = "%s:%s" % (percent_decode(parts.username), percent_decode(parts.password or ""))
         auth = "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
     return BackendSpec(
         name=name or _default_name(host, port),
@@ -540,7 +605,7 @@ def backend_from_host_port(host: Optional[str], port: Optional[str]) -> BackendS
     HOST may be a URL (``http://localhost``); the port is --ollama-port, else the URL's, else 11434."""
     text = (host or "").strip() or "127.0.0.1"
     spec = parse_backend(text if "://" in text else "http://" + text)
-    explicit = urlsplit(text).port if "://" in text else None
+    explicit = split_url(text).port if "://" in text else None
     number = _parse_port("--ollama-port", port, 1) if port is not None else explicit or 11434
     return dataclasses.replace(spec, port=number, name=_default_name(spec.host, number))
 
@@ -4051,6 +4116,15 @@ _EFFORT_TO_THINK: Dict[str, Any] = {
 _RFC3339 = re.compile(r"^(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.\d+)?(?:([Zz])|([+-])(\d\d):(\d\d))$")
 
 
+class SystemRandom:
+    """``randrange(n)`` from os.urandom: the ids below need nothing more, and the ``random``
+    module is not loaded for them (0.2 MB).  Tests pass a seeded ``random.Random`` instead."""
+
+    @staticmethod
+    def randrange(n: int) -> int:
+        return int.from_bytes(os.urandom(8), "big") % n
+
+
 def new_request_id(kind: str, rng: Any) -> str:
     """``chatcmpl-<0..998>`` or ``cmpl-<0..998>`` (random, not unique, as Ollama's); ``kind`` is the prefix."""
     if kind not in ("chatcmpl", "cmpl"):
@@ -5644,7 +5718,7 @@ class ResponsesStreamTranslator(StreamTranslator):
     dialect = OPENAI
 
     def __init__(self, model: str, response_id: str, item_id: str, request: Mapping[str, Any],
-                 clock: Callable[[], float] = time.time, rng: Any = random) -> None:
+                 clock: Callable[[], float] = time.time, rng: Any = SystemRandom) -> None:
         super().__init__(model, response_id, include_usage=False, clock=clock)
         self.response_id = response_id
         self.item_id = item_id
@@ -6542,7 +6616,7 @@ def parse_backend_url(target: bytes) -> Tuple[str, bytes]:
     name, _, remainder = rest.partition(b"/")
     if not name:
         raise BadRequest("/proxy-backend/<NAME>/<path>: no backend name")
-    return unquote(name.decode("latin-1")), b"/" + remainder
+    return percent_decode(name.decode("latin-1")), b"/" + remainder
 
 
 def split_target(target: bytes) -> Tuple[str, str]:
@@ -6906,7 +6980,7 @@ class WarnOnce:
 def stream_translator(req: Request, num_predict: int = 0) -> StreamTranslator:
     """The stream translator of a translated streaming request (``num_predict``: of the attempt)."""
     if req.kind == "responses":
-        return ResponsesStreamTranslator(req.client_model, req.request_id, responses_id("msg", random), req.echo)
+        return ResponsesStreamTranslator(req.client_model, req.request_id, responses_id("msg", SystemRandom), req.echo)
     if req.kind == "messages":
         return AnthropicStreamTranslator(req.client_model, req.request_id, req.estimate, num_predict)
     if req.kind == "chat":
@@ -7138,7 +7212,7 @@ class Relay:
         if ex.request.kind == "messages":
             out = native_chat_to_anthropic(native, ex.request.client_model, ex.request.request_id, attempt_num_predict(attempt))
         elif ex.request.kind == "responses":
-            out = native_chat_to_responses(native, ex.request.client_model, ex.request.request_id, responses_id("msg", random), ex.request.echo)
+            out = native_chat_to_responses(native, ex.request.client_model, ex.request.request_id, responses_id("msg", SystemRandom), ex.request.echo)
         elif ex.request.kind == "chat":
             out = native_chat_to_openai(native, ex.request.client_model, ex.request.request_id)
         elif ex.request.kind == "completion":
@@ -7613,7 +7687,7 @@ class OwnEndpoints:
         if ex.request.path.rstrip("/") == "/v1/models":
             await self.relay.send_json(side, ex, 200, models_to_openai({"models": models}))
             return
-        wanted = unquote(ex.request.path[len("/v1/models/") :])
+        wanted = percent_decode(ex.request.path[len("/v1/models/") :])
         for entry in models:
             if normalize_model(str(entry.get("name") or "")) == normalize_model(wanted):
                 await self.relay.send_json(side, ex, 200, model_to_openai(entry, wanted))
@@ -7683,7 +7757,7 @@ class RequestReader:
             self._same = hmac.compare_digest
         self._aliases = {a: m for a, m in config.aliases if not is_model_pattern(a)}
         self._alias_patterns = tuple((a, m) for a, m in config.aliases if is_model_pattern(a))
-        self._rng = random.Random()
+        self._rng = SystemRandom
         self._told_encoded = False  #: the first encoded body was logged as a warning, later ones at debug
 
     def start(self, ex: Exchange) -> None:

@@ -311,3 +311,51 @@ def test_host_bytes_are_ascii_unless_the_name_is_international():
     assert op.parse_backend("http://127.0.0.1:11434").host_bytes == b"127.0.0.1:11434"
     assert op.parse_backend("http://[::1]:11434").host_bytes == b"[::1]:11434"
     assert op.parse_backend("http://bücher.example:11434").host_bytes == b"xn--bcher-kva.example:11434"
+
+
+URLS = [
+    "http://127.0.0.1:11434", "http://localhost", "https://GPU1.Example.com:8443/ollama/", "http://[::1]:11434",
+    "http://[FE80::1%25eth0]:1", "http://user:p%40ss@host:1/x", "http://user@host", "http://:pw@host", "http://@host",
+    "http://host:/p", "http://host:0", "http://host?x=1#f", "http://host#f?x", "http://h/a?b#c", " \t http://h:1",
+    "http://h\t:1\n2", "HTTP://h", "http://h:65535", "http://u:a:b@h", "http://a@b@h:2", "http://h/p/q/",
+]
+BAD_URLS = ["http://h:65536", "http://h:12a", "http://h:-1", "http://[::1", "http://::1]:2", "http://[notanaddress]:1", "http://h:١٢"]
+
+
+@pytest.mark.parametrize("url", URLS)
+def test_split_url_agrees_with_urlsplit(url):
+    """split_url stands in for urllib.parse.urlsplit (not loaded by the proxy); urlsplit is the second source."""
+    from urllib.parse import urlsplit
+
+    theirs = urlsplit(url)
+    ours = op.split_url(url)
+    assert ours == op.SplitURL(theirs.scheme, theirs.username, theirs.password, theirs.hostname or "", theirs.port,
+                               theirs.path, theirs.query, theirs.fragment)
+
+
+#: refused by urlsplit since Python 3.11/3.12 (bracketed hosts checked, non-ASCII digits); split_url refuses them on every Python
+NEWER_BAD_URLS = {"http://[notanaddress]:1", "http://h:١٢"}
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_split_url_refuses_what_urlsplit_refuses(url):
+    from urllib.parse import urlsplit
+
+    if url not in NEWER_BAD_URLS or sys.version_info >= (3, 12):
+        with pytest.raises(ValueError):
+            urlsplit(url).port
+    with pytest.raises(ValueError):
+        op.split_url(url)
+
+
+@pytest.mark.parametrize("text", ["plain", "a%20b", "%E2%82%AC", "%e2%82%ac%20x", "bad%ZZ", "%", "%C3", "caf%C3%A9%2F", "100%25"])
+def test_percent_decode_agrees_with_unquote(text):
+    from urllib.parse import unquote
+
+    assert op.percent_decode(text) == unquote(text)
+
+
+def test_system_random_ids_are_in_range():
+    values = {op.SystemRandom.randrange(7) for _ in range(500)}
+    assert values == set(range(7))
+    assert op.responses_id("resp", op.SystemRandom).startswith("resp_")
