@@ -9255,14 +9255,27 @@ def setup_logging(config: Config) -> None:
 
 def compiled_at_start() -> bool:
     """Whether this process compiled the file instead of loading cached bytecode: it runs as a
-    script, or its cached bytecode is missing or was written by this very start."""
+    script, or its cached bytecode is missing, was made for another interpreter or another version
+    of the file (then the import compiled it, and wrote it again where it could), or was written by
+    this very start."""
     cached = globals().get("__cached__")
     if __name__ == "__main__" or not cached:
         return True
     try:
-        return os.stat(cached).st_mtime >= _LOADED_AT - 2.0
+        with open(cached, "rb") as f:
+            header = f.read(16)
+        made = os.stat(cached).st_mtime
+        source = os.stat(__file__)
     except OSError:
         return True
+    import importlib.util
+
+    magic, flags, mtime, size = header[:4], header[4:8], header[8:12], header[12:16]
+    if magic != importlib.util.MAGIC_NUMBER or flags != b"\0\0\0\0":
+        return True  # another interpreter's, or hash-based: the import decided, assume it compiled
+    if int.from_bytes(mtime, "little") != int(source.st_mtime) & 0xFFFFFFFF or int.from_bytes(size, "little") != source.st_size & 0xFFFFFFFF:
+        return True  # stale: the import compiled the file (and could not write it)
+    return made >= _LOADED_AT - 2.0
 
 
 def release_freed_memory() -> None:
@@ -9304,6 +9317,7 @@ async def _run(config: Config) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point: parse the configuration (exit 2 on a bad one), then serve until SIGTERM/SIGINT."""
+    stage = os.environ.pop(_BOOTED, None)  # re-executed by run_from_bytecode ("script") or below ("cached"); not passed on
     try:
         config = build_config(argv, os.environ)
     except ConfigError as exc:
@@ -9316,7 +9330,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return asyncio.run(run_limits(config, config.limits))
     if config.check:
         return asyncio.run(run_doctor(config, os.environ))
-    release_freed_memory()
+    if stage == "script" and compiled_at_start() and os.path.exists(str(globals().get("__cached__"))):
+        # This start compiled the file and cached its bytecode: the serving process is started
+        # once more (same PID) from that bytecode, without what the compiler left in the heap.
+        reexecute(sys.argv[1:], {_BOOTED: "cached"})
+    if stage != "cached":
+        release_freed_memory()
     return asyncio.run(_run(config))
 
 
@@ -9325,6 +9344,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 _BOOT = ("import sys, importlib.util as u; p = sys.argv[1]; s = u.spec_from_file_location('ollama_proxy', p); "
          "m = u.module_from_spec(s); sys.modules['ollama_proxy'] = m; s.loader.exec_module(m); sys.argv = sys.argv[1:]; "
          "sys.exit(m.main())")
+
+
+_BOOTED = "OLLAMA_PROXY_BOOTED"  #: set for the re-executed interpreter: "script" after run_from_bytecode, "cached" after main
+
+
+def reexecute(args: Sequence[str], env: Mapping[str, str]) -> None:
+    """Replace this process (same PID) with an interpreter that imports this file as the module and
+    runs main() with ``args``; the interpreter's options go along.  Returns only if exec failed."""
+    flags = sys.flags
+    options = ["-X%s" % k if v is True else "-X%s=%s" % (k, v) for k, v in getattr(sys, "_xoptions", {}).items()]
+    options += ["-W" + w for w in sys.warnoptions]
+    options += [o for o, on in (("-E", flags.ignore_environment), ("-s", flags.no_user_site), ("-B", flags.dont_write_bytecode),
+                                ("-I", getattr(flags, "isolated", 0)), ("-u", False)) if on]
+    options += ["-O"] * flags.optimize
+    os.environ.update(env)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable] + options + ["-c", _BOOT, os.path.abspath(__file__)] + list(args))
+    except OSError:  # no exec here: go on as this process is
+        for name in env:
+            os.environ.pop(name, None)
 
 
 def run_from_bytecode() -> None:
@@ -9336,18 +9377,7 @@ def run_from_bytecode() -> None:
     and its bytecode is cached for the next start. The interpreter's options go along."""
     if os.name != "posix" or os.environ.get("OLLAMA_PROXY_NO_REEXEC"):
         return
-    flags = sys.flags
-    options = ["-X%s" % k if v is True else "-X%s=%s" % (k, v) for k, v in getattr(sys, "_xoptions", {}).items()]
-    options += ["-W" + w for w in sys.warnoptions]
-    options += [o for o, on in (("-E", flags.ignore_environment), ("-s", flags.no_user_site), ("-B", flags.dont_write_bytecode),
-                                ("-I", getattr(flags, "isolated", 0)), ("-u", False)) if on]
-    options += ["-O"] * flags.optimize
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.execv(sys.executable, [sys.executable] + options + ["-c", _BOOT, os.path.abspath(__file__)] + sys.argv[1:])
-    except OSError:  # no exec here: run as the script, with its memory
-        pass
+    reexecute(sys.argv[1:], {_BOOTED: "script"})  # returns only if exec failed: run as the script, with its memory
 
 
 if __name__ == "__main__":

@@ -23,12 +23,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(env_extra: dict, *python_options: str):
+def start(env_extra: dict, *python_options: str, proxy: str = PROXY):
     port = free_port()
     env = dict(os.environ)
     env.pop("OLLAMA_PROXY_NO_REEXEC", None)
     env.update(env_extra)
-    proc = subprocess.Popen([sys.executable, *python_options, PROXY, "--port", str(port), "--backend", "http://127.0.0.1:9",
+    proc = subprocess.Popen([sys.executable, *python_options, proxy, "--port", str(port), "--backend", "http://127.0.0.1:9",
                              "--scan-interval", "0"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -104,3 +104,42 @@ def test_loaded_from_cached_bytecode_nothing_is_trimmed_and_ctypes_is_not_loaded
 
 def test_compiled_at_this_start_the_heap_is_trimmed(tmp_path):
     assert _loaded_modules_after_start(tmp_path, compile_first=False) == ["True", "ctypes"]
+
+
+def _serving(proc) -> tuple:
+    """(how the serving process was started, whether it loaded ctypes to trim its heap)."""
+    with open("/proc/%d/environ" % proc.pid, "rb") as f:
+        env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
+    with open("/proc/%d/maps" % proc.pid) as f:
+        trimmed = "_ctypes" in f.read()
+    return env.get(b"OLLAMA_PROXY_BOOTED", b"").decode(), trimmed
+
+
+def test_a_first_start_that_wrote_the_bytecode_serves_from_it(tmp_path):
+    """The first start compiles the file and writes its bytecode; it then starts once more (same
+    PID) from that bytecode, so the compiler's leftovers are not carried; the next start loads the
+    bytecode at once.  Where nothing can be written (PYTHONDONTWRITEBYTECODE) it trims its heap."""
+    copy = tmp_path / "ollama_proxy.py"
+    with open(PROXY, "rb") as f:
+        copy.write_bytes(f.read())
+    env = {"PYTHONDONTWRITEBYTECODE": ""}
+    first = start(env, proxy=str(copy))
+    try:
+        assert _serving(first) == ("cached", False)
+        assert list((tmp_path / "__pycache__").glob("ollama_proxy.*.pyc"))
+    finally:
+        assert "listening on" in stop(first)
+    time.sleep(2.1)  # the bytecode is older than the next start
+    again = start(env, proxy=str(copy))
+    try:
+        assert _serving(again) == ("script", False)
+    finally:
+        stop(again)
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "ollama_proxy.py").write_bytes(copy.read_bytes())
+    unwritable = start({"PYTHONDONTWRITEBYTECODE": "1"}, proxy=str(other / "ollama_proxy.py"))
+    try:
+        assert _serving(unwritable) == ("script", True)
+    finally:
+        stop(unwritable)
