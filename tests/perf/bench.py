@@ -1607,13 +1607,12 @@ def main(argv=None):
             # fake answers /api/tags, /api/ps and /api/show), the model context policy, num_predict.
             proxy_cmd = [py, args.proxy, "--host", "127.0.0.1", "--port", str(ports["proxy"]),
                          "--backend", "http://" + upstream]
-        # From cached bytecode, as an install runs it (pip, or compileall in the install steps),
-        # compiled here into this run's own cache: a start that compiles the file holds more
-        # memory for its life (README, Performance), which is the first start's cost, not the proxy's.
-        proxy_env = dict(os.environ, PYTHONPYCACHEPREFIX=os.path.join(logdir, "pycache"))
+        # From cached bytecode, as an install runs it (pip, or compileall in the install steps): it is
+        # compiled here, beside the file (a __pycache__ that git ignores). (Not PYTHONPYCACHEPREFIX:
+        # the standard library's bytecode is not in such a cache, so every module would be compiled.)
         if not standin:
-            subprocess.run([py, "-m", "compileall", "-q", args.proxy], env=proxy_env, check=True, stdout=subprocess.DEVNULL)
-        proxy, _ = start_server("proxy", proxy_cmd, ports["proxy"], logdir, env=proxy_env)
+            subprocess.run([py, "-m", "compileall", "-q", args.proxy], check=True, stdout=subprocess.DEVNULL)
+        proxy, _ = start_server("proxy", proxy_cmd, ports["proxy"], logdir)
         pids = {"direct": fake.pid, "floor": floor.pid, "proxy": proxy.pid}
         for t in TARGETS:
             try:
