@@ -1684,7 +1684,8 @@ class ServerSide:
 
     ``next_event`` never returns NEED_DATA: it reads (answering 100-continue first)
     until h11 has an event.  Reads are bounded by ``timer``, whose phase the caller sets.
-    Each request gets a new h11 connection (``next_cycle``), fed what the last one had left.
+    Each request gets a new h11 connection (``next_cycle``), fed what the last one had left;
+    ``h11`` is None from the moment the request is read and its answer starts until then.
     """
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn_id: int, timer: IdleTimer, config: Config) -> None:
