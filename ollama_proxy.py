@@ -1353,6 +1353,11 @@ def connection_tokens(headers: Headers) -> frozenset:
     return frozenset(names)
 
 
+def says_close(connection: bytes) -> bool:
+    """Whether one Connection header value has the ``close`` token."""
+    return b"close" in {t.strip(b" \t").lower() for t in connection.split(b",")}
+
+
 def strip_hop_by_hop(headers: Headers, also: frozenset = frozenset()) -> Headers:
     """Drop hop-by-hop headers, those named in Connection, and any in ``also``."""
     extra = connection_tokens(headers)
@@ -1630,12 +1635,7 @@ FRAME_CHUNKED, FRAME_NONE, FRAME_UNTIL_CLOSE = -1, -2, -3
 def client_keeps_alive(request: h11.Request) -> bool:
     """Whether the client's request lets the connection carry another (HTTP/1.1 without
     ``Connection: close``; RFC 9112 §9.3), as h11 decides it."""
-    if request.http_version < b"1.1":
-        return False
-    for name, value in request.headers:
-        if name == b"connection" and b"close" in {t.strip(b" \t").lower() for t in value.split(b",")}:
-            return False
-    return True
+    return request.http_version >= b"1.1" and not any(says_close(v) for n, v in request.headers if n == b"connection")
 
 
 def response_head(status: int, headers: Headers, reason: bytes, request_method: bytes, client_http11: bool,
@@ -1652,7 +1652,7 @@ def response_head(status: int, headers: Headers, reason: bytes, request_method: 
     for name, value in headers:
         if name == b"content-length":
             length = int(value)
-        elif name == b"connection" and b"close" in {t.strip(b" \t").lower() for t in value.split(b",")}:
+        elif name == b"connection" and says_close(value):
             close = True
     no_body = request_method == b"HEAD" or status == 204 or status == 304
     need_close = False
@@ -1663,8 +1663,7 @@ def response_head(status: int, headers: Headers, reason: bytes, request_method: 
         elif request_method != b"HEAD":
             need_close = True
     if not keep_alive or need_close:
-        tokens = {t.strip(b" \t").lower() for n, v in headers if n == b"connection" for t in v.split(b",")} - {b"keep-alive", b""}
-        tokens.add(b"close")
+        tokens = (connection_tokens(headers) - {b"keep-alive"}) | {b"close"}
         headers = [h for h in headers if h[0] != b"connection"] + [(b"Connection", t) for t in sorted(tokens)]
         close = True
     if no_body:
@@ -1949,12 +1948,13 @@ def parse_response_head(block: bytes) -> ResponseHead:
         pos = field_match.end()
     if lengths:
         values = {v.strip(b" \t") for n, value in headers if n == b"content-length" for v in value.split(b",")}
-        if len(values) != 1 or not next(iter(values)).isdigit() or len(next(iter(values))) > 18:
+        length = next(iter(values))
+        if len(values) != 1 or not length.isdigit() or len(length) > 18:
             raise ResponseError("invalid Content-Length %s" % b", ".join(sorted(values)).decode("latin-1"))
-        if lengths > 1 or b"," in header_value(headers, b"content-length"):
+        if lengths > 1 or header_value(headers, b"content-length") != length:  # repeated, or "3, 3": one field
             first = next(i for i, (n, _) in enumerate(headers) if n == b"content-length")
             headers = [h for i, h in enumerate(headers) if h[0] != b"content-length" or i == first]
-            headers[first] = (b"content-length", values.pop())
+            headers[first] = (b"content-length", length)
     return ResponseHead(int(status), reason or b"", headers, version)
 
 
@@ -1976,8 +1976,8 @@ def response_framing(head: ResponseHead, head_request: bool) -> Tuple[int, int, 
             if chunked or value.strip(b" \t").lower() != b"chunked":
                 raise ResponseError("unsupported Transfer-Encoding %s (only chunked is)" % value.decode("latin-1"))
             chunked = True
-        elif name == b"connection" and keep_alive:
-            keep_alive = b"close" not in {t.strip(b" \t").lower() for t in value.split(b",")}
+        elif name == b"connection" and says_close(value):
+            keep_alive = False
     if chunked and length >= 0:
         raise ResponseError("both Transfer-Encoding and Content-Length (RFC 9112 §6.1)")
     status = head.status_code
@@ -2301,21 +2301,13 @@ class UpstreamConnection:
     async def receive_body(self) -> Tuple[bytes, bool]:
         """The body bytes of one socket read, and whether the body is complete.
 
-        Everything one read brings is joined, so the relay writes it out once.  (The read is
-        ``_read`` written out: a stream waits here for its life, one frame less per stream.)
+        Everything one read brings is joined, so the relay writes it out once.
         """
         while True:
             data, done = self.take_buffered()
             if data or done:
                 return data, done
-            try:
-                data = await self.reader.read(READ_SIZE)
-            except OSError:
-                data = b""
-            if data:
-                self.received_any = True
-            self.timer.touch()
-            self.parser.feed(data)
+            self.parser.feed(await self._read())
 
     async def receive_whole_body(self, limit: int = MAX_JSON_BODY) -> bytes:
         if self.replay is not None:
@@ -2946,7 +2938,9 @@ class Fleet:
                 if backend.healthy is not True:
                     self._set_health(backend, True, None)
                 if restarted and backend.request_health.ejected:
-                    self._end_ejection_after_restart(backend)
+                    # Down, and back (a restart): the requests that failed before do not speak for
+                    # it now.  (One whose probes pass all along stays ejected: that is what ejection is for.)
+                    self._recovered(backend, RequestHealth(), "its probes saw it down and back up")
             else:
                 backend.failed_rounds += 1
                 backend.last_error = result.error
@@ -2979,15 +2973,14 @@ class Fleet:
         backend.digests = digests
         self.models.digests_changed(backend, digests)
 
-    def _end_ejection_after_restart(self, backend: Backend) -> None:
-        """An ejected backend whose probes failed and now pass was down and came back (a restart):
-        the requests that failed before do not speak for it now, so its ejection ends.  (A backend
-        whose probes pass all along stays ejected: that is what ejection is for.)"""
+    def _recovered(self, backend: Backend, after: RequestHealth, why: str) -> None:
+        """An ejected backend takes requests again (``after`` is its new record): logged, counted,
+        and the queue told."""
         ejections = backend.request_health.ejections
-        backend.request_health = RequestHealth()
+        backend.request_health = after
         self._ejected.discard(backend.name)
         self.generation += 1
-        log.info("backend %s recovered: its probes saw it down and back up (after %d ejection(s) in a row)", backend.name, ejections,
+        log.info("backend %s recovered: %s (after %d ejection(s) in a row)", backend.name, why, ejections,
                  extra={"fields": {"event": "recovered", "backend": backend.name, "ejections": ejections}})
         self.count("recovery", backend.name)
         self.on_back(backend)
@@ -3059,14 +3052,10 @@ class Fleet:
             return
         if failure == "":
             after, event = health.succeeded(trial)
-            backend.request_health = after
             if event:
-                self._ejected.discard(backend.name)
-                self.generation += 1
-                log.info("backend %s recovered: its trial request succeeded (after %d ejection(s) in a row)", backend.name, health.ejections,
-                         extra={"fields": {"event": "recovered", "backend": backend.name, "ejections": health.ejections}})
-                self.count("recovery", backend.name)
-                self.on_back(backend)
+                self._recovered(backend, after, "its trial request succeeded")
+            else:
+                backend.request_health = after
             return
         now = time.monotonic()
         eject_after = self.config.eject_after if self.several() else 0  # a lone backend has nowhere else to send its requests
@@ -9254,29 +9243,34 @@ def setup_logging(config: Config) -> None:
     log.write_to(fd, level, config.log_format == "json")
 
 
-def compiled_at_start() -> bool:
-    """Whether this process compiled the file instead of loading cached bytecode: it runs as a
-    script, or its cached bytecode is missing, was made for another interpreter or another version
-    of the file (then the import compiled it, and wrote it again where it could), or was written by
-    this very start."""
+def bytecode_state() -> str:
+    """How this module's code came to be: "cached" (loaded from bytecode older than this start),
+    "written" (compiled by this start, which wrote bytecode that is valid now), or "compiled" (run
+    as a script, or no valid bytecode: missing, another interpreter's or hash-based, or stale, so
+    the import compiled the file and could not write it)."""
     cached = globals().get("__cached__")
     if __name__ == "__main__" or not cached:
-        return True
+        return "compiled"
     try:
         with open(cached, "rb") as f:
             header = f.read(16)
         made = os.stat(cached).st_mtime
         source = os.stat(__file__)
     except OSError:
-        return True
+        return "compiled"
     import importlib.util
 
     magic, flags, mtime, size = header[:4], header[4:8], header[8:12], header[12:16]
     if magic != importlib.util.MAGIC_NUMBER or flags != b"\0\0\0\0":
-        return True  # another interpreter's, or hash-based: the import decided, assume it compiled
+        return "compiled"  # another interpreter's, or hash-based: the import decided, assume it compiled
     if int.from_bytes(mtime, "little") != int(source.st_mtime) & 0xFFFFFFFF or int.from_bytes(size, "little") != source.st_size & 0xFFFFFFFF:
-        return True  # stale: the import compiled the file (and could not write it)
-    return made >= _LOADED_AT - 2.0
+        return "compiled"
+    return "written" if made >= _LOADED_AT - 2.0 else "cached"
+
+
+def compiled_at_start() -> bool:
+    """Whether this process compiled the file instead of loading cached bytecode."""
+    return bytecode_state() != "cached"
 
 
 def release_freed_memory() -> None:
@@ -9331,7 +9325,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return asyncio.run(run_limits(config, config.limits))
     if config.check:
         return asyncio.run(run_doctor(config, os.environ))
-    if stage == "script" and compiled_at_start() and os.path.exists(str(globals().get("__cached__"))):
+    if stage == "script" and bytecode_state() == "written":
         # This start compiled the file and cached its bytecode: the serving process is started
         # once more (same PID) from that bytecode, without what the compiler left in the heap.
         reexecute(sys.argv[1:], {_BOOTED: "cached"})

@@ -135,6 +135,13 @@ def test_a_first_start_that_wrote_the_bytecode_serves_from_it(tmp_path):
         assert _serving(again) == ("script", False)
     finally:
         stop(again)
+    with open(copy, "ab") as f:  # a new version of the file: its bytecode is stale, and cannot be rewritten
+        f.write(b"\n# changed\n")
+    stale = start({"PYTHONDONTWRITEBYTECODE": "1"}, proxy=str(copy))
+    try:
+        assert _serving(stale) == ("script", True)  # no second start from the stale bytecode: trimmed instead
+    finally:
+        stop(stale)
     other = tmp_path / "elsewhere"
     other.mkdir()
     (other / "ollama_proxy.py").write_bytes(copy.read_bytes())

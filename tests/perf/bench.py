@@ -204,6 +204,18 @@ def start_server(name, cmd, port, logdir, timeout=20.0, env=None):
     return proc, logpath
 
 
+def stop_child(proc):
+    """SIGTERM one server started by ``spawn``, SIGKILL after 10 s; no longer a child to clean up."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+    if proc in _children:
+        _children.remove(proc)
+
+
 def kill_children():
     for proc in _children:
         if proc.poll() is None:
@@ -938,13 +950,7 @@ def run_failover(proxy_path, logdir, repeats=3, clients=100, before=2.0, down=2.
             progress(rep, "failover" + tag, "proxy", f"{res['sent']} sent, {res['lost']} lost, {res['extra_attempts']} extra attempts")
         finally:
             if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
-                _children.remove(proc)
+                stop_child(proc)
             for f in fakes + restarted:
                 f.stop()
     return out
@@ -1265,8 +1271,7 @@ def run_reloads(proxy_path, logdir):
             rows.append((style, fake.reload_count("llama3.2:latest"), fake.reload_count("nomic-embed-text:latest"), shows, len(reqs)))
         finally:
             if proc is not None:
-                proc.terminate()
-                proc.wait(10)
+                stop_child(proc)
             fake.stop()
     return rows
 

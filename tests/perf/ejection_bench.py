@@ -33,7 +33,6 @@ import http.client
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -108,13 +107,7 @@ def one_run(proxy_path, mode, logdir, clients, duration, tag):
         }
     finally:
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-            bench._children.remove(proc)
+            bench.stop_child(proc)
         for fake in fakes:
             fake.stop()
 
