@@ -197,6 +197,7 @@ MAX_HEAD_BYTES = 64 * 1024  #: a request head larger than this gets 431
 MAX_JSON_BODY = 64 * 1024 * 1024  #: a buffered request body larger than this gets 413
 UPLOAD_CHUNK_LIMIT = 1 << 62  #: streamed uploads (blobs) have no size limit, only sane chunk framing
 READ_SIZE = 64 * 1024  #: bytes asked of a socket per read
+SIMPLE_BODY_AHEAD = 1024 * 1024  #: a plain request's body still to come, up to this, is read with its head
 LINGER_SECONDS = 2.0  #: how long a lingering close waits for the peer's EOF
 
 #: Native endpoints that stream unless the body says ``"stream": false``.
@@ -1395,10 +1396,73 @@ def redact_secrets(text: str) -> str:
     return _URL_PASSWORD_RE.sub(lambda m: m.group(1) + "<redacted>@", text)
 
 
+class RequestHead(NamedTuple):
+    """A request head as the rest of the proxy reads it (the fields of h11's Request)."""
+
+    method: bytes
+    target: bytes
+    headers: Headers  #: lower-case names, values without surrounding whitespace
+    http_version: bytes  #: b"1.1" or b"1.0"
+
+
+# RFC 9112's grammar as h11 applies it (token, vchar, field-content with obs-text), so that a
+# request this reader accepts is one h11 reads the same way.
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
+_SIMPLE_REQUEST_LINE_RE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) HTTP/(1\.[01])")
+_SIMPLE_HEADER_RE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*((?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?)[ \t]*")
+#: Headers that make a request not simple: h11 reads those (chunked bodies, 100-continue, upgrades).
+_NOT_SIMPLE_HEADERS = frozenset({b"transfer-encoding", b"expect", b"upgrade"})
+
+
+def parse_simple_request(data: bytes) -> Optional[Tuple[RequestHead, Optional[bytes], int]]:
+    """The request at the start of ``data`` when it is a plain one: (its head, its body, where it
+    ends in ``data``), the body None while not all of it is in ``data``; else None, and h11 reads it.
+
+    Plain means: HTTP/1.1 or 1.0, not CONNECT, every line ended by CRLF and valid by RFC 9112 as
+    h11 checks it, no obs-fold, no Transfer-Encoding, Expect or Upgrade, at most one
+    Content-Length of digits, one Host (HTTP/1.1 must have it) and
+    the head within MAX_HEAD_BYTES.  Every request a client library sends for a JSON body is one
+    (the fast path: h11's parse was a quarter of a request's instructions); anything else, bad
+    or unusual, goes to h11, whose answer is the proxy's.  tests/test_request_reader.py holds
+    this to h11's reading of the same bytes."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or end + 4 > MAX_HEAD_BYTES:
+        return None
+    lines = data[:end].split(b"\r\n")
+    match = _SIMPLE_REQUEST_LINE_RE.fullmatch(lines[0])
+    if match is None or match.group(1) == b"CONNECT":
+        return None
+    headers = []
+    length = -1
+    hosts = 0
+    header_re = _SIMPLE_HEADER_RE
+    for line in lines[1:]:
+        field = header_re.fullmatch(line)
+        if field is None:
+            return None
+        name = field.group(1).lower()
+        value = field.group(2)
+        if name in _NOT_SIMPLE_HEADERS:
+            return None
+        if name == b"content-length":
+            if length >= 0 or not value.isdigit() or len(value) > 18:
+                return None
+            length = int(value)
+        elif name == b"host":
+            hosts += 1
+        headers.append((name, value))
+    version = match.group(3)
+    if hosts > 1 or (hosts == 0 and version == b"1.1"):
+        return None
+    start = end + 4
+    stop = start + max(length, 0)
+    return RequestHead(match.group(1), match.group(2), headers, version), (data[start:stop] if len(data) >= stop else None), stop
+
+
 _ABSOLUTE_FORM_RE = re.compile(rb"^https?://[^/?#]*", re.IGNORECASE)
 
 
-def check_request_head(request: h11.Request) -> Tuple[bytes, int, str]:
+def check_request_head(request: RequestHead) -> Tuple[bytes, int, str]:
     """Is a request head one the proxy serves?  (origin-form target, 0, "") when it is, else
     (b"", status, message) for the answer to give before the connection is closed.
 
@@ -1632,7 +1696,7 @@ RESPONSE_NOT_STARTED, RESPONSE_BODY, RESPONSE_DONE, RESPONSE_FAILED = range(4)
 FRAME_CHUNKED, FRAME_NONE, FRAME_UNTIL_CLOSE = -1, -2, -3
 
 
-def client_keeps_alive(request: h11.Request) -> bool:
+def client_keeps_alive(request: RequestHead) -> bool:
     """Whether the client's request lets the connection carry another (HTTP/1.1 without
     ``Connection: close``; RFC 9112 §9.3), as h11 decides it."""
     return request.http_version >= b"1.1" and not any(says_close(v) for n, v in request.headers if n == b"connection")
@@ -1677,14 +1741,17 @@ def response_head(status: int, headers: Headers, reason: bytes, request_method: 
 
 
 class ServerSide:
-    """The client-facing half: h11 reads the requests of one stream pair, one at a time; the
+    """The client-facing half: reads the requests of one stream pair, one at a time; the
     responses are written here (``start``, ``body``, ``end``, ``respond``), with their framing
     and the connection's keep-alive decided in ``response_head``.
 
-    ``next_event`` never returns NEED_DATA: it reads (answering 100-continue first)
-    until h11 has an event.  Reads are bounded by ``timer``, whose phase the caller sets.
-    Each request gets a new h11 connection (``next_cycle``), fed what the last one had left;
-    ``h11`` is None from the moment the request is read and its answer starts until then.
+    ``read_head`` reads until a head is there: a plain request that arrived whole is read by
+    ``parse_simple_request`` (its body is then in hand), any other by an h11 connection made for
+    this request alone, fed what had arrived.  ``next_event`` gives the body as h11 events
+    (reading, and answering 100-continue first, until h11 has one) and never NEED_DATA.  Reads
+    are bounded by ``timer``, whose phase the caller sets.  ``h11`` is None while no h11 reads:
+    before a head, for a plain request, and once a request is read and its answer starts; what
+    arrived beyond the request (pipelined bytes) waits in ``_buffer`` for the next cycle.
     """
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn_id: int, timer: IdleTimer, config: Config) -> None:
@@ -1692,11 +1759,14 @@ class ServerSide:
         self.reader = reader
         self.writer = writer
         self.conn_id = conn_id
-        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        self.h11: Optional[h11.Connection] = None
         self.timer = timer
         self.protocol: ClientProtocol = writer.transport.get_protocol()  # type: ignore[assignment]
         self.client_gone = False  #: the client left while its request was being served
         self.fed = 0  #: bytes given to h11 since the current request head began
+        self._buffer = b""  #: bytes read and not yet parsed (no h11 holds them)
+        self._eof = False  #: the client's EOF came after ``_buffer``
+        self._body: Optional[bytes] = None  #: a plain request's body, until it is taken
         self.awaiting_head = False  #: idle keep-alive: the first bytes of a head switch to --header-timeout
         self.response = RESPONSE_NOT_STARTED
         self.must_close = True  #: the connection closes after this response (until a request says otherwise)
@@ -1706,9 +1776,81 @@ class ServerSide:
         self._left = 0  #: the response framing: Content-Length bytes still to send, or a FRAME_* value
         self._continue_sent = False
         self._watched: Optional[asyncio.Task] = None  #: what a client EOF or reset cancels
-        self._leftover: Tuple[bytes, bool] = (b"", False)  #: h11's trailing_data, once the parser is dropped
 
-    def begin(self, request: h11.Request) -> None:
+    @property
+    def buffered(self) -> bool:
+        """Bytes of a next request are already here (pipelined)."""
+        return bool(self._buffer)
+
+    async def read_head(self) -> Optional[RequestHead]:
+        """The next request's head; None when the client closed before one (or h11 pauses).
+        Raises h11.RemoteProtocolError for a head that is not HTTP/1.1."""
+        data = self._buffer
+        searched = 0
+        while not self._eof and len(data) <= MAX_HEAD_BYTES:
+            if data.find(b"\n\n", searched) >= 0 or data.find(b"\n\r\n", searched) >= 0 or data[:1] == b"\n" or data[:2] == b"\r\n":
+                break  # a head's end as h11 finds it (a bare LF ends a line), or the empty line h11 refuses
+            searched = max(len(data) - 2, 0)
+            more = await self._read()
+            if not more:
+                self._eof = True
+            data += more
+        simple = parse_simple_request(data)
+        if (simple is not None and simple[1] is None and not self._eof and simple[2] - len(data) <= SIMPLE_BODY_AHEAD
+                and not check_request_head(simple[0])[1]):
+            data = await self._read_to(data, simple[2])  # a small body still arriving (to a head that is served): read it here
+            simple = parse_simple_request(data)
+        if simple is not None and simple[1] is not None:
+            head, self._body, end = simple
+            self._buffer = data[end:]
+            return head
+        self._buffer = b""
+        self.h11 = conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
+        conn.receive_data(data)
+        if self._eof:
+            conn.receive_data(b"")
+        self.fed = len(data)
+        event = await self.next_event()
+        if type(event) is not h11.Request:
+            return None  # ConnectionClosed, or PAUSED by what h11 makes of the bytes
+        return RequestHead(event.method, event.target, list(event.headers), event.http_version)
+
+    @property
+    def head_too_large(self) -> bool:
+        """h11 bounds only an *incomplete* head; one that arrived whole in a read is counted here."""
+        return self.h11 is not None and self.fed - len(self.h11.trailing_data[0]) > MAX_HEAD_BYTES
+
+    def take_body(self) -> Optional[bytes]:
+        """A plain request's whole body (None when h11 reads this request's body)."""
+        if self.h11 is not None:
+            return None
+        body, self._body = self._body, None
+        return body or b""
+
+    async def _read_to(self, data: bytes, size: int) -> bytes:
+        """``data`` and what arrives after it, until it has ``size`` bytes or the client's EOF."""
+        parts = [data]
+        have = len(data)
+        while have < size:
+            more = await self._read()
+            if not more:
+                self._eof = True
+                break
+            parts.append(more)
+            have += len(more)
+        return b"".join(parts)
+
+    async def _read(self) -> bytes:
+        try:
+            data = await self.reader.read(READ_SIZE)
+        except OSError:
+            data = b""
+        if self.awaiting_head and data:
+            self.awaiting_head = False
+            self.timer.start(self.config.header_timeout)
+        return data
+
+    def begin(self, request: RequestHead) -> None:
         """A request head was read: its response is the next one."""
         self.request_method = request.method
         self.client_http11 = request.http_version >= b"1.1"
@@ -1720,12 +1862,9 @@ class ServerSide:
         """Ready for the next request on this connection (False when it must close instead)."""
         if self.must_close or self.response != RESPONSE_DONE or not self.request_read:
             return False
-        data, closed = self.h11.trailing_data if self.h11 is not None else self._leftover
-        self.h11 = conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
-        if data:
-            conn.receive_data(data)
-        if closed:
-            conn.receive_data(b"")
+        if self.h11 is not None:
+            self._buffer, self._eof = self.h11.trailing_data
+            self.h11 = None
         self.response = RESPONSE_NOT_STARTED
         self.must_close = True
         self._continue_sent = False
@@ -1735,7 +1874,7 @@ class ServerSide:
     def request_read(self) -> bool:
         """The whole request was read.  (A request that offers an Upgrade stays in h11's
         MIGHT_SWITCH_PROTOCOL, which only h11's own response would end: the proxy never switches.)"""
-        if self.h11 is None:  # dropped by ``start`` once the request was read
+        if self.h11 is None:  # a plain request (read whole), or h11 dropped by ``start`` once it was read
             return True
         state = self.h11.their_state  # MUST_CLOSE: read, and the client asked to close after it
         return state is h11.DONE or state is h11.MIGHT_SWITCH_PROTOCOL or state is h11.MUST_CLOSE
@@ -1743,7 +1882,8 @@ class ServerSide:
     @property
     def client_waits_for_continue(self) -> bool:
         """The client sent ``Expect: 100-continue`` and nothing answered it yet."""
-        return self.response == RESPONSE_NOT_STARTED and not self._continue_sent and self.h11.they_are_waiting_for_100_continue
+        conn = self.h11
+        return conn is not None and self.response == RESPONSE_NOT_STARTED and not self._continue_sent and conn.they_are_waiting_for_100_continue
 
     def watch_disconnect(self, task: asyncio.Task) -> None:
         """From now until ``unwatch``, a client EOF or reset cancels ``task``."""
@@ -1765,6 +1905,9 @@ class ServerSide:
         """The next h11 event.  While a chunked body is read, ``body_budget`` (the bytes it may still
         have) refuses at once a chunk that announces more, or chunk framing h11 would wait on forever."""
         conn = self.h11
+        if conn is None:  # a plain request, read whole: its body, then its end
+            body = self.take_body()
+            return h11.Data(data=body) if body else h11.EndOfMessage()
         while True:
             event = conn.next_event()
             if event is not h11.NEED_DATA:
@@ -1776,14 +1919,8 @@ class ServerSide:
             if self.client_waits_for_continue:
                 self._continue_sent = True
                 await self.write(b"HTTP/1.1 100 \r\n\r\n")
-            try:
-                data = await self.reader.read(READ_SIZE)
-            except OSError:
-                data = b""
+            data = await self._read()
             self.fed += len(data)
-            if self.awaiting_head and data:
-                self.awaiting_head = False
-                self.timer.start(self.config.header_timeout)
             conn.receive_data(data)
 
     # -- the response ------------------------------------------------------
@@ -1798,8 +1935,8 @@ class ServerSide:
         if self.request_read and self.h11 is not None:
             # The request is read: only what h11 holds beyond it (pipelined bytes) is kept, not the
             # parser, for as long as the answer streams.
-            self._leftover = self.h11.trailing_data
-            self.h11 = None  # type: ignore[assignment]
+            self._buffer, self._eof = self.h11.trailing_data
+            self.h11 = None
         return data
 
     def body(self, data: bytes) -> bytes:
@@ -7827,6 +7964,9 @@ class RequestReader:
         declared = header_value(headers, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_JSON_BODY:
             raise BodyTooLarge("request body too large (%s bytes; the limit is %d)" % (declared.decode(), MAX_JSON_BODY))
+        whole = side.take_body()
+        if whole is not None:
+            return whole  # a plain request: its body came with its head
         parts: List[bytes] = []
         size = 0
         conn = side.h11
@@ -8120,11 +8260,10 @@ class App:
             # Phase: waiting for a request head.  A fresh connection gets --header-timeout,
             # a kept-alive one --idle-timeout until its next request starts.
             self._idle_conns[side.conn_id] = side
-            side.fed = len(side.h11.trailing_data[0])  # a pipelined head may already be buffered
-            side.awaiting_head = not first and side.fed == 0
+            side.awaiting_head = not first and not side.buffered  # a pipelined head may already be here
             side.timer.start(config.idle_timeout if side.awaiting_head else config.header_timeout)
             try:
-                event = await side.next_event()
+                event = await side.read_head()
             except h11.RemoteProtocolError as exc:
                 self._idle_conns.pop(side.conn_id, None)
                 side.timer.stop()
@@ -8132,16 +8271,13 @@ class App:
                 return
             finally:
                 self._idle_conns.pop(side.conn_id, None)
-            if type(event) is h11.ConnectionClosed or event is h11.PAUSED:
-                return
-            if type(event) is not h11.Request:
+            if event is None:
                 return
             side.timer.stop()
             side.awaiting_head = False
             first = False
             side.begin(event)
-            if side.fed - len(side.h11.trailing_data[0]) > MAX_HEAD_BYTES:
-                # h11 bounds only an *incomplete* head; one that arrived whole in a read is counted here.
+            if side.head_too_large:
                 await self._send_protocol_error(side, h11.RemoteProtocolError("request head too large", 431))
                 return
             target, status, message = check_request_head(event)
@@ -8151,7 +8287,7 @@ class App:
                     return
                 continue
             method, headers = event.method, list(event.headers)
-            event = None  # h11's Request is not held for the life of a stream: its method, target and headers are
+            event = None  # the head is not held for the life of a stream: its method, target and headers are
             await self._handle_request(side, method, target, headers)
             if self._shutting_down or not side.next_cycle():
                 return  # the response says close, the client is still sending, or something broke
@@ -8166,11 +8302,11 @@ class App:
         log.info("conn %d: %d %s", side.conn_id, status, message)
         await self.relay.answer_and_close(side, status, message)
 
-    async def _refuse_head(self, side: ServerSide, request: h11.Request, status: int, message: str) -> None:
+    async def _refuse_head(self, side: ServerSide, request: RequestHead, status: int, message: str) -> None:
         """A head check_request_head refused (or ``OPTIONS *``, answered 200 and kept alive)."""
         if status == 200:
             conn = side.h11
-            while conn.their_state is h11.SEND_BODY:  # its (empty) body is read, so the connection stays usable
+            while conn is not None and conn.their_state is h11.SEND_BODY:  # its (empty) body is read, so the connection stays usable
                 if type(conn.next_event()) not in (h11.Data, h11.EndOfMessage):
                     break
             headers = self.relay.head(None, [(b"content-length", b"0"), (b"allow", b"GET, HEAD, POST, PUT, DELETE, OPTIONS")])
