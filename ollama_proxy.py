@@ -14,8 +14,9 @@ Section map (``grep -n '^# [0-9]*\\. ' `` prints the same list):
     0. Header               constants, the logger (ProxyLog: one unbuffered write a line)
     1. Configuration        Config, pure parsers, build_config(argv, environ)
     2. Errors               ProxyError and its subclasses, error bodies (Ollama and OpenAI shape)
-    3. HTTP plumbing        header helpers, IdleTimer, LineSplitter, ServerSide (h11 reads the
-                            requests; the responses are written by response_head and ServerSide)
+    3. HTTP plumbing        header helpers, parse_simple_request (plain requests; h11 reads the
+                            others), IdleTimer, LineSplitter, ServerSide (the responses are
+                            written by response_head and ServerSide)
     4. Upstream client      ResponseParser (the backends' HTTP/1.1 answers, sans-IO), UpstreamConnection,
                             the per-backend pool, its JSON client
     5. Backends             Backend, the probes, DNS discovery, the scanner thread, Fleet (health
@@ -34,9 +35,10 @@ Section map (``grep -n '^# [0-9]*\\. ' `` prints the same list):
                             --check --limits MODEL: the sizes this machine really runs
     14. CLI                 argument parser, logging setup, main()
 
-Invariants: only sections 3, 4, 12, the probes of 5 and the doctor touch sockets; h11
-reads the clients' requests (sections 3 and 12), the responses to them are written in
-section 3 (byte for byte as h11 wrote them), ResponseParser reads the backends' answers
+Invariants: only sections 3, 4, 12, the probes of 5 and the doctor touch sockets; a
+client's request is read by parse_simple_request when it is plain and whole, else by h11
+(sections 3 and 12), the responses to them are written in section 3 (byte for byte as h11
+wrote them), ResponseParser reads the backends' answers
 (section 4 turns its errors into ours); everything else is pure data and
 functions, unit-tested alone.  The scanner thread hands its results to the event loop
 through call_soon_threadsafe, nothing else.  Each piece of mutable state has one owner
@@ -1330,9 +1332,13 @@ def error_message_from_body(body: bytes) -> str:
 # 3. HTTP plumbing
 # ---------------------------------------------------------------------------
 #
-# Theory.  The client side is one asyncio stream pair per connection.  h11 reads
-# the requests (sans-IO: we feed it bytes, b"" at EOF, and pull events), one h11
-# connection per request cycle; the responses are written here by
+# Theory.  The client side is one asyncio stream pair per connection.  A plain
+# request (HTTP/1.x, valid as h11 checks it, a Content-Length body or none, no
+# chunks, 100-continue or upgrade) is read by parse_simple_request, head and body
+# at once; h11 reads every other (sans-IO: we feed it bytes, b"" at EOF, and pull
+# events), one h11 connection made for that request alone; so h11 decides every
+# request that is bad or unusual, and its parse (a quarter of a request's cost)
+# is not paid for the common one.  The responses are written here by
 # ``response_head`` and ServerSide, with the framing and keep-alive h11 would
 # choose and the same bytes (h11's send path was a sixth of a request's cost).
 # Timeouts are *per phase* and never wrap whole handlers: an IdleTimer per
