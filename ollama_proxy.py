@@ -199,7 +199,7 @@ MAX_HEAD_BYTES = 64 * 1024  #: a request head larger than this gets 431
 MAX_JSON_BODY = 64 * 1024 * 1024  #: a buffered request body larger than this gets 413
 UPLOAD_CHUNK_LIMIT = 1 << 62  #: streamed uploads (blobs) have no size limit, only sane chunk framing
 READ_SIZE = 64 * 1024  #: bytes asked of a socket per read
-SIMPLE_BODY_AHEAD = 1024 * 1024  #: a plain request's body still to come, up to this, is read with its head
+SIMPLE_BODY_AHEAD = 1024 * 1024  #: a plain request's body still to come, up to this, is read without h11
 LINGER_SECONDS = 2.0  #: how long a lingering close waits for the peer's EOF
 
 #: Native endpoints that stream unless the body says ``"stream": false``.
@@ -1751,9 +1751,10 @@ class ServerSide:
     responses are written here (``start``, ``body``, ``end``, ``respond``), with their framing
     and the connection's keep-alive decided in ``response_head``.
 
-    ``read_head`` reads until a head is there: a plain request that arrived whole is read by
-    ``parse_simple_request`` (its body is then in hand), any other by an h11 connection made for
-    this request alone, fed what had arrived.  ``next_event`` gives the body as h11 events
+    ``read_head`` reads until a head is there: a plain request's head is read by
+    ``parse_simple_request`` and its body by ``plain_body`` (what came with the head, and the
+    rest, up to SIMPLE_BODY_AHEAD, when the body is asked for), any other request by an h11
+    connection made for it alone, fed what had arrived.  ``next_event`` gives the body as h11 events
     (reading, and answering 100-continue first, until h11 has one) and never NEED_DATA.  Reads
     are bounded by ``timer``, whose phase the caller sets.  ``h11`` is None while no h11 reads:
     before a head, for a plain request, and once a request is read and its answer starts; what
@@ -1772,7 +1773,8 @@ class ServerSide:
         self.fed = 0  #: bytes given to h11 since the current request head began
         self._buffer = b""  #: bytes read and not yet parsed (no h11 holds them)
         self._eof = False  #: the client's EOF came after ``_buffer``
-        self._body: Optional[bytes] = None  #: a plain request's body, until it is taken
+        self._body: Optional[bytes] = None  #: a plain request's body (what has arrived of it), until it is taken
+        self._body_left = 0  #: bytes of that body still to arrive
         self.awaiting_head = False  #: idle keep-alive: the first bytes of a head switch to --header-timeout
         self.response = RESPONSE_NOT_STARTED
         self.must_close = True  #: the connection closes after this response (until a request says otherwise)
@@ -1791,24 +1793,27 @@ class ServerSide:
     async def read_head(self) -> Optional[RequestHead]:
         """The next request's head; None when the client closed before one (or h11 pauses).
         Raises h11.RemoteProtocolError for a head that is not HTTP/1.1."""
-        data = self._buffer
+        buf = bytearray(self._buffer)
         searched = 0
-        while not self._eof and len(data) <= MAX_HEAD_BYTES:
-            if data.find(b"\n\n", searched) >= 0 or data.find(b"\n\r\n", searched) >= 0 or data[:1] == b"\n" or data[:2] == b"\r\n":
-                break  # a head's end as h11 finds it (a bare LF ends a line), or the empty line h11 refuses
-            searched = max(len(data) - 2, 0)
+        while not self._eof and len(buf) <= MAX_HEAD_BYTES:
+            if buf[:1] and buf[0] < 0x21:
+                break  # h11 refuses at once what cannot start a request line (a TLS hello, an empty line)
+            if buf.find(b"\n\r\n", searched) >= 0 or buf.find(b"\n\n", searched) >= 0:
+                break  # a head's end, as h11 finds it (a bare LF ends a line)
+            searched = max(len(buf) - 2, 0)
             more = await self._read()
             if not more:
                 self._eof = True
-            data += more
+            buf += more
+        data = bytes(buf)
         simple = parse_simple_request(data)
-        if (simple is not None and simple[1] is None and not self._eof and simple[2] - len(data) <= SIMPLE_BODY_AHEAD
-                and not check_request_head(simple[0])[1]):
-            data = await self._read_to(data, simple[2])  # a small body still arriving (to a head that is served): read it here
-            simple = parse_simple_request(data)
-        if simple is not None and simple[1] is not None:
-            head, self._body, end = simple
-            self._buffer = data[end:]
+        if simple is not None and (simple[1] is not None or (not self._eof and simple[2] - len(data) <= SIMPLE_BODY_AHEAD)):
+            head, body, end = simple
+            if body is None:  # a small body still arriving: read when it is asked for (plain_body)
+                start = data.index(b"\r\n\r\n") + 4
+                self._body, self._body_left, self._buffer = data[start:], end - len(data), b""
+            else:
+                self._body, self._body_left, self._buffer = body, 0, data[end:]
             return head
         self._buffer = b""
         self.h11 = conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
@@ -1826,25 +1831,28 @@ class ServerSide:
         """h11 bounds only an *incomplete* head; one that arrived whole in a read is counted here."""
         return self.h11 is not None and self.fed - len(self.h11.trailing_data[0]) > MAX_HEAD_BYTES
 
-    def take_body(self) -> Optional[bytes]:
-        """A plain request's whole body (None when h11 reads this request's body)."""
+    async def plain_body(self) -> Optional[bytes]:
+        """A plain request's whole body, read to its end if it is still arriving (None when h11
+        reads this request's body).  Raises ClientGone if the client closes before its end."""
         if self.h11 is not None:
             return None
         body, self._body = self._body, None
+        if self._body_left:
+            parts = [body or b""]
+            left = self._body_left
+            while left > 0:
+                more = await self._read()
+                if not more:
+                    self._eof = True
+                    self.must_close = True
+                    raise ClientGone("client closed the connection while sending the body")
+                if len(more) > left:
+                    more, self._buffer = more[:left], more[left:]  # a pipelined request began
+                parts.append(more)
+                left -= len(more)
+                self._body_left = left
+            body = b"".join(parts)
         return body or b""
-
-    async def _read_to(self, data: bytes, size: int) -> bytes:
-        """``data`` and what arrives after it, until it has ``size`` bytes or the client's EOF."""
-        parts = [data]
-        have = len(data)
-        while have < size:
-            more = await self._read()
-            if not more:
-                self._eof = True
-                break
-            parts.append(more)
-            have += len(more)
-        return b"".join(parts)
 
     async def _read(self) -> bytes:
         try:
@@ -1871,6 +1879,7 @@ class ServerSide:
         if self.h11 is not None:
             self._buffer, self._eof = self.h11.trailing_data
             self.h11 = None
+        self._body = None  # a plain body no one took (OPTIONS *) is not the next request's
         self.response = RESPONSE_NOT_STARTED
         self.must_close = True
         self._continue_sent = False
@@ -1880,8 +1889,8 @@ class ServerSide:
     def request_read(self) -> bool:
         """The whole request was read.  (A request that offers an Upgrade stays in h11's
         MIGHT_SWITCH_PROTOCOL, which only h11's own response would end: the proxy never switches.)"""
-        if self.h11 is None:  # a plain request (read whole), or h11 dropped by ``start`` once it was read
-            return True
+        if self.h11 is None:  # a plain request (read once its body is), or h11 dropped by ``start`` once it was read
+            return self._body_left == 0
         state = self.h11.their_state  # MUST_CLOSE: read, and the client asked to close after it
         return state is h11.DONE or state is h11.MIGHT_SWITCH_PROTOCOL or state is h11.MUST_CLOSE
 
@@ -1911,8 +1920,8 @@ class ServerSide:
         """The next h11 event.  While a chunked body is read, ``body_budget`` (the bytes it may still
         have) refuses at once a chunk that announces more, or chunk framing h11 would wait on forever."""
         conn = self.h11
-        if conn is None:  # a plain request, read whole: its body, then its end
-            body = self.take_body()
+        if conn is None:  # a plain request: its body, then its end
+            body = await self.plain_body()
             return h11.Data(data=body) if body else h11.EndOfMessage()
         while True:
             event = conn.next_event()
@@ -7970,9 +7979,12 @@ class RequestReader:
         declared = header_value(headers, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_JSON_BODY:
             raise BodyTooLarge("request body too large (%s bytes; the limit is %d)" % (declared.decode(), MAX_JSON_BODY))
-        whole = side.take_body()
-        if whole is not None:
-            return whole  # a plain request: its body came with its head
+        if side.h11 is None:  # a plain request: its body came with its head, or the rest of it comes now
+            side.timer.start(self.config.header_timeout)
+            try:
+                return await side.plain_body() or b""
+            finally:
+                side.timer.stop()
         parts: List[bytes] = []
         size = 0
         conn = side.h11
@@ -8008,7 +8020,17 @@ class RequestReader:
         A larger one is left unread: the error response then closes the connection.
         """
         conn = side.h11
-        if conn is None or conn.their_state is not h11.SEND_BODY or side.client_waits_for_continue:  # None: read whole
+        if conn is None:  # a plain request: read whole, or (up to SIMPLE_BODY_AHEAD) the rest of it now
+            if not side.request_read:
+                side.timer.start(self.config.header_timeout)
+                try:
+                    await side.plain_body()
+                except (ClientGone, ProxyError):
+                    pass
+                finally:
+                    side.timer.stop()
+            return
+        if conn.their_state is not h11.SEND_BODY or side.client_waits_for_continue:
             return  # a client waiting for 100 Continue gets the final status instead (RFC 9110 §10.1.1)
         declared = header_value(headers, b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):

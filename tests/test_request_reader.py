@@ -251,3 +251,78 @@ def test_eof_in_a_body_still_arriving_costs_only_that_request(proxy_port):
     sock.close()
     assert statuses(got) in ([], [400])  # closed, or told the body was cut short; never served
     assert statuses(exchange(proxy_port, request())) == [200]  # the proxy goes on
+
+
+def read_answer(sock, timeout=10.0):
+    """One whole response (head and Content-Length body) from ``sock``."""
+    sock.settimeout(timeout)
+    got = b""
+    while b"\r\n\r\n" not in got:
+        more = sock.recv(65536)
+        if not more:
+            return got
+        got += more
+    head, _, rest = got.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+    while len(rest) < length:
+        more = sock.recv(65536)
+        if not more:
+            break
+        rest += more
+    return head + b"\r\n\r\n" + rest
+
+
+def test_what_cannot_start_a_request_line_is_refused_at_once(fake, start_proxy):
+    # A TLS hello sent to the plain-HTTP port: h11 refuses its first byte; no wait for --header-timeout.
+    proxy = start_proxy(fake.url, "--header-timeout", "60")
+    sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+    sock.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+    assert statuses(read_answer(sock, timeout=10)) == [400]
+    sock.close()
+
+
+def test_the_rest_of_a_body_has_the_header_timeout_of_its_own(fake, start_proxy):
+    # The head comes late in its --header-timeout and the body late in the next one: served.
+    import time
+    proxy = start_proxy(fake.url, "--header-timeout", "2")
+    data = request()
+    split = data.index(b"\r\n\r\n") + 4 + 5
+    sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+    time.sleep(1.2)
+    sock.sendall(data[:split])
+    time.sleep(1.2)
+    sock.sendall(data[split:])
+    assert statuses(read_answer(sock)) == [200]
+    sock.close()
+
+
+def test_a_refusal_before_the_body_reads_its_rest_and_keeps_the_connection(fake, start_proxy):
+    # --api-key refuses the request from its head; the rest of its body, still arriving, is read
+    # and dropped, so the next request on the connection starts where it should.
+    import time
+    proxy = start_proxy(fake.url, "--api-key", "k3y")
+    data = request()
+    split = data.index(b"\r\n\r\n") + 4 + 5
+    sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+    sock.sendall(data[:split])
+    time.sleep(0.3)
+    sock.sendall(data[split:])
+    assert statuses(read_answer(sock)) == [401]
+    sock.sendall(request(headers=[b"Host: x", b"Authorization: Bearer k3y", b"Content-Length: %d" % len(BODY)]))
+    assert statuses(read_answer(sock)) == [200]
+    sock.close()
+
+
+def test_shutdown_lets_a_request_whose_body_is_arriving_finish(fake, start_proxy):
+    import time
+    proxy = start_proxy(fake.url)
+    data = request()
+    split = data.index(b"\r\n\r\n") + 4 + 5
+    sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+    sock.sendall(data[:split])
+    time.sleep(0.3)  # the head is read; the body's rest is awaited
+    proxy.loop.call_soon_threadsafe(proxy.app.request_shutdown)
+    time.sleep(0.3)
+    sock.sendall(data[split:])
+    assert statuses(read_answer(sock)) == [200]
+    sock.close()

@@ -60,6 +60,7 @@ def ready_side(request=REQUESTS["GET 1.1"]):
     side.response = op.RESPONSE_NOT_STARTED
     side.must_close = True
     side._continue_sent = False
+    side._buffer, side._eof, side._body, side._body_left = b"", False, None, 0
     side.begin(conn.next_event())
     assert type(conn.next_event()) is h11.EndOfMessage
     return side
