@@ -7980,11 +7980,14 @@ class RequestReader:
         if declared is not None and declared.isdigit() and int(declared) > MAX_JSON_BODY:
             raise BodyTooLarge("request body too large (%s bytes; the limit is %d)" % (declared.decode(), MAX_JSON_BODY))
         if side.h11 is None:  # a plain request: its body came with its head, or the rest of it comes now
-            side.timer.start(self.config.header_timeout)
+            arriving = not side.request_read
+            if arriving:
+                side.timer.start(self.config.header_timeout)
             try:
                 return await side.plain_body() or b""
             finally:
-                side.timer.stop()
+                if arriving:
+                    side.timer.stop()
         parts: List[bytes] = []
         size = 0
         conn = side.h11
