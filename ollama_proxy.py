@@ -30,7 +30,8 @@ Section map (``grep -n '^# [0-9]*\\. ' `` prints the same list):
     11. Merged lists        /api/tags, /api/ps, /api/version from many backends; Metrics, and
                             Recent (the last requests and minutes for the status page)
     12. Server              Exchange, Planner (each Attempt), Relay (every answer), OwnEndpoints,
-                            RequestReader, and App: accept loop, connection loop, the wiring
+                            RequestReader, Forwarder (a request to a backend and back: attempts,
+                            retries, uploads), and App: accept loop, connection loop, the wiring
     13. Doctor              --check and the flash-attention check: what Ollama sees, what the proxy sends;
                             --check --limits MODEL: the sizes this machine really runs
     14. CLI                 argument parser, logging setup, main()
@@ -6925,7 +6926,7 @@ class Planner:
         self.metrics.count("chunked_inputs", sum(1 for s, e in spans if e - s > 1))
         self.metrics.count("chunk_pieces", len(pieces))
         if legacy:
-            return False  # its pieces go one by one (App._embed_legacy_chunked)
+            return False  # its pieces go one by one (Forwarder._embed_legacy_chunked)
         body["input"] = pieces
         return True
 
@@ -8118,17 +8119,266 @@ class RequestReader:
         return req._replace(json=dict(req.json, **{key: target}), dirty=True, rename=rename, model=target)
 
 
+class Forwarder:
+    """One request's way to a backend and back: a backend chosen (through the Scheduler, waiting
+    in its queue when all are busy), each attempt prepared for it (Planner), sent, its answer
+    relayed (Relay), and a failure before the answer started tried again elsewhere; streamed
+    uploads; the legacy embedding's pieces.  It owns no state: the backends are the Fleet's,
+    the slots the Scheduler's, what is learned the Planner's."""
+
+    def __init__(self, config: Config, via: bytes, fleet: Fleet, scheduler: Scheduler, planner: Planner, relay: Relay) -> None:
+        self.config = config
+        self.via = via
+        self.fleet = fleet
+        self.scheduler = scheduler
+        self.planner = planner
+        self.relay = relay
+        #: request headers never sent upstream: ours are set per backend, the key is the proxy's own
+        self._upstream_drop = frozenset({b"host", b"content-length", b"expect", b"via"}
+                                        | ({b"x-api-key", b"authorization"} if config.api_key else set()))
+
+    def _upstream_headers(self, ex: Exchange, backend: Backend, body_length: int) -> Headers:
+        """The request head for ``backend``: Host rewritten, hop-by-hop dropped, Via appended.
+
+        ``body_length`` >= 0 sends that Content-Length; CHUNKED streams the body; NO_BODY
+        sends neither (a GET without a body).
+        """
+        headers = strip_hop_by_hop(ex.request.headers, self._upstream_drop)
+        spec = backend.spec
+        headers.insert(0, (b"host", backend.host_header))
+        if body_length >= 0:
+            headers.append((b"content-length", b"%d" % body_length))
+        elif body_length == CHUNKED:
+            headers.append((b"transfer-encoding", b"chunked"))
+        headers.append((b"via", join_via(all_values(ex.request.headers, b"via"), self.via)))
+        if spec.auth is not None:
+            headers = [(n, v) for n, v in headers if n != b"authorization"]
+            headers.append((b"authorization", spec.auth.encode("latin-1")))
+        return headers
+
+    async def forward(self, side: ServerSide, ex: Exchange, upload: bool) -> None:
+        """Choose a backend (waiting in the queue if all are busy), prepare the request for it,
+        send it, and relay the answer.  A failure before the answer started goes to another
+        backend not yet tried, up to --max-retries times (SPEC §6).  Each attempt's outcome is
+        reported to the Fleet (``judge``), which decides what it means for the backend's health."""
+        tried: List[str] = []
+        heartbeat: Optional[asyncio.Task] = None
+        if ex.request.streaming and self.config.heartbeat > 0:
+            heartbeat = asyncio.ensure_future(self.relay.heartbeat(side, ex))
+        want = self._want(ex)
+        scheduler = self.scheduler
+        try:
+            while True:
+                backend: Optional[Backend] = None
+                upconn: Optional[UpstreamConnection] = None
+                failure: Optional[str] = None  #: the attempt's verdict on its backend: why it failed, "" served, None neither
+                try:
+                    backend = await scheduler.acquire(want, tried)  # may fail after the heartbeat's head: in-band below
+                    ex.backend = backend.name
+                    backend.requests += 1
+                    # Each attempt is built afresh from the request, for its own backend.
+                    attempt = Attempt(backend, None, b"") if upload else await self.planner.prepare(ex, backend)
+                    ex.num_ctx, ex.num_ctx_changed = attempt.num_ctx, attempt.num_ctx_changed
+                    if attempt.chunks is not None and ex.request.path == "/api/embeddings":
+                        await self._embed_legacy_chunked(side, ex, attempt)
+                        return
+                    try:
+                        upconn, response, attempt = await self._send(side, ex, attempt, upload)
+                    except (BadGateway, UpstreamTimeout) as err:
+                        upconn = None
+                        failure = err.message
+                        self.fleet.mark_failed(backend, err.message)
+                        if not upload and scheduler.may_retry(want, tried, backend):
+                            log.warning("%s: %s: trying another backend", ex.label(), err.message)
+                            continue
+                        raise
+                    if response.status_code >= 500:
+                        failure = "backend %s answered %d" % (backend.name, response.status_code)
+                        if not upload and scheduler.may_retry(want, tried, backend):
+                            body = await upconn.receive_whole_body()
+                            self._release_connection(backend, upconn)
+                            upconn = None
+                            failure += " (%s)" % error_message_from_body(body)
+                            log.warning("%s: %s: trying another backend", ex.label(), failure)
+                            continue
+                    if heartbeat is not None:
+                        await self.relay.stop_heartbeat(heartbeat)
+                        heartbeat = None
+                    await self._answer(side, ex, want, attempt, upconn, response)
+                    if failure is None and response.status_code < 400:
+                        failure = ex.error or ""  # an error after a 2xx head: the stream broke
+                    elif failure is not None and (ex.error or ex.tail):
+                        failure += " (%s)" % (ex.error or error_message_from_body(ex.tail))[:200]
+                    return
+                except ProxyError as err:
+                    if backend is not None and isinstance(err, (BadGateway, UpstreamTimeout)):
+                        backend.last_error = err.message
+                        failure = failure or err.message
+                    if upconn is not None:
+                        upconn.abort()
+                        upconn = None
+                    if heartbeat is not None:  # stopped first: it may be sending the head right now
+                        await self.relay.stop_heartbeat(heartbeat)
+                        heartbeat = None
+                    if not ex.response_started:
+                        raise
+                    await self.relay.end_in_band(side, ex, err.message, err.status)
+                    return
+                finally:
+                    if backend is not None:
+                        if upconn is not None:
+                            self._release_connection(backend, upconn)
+                        if want.pinned is None:  # /proxy-backend/ is for debugging: it neither ejects nor recovers
+                            self.fleet.judge(backend, failure, want.trial)
+                        scheduler.release(backend)
+        finally:
+            if heartbeat is not None:
+                await self.relay.stop_heartbeat(heartbeat)
+
+    async def _send(self, side: ServerSide, ex: Exchange, attempt: Attempt, upload: bool) -> Tuple[UpstreamConnection, ResponseHead, Attempt]:
+        """Send the attempt and read the answer's head.  A load that ran out of memory at a size the
+        proxy chose goes up once more, smaller (then that is the attempt)."""
+        upconn, response = await self._open_exchange(side, ex, attempt, upload)
+        if attempt.chosen_ctx and response.status_code >= 500:
+            body = await upconn.receive_whole_body()
+            smaller = self.planner.smaller(ex, attempt, response.status_code, error_message_from_body(body))
+            if smaller is None:
+                upconn.replay = body  # the error goes to the client as it came
+            else:
+                self._release_connection(attempt.backend, upconn)
+                attempt = smaller
+                ex.num_ctx = attempt.num_ctx
+                upconn, response = await self._open_exchange(side, ex, attempt, False)
+        return upconn, response, attempt
+
+    async def _answer(self, side: ServerSide, ex: Exchange, want: Want, attempt: Attempt, upconn: UpstreamConnection,
+                      response: ResponseHead) -> None:
+        """The answer to the client: relayed, or translated and combined; then what it teaches."""
+        if ex.request.kind is None and attempt.chunks is None:
+            await self.relay.native(side, ex, attempt.backend, upconn, response)
+        else:
+            await self.relay.transformed(side, ex, attempt, upconn, response)
+        if want.sticky_key is not None and ex.status == 200 and ex.error is None:
+            self.fleet.sticky.put(want.sticky_key, attempt.backend.name, time.monotonic())
+        if ex.request.path in MODIFIED_PATHS and ex.request.model:
+            self.planner.learn(ex, attempt)
+
+    def _release_connection(self, backend: Backend, upconn: UpstreamConnection) -> None:
+        assert backend.pool is not None
+        backend.pool.release(upconn)
+
+    # -- choosing a backend, the queue ---------------------------------------------
+
+    def _want(self, ex: Exchange) -> Want:
+        """What the request asks of the choice: its model, a pinned backend, its conversation."""
+        model = normalize_model(ex.request.model) if ex.request.model else None
+        body = ex.request.json if isinstance(ex.request.json, dict) else None
+        want = Want(ex.label, ex.request.path, model, ex.request.pinned, need=functools.partial(self.planner.need, ex, model or ""),
+                    embed=ex.request.path in EMBED_PATHS)
+        if ex.request.path == "/api/create" and body is not None:
+            base = body.get("from")
+            want.create_from = normalize_model(base) if isinstance(base, str) and base else None
+        if self.config.sticky and model and ex.request.path == "/api/chat" and body is not None and self.fleet.several():
+            want.sticky_key = conversation_key(model, body)
+        return want
+
+    # -- /v1 translation and embedding chunking ----------------------------------
+
+    async def _embed_legacy_chunked(self, side: ServerSide, ex: Exchange, attempt: Attempt) -> None:
+        """/api/embeddings takes one prompt: its pieces go one by one; the answer is their plain weighted mean."""
+        assert attempt.chunks is not None and attempt.body is not None
+        pieces, spans = attempt.chunks
+        vectors = []
+        for piece in pieces:
+            vectors.append(await self._legacy_embedding(attempt.backend, dict(attempt.body, prompt=piece)))
+        (vector,) = combine_embeddings(vectors, pieces, spans, normalize=False)
+        await self.relay.send_json(side, ex, 200, {"embedding": vector})
+
+    async def _legacy_embedding(self, backend: Backend, body: Dict[str, Any]) -> List[float]:
+        """One piece through the legacy endpoint; its error, if any, becomes the request's."""
+        status, obj = await self.fleet.request_json(backend, b"POST", "/api/embeddings", body, timeout=self.config.request_timeout)
+        if status != 200 or not isinstance(obj, dict) or not isinstance(obj.get("embedding"), list):
+            message = obj.get("error") if isinstance(obj, dict) and isinstance(obj.get("error"), str) else "backend answered %d" % status
+            raise ProxyError(message, status if status >= 400 else 502)
+        return obj["embedding"]
+
+    # -- answers of the proxy's own: merged lists, health -------------------------------
+
+    async def _open_exchange(self, side: ServerSide, ex: Exchange, attempt: Attempt, upload: bool) -> Tuple[UpstreamConnection, ResponseHead]:
+        """Connect (or reuse), send the request, and read the response head.
+
+        A pooled socket that the backend closed meanwhile fails before any response byte;
+        such a failure is retried once on a fresh connection (the body is still in hand).
+        """
+        backend = attempt.backend
+        pool = backend.pool
+        assert pool is not None
+        spec = backend.spec
+        target = spec.path_prefix.encode("latin-1") + ex.request.target if spec.path_prefix else ex.request.target
+        if upload:
+            length = header_value(ex.request.headers, b"content-length")
+            upconn = await pool.connect()
+            try:
+                headers = self._upstream_headers(ex, backend, int(length) if length is not None and length.isdigit() else CHUNKED)
+                upconn.timer.start(self.config.request_timeout)
+                await upconn.send_request(ex.method, target, headers, None)
+                await self._stream_upload(side, ex, upconn)
+                task = asyncio.current_task()
+                assert task is not None
+                side.watch_disconnect(task)  # the body is complete: from now on, EOF means gone
+                return upconn, await upconn.receive_response()
+            except BaseException:
+                upconn.abort()
+                raise
+        body = attempt.data
+        has_framing = header_value(ex.request.headers, b"content-length") is not None or header_value(ex.request.headers, b"transfer-encoding") is not None
+        headers = self._upstream_headers(ex, backend, len(body) if body or has_framing else NO_BODY)
+        upconn = pool.take_idle() or await pool.connect()
+        while True:
+            reused = upconn.requests > 0
+            try:
+                upconn.timer.start(self.config.request_timeout)  # also bounds a backend that stops reading
+                await upconn.send_request(ex.method, target, headers, body)
+                return upconn, await upconn.receive_response()
+            except BadGateway:
+                upconn.abort()
+                if not reused or upconn.received_any:
+                    raise
+                log.debug("conn %d: pooled connection to %s was stale; retrying on a new one", ex.conn_id, backend.name)
+            except BaseException:
+                upconn.abort()
+                raise
+            upconn = await pool.connect()
+
+    async def _stream_upload(self, side: ServerSide, ex: Exchange, upconn: UpstreamConnection) -> None:
+        side.timer.start(self.config.header_timeout)
+        try:
+            while True:
+                event = await side.next_event(UPLOAD_CHUNK_LIMIT)
+                side.timer.touch()
+                kind = type(event)
+                if kind is h11.Data:
+                    await upconn.send_body_part(bytes(event.data))
+                elif kind is h11.EndOfMessage:
+                    await upconn.end_body()
+                    return
+                else:
+                    raise ClientGone("client closed the connection during the upload")
+        except h11.RemoteProtocolError as exc:
+            raise BadRequest("malformed request body: %s" % exc) from None
+        finally:
+            side.timer.stop()
+
+
 class App:
-    """The server: it listens, runs each connection's loop of requests and each request's
-    attempts, shuts down, and wires the collaborators that own the rest."""
+    """The server: it listens, runs each connection's loop of requests (each forwarded by the
+    Forwarder unless the proxy answers it itself), shuts down, and wires the collaborators that
+    own the rest."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.token = os.urandom(6).hex()
         self.via = ("1.1 ollama-proxy-" + self.token).encode("ascii")
-        #: request headers never sent upstream: ours are set per backend, the key is the proxy's own
-        self._upstream_drop = frozenset({b"host", b"content-length", b"expect", b"via"}
-                                        | ({b"x-api-key", b"authorization"} if config.api_key else set()))
         self.server: Optional[asyncio.AbstractServer] = None
         self.port = 0
         self._conn_ids = itertools.count(1)
@@ -8144,6 +8394,7 @@ class App:
         self.planner = Planner(config, self.models, self.fleet, self.metrics)
         warn_once = WarnOnce()
         self.relay = Relay(config, self.via, warn_once)
+        self.forwarder = Forwarder(config, self.via, self.fleet, self.scheduler, self.planner, self.relay)
         self.reader = RequestReader(config, self.token, self.fleet)
         self.own = OwnEndpoints(config, self.fleet, self.scheduler, self.metrics, self.relay, warn_once, self.models, self.reader.model_after_aliases)
         self.reader.merging = self.own.merging
@@ -8360,7 +8611,7 @@ class App:
                 assert task is not None
                 if ex.method == b"POST" and ex.request.path.startswith(STREAMED_UPLOAD_PREFIXES):
                     try:
-                        await self._forward(side, ex, upload=True)
+                        await self.forwarder.forward(side, ex, upload=True)
                     finally:
                         side.unwatch()
                     return
@@ -8372,7 +8623,7 @@ class App:
                 reader.resolve(ex)
                 side.watch_disconnect(task)
                 try:
-                    await self._forward(side, ex, upload=False)
+                    await self.forwarder.forward(side, ex, upload=False)
                 finally:
                     side.unwatch()
             except RecursionError:
@@ -8403,244 +8654,6 @@ class App:
 
     async def _show(self, backend: Backend, model: str) -> Tuple[int, Any]:
         return await self.fleet.request_json(backend, b"POST", "/api/show", {"model": model})
-
-    # -- probes, health, preload ---------------------------------------------------
-
-    # -- the relay --------------------------------------------------------
-
-    def _upstream_headers(self, ex: Exchange, backend: Backend, body_length: int) -> Headers:
-        """The request head for ``backend``: Host rewritten, hop-by-hop dropped, Via appended.
-
-        ``body_length`` >= 0 sends that Content-Length; CHUNKED streams the body; NO_BODY
-        sends neither (a GET without a body).
-        """
-        headers = strip_hop_by_hop(ex.request.headers, self._upstream_drop)
-        spec = backend.spec
-        headers.insert(0, (b"host", backend.host_header))
-        if body_length >= 0:
-            headers.append((b"content-length", b"%d" % body_length))
-        elif body_length == CHUNKED:
-            headers.append((b"transfer-encoding", b"chunked"))
-        headers.append((b"via", join_via(all_values(ex.request.headers, b"via"), self.via)))
-        if spec.auth is not None:
-            headers = [(n, v) for n, v in headers if n != b"authorization"]
-            headers.append((b"authorization", spec.auth.encode("latin-1")))
-        return headers
-
-    async def _forward(self, side: ServerSide, ex: Exchange, upload: bool) -> None:
-        """Choose a backend (waiting in the queue if all are busy), prepare the request for it,
-        send it, and relay the answer.  A failure before the answer started goes to another
-        backend not yet tried, up to --max-retries times (SPEC §6).  Each attempt's outcome is
-        reported to the Fleet (``judge``), which decides what it means for the backend's health."""
-        tried: List[str] = []
-        heartbeat: Optional[asyncio.Task] = None
-        if ex.request.streaming and self.config.heartbeat > 0:
-            heartbeat = asyncio.ensure_future(self.relay.heartbeat(side, ex))
-        want = self._want(ex)
-        scheduler = self.scheduler
-        try:
-            while True:
-                backend: Optional[Backend] = None
-                upconn: Optional[UpstreamConnection] = None
-                failure: Optional[str] = None  #: the attempt's verdict on its backend: why it failed, "" served, None neither
-                try:
-                    backend = await scheduler.acquire(want, tried)  # may fail after the heartbeat's head: in-band below
-                    ex.backend = backend.name
-                    backend.requests += 1
-                    # Each attempt is built afresh from the request, for its own backend.
-                    attempt = Attempt(backend, None, b"") if upload else await self.planner.prepare(ex, backend)
-                    ex.num_ctx, ex.num_ctx_changed = attempt.num_ctx, attempt.num_ctx_changed
-                    if attempt.chunks is not None and ex.request.path == "/api/embeddings":
-                        await self._embed_legacy_chunked(side, ex, attempt)
-                        return
-                    try:
-                        upconn, response, attempt = await self._send(side, ex, attempt, upload)
-                    except (BadGateway, UpstreamTimeout) as err:
-                        upconn = None
-                        failure = err.message
-                        self.fleet.mark_failed(backend, err.message)
-                        if not upload and scheduler.may_retry(want, tried, backend):
-                            log.warning("%s: %s: trying another backend", ex.label(), err.message)
-                            continue
-                        raise
-                    if response.status_code >= 500:
-                        failure = "backend %s answered %d" % (backend.name, response.status_code)
-                        if not upload and scheduler.may_retry(want, tried, backend):
-                            body = await upconn.receive_whole_body()
-                            self._release_connection(backend, upconn)
-                            upconn = None
-                            failure += " (%s)" % error_message_from_body(body)
-                            log.warning("%s: %s: trying another backend", ex.label(), failure)
-                            continue
-                    if heartbeat is not None:
-                        await self.relay.stop_heartbeat(heartbeat)
-                        heartbeat = None
-                    await self._answer(side, ex, want, attempt, upconn, response)
-                    if failure is None and response.status_code < 400:
-                        failure = ex.error or ""  # an error after a 2xx head: the stream broke
-                    elif failure is not None and (ex.error or ex.tail):
-                        failure += " (%s)" % (ex.error or error_message_from_body(ex.tail))[:200]
-                    return
-                except ProxyError as err:
-                    if backend is not None and isinstance(err, (BadGateway, UpstreamTimeout)):
-                        backend.last_error = err.message
-                        failure = failure or err.message
-                    if upconn is not None:
-                        upconn.abort()
-                        upconn = None
-                    if heartbeat is not None:  # stopped first: it may be sending the head right now
-                        await self.relay.stop_heartbeat(heartbeat)
-                        heartbeat = None
-                    if not ex.response_started:
-                        raise
-                    await self.relay.end_in_band(side, ex, err.message, err.status)
-                    return
-                finally:
-                    if backend is not None:
-                        if upconn is not None:
-                            self._release_connection(backend, upconn)
-                        if want.pinned is None:  # /proxy-backend/ is for debugging: it neither ejects nor recovers
-                            self.fleet.judge(backend, failure, want.trial)
-                        scheduler.release(backend)
-        finally:
-            if heartbeat is not None:
-                await self.relay.stop_heartbeat(heartbeat)
-
-    async def _send(self, side: ServerSide, ex: Exchange, attempt: Attempt, upload: bool) -> Tuple[UpstreamConnection, ResponseHead, Attempt]:
-        """Send the attempt and read the answer's head.  A load that ran out of memory at a size the
-        proxy chose goes up once more, smaller (then that is the attempt)."""
-        upconn, response = await self._open_exchange(side, ex, attempt, upload)
-        if attempt.chosen_ctx and response.status_code >= 500:
-            body = await upconn.receive_whole_body()
-            smaller = self.planner.smaller(ex, attempt, response.status_code, error_message_from_body(body))
-            if smaller is None:
-                upconn.replay = body  # the error goes to the client as it came
-            else:
-                self._release_connection(attempt.backend, upconn)
-                attempt = smaller
-                ex.num_ctx = attempt.num_ctx
-                upconn, response = await self._open_exchange(side, ex, attempt, False)
-        return upconn, response, attempt
-
-    async def _answer(self, side: ServerSide, ex: Exchange, want: Want, attempt: Attempt, upconn: UpstreamConnection,
-                      response: ResponseHead) -> None:
-        """The answer to the client: relayed, or translated and combined; then what it teaches."""
-        if ex.request.kind is None and attempt.chunks is None:
-            await self.relay.native(side, ex, attempt.backend, upconn, response)
-        else:
-            await self.relay.transformed(side, ex, attempt, upconn, response)
-        if want.sticky_key is not None and ex.status == 200 and ex.error is None:
-            self.fleet.sticky.put(want.sticky_key, attempt.backend.name, time.monotonic())
-        if ex.request.path in MODIFIED_PATHS and ex.request.model:
-            self.planner.learn(ex, attempt)
-
-    def _release_connection(self, backend: Backend, upconn: UpstreamConnection) -> None:
-        assert backend.pool is not None
-        backend.pool.release(upconn)
-
-    # -- choosing a backend, the queue ---------------------------------------------
-
-    def _want(self, ex: Exchange) -> Want:
-        """What the request asks of the choice: its model, a pinned backend, its conversation."""
-        model = normalize_model(ex.request.model) if ex.request.model else None
-        body = ex.request.json if isinstance(ex.request.json, dict) else None
-        want = Want(ex.label, ex.request.path, model, ex.request.pinned, need=functools.partial(self.planner.need, ex, model or ""),
-                    embed=ex.request.path in EMBED_PATHS)
-        if ex.request.path == "/api/create" and body is not None:
-            base = body.get("from")
-            want.create_from = normalize_model(base) if isinstance(base, str) and base else None
-        if self.config.sticky and model and ex.request.path == "/api/chat" and body is not None and self.fleet.several():
-            want.sticky_key = conversation_key(model, body)
-        return want
-
-    # -- /v1 translation and embedding chunking ----------------------------------
-
-    async def _embed_legacy_chunked(self, side: ServerSide, ex: Exchange, attempt: Attempt) -> None:
-        """/api/embeddings takes one prompt: its pieces go one by one; the answer is their plain weighted mean."""
-        assert attempt.chunks is not None and attempt.body is not None
-        pieces, spans = attempt.chunks
-        vectors = []
-        for piece in pieces:
-            vectors.append(await self._legacy_embedding(attempt.backend, dict(attempt.body, prompt=piece)))
-        (vector,) = combine_embeddings(vectors, pieces, spans, normalize=False)
-        await self.relay.send_json(side, ex, 200, {"embedding": vector})
-
-    async def _legacy_embedding(self, backend: Backend, body: Dict[str, Any]) -> List[float]:
-        """One piece through the legacy endpoint; its error, if any, becomes the request's."""
-        status, obj = await self.fleet.request_json(backend, b"POST", "/api/embeddings", body, timeout=self.config.request_timeout)
-        if status != 200 or not isinstance(obj, dict) or not isinstance(obj.get("embedding"), list):
-            message = obj.get("error") if isinstance(obj, dict) and isinstance(obj.get("error"), str) else "backend answered %d" % status
-            raise ProxyError(message, status if status >= 400 else 502)
-        return obj["embedding"]
-
-    # -- answers of the proxy's own: merged lists, health -------------------------------
-
-    async def _open_exchange(self, side: ServerSide, ex: Exchange, attempt: Attempt, upload: bool) -> Tuple[UpstreamConnection, ResponseHead]:
-        """Connect (or reuse), send the request, and read the response head.
-
-        A pooled socket that the backend closed meanwhile fails before any response byte;
-        such a failure is retried once on a fresh connection (the body is still in hand).
-        """
-        backend = attempt.backend
-        pool = backend.pool
-        assert pool is not None
-        spec = backend.spec
-        target = spec.path_prefix.encode("latin-1") + ex.request.target if spec.path_prefix else ex.request.target
-        if upload:
-            length = header_value(ex.request.headers, b"content-length")
-            upconn = await pool.connect()
-            try:
-                headers = self._upstream_headers(ex, backend, int(length) if length is not None and length.isdigit() else CHUNKED)
-                upconn.timer.start(self.config.request_timeout)
-                await upconn.send_request(ex.method, target, headers, None)
-                await self._stream_upload(side, ex, upconn)
-                task = asyncio.current_task()
-                assert task is not None
-                side.watch_disconnect(task)  # the body is complete: from now on, EOF means gone
-                return upconn, await upconn.receive_response()
-            except BaseException:
-                upconn.abort()
-                raise
-        body = attempt.data
-        has_framing = header_value(ex.request.headers, b"content-length") is not None or header_value(ex.request.headers, b"transfer-encoding") is not None
-        headers = self._upstream_headers(ex, backend, len(body) if body or has_framing else NO_BODY)
-        upconn = pool.take_idle() or await pool.connect()
-        while True:
-            reused = upconn.requests > 0
-            try:
-                upconn.timer.start(self.config.request_timeout)  # also bounds a backend that stops reading
-                await upconn.send_request(ex.method, target, headers, body)
-                return upconn, await upconn.receive_response()
-            except BadGateway:
-                upconn.abort()
-                if not reused or upconn.received_any:
-                    raise
-                log.debug("conn %d: pooled connection to %s was stale; retrying on a new one", ex.conn_id, backend.name)
-            except BaseException:
-                upconn.abort()
-                raise
-            upconn = await pool.connect()
-
-    async def _stream_upload(self, side: ServerSide, ex: Exchange, upconn: UpstreamConnection) -> None:
-        side.timer.start(self.config.header_timeout)
-        try:
-            while True:
-                event = await side.next_event(UPLOAD_CHUNK_LIMIT)
-                side.timer.touch()
-                kind = type(event)
-                if kind is h11.Data:
-                    await upconn.send_body_part(bytes(event.data))
-                elif kind is h11.EndOfMessage:
-                    await upconn.end_body()
-                    return
-                else:
-                    raise ClientGone("client closed the connection during the upload")
-        except h11.RemoteProtocolError as exc:
-            raise BadRequest("malformed request body: %s" % exc) from None
-        finally:
-            side.timer.stop()
-
-    # -- logging ------------------------------------------------------------
 
 
 # ---------------------------------------------------------------------------
