@@ -1833,27 +1833,30 @@ class ServerSide:
         return self.h11 is not None and self.fed - len(self.h11.trailing_data[0]) > MAX_HEAD_BYTES
 
     async def plain_body(self) -> Optional[bytes]:
-        """A plain request's whole body, read to its end if it is still arriving (None when h11
-        reads this request's body).  Raises ClientGone if the client closes before its end."""
+        """A plain request's whole body, its rest read under a --header-timeout of its own if it
+        is still arriving (None when h11 reads this request's body).  Raises ClientGone if the
+        client closes (or the timeout aborts the connection) before its end."""
         if self.h11 is not None:
             return None
-        body, self._body = self._body, None
-        if self._body_left:
-            parts = [body or b""]
-            left = self._body_left
-            while left > 0:
+        body, self._body = self._body or b"", None
+        if not self._body_left:
+            return body
+        parts = [body]
+        self.timer.start(self.config.header_timeout)
+        try:
+            while self._body_left > 0:
                 more = await self._read()
                 if not more:
                     self._eof = True
                     self.must_close = True
                     raise ClientGone("client closed the connection while sending the body")
-                if len(more) > left:
-                    more, self._buffer = more[:left], more[left:]  # a pipelined request began
+                if len(more) > self._body_left:
+                    more, self._buffer = more[:self._body_left], more[self._body_left:]  # a pipelined request began
                 parts.append(more)
-                left -= len(more)
-                self._body_left = left
-            body = b"".join(parts)
-        return body or b""
+                self._body_left -= len(more)
+        finally:
+            self.timer.stop()
+        return b"".join(parts)
 
     async def _read(self) -> bytes:
         try:
@@ -7980,15 +7983,9 @@ class RequestReader:
         declared = header_value(headers, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_JSON_BODY:
             raise BodyTooLarge("request body too large (%s bytes; the limit is %d)" % (declared.decode(), MAX_JSON_BODY))
-        if side.h11 is None:  # a plain request: its body came with its head, or the rest of it comes now
-            arriving = not side.request_read
-            if arriving:
-                side.timer.start(self.config.header_timeout)
-            try:
-                return await side.plain_body() or b""
-            finally:
-                if arriving:
-                    side.timer.stop()
+        plain = await side.plain_body()  # a plain request: its body came with its head, or the rest of it comes now
+        if plain is not None:
+            return plain
         parts: List[bytes] = []
         size = 0
         conn = side.h11
@@ -8025,14 +8022,10 @@ class RequestReader:
         """
         conn = side.h11
         if conn is None:  # a plain request: read whole, or (up to SIMPLE_BODY_AHEAD) the rest of it now
-            if not side.request_read:
-                side.timer.start(self.config.header_timeout)
-                try:
-                    await side.plain_body()
-                except (ClientGone, ProxyError):
-                    pass
-                finally:
-                    side.timer.stop()
+            try:
+                await side.plain_body()
+            except ClientGone:
+                pass
             return
         if conn.their_state is not h11.SEND_BODY or side.client_waits_for_continue:
             return  # a client waiting for 100 Continue gets the final status instead (RFC 9110 §10.1.1)

@@ -13,6 +13,7 @@ import json
 import random
 import re
 import socket
+import time
 
 import h11
 import pytest
@@ -181,7 +182,6 @@ def test_every_request_the_plain_reader_takes_h11_reads_the_same():
 
 def exchange(port, *writes, pause=0.0):
     """Send ``writes`` (pausing between them), then read answers until the proxy closes or goes quiet."""
-    import time
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     try:
         for i, data in enumerate(writes):
@@ -272,6 +272,12 @@ def read_answer(sock, timeout=10.0):
     return head + b"\r\n\r\n" + rest
 
 
+def split_body(data, into=5):
+    """A request cut ``into`` bytes into its body: (the head and those bytes, the rest)."""
+    cut = data.index(b"\r\n\r\n") + 4 + into
+    return data[:cut], data[cut:]
+
+
 def test_what_cannot_start_a_request_line_is_refused_at_once(fake, start_proxy):
     # A TLS hello sent to the plain-HTTP port: h11 refuses its first byte; no wait for --header-timeout.
     proxy = start_proxy(fake.url, "--header-timeout", "60")
@@ -283,15 +289,13 @@ def test_what_cannot_start_a_request_line_is_refused_at_once(fake, start_proxy):
 
 def test_the_rest_of_a_body_has_the_header_timeout_of_its_own(fake, start_proxy):
     # The head comes late in its --header-timeout and the body late in the next one: served.
-    import time
     proxy = start_proxy(fake.url, "--header-timeout", "2")
-    data = request()
-    split = data.index(b"\r\n\r\n") + 4 + 5
+    head_and_some, rest = split_body(request())
     sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
     time.sleep(1.2)
-    sock.sendall(data[:split])
+    sock.sendall(head_and_some)
     time.sleep(1.2)
-    sock.sendall(data[split:])
+    sock.sendall(rest)
     assert statuses(read_answer(sock)) == [200]
     sock.close()
 
@@ -299,14 +303,12 @@ def test_the_rest_of_a_body_has_the_header_timeout_of_its_own(fake, start_proxy)
 def test_a_refusal_before_the_body_reads_its_rest_and_keeps_the_connection(fake, start_proxy):
     # --api-key refuses the request from its head; the rest of its body, still arriving, is read
     # and dropped, so the next request on the connection starts where it should.
-    import time
     proxy = start_proxy(fake.url, "--api-key", "k3y")
-    data = request()
-    split = data.index(b"\r\n\r\n") + 4 + 5
+    head_and_some, rest = split_body(request())
     sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
-    sock.sendall(data[:split])
+    sock.sendall(head_and_some)
     time.sleep(0.3)
-    sock.sendall(data[split:])
+    sock.sendall(rest)
     assert statuses(read_answer(sock)) == [401]
     sock.sendall(request(headers=[b"Host: x", b"Authorization: Bearer k3y", b"Content-Length: %d" % len(BODY)]))
     assert statuses(read_answer(sock)) == [200]
@@ -314,15 +316,13 @@ def test_a_refusal_before_the_body_reads_its_rest_and_keeps_the_connection(fake,
 
 
 def test_shutdown_lets_a_request_whose_body_is_arriving_finish(fake, start_proxy):
-    import time
     proxy = start_proxy(fake.url)
-    data = request()
-    split = data.index(b"\r\n\r\n") + 4 + 5
+    head_and_some, rest = split_body(request())
     sock = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
-    sock.sendall(data[:split])
+    sock.sendall(head_and_some)
     time.sleep(0.3)  # the head is read; the body's rest is awaited
     proxy.loop.call_soon_threadsafe(proxy.app.request_shutdown)
     time.sleep(0.3)
-    sock.sendall(data[split:])
+    sock.sendall(rest)
     assert statuses(read_answer(sock)) == [200]
     sock.close()
